@@ -1,0 +1,82 @@
+package index
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+)
+
+// Hash is the name of a chunk: the SHA-256 of its bytes. It is comparable
+// and usable as a map key.
+type Hash [32]byte
+
+// Sum returns the Hash of b.
+func Sum(b []byte) Hash { return Hash(sha256.Sum256(b)) }
+
+// IsZero reports whether h is the all-zero hash, which names no chunk (the
+// root of an empty file).
+func (h Hash) IsZero() bool { return h == Hash{} }
+
+func (h Hash) String() string { return hex.EncodeToString(h[:]) }
+
+// Short returns the first 12 hex digits, for logs.
+func (h Hash) Short() string { return hex.EncodeToString(h[:6]) }
+
+// ParseHash parses the 64-hex-digit form written by String.
+func ParseHash(s string) (Hash, error) {
+	var h Hash
+	if len(s) != 2*len(h) {
+		return h, fmt.Errorf("chunk hash %q: want %d hex digits", s, 2*len(h))
+	}
+	if _, err := hex.Decode(h[:], []byte(s)); err != nil {
+		return h, fmt.Errorf("chunk hash %q: %v", s, err)
+	}
+	return h, nil
+}
+
+// NodeID names one oashare node. It is random, made once per data
+// directory and kept in its index.
+type NodeID [16]byte
+
+func (n NodeID) String() string { return hex.EncodeToString(n[:]) }
+
+// Short returns the first 8 hex digits, for logs and tables.
+func (n NodeID) Short() string { return hex.EncodeToString(n[:4]) }
+
+// IsZero reports whether n is unset.
+func (n NodeID) IsZero() bool { return n == NodeID{} }
+
+// ParseNodeID parses the 32-hex-digit form written by String.
+func ParseNodeID(s string) (NodeID, error) {
+	var n NodeID
+	if len(s) != 2*len(n) {
+		return n, fmt.Errorf("node id %q: want %d hex digits", s, 2*len(n))
+	}
+	if _, err := hex.Decode(n[:], []byte(s)); err != nil {
+		return n, fmt.Errorf("node id %q: %v", s, err)
+	}
+	return n, nil
+}
+
+// NewNodeID returns a random node ID.
+func NewNodeID() NodeID {
+	var n NodeID
+	if _, err := rand.Read(n[:]); err != nil {
+		panic(err) // crypto/rand never fails on Linux
+	}
+	return n
+}
+
+// Compare orders node IDs bytewise; it breaks ties between equal clocks.
+func (n NodeID) Compare(o NodeID) int {
+	for i := range n {
+		if n[i] != o[i] {
+			if n[i] < o[i] {
+				return -1
+			}
+			return 1
+		}
+	}
+	return 0
+}
