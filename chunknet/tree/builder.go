@@ -1,0 +1,201 @@
+package tree
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/oashare/oashare/index"
+)
+
+// Sink receives every chunk (data chunks and tree nodes) a Builder makes.
+// data is valid only during the call (the sink copies what it keeps). Put
+// may return before the chunk is durable (the sink pipelines uploads) and
+// may block to apply back-pressure. Errors stop the Builder.
+type Sink interface {
+	Put(ctx context.Context, h index.Hash, data []byte) error
+}
+
+var (
+	errFinished = errors.New("tree: builder already finished")
+	errClosed   = errors.New("tree: builder already has its short last chunk")
+)
+
+// Builder makes a Version from a stream of bytes and/or existing leaf
+// hashes, in order. It holds one partial chunk and at most one partial node
+// per level; every full chunk and node goes to the Sink at once. The first
+// error (from the Sink or a misuse) sticks: every later call returns it.
+// A Builder is not safe for concurrent use.
+type Builder struct {
+	ctx  context.Context
+	sink Sink
+
+	chunk  [ChunkSize]byte
+	nchunk int // bytes buffered in chunk
+
+	size   uint64
+	levels []level // levels[k]: pending hashes of level k (0 = leaves)
+	closed bool    // a chunk shorter than ChunkSize was added by AddLeaf
+	done   bool    // Finish was called
+	err    error
+}
+
+// level holds the not yet packed hashes of one tree level.
+type level struct {
+	buf   []byte // < MaxNodeSize bytes between calls
+	count uint64 // hashes ever added to this level
+}
+
+// NewBuilder returns a Builder that puts chunks to sink with ctx.
+func NewBuilder(ctx context.Context, sink Sink) *Builder {
+	return &Builder{ctx: ctx, sink: sink}
+}
+
+// Size returns the number of bytes added so far.
+func (b *Builder) Size() uint64 { return b.size }
+
+func (b *Builder) usable() error {
+	switch {
+	case b.err != nil:
+		return b.err
+	case b.done:
+		return errFinished
+	case b.closed:
+		return errClosed
+	}
+	return b.ctx.Err()
+}
+
+// Write appends p to the file. Each full chunk is hashed and put at once;
+// the rest stays buffered until more bytes come or Finish.
+func (b *Builder) Write(p []byte) (int, error) {
+	if err := b.usable(); err != nil {
+		return 0, err
+	}
+	n := 0
+	if b.nchunk > 0 {
+		c := copy(b.chunk[b.nchunk:], p)
+		if b.nchunk+c < ChunkSize {
+			b.nchunk += c
+			b.size += uint64(c)
+			return c, nil
+		}
+		if err := b.putLeaf(b.chunk[:]); err != nil {
+			return 0, err
+		}
+		b.nchunk = 0
+		b.size += uint64(c)
+		n, p = c, p[c:]
+	}
+	for len(p) >= ChunkSize {
+		if err := b.putLeaf(p[:ChunkSize]); err != nil {
+			return n, err
+		}
+		b.size += ChunkSize
+		n, p = n+ChunkSize, p[ChunkSize:]
+	}
+	b.nchunk = copy(b.chunk[:], p)
+	b.size += uint64(b.nchunk)
+	return n + b.nchunk, nil
+}
+
+// AddLeaf appends an existing data chunk of size bytes, named h, without
+// putting it again. It is allowed only at a chunk boundary (no partial chunk
+// buffered by Write); size must be 1..ChunkSize, and a chunk shorter than
+// ChunkSize must be the last one: any later Write or AddLeaf fails.
+func (b *Builder) AddLeaf(h index.Hash, size int) error {
+	if err := b.usable(); err != nil {
+		return err
+	}
+	switch {
+	case b.nchunk != 0:
+		return fmt.Errorf("tree: AddLeaf at offset %d, not a chunk boundary", b.size)
+	case size < 1 || size > ChunkSize:
+		return fmt.Errorf("tree: AddLeaf of %d bytes, want 1..%d", size, ChunkSize)
+	case h.IsZero():
+		return errors.New("tree: AddLeaf of the zero hash")
+	}
+	if err := b.addHash(0, h); err != nil {
+		return err
+	}
+	b.size += uint64(size)
+	b.closed = size < ChunkSize
+	return nil
+}
+
+// Finish puts the last partial chunk and every pending node and returns the
+// Version. The Builder is done after it, whatever the result.
+func (b *Builder) Finish() (Version, error) {
+	if b.err != nil {
+		return Version{}, b.err
+	}
+	if b.done {
+		return Version{}, errFinished
+	}
+	b.done = true
+	if err := b.ctx.Err(); err != nil {
+		b.err = err
+		return Version{}, err
+	}
+	if b.nchunk > 0 {
+		if err := b.putLeaf(b.chunk[:b.nchunk]); err != nil {
+			return Version{}, err
+		}
+		b.nchunk = 0
+	}
+	for k := 0; k < len(b.levels); k++ {
+		lv := &b.levels[k]
+		if lv.count == 1 {
+			// The single entry of the top level is the root. It is
+			// still buffered: a level is emitted only when full.
+			return Version{Size: b.size, Root: hashAt(lv.buf, 0), Depth: uint8(k)}, nil
+		}
+		if len(lv.buf) > 0 {
+			if err := b.emit(k); err != nil {
+				return Version{}, err
+			}
+		}
+	}
+	// No leaf at all: the empty file.
+	return Version{}, nil
+}
+
+// putLeaf hashes and puts one data chunk and adds it to level 0.
+func (b *Builder) putLeaf(data []byte) error {
+	h := index.Sum(data)
+	if err := b.sink.Put(b.ctx, h, data); err != nil {
+		b.err = err
+		return err
+	}
+	return b.addHash(0, h)
+}
+
+// addHash appends h to level k, emitting the node when it is full.
+func (b *Builder) addHash(k int, h index.Hash) error {
+	if k == len(b.levels) {
+		if k >= MaxDepth {
+			b.err = fmt.Errorf("tree: file exceeds depth %d", MaxDepth)
+			return b.err
+		}
+		b.levels = append(b.levels, level{buf: make([]byte, 0, MaxNodeSize)})
+	}
+	lv := &b.levels[k]
+	lv.buf = append(lv.buf, h[:]...)
+	lv.count++
+	if len(lv.buf) == MaxNodeSize {
+		return b.emit(k)
+	}
+	return nil
+}
+
+// emit puts the pending hashes of level k as one node of level k+1.
+func (b *Builder) emit(k int) error {
+	lv := &b.levels[k]
+	h := index.Sum(lv.buf)
+	if err := b.sink.Put(b.ctx, h, lv.buf); err != nil {
+		b.err = err
+		return err
+	}
+	lv.buf = lv.buf[:0]
+	return b.addHash(k+1, h)
+}

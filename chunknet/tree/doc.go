@@ -1,0 +1,76 @@
+// Package tree turns a file's bytes into content-addressed chunks and back.
+// It is pure logic: no network, no FUSE, no disk. Chunks go out through a
+// [Sink] and come back through a [Fetcher]; chunknet and index provide the
+// real ones, [MemStore] is the in-memory one for tests.
+//
+// # Format
+//
+// This layout is an on-disk and wire format: namespace records carry a
+// [Version], and every peer must cut and read files identically, so that
+// identical content gets identical chunk names everywhere. Changing any
+// number or rule below is a format change.
+//
+// Data chunks. A file of Size bytes is cut at fixed offsets into
+// LeafCount(Size) = ceil(Size/ChunkSize) data chunks ("leaves"). Chunk i
+// (0-based) holds bytes [i*ChunkSize, min((i+1)*ChunkSize, Size)): every
+// chunk has exactly ChunkSize = 512 bytes except the last, which has
+// 1..512. An empty file has no chunk. A chunk is named by the SHA-256 of its
+// bytes ([index.Hash]).
+//
+// Nodes. The list of leaf hashes is stored as a tree of nodes. A node is the
+// plain concatenation of its children's 32-byte hashes, with no header,
+// length or padding: 1..Fanout = 256 children, so 32..MaxNodeSize = 8192
+// bytes. A node is named by the SHA-256 of those bytes and is stored and
+// exchanged exactly like a data chunk (a store cannot tell them apart).
+//
+// Levels. Level 0 is the list of the L = LeafCount(Size) leaf hashes. Level
+// k ≥ 1 is made by cutting the list of level k-1 hashes into consecutive
+// groups of Fanout, the last group possibly shorter, each group being one
+// node; so level k has
+//
+//	count(0) = L,   count(k) = ceil(count(k-1) / Fanout)
+//
+// entries, and node j of level k has the children j*Fanout ..
+// min((j+1)*Fanout, count(k-1)) - 1 of level k-1: every node is full except
+// the last one of each level (left-packed). Levels are stacked until one
+// holds a single entry, the root.
+//
+// Version. A version is the triple (Size, Root, Depth):
+//
+//	Size == 0:        Depth 0, Root = zero hash (no chunk at all)
+//	1 ≤ Size ≤ 512:   Depth 0, Root = hash of the single data chunk
+//	Size > 512:       Depth = smallest d with Fanout^d ≥ L, Root = the only
+//	                  node of level d
+//
+// Depth is therefore a function of Size ([DepthFor](LeafCount(Size))) and
+// [Version.Validate] rejects any other value; a uint64 Size never needs more
+// than depth 7, and MaxDepth = 8 is the hard limit.
+//
+// Addressing. Because nodes are left-packed, the path to chunk i is pure
+// arithmetic: at level k its ancestor is entry i / Fanout^k, which is child
+// number (i / Fanout^(k-1)) mod Fanout of its parent. A reader that knows a
+// version knows, before fetching anything, how many children each node must
+// have (count(k-1) - j*Fanout, capped at Fanout, for node j of level k) and
+// how many bytes each data chunk must have ([LeafSize]); any difference is
+// [ErrCorrupt].
+//
+// Example: a 2 GiB file has 4194304 leaves, 16384 full level-1 nodes, 64
+// full level-2 nodes and one level-3 root with 64 children: Depth 3.
+//
+// # Costs
+//
+// A [Builder] holds at most one partial chunk and one partial node per level
+// (Depth × MaxNodeSize bytes), whatever the file size: each node goes to the
+// Sink as soon as it is full. [Leaves] and [ReadAt] fetch one batch per tree
+// level plus one batch of data chunks, never one request per chunk.
+//
+// # Concurrency
+//
+// A Builder belongs to one goroutine. [Leaves], [ReadAt] and [Nodes] keep no
+// state and may run concurrently if their Fetcher allows it. MemStore is
+// safe for concurrent use.
+//
+// Verifying fetched bytes against their hash is the Fetcher's job (done once,
+// on the receive path); this package checks only the structure: node
+// lengths, child counts and data chunk lengths.
+package tree

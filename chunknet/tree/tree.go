@@ -1,0 +1,137 @@
+package tree
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/oashare/oashare/index"
+)
+
+const (
+	// ChunkSize is the size of every data chunk but a file's last one.
+	ChunkSize = 512
+	// Fanout is the most children a tree node has.
+	Fanout = 256
+	// MaxNodeSize is the size of a full node: Fanout hashes.
+	MaxNodeSize = Fanout * 32
+	// MaxDepth is the deepest tree accepted; deeper versions are corrupt.
+	MaxDepth = 8
+
+	hashSize   = len(index.Hash{})
+	fanoutBits = 8 // Fanout == 1 << fanoutBits
+)
+
+// Compile-time checks: fanoutBits matches Fanout, a hash is 32 bytes.
+var _ [Fanout - 1<<fanoutBits]struct{}
+var _ [1<<fanoutBits - Fanout]struct{}
+var _ [hashSize - 32]struct{}
+var _ [32 - hashSize]struct{}
+
+// ErrCorrupt reports a version or a chunk that does not fit the tree
+// layout: an impossible Version, a node of the wrong length or child count,
+// or a data chunk of the wrong length. Errors wrap it with the detail.
+var ErrCorrupt = errors.New("tree: corrupt file tree")
+
+// Version names one content of a file: its size and the root of its chunk
+// tree (see the package documentation for the layout).
+type Version struct {
+	Size  uint64
+	Root  index.Hash
+	Depth uint8
+}
+
+// Validate checks that v is a possible version: Depth ≤ MaxDepth and equal
+// to DepthFor(LeafCount(Size)), and Root zero exactly when Size is 0. Its
+// errors wrap ErrCorrupt.
+func (v Version) Validate() error {
+	if v.Depth > MaxDepth {
+		return fmt.Errorf("%w: depth %d exceeds %d", ErrCorrupt, v.Depth, MaxDepth)
+	}
+	if want := DepthFor(LeafCount(v.Size)); v.Depth != want {
+		return fmt.Errorf("%w: size %d needs depth %d, version has %d", ErrCorrupt, v.Size, want, v.Depth)
+	}
+	if (v.Size == 0) != v.Root.IsZero() {
+		if v.Size == 0 {
+			return fmt.Errorf("%w: empty file with non-zero root %s", ErrCorrupt, v.Root.Short())
+		}
+		return fmt.Errorf("%w: size %d with zero root", ErrCorrupt, v.Size)
+	}
+	return nil
+}
+
+// LeafCount returns the number of data chunks of a file of size bytes.
+func LeafCount(size uint64) uint64 {
+	n := size / ChunkSize
+	if size%ChunkSize != 0 {
+		n++
+	}
+	return n
+}
+
+// LeafSize returns the number of bytes of data chunk i of a file of size
+// bytes: ChunkSize, less for the last chunk, 0 past the end.
+func LeafSize(size uint64, i uint64) int {
+	n := LeafCount(size)
+	switch {
+	case i >= n:
+		return 0
+	case i < n-1:
+		return ChunkSize
+	default:
+		return int(size - i*ChunkSize)
+	}
+}
+
+// DepthFor returns the tree depth for leaves data chunks: the smallest d
+// with Fanout^d ≥ leaves, 0 for 0 or 1 leaf.
+func DepthFor(leaves uint64) uint8 {
+	var d uint8
+	for span := uint64(1); span < leaves; span <<= fanoutBits {
+		d++
+		if d == MaxDepth {
+			break // Fanout^MaxDepth overflows uint64 and exceeds every count
+		}
+	}
+	return d
+}
+
+// levelCounts returns count(k) for k = 0..depth: the number of entries of
+// each level (count(0) = leaves).
+func levelCounts(leaves uint64, depth uint8) []uint64 {
+	c := make([]uint64, depth+1)
+	c[0] = leaves
+	for k := 1; k <= int(depth); k++ {
+		c[k] = (c[k-1] + Fanout - 1) >> fanoutBits
+	}
+	return c
+}
+
+// childCount returns how many children node j of level k ≥ 1 must have,
+// given below = count(k-1).
+func childCount(j, below uint64) uint64 {
+	first := j << fanoutBits
+	if first >= below {
+		return 0
+	}
+	return min(Fanout, below-first)
+}
+
+// checkNode checks the bytes of node j of level depth against the number
+// of children it must have and returns that number.
+func checkNode(h index.Hash, depth uint8, j uint64, b []byte, below uint64) (int, error) {
+	want := childCount(j, below)
+	if len(b)%hashSize != 0 {
+		return 0, fmt.Errorf("%w: node %s (depth %d, index %d) has %d bytes, not a multiple of %d",
+			ErrCorrupt, h.Short(), depth, j, len(b), hashSize)
+	}
+	if got := uint64(len(b) / hashSize); got != want {
+		return 0, fmt.Errorf("%w: node %s (depth %d, index %d) has %d children, want %d",
+			ErrCorrupt, h.Short(), depth, j, got, want)
+	}
+	return int(want), nil
+}
+
+// hashAt returns child c of node bytes b.
+func hashAt(b []byte, c int) index.Hash {
+	return index.Hash(b[c*hashSize : (c+1)*hashSize])
+}
