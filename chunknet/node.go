@@ -1,0 +1,460 @@
+package chunknet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/oashare/oashare/chunknet/wire"
+	"github.com/oashare/oashare/index"
+)
+
+// DefaultPort is the peer protocol's TCP port when --listen names none.
+const DefaultPort = 7733
+
+// Config builds a Node. Every node is a value: several live in one test.
+type Config struct {
+	DB       *index.DB
+	Network  string // nodes only talk to nodes of the same network name
+	Listen   string // host:port; port 0 picks a free one
+	Replicas int    // copies of each chunk, fewer while fewer nodes are alive
+
+	Transport    Transport     // nil = TCP
+	Logger       *slog.Logger  // nil = slog.Default()
+	PingInterval time.Duration // 0 = 1s
+	DeadAfter    time.Duration // a peer silent this long is dropped; 0 = 5s
+	PullInterval time.Duration // anti-entropy period; 0 = 1s
+	CacheBytes   int           // verified chunks kept in memory; 0 = 64 MiB
+}
+
+// Node is one oashare peer on the network: it serves chunks and namespace
+// records to peers, keeps an outbound connection to every peer it knows,
+// and offers uploads, fetches and publication to the file system above.
+type Node struct {
+	cfg  Config
+	db   *index.DB
+	self index.NodeID
+	log  *slog.Logger
+	tr   Transport
+	ln   net.Listener
+	port uint16
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	peers   map[index.NodeID]*peer
+	dialers map[string]*dialer
+	inbound map[*serverConn]struct{}
+	closed  bool
+
+	cache *cache
+}
+
+type dialer struct {
+	addr   string
+	cancel context.CancelFunc
+}
+
+// PeerInfo describes a live peer.
+type PeerInfo struct {
+	ID   index.NodeID
+	Addr string
+}
+
+// New starts a node listening on cfg.Listen. Close stops it.
+func New(cfg Config) (*Node, error) {
+	if cfg.DB == nil {
+		return nil, errors.New("chunknet: Config.DB is nil")
+	}
+	if cfg.Replicas < 1 {
+		return nil, fmt.Errorf("chunknet: replicas must be at least 1, got %d", cfg.Replicas)
+	}
+	if len(cfg.Network) == 0 || len(cfg.Network) > wire.MaxNetworkName {
+		return nil, fmt.Errorf("chunknet: network name must be 1 to %d bytes", wire.MaxNetworkName)
+	}
+	if cfg.Transport == nil {
+		cfg.Transport = TCP{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.PingInterval <= 0 {
+		cfg.PingInterval = time.Second
+	}
+	if cfg.DeadAfter <= 0 {
+		cfg.DeadAfter = 5 * time.Second
+	}
+	if cfg.PullInterval <= 0 {
+		cfg.PullInterval = time.Second
+	}
+	if cfg.CacheBytes == 0 {
+		cfg.CacheBytes = 64 << 20
+	}
+	ln, err := cfg.Transport.Listen(cfg.Listen)
+	if err != nil {
+		return nil, err
+	}
+	port := 0
+	if ta, ok := ln.Addr().(*net.TCPAddr); ok {
+		port = ta.Port
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &Node{
+		cfg:     cfg,
+		db:      cfg.DB,
+		self:    cfg.DB.NodeID(),
+		log:     cfg.Logger,
+		tr:      cfg.Transport,
+		ln:      ln,
+		port:    uint16(port),
+		ctx:     ctx,
+		cancel:  cancel,
+		peers:   make(map[index.NodeID]*peer),
+		dialers: make(map[string]*dialer),
+		inbound: make(map[*serverConn]struct{}),
+		cache:   newCache(cfg.CacheBytes),
+	}
+	n.wg.Add(1)
+	go n.acceptLoop()
+	return n, nil
+}
+
+// ID returns this node's ID.
+func (n *Node) ID() index.NodeID { return n.self }
+
+// Addr returns the address the node listens on.
+func (n *Node) Addr() string { return n.ln.Addr().String() }
+
+// Replicas returns the configured replica count.
+func (n *Node) Replicas() int { return n.cfg.Replicas }
+
+// Context is cancelled when the node closes. Work that outlives one FUSE
+// request (an upload that streams while a program writes) runs under it.
+func (n *Node) Context() context.Context { return n.ctx }
+
+// Go runs f in a goroutine that Close waits for; f must return soon after
+// ctx is cancelled. It reports false (and runs nothing) once the node is
+// closing.
+func (n *Node) Go(f func(ctx context.Context)) bool {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return false
+	}
+	n.wg.Add(1)
+	n.mu.Unlock()
+	go func() {
+		defer n.wg.Done()
+		f(n.ctx)
+	}()
+	return true
+}
+
+// DB returns the node's index.
+func (n *Node) DB() *index.DB { return n.db }
+
+func (n *Node) hello() wire.Hello {
+	return wire.Hello{Version: wire.Version, Node: n.self, Network: n.cfg.Network, ListenPort: n.port}
+}
+
+// Close says goodbye to every peer, closes every connection and waits for
+// every goroutine the node started.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return nil
+	}
+	n.closed = true
+	var ins []*serverConn
+	for sc := range n.inbound {
+		ins = append(ins, sc)
+	}
+	var outs []*peer
+	for _, p := range n.peers {
+		outs = append(outs, p)
+	}
+	n.mu.Unlock()
+	for _, sc := range ins {
+		sc.w.write(wire.AppendBye(nil, 0))
+	}
+	for _, p := range outs {
+		p.cc.w.write(wire.AppendBye(nil, 0))
+	}
+	n.cancel()
+	err := n.ln.Close()
+	for _, sc := range ins {
+		sc.conn.Close()
+	}
+	for _, p := range outs {
+		p.cc.close(ErrClosed)
+	}
+	n.wg.Wait()
+	return err
+}
+
+// Peers returns the live peers, ordered by ID.
+func (n *Node) Peers() []PeerInfo {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]PeerInfo, 0, len(n.peers))
+	for _, p := range n.peers {
+		out = append(out, PeerInfo{ID: p.id, Addr: p.addr})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID.Compare(out[j].ID) < 0 })
+	return out
+}
+
+// members returns this node and every live peer, sorted, plus the peers by
+// ID: the set chunk placement is computed over.
+func (n *Node) members() ([]index.NodeID, map[index.NodeID]*peer) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ids := make([]index.NodeID, 0, len(n.peers)+1)
+	ids = append(ids, n.self)
+	m := make(map[index.NodeID]*peer, len(n.peers))
+	for id, p := range n.peers {
+		ids = append(ids, id)
+		m[id] = p
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i].Compare(ids[j]) < 0 })
+	return ids, m
+}
+
+// AddPeerAddr makes the node keep a connection to addr (from discovery or
+// a static peer list). Known addresses are ignored, so callers may repeat.
+func (n *Node) AddPeerAddr(addr string) {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		n.log.Warn("ignoring peer address", "addr", addr, "err", err)
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed || n.dialers[addr] != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(n.ctx)
+	d := &dialer{addr: addr, cancel: cancel}
+	n.dialers[addr] = d
+	n.wg.Add(1)
+	go n.dialLoop(ctx, d)
+}
+
+// ForgetAddr stops dialing addr and drops the peer behind it: the node
+// there said goodbye.
+func (n *Node) ForgetAddr(addr string) {
+	n.mu.Lock()
+	d := n.dialers[addr]
+	delete(n.dialers, addr)
+	var drop *peer
+	for _, p := range n.peers {
+		if p.addr == addr {
+			drop = p
+		}
+	}
+	n.mu.Unlock()
+	if d != nil {
+		d.cancel()
+	}
+	if drop != nil {
+		drop.cc.close(ErrPeerLeft)
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// dialLoop keeps one outbound connection to addr alive, redialing with
+// backoff, until ctx ends.
+func (n *Node) dialLoop(ctx context.Context, d *dialer) {
+	defer n.wg.Done()
+	backoff := 200 * time.Millisecond
+	failures := 0
+	for ctx.Err() == nil {
+		p, err := n.connect(ctx, d.addr)
+		if err != nil {
+			failures++
+			if errors.Is(err, errSelf) {
+				n.log.Debug("address is our own, not dialing it again", "addr", d.addr)
+				return
+			}
+			lvl := slog.LevelDebug
+			if failures == 1 || errors.Is(err, wire.ErrRefused) || errors.Is(err, wire.ErrVersion) || errors.Is(err, wire.ErrBadMagic) {
+				lvl = slog.LevelInfo
+			}
+			n.log.Log(ctx, lvl, "cannot connect to peer", "addr", d.addr, "err", err)
+			if !sleepCtx(ctx, backoff) {
+				return
+			}
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		if p == nil { // the same node is connected through another address
+			if !sleepCtx(ctx, 5*time.Second) {
+				return
+			}
+			continue
+		}
+		failures, backoff = 0, 200*time.Millisecond
+		n.runPeer(ctx, p)
+		if !sleepCtx(ctx, backoff) {
+			return
+		}
+	}
+}
+
+// connect dials addr and runs the handshake. It returns nil, nil when the
+// node behind addr is already connected.
+func (n *Node) connect(ctx context.Context, addr string) (*peer, error) {
+	dctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+	defer cancel()
+	conn, err := n.tr.Dial(dctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	hello, err := handshake(conn, n.hello())
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	p := &peer{
+		id:    hello.Node,
+		addr:  addr,
+		cc:    newClientConn(conn, hello, addr),
+		pushq: make(chan []byte, 4096),
+		kick:  make(chan struct{}, 1),
+	}
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		conn.Close()
+		return nil, ErrClosed
+	}
+	if _, dup := n.peers[hello.Node]; dup {
+		n.mu.Unlock()
+		conn.Close()
+		return nil, nil
+	}
+	n.peers[hello.Node] = p
+	n.mu.Unlock()
+	n.log.Info("peer up", "peer", hello.Node.Short(), "addr", addr)
+	return p, nil
+}
+
+// runPeer runs the goroutines of one live peer and returns when its
+// connection ends.
+func (n *Node) runPeer(ctx context.Context, p *peer) {
+	var wg sync.WaitGroup
+	pctx, cancel := context.WithCancel(ctx)
+	wg.Add(4)
+	go func() { defer wg.Done(); p.cc.readLoop(wire.MaxPayload) }()
+	go func() { defer wg.Done(); n.pingLoop(pctx, p) }()
+	go func() { defer wg.Done(); n.pushLoop(pctx, p) }()
+	go func() { defer wg.Done(); n.pullLoop(pctx, p) }()
+	select {
+	case <-p.cc.done:
+	case <-ctx.Done():
+		p.cc.close(ErrClosed)
+	}
+	cancel()
+	wg.Wait()
+	n.mu.Lock()
+	if n.peers[p.id] == p {
+		delete(n.peers, p.id)
+	}
+	n.mu.Unlock()
+	n.log.Info("peer down", "peer", p.id.Short(), "addr", p.addr, "why", p.cc.closedErr())
+}
+
+// pingLoop notices a peer that stopped answering.
+func (n *Node) pingLoop(ctx context.Context, p *peer) {
+	t := time.NewTicker(n.cfg.PingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, n.cfg.DeadAfter)
+		typ, _, err := p.cc.call(cctx, wire.AppendPing)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			err = expect(typ, wire.TypePong)
+		}
+		if err != nil {
+			p.cc.close(fmt.Errorf("%w: ping: %v", ErrClosed, err))
+			return
+		}
+	}
+}
+
+// acceptLoop admits inbound connections.
+func (n *Node) acceptLoop() {
+	defer n.wg.Done()
+	for {
+		conn, err := n.ln.Accept()
+		if err != nil {
+			if n.ctx.Err() != nil {
+				return
+			}
+			n.log.Warn("accept", "err", err)
+			if !sleepCtx(n.ctx, 100*time.Millisecond) {
+				return
+			}
+			continue
+		}
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.serveConn(conn)
+		}()
+	}
+}
+
+func (n *Node) serveConn(conn net.Conn) {
+	hello, err := handshake(conn, n.hello())
+	if err != nil {
+		if !errors.Is(err, errSelf) {
+			n.log.Info("refused inbound connection", "remote", conn.RemoteAddr(), "err", err)
+		}
+		conn.Close()
+		return
+	}
+	sc := &serverConn{n: n, conn: conn, peer: hello, w: frameWriter{conn: conn}}
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		conn.Close()
+		return
+	}
+	n.inbound[sc] = struct{}{}
+	n.mu.Unlock()
+	// Dial back: the peer's listen address is its IP and announced port.
+	if host, _, err := net.SplitHostPort(conn.RemoteAddr().String()); err == nil && hello.ListenPort != 0 {
+		n.AddPeerAddr(net.JoinHostPort(host, strconv.Itoa(int(hello.ListenPort))))
+	}
+	sc.serve()
+	n.mu.Lock()
+	delete(n.inbound, sc)
+	n.mu.Unlock()
+}

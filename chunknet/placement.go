@@ -1,0 +1,114 @@
+package chunknet
+
+import (
+	"encoding/binary"
+	"sort"
+
+	"github.com/oashare/oashare/index"
+)
+
+// Placement is rendezvous (highest random weight) hashing: every node gets a
+// score for every chunk, and a chunk lives on the nodes with the highest
+// scores. Any node that knows the member list computes the same answer, a
+// joining or leaving node moves only the chunks it wins or held, and no
+// table of chunk locations has to be stored or exchanged.
+//
+// This file is the only place that decides where a chunk lives.
+
+// mix64 is the splitmix64 finalizer: a fast, well-distributed 64-bit mix.
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
+}
+
+func nodeSeed(id index.NodeID) uint64 {
+	return mix64(binary.BigEndian.Uint64(id[:8]) ^ mix64(binary.BigEndian.Uint64(id[8:])))
+}
+
+func score(h index.Hash, seed uint64) uint64 {
+	// A chunk hash is already uniform; its first 8 bytes are enough entropy.
+	return mix64(binary.BigEndian.Uint64(h[:8]) ^ seed)
+}
+
+// Rank returns nodes ordered from the best to the worst holder of h. Ties
+// (equal scores, practically impossible) break by node ID so the order is
+// the same everywhere. nodes is not modified.
+func Rank(h index.Hash, nodes []index.NodeID) []index.NodeID {
+	type scored struct {
+		id index.NodeID
+		s  uint64
+	}
+	ss := make([]scored, len(nodes))
+	for i, id := range nodes {
+		ss[i] = scored{id, score(h, nodeSeed(id))}
+	}
+	sort.Slice(ss, func(i, j int) bool {
+		if ss[i].s != ss[j].s {
+			return ss[i].s > ss[j].s
+		}
+		return ss[i].id.Compare(ss[j].id) < 0
+	})
+	out := make([]index.NodeID, len(ss))
+	for i := range ss {
+		out[i] = ss[i].id
+	}
+	return out
+}
+
+// ranker scores chunks against a fixed member list with the per-node seeds
+// computed once; it is what the hot paths use.
+type ranker struct {
+	ids   []index.NodeID
+	seeds []uint64
+	buf   []int
+}
+
+func newRanker(ids []index.NodeID) *ranker {
+	r := &ranker{ids: ids, seeds: make([]uint64, len(ids))}
+	for i, id := range ids {
+		r.seeds[i] = nodeSeed(id)
+	}
+	return r
+}
+
+// top returns the indexes (into r.ids) of the k best holders of h, best
+// first. The returned slice is reused by the next call.
+func (r *ranker) top(h index.Hash, k int) []int {
+	if k > len(r.ids) {
+		k = len(r.ids)
+	}
+	r.buf = r.buf[:0]
+	// Insertion into a small sorted prefix: k is the replica count (tiny).
+	var scores [64]uint64
+	for i, seed := range r.seeds {
+		s := score(h, seed)
+		pos := len(r.buf)
+		if pos == k {
+			if !r.better(s, i, scores[k-1], r.buf[k-1]) {
+				continue
+			}
+			pos = k - 1
+		} else {
+			r.buf = append(r.buf, 0)
+		}
+		for pos > 0 && r.better(s, i, scores[pos-1], r.buf[pos-1]) {
+			scores[pos] = scores[pos-1]
+			r.buf[pos] = r.buf[pos-1]
+			pos--
+		}
+		scores[pos] = s
+		r.buf[pos] = i
+	}
+	return r.buf
+}
+
+func (r *ranker) better(s uint64, i int, t uint64, j int) bool {
+	if s != t {
+		return s > t
+	}
+	return r.ids[i].Compare(r.ids[j]) < 0
+}

@@ -1,0 +1,214 @@
+package chunknet
+
+import (
+	"errors"
+	"io"
+	"net"
+	"syscall"
+	"sort"
+
+	"github.com/oashare/oashare/chunknet/wire"
+	"github.com/oashare/oashare/index"
+)
+
+const (
+	// serverConcurrency bounds the requests one inbound connection may have
+	// in service at once; further frames wait in the socket (back-pressure).
+	serverConcurrency = 16
+	// recordsReplyBytes bounds one Records reply; the puller asks again.
+	recordsReplyBytes = 1 << 20
+)
+
+// serverConn is an inbound connection: the peer sends requests, we answer.
+// One goroutine reads frames; each request is served by its own goroutine,
+// at most serverConcurrency at a time, and answered with its request ID, so
+// a slow request does not hold up the others.
+type serverConn struct {
+	n    *Node
+	conn net.Conn
+	peer wire.Hello
+	w    frameWriter
+}
+
+func (sc *serverConn) serve() {
+	defer sc.conn.Close()
+	rd := wire.NewReader(sc.conn, wire.MaxPayload)
+	sem := make(chan struct{}, serverConcurrency)
+	done := make(chan struct{})
+	defer close(done)
+	for {
+		f, err := rd.Next()
+		if err != nil {
+			if sc.n.ctx.Err() == nil && !isEOF(err) {
+				sc.n.log.Warn("closing connection: bad frame", "peer", sc.peer.Node.Short(), "remote", sc.conn.RemoteAddr(), "err", err)
+			}
+			break
+		}
+		switch f.Type {
+		case wire.TypeBye:
+			sc.n.log.Debug("peer said goodbye", "peer", sc.peer.Node.Short())
+			sc.n.dropPeer(sc.peer.Node, ErrPeerLeft)
+			goto out
+		case wire.TypePing:
+			if err := sc.w.write(wire.AppendPong(nil, f.ReqID)); err != nil {
+				goto out
+			}
+			continue
+		}
+		if f.Type.IsResponse() {
+			sc.n.log.Warn("closing connection: response frame sent as a request", "peer", sc.peer.Node.Short(), "type", f.Type)
+			break
+		}
+		req := wire.Frame{Type: f.Type, ReqID: f.ReqID, Payload: append([]byte(nil), f.Payload...)}
+		sem <- struct{}{}
+		sc.n.wg.Add(1)
+		go func() {
+			defer sc.n.wg.Done()
+			defer func() { <-sem }()
+			reply, bad := sc.handle(req)
+			if bad != nil {
+				sc.n.log.Warn("closing connection: malformed request", "peer", sc.peer.Node.Short(), "type", req.Type, "err", bad)
+				sc.conn.Close()
+				return
+			}
+			if err := sc.w.write(reply); err != nil {
+				sc.conn.Close()
+			}
+		}()
+	}
+out:
+	// Wait for in-service requests so their writes do not race the close.
+	for i := 0; i < serverConcurrency; i++ {
+		sem <- struct{}{}
+	}
+}
+
+func isEOF(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET)
+}
+
+// handle serves one request and returns the encoded reply. A non-nil bad
+// means the request was malformed: the connection is closed.
+func (sc *serverConn) handle(f wire.Frame) (reply []byte, bad error) {
+	n := sc.n
+	switch f.Type {
+	case wire.TypePutChunks:
+		chunks, err := wire.DecodePutChunks(f.Payload)
+		if err != nil {
+			return nil, err
+		}
+		return wire.AppendPutResult(nil, f.ReqID, n.storeChunks(chunks)), nil
+	case wire.TypeGetChunks:
+		hashes, err := wire.DecodeHashes(f.Payload)
+		if err != nil {
+			return nil, err
+		}
+		items := make([]wire.GetItem, len(hashes))
+		for i, h := range hashes {
+			data, ok, err := n.db.GetChunk(h, nil)
+			switch {
+			case err != nil:
+				n.log.Error("reading chunk", "chunk", h.Short(), "err", err)
+				items[i].Status = wire.StatusStoreError
+			case !ok:
+				items[i].Status = wire.StatusNotFound
+			default:
+				items[i] = wire.GetItem{Status: wire.StatusOK, Data: data}
+			}
+		}
+		return wire.AppendGetResult(nil, f.ReqID, items), nil
+	case wire.TypeHasChunks:
+		hashes, err := wire.DecodeHashes(f.Payload)
+		if err != nil {
+			return nil, err
+		}
+		st := make([]byte, len(hashes))
+		for i, h := range hashes {
+			if ok, err := n.db.HasChunk(h); err != nil || !ok {
+				st[i] = wire.StatusNotFound
+			}
+		}
+		return wire.AppendHasResult(nil, f.ReqID, st), nil
+	case wire.TypePull:
+		vv, err := wire.DecodePull(f.Payload)
+		if err != nil {
+			return nil, err
+		}
+		more, recs, err := n.recordsFor(vv)
+		if err != nil {
+			n.log.Error("reading log", "err", err)
+			return wire.AppendError(nil, f.ReqID, wire.CodeInternal, "reading log failed"), nil
+		}
+		return wire.AppendRecords(nil, f.ReqID, more, recs), nil
+	case wire.TypePush:
+		recs, err := wire.DecodePush(f.Payload)
+		if err != nil {
+			return nil, err
+		}
+		st := n.applyRecords(recs, sc.peer.Node)
+		return wire.AppendPushResult(nil, f.ReqID, st), nil
+	default:
+		return wire.AppendError(nil, f.ReqID, wire.CodeUnsupported, "unsupported request "+f.Type.String()), nil
+	}
+}
+
+// storeChunks verifies and stores chunks a peer sent, returning a status
+// per chunk.
+func (n *Node) storeChunks(chunks []wire.Chunk) []byte {
+	st := make([]byte, len(chunks))
+	good := make([]index.Chunk, 0, len(chunks))
+	for i, c := range chunks {
+		if !verify(c.Hash, c.Data) {
+			n.log.Warn("refusing chunk whose bytes do not match its name", "chunk", c.Hash.Short())
+			st[i] = wire.StatusBadHash
+			continue
+		}
+		good = append(good, index.Chunk{Hash: c.Hash, Data: c.Data})
+	}
+	if _, err := n.db.PutChunks(good); err != nil {
+		n.log.Error("storing chunks", "err", err)
+		for i := range st {
+			if st[i] == wire.StatusOK {
+				st[i] = wire.StatusStoreError
+			}
+		}
+	}
+	return st
+}
+
+// recordsFor collects log records the requester (whose version vector is
+// vv) lacks, in per-origin order, bounded by recordsReplyBytes.
+func (n *Node) recordsFor(vv []wire.VVEntry) (more bool, recs [][]byte, err error) {
+	theirs := make(map[index.NodeID]uint64, len(vv))
+	for _, e := range vv {
+		theirs[e.Node] = e.Seq
+	}
+	ours := n.db.VersionVector()
+	origins := make([]index.NodeID, 0, len(ours))
+	for o := range ours {
+		origins = append(origins, o)
+	}
+	sort.Slice(origins, func(i, j int) bool { return origins[i].Compare(origins[j]) < 0 })
+	budget := recordsReplyBytes
+	for _, o := range origins {
+		after := theirs[o]
+		if ours[o] <= after {
+			continue
+		}
+		if budget <= 0 {
+			return true, recs, nil
+		}
+		got, err := n.db.LogSince(o, after, 65536, budget)
+		if err != nil {
+			return false, nil, err
+		}
+		for _, r := range got {
+			budget -= len(r) + 4
+		}
+		recs = append(recs, got...)
+		if uint64(len(got)) < ours[o]-after {
+			more = true
+		}
+	}
+	return more, recs, nil
+}

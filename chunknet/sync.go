@@ -1,0 +1,189 @@
+package chunknet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/oashare/oashare/chunknet/wire"
+	"github.com/oashare/oashare/index"
+)
+
+// Namespace replication. Every node keeps a log of every record (its own
+// and its peers'), numbered per origin, and a version vector: the highest
+// contiguous sequence number applied per origin. Records reach a peer two
+// ways:
+//   - push: a record committed here is queued to every live peer at once,
+//     in commit order, so a change is visible elsewhere within a round trip;
+//   - pull: every PullInterval, on connect and whenever a push leaves a gap,
+//     a node sends its version vector and applies what the peer has beyond
+//     it. A node that was down or cut off catches up this way, from any
+//     peer, including records of origins that are gone.
+// Apply accepts only the next sequence number of each origin, so the log
+// and version vector stay contiguous however the two paths interleave.
+
+const pushBatch = 256
+
+// Publish commits a local namespace change and sends it to every live
+// peer. It returns once the change is durable in the local index; peers
+// receive it asynchronously (and pull it if a push is lost).
+func (n *Node) Publish(ctx context.Context, ops []index.Op) (*index.Record, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	rec, err := n.db.Commit(ops)
+	if err != nil {
+		return nil, err
+	}
+	enc := index.EncodeRecord(rec)
+	n.mu.Lock()
+	for _, p := range n.peers {
+		select {
+		case p.pushq <- enc:
+		default:
+			// The queue is full: the peer's next pull carries the record.
+		}
+	}
+	n.mu.Unlock()
+	return rec, nil
+}
+
+func (n *Node) pushLoop(ctx context.Context, p *peer) {
+	for {
+		var batch [][]byte
+		select {
+		case <-ctx.Done():
+			return
+		case r := <-p.pushq:
+			batch = append(batch, r)
+		}
+	fill:
+		for len(batch) < pushBatch {
+			select {
+			case r := <-p.pushq:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		typ, payload, err := p.cc.call(cctx, func(dst []byte, id uint64) []byte { return wire.AppendPush(dst, id, batch) })
+		cancel()
+		if err == nil {
+			err = expect(typ, wire.TypePushResult)
+		}
+		if err == nil {
+			_, err = wire.DecodeStatuses(payload)
+		}
+		if err != nil && ctx.Err() == nil {
+			n.log.Debug("push failed; the peer will pull", "peer", p.id.Short(), "err", err)
+		}
+	}
+}
+
+// kickPull asks the puller of peer id to pull now.
+func (n *Node) kickPull(id index.NodeID) {
+	n.mu.Lock()
+	p := n.peers[id]
+	n.mu.Unlock()
+	if p != nil {
+		select {
+		case p.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (n *Node) pullLoop(ctx context.Context, p *peer) {
+	t := time.NewTicker(n.cfg.PullInterval)
+	defer t.Stop()
+	for {
+		if err := n.pullFrom(ctx, p); err != nil && ctx.Err() == nil {
+			n.log.Debug("pull failed", "peer", p.id.Short(), "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-p.kick:
+		}
+	}
+}
+
+// pullFrom fetches and applies everything p has that we lack.
+func (n *Node) pullFrom(ctx context.Context, p *peer) error {
+	for round := 0; round < 1000; round++ {
+		vv := n.db.VersionVector()
+		entries := make([]wire.VVEntry, 0, len(vv))
+		for o, s := range vv {
+			entries = append(entries, wire.VVEntry{Node: o, Seq: s})
+		}
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		typ, payload, err := p.cc.call(cctx, func(dst []byte, id uint64) []byte { return wire.AppendPull(dst, id, entries) })
+		cancel()
+		if err != nil {
+			return err
+		}
+		if err := expect(typ, wire.TypeRecords); err != nil {
+			return err
+		}
+		more, recs, err := wire.DecodeRecords(payload)
+		if err != nil {
+			p.cc.close(fmt.Errorf("%w: bad records reply: %v", ErrClosed, err))
+			return err
+		}
+		n.applyRecords(recs, p.id)
+		if !more {
+			return nil
+		}
+	}
+	return nil
+}
+
+// Push result codes, per record.
+const (
+	pushApplied = 0 // applied, or already had it
+	pushGap     = 1 // an earlier record of its origin is missing: we pull
+	pushInvalid = 2 // malformed or refused; logged
+)
+
+// applyRecords decodes and applies records received from peer from.
+func (n *Node) applyRecords(recs [][]byte, from index.NodeID) []byte {
+	st := make([]byte, len(recs))
+	gap := false
+	for i, b := range recs {
+		rec, err := index.DecodeRecord(b)
+		if err != nil {
+			n.log.Warn("refusing malformed record", "from", from.Short(), "err", err)
+			st[i] = pushInvalid
+			continue
+		}
+		if rec.Origin == n.self {
+			continue // our own record coming back
+		}
+		if _, err := n.db.Apply(rec); err != nil {
+			if errors.Is(err, index.ErrGap) {
+				st[i] = pushGap
+				gap = true
+				continue
+			}
+			n.log.Warn("refusing record", "from", from.Short(), "origin", rec.Origin.Short(), "seq", rec.Seq, "err", err)
+			st[i] = pushInvalid
+		}
+	}
+	if gap {
+		n.kickPull(from)
+	}
+	return st
+}
+
+// dropPeer closes our connection to a peer that said goodbye.
+func (n *Node) dropPeer(id index.NodeID, why error) {
+	n.mu.Lock()
+	p := n.peers[id]
+	n.mu.Unlock()
+	if p != nil {
+		p.cc.close(why)
+	}
+}
