@@ -1,0 +1,261 @@
+package fusefs
+
+import (
+	"bytes"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/oashare/oashare/chunknet"
+	"github.com/oashare/oashare/index"
+)
+
+// testPeer is one node of an in-process cluster: its own Pebble index,
+// its own TCP listener on loopback and its own FUSE mount.
+type testPeer struct {
+	db     *index.DB
+	node   *chunknet.Node
+	server *fuse.Server
+	mnt    string
+}
+
+func canMount(t *testing.T) {
+	t.Helper()
+	if os.Getuid() != 0 {
+		t.Skip("needs root to mount FUSE (CI runs as root)")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("no /dev/fuse: load the fuse module")
+	}
+	if _, err := exec.LookPath("fusermount3"); err != nil {
+		t.Skip("fusermount3 missing: apt-get install fuse3")
+	}
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// startCluster starts n peers that know each other as static peers and
+// waits until every one sees all the others.
+func startCluster(t *testing.T, n, replicas int) []*testPeer {
+	t.Helper()
+	canMount(t)
+	log := testLogger(t)
+	peers := make([]*testPeer, n)
+	for i := range peers {
+		dir := t.TempDir()
+		db, err := index.Open(filepath.Join(dir, "data"), index.Options{Logger: log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		node, err := chunknet.New(chunknet.Config{DB: db, Network: "test", Listen: "127.0.0.1:0", Replicas: replicas, Logger: log.With("node", i+1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mnt := filepath.Join(dir, "mnt")
+		os.Mkdir(mnt, 0o755)
+		srv, err := Mount(mnt, Options{Node: node, Logger: log, FsName: "oashare-test", DataDir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := &testPeer{db: db, node: node, server: srv, mnt: mnt}
+		peers[i] = p
+		t.Cleanup(func() {
+			if err := p.server.Unmount(); err != nil {
+				t.Errorf("unmount %s: %v", p.mnt, err)
+			}
+			p.node.Close()
+			p.db.Close()
+		})
+	}
+	for i, p := range peers {
+		for j, q := range peers {
+			if i != j {
+				p.node.AddPeerAddr(q.node.Addr())
+			}
+		}
+	}
+	waitFor(t, 10*time.Second, "all peers connected", func() bool {
+		for _, p := range peers {
+			if len(p.node.Peers()) != n-1 {
+				return false
+			}
+		}
+		return true
+	})
+	return peers
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func randBytes(t *testing.T, n int) []byte {
+	b := make([]byte, n)
+	if _, err := io.ReadFull(rand.Reader, b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// waitContent waits until path holds exactly want (the namespace change
+// travels asynchronously), then checks it once more in full.
+func waitContent(t *testing.T, path string, want []byte) {
+	t.Helper()
+	var got []byte
+	var err error
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got, err = os.ReadFile(path)
+		if err == nil && bytes.Equal(got, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	t.Fatalf("%s: got %d bytes, want %d (first difference at %d)", path, len(got), len(want), firstDiff(got, want))
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
+
+func TestClusterWriteReadAcrossPeers(t *testing.T) {
+	peers := startCluster(t, 4, 3)
+	all := make([]byte, 256)
+	for i := range all {
+		all[i] = byte(i)
+	}
+	cases := map[string][]byte{
+		"empty":     {},
+		"one":       {42},
+		"511":       randBytes(t, 511),
+		"512":       randBytes(t, 512),
+		"513":       randBytes(t, 513),
+		"bytes-256": all,
+		"random-8M": randBytes(t, 8<<20),
+	}
+	for name, data := range cases {
+		if err := os.WriteFile(filepath.Join(peers[0].mnt, name), data, 0o644); err != nil {
+			t.Fatalf("write %s: %v", name, err)
+		}
+	}
+	for i, p := range peers[1:] {
+		for name, data := range cases {
+			t.Run(fmt.Sprintf("peer%d/%s", i+2, name), func(t *testing.T) {
+				waitContent(t, filepath.Join(p.mnt, name), data)
+				st, err := os.Stat(filepath.Join(p.mnt, name))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if st.Size() != int64(len(data)) || st.Mode().Perm() != 0o644 {
+					t.Errorf("stat: size %d mode %v, want %d 0644", st.Size(), st.Mode(), len(data))
+				}
+			})
+		}
+	}
+}
+
+func TestClusterReplicasAndPlacement(t *testing.T) {
+	peers := startCluster(t, 4, 3)
+	data := randBytes(t, 100*512)
+	if err := os.WriteFile(filepath.Join(peers[0].mnt, "f"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Every data chunk must be on exactly 3 distinct nodes.
+	var hashes []index.Hash
+	for off := 0; off < len(data); off += 512 {
+		hashes = append(hashes, index.Sum(data[off:off+512]))
+	}
+	holders, err := peers[1].node.Holders(t.Context(), hashes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, h := range holders {
+		if len(h) != 3 {
+			t.Errorf("chunk %d on %d nodes, want 3", i, len(h))
+		}
+	}
+	var total int64
+	for _, p := range peers {
+		c, _ := p.db.ChunkStats()
+		total += c
+	}
+	// 100 data chunks + 1 tree node, each on 3 nodes.
+	if total != 3*101 {
+		t.Errorf("chunks stored across the cluster: %d, want %d", total, 3*101)
+	}
+}
+
+func TestClusterNamespaceOps(t *testing.T) {
+	peers := startCluster(t, 3, 2)
+	a, b := peers[0].mnt, peers[2].mnt
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.MkdirAll(filepath.Join(a, "d1", "d2"), 0o755))
+	must(os.WriteFile(filepath.Join(a, "d1", "d2", "x"), []byte("hello"), 0o600))
+	waitContent(t, filepath.Join(b, "d1", "d2", "x"), []byte("hello"))
+	must(os.Rename(filepath.Join(a, "d1", "d2", "x"), filepath.Join(a, "d1", "y")))
+	waitContent(t, filepath.Join(b, "d1", "y"), []byte("hello"))
+	must(os.Symlink("y", filepath.Join(a, "d1", "link")))
+	waitFor(t, 5*time.Second, "symlink on peer 3", func() bool {
+		target, err := os.Readlink(filepath.Join(b, "d1", "link"))
+		return err == nil && target == "y"
+	})
+	// Overwrite in the middle and append, through one descriptor.
+	f, err := os.OpenFile(filepath.Join(a, "d1", "y"), os.O_RDWR, 0)
+	must(err)
+	_, err = f.WriteAt([]byte("J"), 1)
+	must(err)
+	_, err = f.WriteAt([]byte("!!"), 5)
+	must(err)
+	must(f.Close())
+	waitContent(t, filepath.Join(b, "d1", "y"), []byte("hJllo!!"))
+	must(os.Truncate(filepath.Join(a, "d1", "y"), 2))
+	waitContent(t, filepath.Join(b, "d1", "y"), []byte("hJ"))
+	if err := os.Remove(filepath.Join(a, "d1")); err == nil {
+		t.Fatal("rmdir of a non-empty directory succeeded")
+	}
+	must(os.Remove(filepath.Join(a, "d1", "y")))
+	must(os.Remove(filepath.Join(a, "d1", "link")))
+	must(os.Remove(filepath.Join(a, "d1", "d2")))
+	must(os.Remove(filepath.Join(a, "d1")))
+	waitFor(t, 5*time.Second, "d1 gone on peer 3", func() bool {
+		_, err := os.Stat(filepath.Join(b, "d1"))
+		return os.IsNotExist(err)
+	})
+}

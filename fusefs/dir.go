@@ -1,0 +1,312 @@
+package fusefs
+
+import (
+	"context"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/oashare/oashare/index"
+)
+
+// dirNode is a directory. Its children come lazily from the index: Lookup
+// and Readdir read Pebble, so listing a directory never touches the
+// network.
+type dirNode struct {
+	fs.Inode
+	fsys *FS
+	id   uint64
+}
+
+var (
+	_ = (fs.NodeLookuper)((*dirNode)(nil))
+	_ = (fs.NodeReaddirer)((*dirNode)(nil))
+	_ = (fs.NodeGetattrer)((*dirNode)(nil))
+	_ = (fs.NodeSetattrer)((*dirNode)(nil))
+	_ = (fs.NodeMkdirer)((*dirNode)(nil))
+	_ = (fs.NodeCreater)((*dirNode)(nil))
+	_ = (fs.NodeUnlinker)((*dirNode)(nil))
+	_ = (fs.NodeRmdirer)((*dirNode)(nil))
+	_ = (fs.NodeRenamer)((*dirNode)(nil))
+	_ = (fs.NodeSymlinker)((*dirNode)(nil))
+	_ = (fs.NodeStatfser)((*dirNode)(nil))
+)
+
+func checkName(name string) syscall.Errno {
+	if len(name) > index.MaxNameLen {
+		return syscall.ENAMETOOLONG
+	}
+	if name == "" || name == "." || name == ".." {
+		return syscall.EINVAL
+	}
+	return 0
+}
+
+func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if errno := checkName(name); errno != 0 {
+		return nil, errno
+	}
+	de, ok, err := d.fsys.db.LookupDirent(d.id, name)
+	if err != nil {
+		return nil, d.fsys.toErrno("lookup", err)
+	}
+	if !ok {
+		return nil, syscall.ENOENT
+	}
+	ino, errno := d.fsys.getInode(de.Child)
+	if errno != 0 {
+		return nil, errno
+	}
+	child := d.fsys.newNode(ctx, d.EmbeddedInode(), &ino)
+	d.fsys.attrOf(child, &ino, &out.Attr)
+	return child, 0
+}
+
+// attrOf fills out for a node, taking unpublished local writes into account.
+func (fsys *FS) attrOf(n *fs.Inode, ino *index.Inode, out *fuse.Attr) {
+	if f, ok := n.Operations().(*fileNode); ok {
+		size, mtime := f.localAttr(ino)
+		fsys.fillAttr(ino, size, mtime, out)
+		return
+	}
+	fsys.fillAttr(ino, ino.Size, ino.MtimeNs, out)
+}
+
+func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	des, err := d.fsys.db.ReadDir(d.id)
+	if err != nil {
+		return nil, d.fsys.toErrno("readdir", err)
+	}
+	entries := make([]fuse.DirEntry, len(des))
+	for i, de := range des {
+		entries[i] = fuse.DirEntry{Name: de.Name, Ino: de.Child, Mode: typeMode(de.Type)}
+	}
+	return fs.NewListDirStream(entries), 0
+}
+
+func (d *dirNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	ino, errno := d.fsys.getInode(d.id)
+	if errno != 0 {
+		return errno
+	}
+	d.fsys.fillAttr(&ino, ino.Size, ino.MtimeNs, &out.Attr)
+	return 0
+}
+
+func (d *dirNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	return d.fsys.setattr(ctx, d.id, nil, in, out)
+}
+
+// setattr applies mode and time changes to an inode record and publishes
+// it. Size changes of files are handled by fileNode before calling this.
+func (fsys *FS) setattr(ctx context.Context, id uint64, f *fileNode, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	fsys.nsMu.Lock()
+	defer fsys.nsMu.Unlock()
+	ino, errno := fsys.getInode(id)
+	if errno != 0 {
+		return errno
+	}
+	changed := false
+	if m, ok := in.GetMode(); ok {
+		ino.Mode = m & 0o7777
+		changed = true
+	}
+	if mt, ok := in.GetMTime(); ok {
+		ino.MtimeNs = mt.UnixNano()
+		changed = true
+		if f != nil {
+			f.setMtime(ino.MtimeNs)
+		}
+	}
+	if changed {
+		ino.CtimeNs = time.Now().UnixNano()
+		if id == index.RootID {
+			ino.ID, ino.Type = index.RootID, index.TypeDir
+		}
+		if _, err := fsys.node.Publish(ctx, []index.Op{{Inode: &ino}}); err != nil {
+			return fsys.toErrno("setattr", err)
+		}
+	}
+	size, mtime := ino.Size, ino.MtimeNs
+	if f != nil {
+		size, mtime = f.localAttr(&ino)
+	}
+	fsys.fillAttr(&ino, size, mtime, &out.Attr)
+	return 0
+}
+
+// create publishes a new entry named name in d and returns its node.
+func (d *dirNode) create(ctx context.Context, name string, ino index.Inode, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if errno := checkName(name); errno != 0 {
+		return nil, errno
+	}
+	fsys := d.fsys
+	fsys.nsMu.Lock()
+	defer fsys.nsMu.Unlock()
+	if old, ok, err := fsys.db.LookupDirent(d.id, name); err != nil {
+		return nil, fsys.toErrno("create", err)
+	} else if ok && (old.Type == index.TypeDir || ino.Type == index.TypeDir) {
+		return nil, syscall.EEXIST
+	}
+	now := time.Now().UnixNano()
+	ino.ID = fsys.db.NewID()
+	ino.MtimeNs, ino.CtimeNs = now, now
+	de := index.Dirent{Parent: d.id, Name: name, Child: ino.ID, Type: ino.Type}
+	if _, err := fsys.node.Publish(ctx, []index.Op{{Inode: &ino}, {Dirent: &de}}); err != nil {
+		return nil, fsys.toErrno("create", err)
+	}
+	child := fsys.newNode(ctx, d.EmbeddedInode(), &ino)
+	fsys.fillAttr(&ino, 0, now, &out.Attr)
+	return child, 0
+}
+
+func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	return d.create(ctx, name, index.Inode{Type: index.TypeDir, Mode: mode & 0o7777}, out)
+}
+
+func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	child, errno := d.create(ctx, name, index.Inode{Type: index.TypeFile, Mode: mode & 0o7777}, out)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	f := child.Operations().(*fileNode)
+	fh, fuseFlags, errno := f.Open(ctx, flags)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	return child, fh, fuseFlags, 0
+}
+
+func (d *dirNode) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if len(target) > index.MaxTargetLen {
+		return nil, syscall.ENAMETOOLONG
+	}
+	return d.create(ctx, name, index.Inode{Type: index.TypeSymlink, Mode: 0o777, Target: target}, out)
+}
+
+// remove publishes a tombstone for name after checking its type.
+func (d *dirNode) remove(ctx context.Context, name string, wantDir bool) syscall.Errno {
+	fsys := d.fsys
+	fsys.nsMu.Lock()
+	defer fsys.nsMu.Unlock()
+	de, ok, err := fsys.db.LookupDirent(d.id, name)
+	if err != nil {
+		return fsys.toErrno("remove", err)
+	}
+	if !ok {
+		return syscall.ENOENT
+	}
+	isDir := de.Type == index.TypeDir
+	switch {
+	case wantDir && !isDir:
+		return syscall.ENOTDIR
+	case !wantDir && isDir:
+		return syscall.EISDIR
+	}
+	if isDir {
+		kids, err := fsys.db.ReadDir(de.Child)
+		if err != nil {
+			return fsys.toErrno("rmdir", err)
+		}
+		if len(kids) > 0 {
+			return syscall.ENOTEMPTY
+		}
+	}
+	de.Deleted = true
+	if _, err := fsys.node.Publish(ctx, []index.Op{{Dirent: &de}}); err != nil {
+		return fsys.toErrno("remove", err)
+	}
+	return 0
+}
+
+func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
+	return d.remove(ctx, name, false)
+}
+
+func (d *dirNode) Rmdir(ctx context.Context, name string) syscall.Errno {
+	return d.remove(ctx, name, true)
+}
+
+func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	if errno := checkName(newName); errno != 0 {
+		return errno
+	}
+	const renameNoReplace = 1 // RENAME_NOREPLACE
+	if flags&^renameNoReplace != 0 {
+		return syscall.EINVAL // RENAME_EXCHANGE and RENAME_WHITEOUT are not supported
+	}
+	np, ok := newParent.(*dirNode)
+	if !ok {
+		return syscall.EXDEV
+	}
+	fsys := d.fsys
+	fsys.nsMu.Lock()
+	defer fsys.nsMu.Unlock()
+	src, ok, err := fsys.db.LookupDirent(d.id, name)
+	if err != nil {
+		return fsys.toErrno("rename", err)
+	}
+	if !ok {
+		return syscall.ENOENT
+	}
+	if src.Type == index.TypeDir {
+		// A directory must not move below itself.
+		for p := np.EmbeddedInode(); p != nil; {
+			if p.StableAttr().Ino == src.Child {
+				return syscall.EINVAL
+			}
+			_, parent := p.Parent()
+			if parent == nil || p.StableAttr().Ino == index.RootID {
+				break
+			}
+			p = parent
+		}
+	}
+	dst, exists, err := fsys.db.LookupDirent(np.id, newName)
+	if err != nil {
+		return fsys.toErrno("rename", err)
+	}
+	if exists {
+		if dst.Child == src.Child {
+			return 0
+		}
+		if flags&renameNoReplace != 0 {
+			return syscall.EEXIST
+		}
+		switch {
+		case src.Type == index.TypeDir && dst.Type != index.TypeDir:
+			return syscall.ENOTDIR
+		case src.Type != index.TypeDir && dst.Type == index.TypeDir:
+			return syscall.EISDIR
+		case dst.Type == index.TypeDir:
+			kids, err := fsys.db.ReadDir(dst.Child)
+			if err != nil {
+				return fsys.toErrno("rename", err)
+			}
+			if len(kids) > 0 {
+				return syscall.ENOTEMPTY
+			}
+		}
+	}
+	gone := src
+	gone.Deleted = true
+	moved := index.Dirent{Parent: np.id, Name: newName, Child: src.Child, Type: src.Type}
+	if _, err := fsys.node.Publish(ctx, []index.Op{{Dirent: &gone}, {Dirent: &moved}}); err != nil {
+		return fsys.toErrno("rename", err)
+	}
+	return 0
+}
+
+func (d *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	// Until the network's capacity is aggregated, report the disk that
+	// holds this node's chunks.
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(d.fsys.dataDir, &st); err != nil {
+		return d.fsys.toErrno("statfs", err)
+	}
+	out.FromStatfsT(&st)
+	out.NameLen = index.MaxNameLen
+	return 0
+}

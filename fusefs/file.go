@@ -1,0 +1,279 @@
+package fusefs
+
+import (
+	"context"
+	"io"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/oashare/oashare/chunknet/tree"
+	"github.com/oashare/oashare/index"
+)
+
+// readAheadChunks is how far ahead of a sequential reader chunks are
+// fetched into the cache: 4 MiB.
+const readAheadChunks = (4 << 20) / tree.ChunkSize
+
+// fileNode is a regular file. Its state is shared by every open handle on
+// this node, so two descriptors see each other's writes at once.
+//
+// Locking: mu guards v, c and mtime. Reads of an unchanged file take a
+// snapshot of v under mu and fetch without it, so concurrent reads run in
+// parallel.
+type fileNode struct {
+	fs.Inode
+	fsys *FS
+	id   uint64
+
+	mu     sync.Mutex
+	loaded bool
+	v      tree.Version // the version this node reads: the last one opened or published here
+	c      *content     // unpublished local changes, nil when there are none
+	mtime  int64        // mtime of unpublished changes
+}
+
+var (
+	_ = (fs.NodeOpener)((*fileNode)(nil))
+	_ = (fs.NodeReader)((*fileNode)(nil))
+	_ = (fs.NodeWriter)((*fileNode)(nil))
+	_ = (fs.NodeFlusher)((*fileNode)(nil))
+	_ = (fs.NodeFsyncer)((*fileNode)(nil))
+	_ = (fs.NodeReleaser)((*fileNode)(nil))
+	_ = (fs.NodeGetattrer)((*fileNode)(nil))
+	_ = (fs.NodeSetattrer)((*fileNode)(nil))
+)
+
+// handle is one open file description. It tracks the sequential read
+// position to drive read-ahead.
+type handle struct {
+	mu         sync.Mutex
+	next       int64  // where a sequential read would continue
+	aheadUntil uint64 // chunks below this index have been prefetched
+}
+
+// localAttr returns size and mtime including unpublished changes.
+func (f *fileNode) localAttr(ino *index.Inode) (uint64, int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.c != nil {
+		return f.c.size, f.mtime
+	}
+	return ino.Size, ino.MtimeNs
+}
+
+func (f *fileNode) setMtime(ns int64) {
+	f.mu.Lock()
+	f.mtime = ns
+	f.mu.Unlock()
+}
+
+// refresh loads the newest version from the index unless there are local
+// changes (close-to-open: an open sees what was published before it).
+// Called with mu held.
+func (f *fileNode) refresh() syscall.Errno {
+	if f.c != nil {
+		return 0
+	}
+	ino, errno := f.fsys.getInode(f.id)
+	if errno != 0 {
+		return errno
+	}
+	f.v = versionOf(&ino)
+	f.mtime = ino.MtimeNs
+	f.loaded = true
+	return 0
+}
+
+func (f *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if errno := f.refresh(); errno != 0 {
+		return nil, 0, errno
+	}
+	if flags&syscall.O_TRUNC != 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		if err := f.changes().truncate(ctx, 0); err != nil {
+			return nil, 0, f.fsys.toErrno("open", err)
+		}
+		f.mtime = time.Now().UnixNano()
+	}
+	// No FOPEN_KEEP_CACHE: the kernel drops this file's cached pages on
+	// open, so an open always sees the newest published version.
+	return &handle{}, 0, 0
+}
+
+// changes returns the local change state, creating it on the current
+// version. Called with mu held.
+func (f *fileNode) changes() *content {
+	if f.c == nil {
+		f.c = newContent(f.fsys.node, f.v)
+	}
+	return f.c
+}
+
+func (f *fileNode) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	if off < 0 {
+		return 0, syscall.EINVAL
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.loaded {
+		if errno := f.refresh(); errno != 0 {
+			return 0, errno
+		}
+	}
+	if err := f.changes().write(ctx, uint64(off), data); err != nil {
+		return 0, f.fsys.toErrno("write", err)
+	}
+	f.mtime = time.Now().UnixNano()
+	return uint32(len(data)), 0
+}
+
+func (f *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if off < 0 {
+		return nil, syscall.EINVAL
+	}
+	f.mu.Lock()
+	if !f.loaded {
+		if errno := f.refresh(); errno != 0 {
+			f.mu.Unlock()
+			return nil, errno
+		}
+	}
+	if f.c != nil {
+		defer f.mu.Unlock()
+		n, err := f.c.readAt(ctx, dest, uint64(off))
+		if err != nil && err != io.EOF {
+			return nil, f.fsys.toErrno("read", err)
+		}
+		return fuse.ReadResultData(dest[:n]), 0
+	}
+	v := f.v
+	f.mu.Unlock()
+	if h, ok := fh.(*handle); ok {
+		f.readAhead(h, v, off, len(dest))
+	}
+	n, err := tree.ReadAt(ctx, f.fsys.node, v, dest, off)
+	if err != nil && err != io.EOF {
+		return nil, f.fsys.toErrno("read", err)
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+// readAhead starts fetching the chunks after a sequential read into the
+// node's cache, so the next reads find them there.
+func (f *fileNode) readAhead(h *handle, v tree.Version, off int64, n int) {
+	h.mu.Lock()
+	sequential := off == h.next || off == 0
+	h.next = off + int64(n)
+	end := min(uint64(h.next), v.Size)
+	leaves := tree.LeafCount(v.Size)
+	first := max(h.aheadUntil, tree.LeafCount(end))
+	if !sequential || first >= leaves || h.aheadUntil > tree.LeafCount(end)+readAheadChunks/2 {
+		h.mu.Unlock()
+		return
+	}
+	last := min(first+readAheadChunks, leaves)
+	h.aheadUntil = last
+	h.mu.Unlock()
+	node := f.fsys.node
+	node.Go(func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		hashes, err := tree.Leaves(ctx, node, v, first, last-first)
+		if err == nil {
+			_, err = node.Fetch(ctx, hashes)
+		}
+		if err != nil {
+			f.fsys.log.Debug("read-ahead failed", "err", err)
+		}
+	})
+}
+
+// publish uploads local changes and publishes the new version. It returns
+// success only when every chunk is on its replicas and the version is in
+// the local index; otherwise EIO, and the changes stay here.
+func (f *fileNode) publish(ctx context.Context) syscall.Errno {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.c == nil {
+		return 0
+	}
+	v, err := f.c.commit(ctx)
+	if err != nil {
+		return f.fsys.toErrno("upload", err)
+	}
+	fsys := f.fsys
+	fsys.nsMu.Lock()
+	defer fsys.nsMu.Unlock()
+	ino, errno := fsys.getInode(f.id)
+	if errno != 0 {
+		return errno
+	}
+	if v != versionOf(&ino) || ino.MtimeNs != f.mtime {
+		ino.Size, ino.Root, ino.Depth = v.Size, v.Root, v.Depth
+		ino.MtimeNs = f.mtime
+		ino.CtimeNs = time.Now().UnixNano()
+		if _, err := fsys.node.Publish(ctx, []index.Op{{Inode: &ino}}); err != nil {
+			return fsys.toErrno("publish", err)
+		}
+	}
+	f.v = v
+	f.c = nil
+	return 0
+}
+
+func (f *fileNode) Flush(ctx context.Context, fh fs.FileHandle) syscall.Errno {
+	return f.publish(ctx)
+}
+
+func (f *fileNode) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscall.Errno {
+	return f.publish(ctx)
+}
+
+func (f *fileNode) Release(ctx context.Context, fh fs.FileHandle) syscall.Errno {
+	return 0
+}
+
+func (f *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	ino, errno := f.fsys.getInode(f.id)
+	if errno != 0 {
+		return errno
+	}
+	size, mtime := f.localAttr(&ino)
+	f.fsys.fillAttr(&ino, size, mtime, &out.Attr)
+	return 0
+}
+
+func (f *fileNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if size, ok := in.GetSize(); ok {
+		f.mu.Lock()
+		errno := f.refreshIfIdle()
+		if errno == 0 {
+			if err := f.changes().truncate(ctx, size); err != nil {
+				errno = f.fsys.toErrno("truncate", err)
+			}
+			f.mtime = time.Now().UnixNano()
+		}
+		f.mu.Unlock()
+		if errno != 0 {
+			return errno
+		}
+		// A truncate is published at once, like any metadata change.
+		if errno := f.publish(ctx); errno != 0 {
+			return errno
+		}
+	}
+	return f.fsys.setattr(ctx, f.id, f, in, out)
+}
+
+// refreshIfIdle loads the newest version when nothing local is pending.
+func (f *fileNode) refreshIfIdle() syscall.Errno {
+	if f.c == nil {
+		return f.refresh()
+	}
+	return 0
+}

@@ -1,0 +1,180 @@
+package fusefs
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/oashare/oashare/chunknet"
+	"github.com/oashare/oashare/chunknet/tree"
+	"github.com/oashare/oashare/index"
+)
+
+// Options configure a mount.
+type Options struct {
+	Node   *chunknet.Node
+	Logger *slog.Logger // nil = slog.Default()
+	// FsName is the mount's source in /proc/mounts; oashare puts the data
+	// directory there so that tools find the node that serves a mount.
+	FsName string
+	// DataDir is the node's data directory; statfs reports its disk.
+	DataDir string
+	// CacheTimeout bounds how long the kernel trusts names and attributes
+	// without asking; a remote change is visible after at most this long.
+	// 0 = 1s.
+	CacheTimeout time.Duration
+	Debug        bool
+}
+
+// FS is the state shared by every node of one mount.
+type FS struct {
+	node *chunknet.Node
+	db   *index.DB
+	log  *slog.Logger
+	uid  uint32
+	gid  uint32
+
+	dataDir string
+
+	// nsMu is held while a namespace change is checked and published, so
+	// that two local operations do not interleave their checks.
+	nsMu sync.Mutex
+}
+
+// Mount mounts the shared namespace of opts.Node on dir and returns the
+// running server; Unmount it to stop.
+func Mount(dir string, opts Options) (*fuse.Server, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.CacheTimeout <= 0 {
+		opts.CacheTimeout = time.Second
+	}
+	fsys := &FS{
+		node: opts.Node,
+		db:   opts.Node.DB(),
+		log:  opts.Logger,
+		uid:  uint32(os.Getuid()),
+		gid:  uint32(os.Getgid()),
+
+		dataDir: opts.DataDir,
+	}
+	if fsys.dataDir == "" {
+		fsys.dataDir = "/"
+	}
+	root := &dirNode{fsys: fsys, id: index.RootID}
+	to := opts.CacheTimeout
+	return fs.Mount(dir, root, &fs.Options{
+		MountOptions: fuse.MountOptions{
+			FsName:        opts.FsName,
+			Name:          "oashare",
+			MaxWrite:      1 << 20,
+			MaxReadAhead:  1 << 20,
+			DisableXAttrs: true,
+			Debug:         opts.Debug,
+		},
+		EntryTimeout:    &to,
+		AttrTimeout:     &to,
+		NegativeTimeout: &to,
+		RootStableAttr:  &fs.StableAttr{Ino: index.RootID, Mode: syscall.S_IFDIR},
+		UID:             fsys.uid,
+		GID:             fsys.gid,
+	})
+}
+
+// toErrno is the one place errors cross into FUSE: it logs the detail and
+// returns the errno a program sees.
+func (fsys *FS) toErrno(op string, err error) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	var errno syscall.Errno
+	switch {
+	case errors.As(err, &errno):
+		return errno
+	case errors.Is(err, context.Canceled):
+		return syscall.EINTR
+	case errors.Is(err, os.ErrNotExist):
+		return syscall.ENOENT
+	}
+	fsys.log.Error(op+" failed", "err", err)
+	return syscall.EIO
+}
+
+func typeMode(t index.EntryType) uint32 {
+	switch t {
+	case index.TypeDir:
+		return syscall.S_IFDIR
+	case index.TypeSymlink:
+		return syscall.S_IFLNK
+	}
+	return syscall.S_IFREG
+}
+
+func nsToTime(ns int64) (uint64, uint32) {
+	if ns < 0 {
+		return 0, 0
+	}
+	return uint64(ns / 1e9), uint32(ns % 1e9)
+}
+
+// fillAttr fills out from an inode record; size overrides the record's
+// size when the file has unpublished local changes.
+func (fsys *FS) fillAttr(ino *index.Inode, size uint64, mtimeNs int64, out *fuse.Attr) {
+	out.Ino = ino.ID
+	out.Mode = typeMode(ino.Type) | (ino.Mode & 0o7777)
+	out.Size = size
+	out.Blocks = (size + 511) / 512
+	out.Blksize = 128 << 10
+	out.Nlink = 1
+	if ino.Type == index.TypeDir {
+		out.Nlink = 2
+		out.Size = 4096
+		out.Blocks = 8
+	}
+	if ino.Type == index.TypeSymlink {
+		out.Size = uint64(len(ino.Target))
+	}
+	out.Mtime, out.Mtimensec = nsToTime(mtimeNs)
+	out.Atime, out.Atimensec = out.Mtime, out.Mtimensec
+	out.Ctime, out.Ctimensec = nsToTime(max(ino.CtimeNs, mtimeNs))
+	out.Uid, out.Gid = fsys.uid, fsys.gid
+}
+
+// newNode makes the go-fuse node for an inode record.
+func (fsys *FS) newNode(ctx context.Context, parent *fs.Inode, ino *index.Inode) *fs.Inode {
+	var emb fs.InodeEmbedder
+	switch ino.Type {
+	case index.TypeDir:
+		emb = &dirNode{fsys: fsys, id: ino.ID}
+	case index.TypeSymlink:
+		emb = &symlinkNode{fsys: fsys, id: ino.ID}
+	default:
+		emb = &fileNode{fsys: fsys, id: ino.ID}
+	}
+	return parent.NewInode(ctx, emb, fs.StableAttr{Mode: typeMode(ino.Type), Ino: ino.ID})
+}
+
+// getInode reads an inode record; a missing one is ENOENT.
+func (fsys *FS) getInode(id uint64) (index.Inode, syscall.Errno) {
+	ino, ok, err := fsys.db.GetInode(id)
+	if err != nil {
+		return ino, fsys.toErrno("getinode", err)
+	}
+	if !ok {
+		return ino, syscall.ENOENT
+	}
+	return ino, 0
+}
+
+func versionOf(ino *index.Inode) tree.Version {
+	return tree.Version{Size: ino.Size, Root: ino.Root, Depth: ino.Depth}
+}
+
