@@ -1,0 +1,72 @@
+# oashare — the project's vocabulary. `make run` mounts ~/net; `make test`
+# installs what the tests need and runs them; `make ci` is what CI runs.
+
+# Go may not be on PATH on a fresh machine (it lives in /usr/local/go).
+GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+BIN := bin/oashare
+MNT ?= $(HOME)/net
+# Extra flags for `make run`, e.g. RUN_FLAGS="--iface eth0 --replicas 2".
+RUN_FLAGS ?=
+# Packages the tests need: fuse3 (fusermount3), iproute2 (ip netns),
+# util-linux (nsenter), procps (pkill/ps in scripts).
+TEST_DEBS := fuse3 iproute2 util-linux procps
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@2025.1.1
+
+.PHONY: build run test test-race test-short lint fmt-check vet bench demo ci deps clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/oashare
+
+# A network of one until peers appear; Ctrl-C unmounts and exits.
+run: build
+	@if ! command -v fusermount3 >/dev/null; then \
+	  echo "installing fuse3 (needs root)"; apt-get update -qq && apt-get install -y -qq fuse3; fi
+	mkdir -p $(MNT)
+	$(BIN) mount $(MNT) $(RUN_FLAGS)
+
+# deps installs the Debian packages tests use, when any is missing.
+deps:
+	@missing=""; \
+	command -v fusermount3 >/dev/null || missing="$$missing fuse3"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v nsenter >/dev/null || missing="$$missing util-linux"; \
+	command -v pkill >/dev/null || missing="$$missing procps"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "tests need:$$missing — install them (apt-get install$$missing) or run as root"; exit 1; fi; \
+	  echo "installing:$$missing"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+# test: format, vet, then every test with the race detector (FUSE, TCP,
+# Pebble and network-namespace tests run for real as root and skip with a
+# reason otherwise), then the FUSE tests once more on one OS thread, where
+# same-process deadlocks would show.
+test: deps fmt-check vet build
+	$(GO) test -race -count=1 -timeout 30m ./...
+	GOMAXPROCS=1 $(GO) test -count=1 -timeout 15m ./fusefs/
+
+test-short:
+	$(GO) test -count=1 -short ./...
+
+lint: vet fmt-check
+	$(GO) run $(STATICCHECK) ./...
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+
+# Go micro-benchmarks of the hot paths (chunking, hashing, frames, index).
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# Four peers on a private LAN of network namespaces (needs root).
+demo: build
+	scripts/demo
+
+ci: test lint
+
+clean:
+	rm -rf bin

@@ -1,0 +1,239 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/oashare/oashare/chunknet"
+	"github.com/oashare/oashare/chunknet/tree"
+	"github.com/oashare/oashare/index"
+)
+
+// The control socket is a unix socket in the data directory through which
+// local commands (status, where) ask the running node. A request is one
+// line: a command word, optionally a tab and an argument. The answer is one
+// JSON document. Only processes that can reach the data directory (mode
+// 0700) can connect.
+
+type peerJSON struct {
+	ID   string `json:"id"`
+	Addr string `json:"addr"`
+}
+
+type statusJSON struct {
+	NodeID     string     `json:"node_id"`
+	Listen     string     `json:"listen"`
+	Network    string     `json:"network"`
+	Mountpoint string     `json:"mountpoint"`
+	Replicas   int        `json:"replicas"`
+	Peers      []peerJSON `json:"peers"`
+	Chunks     int64      `json:"chunks"`
+	Bytes      int64      `json:"bytes"`
+}
+
+type chunkJSON struct {
+	Index   uint64   `json:"index"`
+	Size    int      `json:"size"`
+	Hash    string   `json:"hash"`
+	Holders []string `json:"holders"`
+}
+
+type whereJSON struct {
+	Path   string      `json:"path"`
+	Size   uint64      `json:"size"`
+	Root   string      `json:"root,omitempty"`
+	Depth  uint8       `json:"depth"`
+	Chunks []chunkJSON `json:"chunks"`
+	Nodes  []chunkJSON `json:"tree_nodes"`
+}
+
+type errorJSON struct {
+	Error string `json:"error"`
+}
+
+type control struct {
+	ln      net.Listener
+	node    *chunknet.Node
+	mnt     string
+	network string
+	wg      sync.WaitGroup
+	once    sync.Once
+}
+
+func startControl(dataDir string, node *chunknet.Node, mnt, network string) (*control, error) {
+	path := filepath.Join(dataDir, controlSocketName)
+	os.Remove(path) // a leftover of a killed node; we hold the data dir lock
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("control socket %s: %v", path, err)
+	}
+	os.Chmod(path, 0o600)
+	c := &control{ln: ln, node: node, mnt: mnt, network: network}
+	c.wg.Add(1)
+	go c.serve()
+	return c, nil
+}
+
+func (c *control) Close() {
+	c.once.Do(func() {
+		c.ln.Close()
+		c.wg.Wait()
+	})
+}
+
+func (c *control) serve() {
+	defer c.wg.Done()
+	for {
+		conn, err := c.ln.Accept()
+		if err != nil {
+			return
+		}
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(2 * time.Minute))
+			line, err := bufio.NewReader(io.LimitReader(conn, 8192)).ReadString('\n')
+			if err != nil {
+				return
+			}
+			cmd, arg, _ := strings.Cut(strings.TrimSuffix(line, "\n"), "\t")
+			var reply any
+			switch cmd {
+			case "status":
+				reply = c.status()
+			case "where":
+				w, err := c.where(arg)
+				if err != nil {
+					reply = errorJSON{err.Error()}
+				} else {
+					reply = w
+				}
+			default:
+				reply = errorJSON{"unknown control command " + cmd}
+			}
+			json.NewEncoder(conn).Encode(reply)
+		}()
+	}
+}
+
+func (c *control) status() statusJSON {
+	count, bytes := c.node.DB().ChunkStats()
+	s := statusJSON{
+		NodeID:     c.node.ID().String(),
+		Listen:     c.node.Addr(),
+		Network:    c.network,
+		Mountpoint: c.mnt,
+		Replicas:   c.node.Replicas(),
+		Peers:      []peerJSON{},
+		Chunks:     count,
+		Bytes:      bytes,
+	}
+	for _, p := range c.node.Peers() {
+		s.Peers = append(s.Peers, peerJSON{ID: p.ID.String(), Addr: p.Addr})
+	}
+	return s
+}
+
+// where resolves rel (a path inside the mount) through the index and
+// reports every chunk of the file and who holds it.
+func (c *control) where(rel string) (*whereJSON, error) {
+	db := c.node.DB()
+	id := index.RootID
+	for _, name := range strings.Split(rel, "/") {
+		if name == "" || name == "." {
+			continue
+		}
+		de, ok, err := db.LookupDirent(id, name)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, fmt.Errorf("%s: no such file in the shared folder", rel)
+		}
+		id = de.Child
+	}
+	ino, ok, err := db.GetInode(id)
+	if err != nil {
+		return nil, err
+	}
+	if !ok || ino.Type != index.TypeFile {
+		return nil, fmt.Errorf("%s is not a regular file", rel)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	v := tree.Version{Size: ino.Size, Root: ino.Root, Depth: ino.Depth}
+	w := &whereJSON{Path: rel, Size: v.Size, Depth: v.Depth, Chunks: []chunkJSON{}, Nodes: []chunkJSON{}}
+	if !v.Root.IsZero() {
+		w.Root = v.Root.String()
+	}
+	n := tree.LeafCount(v.Size)
+	leaves, err := tree.Leaves(ctx, c.node, v, 0, n)
+	if err != nil {
+		return nil, err
+	}
+	var nodes []index.Hash
+	if err := tree.Nodes(ctx, c.node, v, func(_ uint8, h index.Hash) error { nodes = append(nodes, h); return nil }); err != nil {
+		return nil, err
+	}
+	all := append(append([]index.Hash(nil), leaves...), nodes...)
+	holders, err := c.node.Holders(ctx, all)
+	if err != nil {
+		return nil, err
+	}
+	for i, h := range all {
+		cj := chunkJSON{Hash: h.String(), Holders: []string{}}
+		for _, id := range holders[i] {
+			cj.Holders = append(cj.Holders, id.String())
+		}
+		if uint64(i) < n {
+			cj.Index, cj.Size = uint64(i), tree.LeafSize(v.Size, uint64(i))
+			w.Chunks = append(w.Chunks, cj)
+		} else {
+			cj.Index = uint64(i) - n
+			w.Nodes = append(w.Nodes, cj)
+		}
+	}
+	return w, nil
+}
+
+// ask sends one control request to the node owning dataDir.
+func ask(dataDir, cmd, arg string, out any) error {
+	path := filepath.Join(dataDir, controlSocketName)
+	conn, err := net.DialTimeout("unix", path, 2*time.Second)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
+			return fmt.Errorf("no oashare node is running with data dir %s: start one with 'oashare mount' (or pass --data)", dataDir)
+		}
+		return fmt.Errorf("control socket %s: %v", path, err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(2 * time.Minute))
+	line := cmd
+	if arg != "" {
+		line += "\t" + arg
+	}
+	if _, err := io.WriteString(conn, line+"\n"); err != nil {
+		return err
+	}
+	raw, err := io.ReadAll(io.LimitReader(conn, 1<<30))
+	if err != nil {
+		return err
+	}
+	var e errorJSON
+	if json.Unmarshal(raw, &e) == nil && e.Error != "" {
+		return errors.New(e.Error)
+	}
+	return json.Unmarshal(raw, out)
+}

@@ -1,0 +1,49 @@
+// Command oashare turns a folder into a disk shared by every oashare peer
+// on the local network.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	if err := newRootCmd().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "oashare:", err)
+		var ee exitError
+		if errors.As(err, &ee) {
+			os.Exit(int(ee))
+		}
+		os.Exit(1)
+	}
+}
+
+// exitError carries a specific exit code through cobra.
+type exitError int
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "oashare",
+		Short: "A folder shared by every oashare peer on the local network",
+		Long: `oashare turns a folder into a disk shared by every oashare peer on the local
+network. Files are cut into chunks of at most 512 bytes named by their SHA-256,
+stored on several peers, and read back verified. Peers find each other by mDNS.
+
+  oashare mount ~/net          share ~/net with the LAN (Ctrl-C to stop)
+  oashare status               what the running node sees
+  oashare where ~/net/FILE     which peers hold each chunk of FILE`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.CompletionOptions.DisableDefaultCmd = true
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return fmt.Errorf("%v (see '%s --help')", err, c.CommandPath())
+	})
+	root.AddCommand(newMountCmd(), newStatusCmd(), newWhereCmd())
+	return root
+}

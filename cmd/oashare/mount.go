@@ -1,0 +1,336 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/oashare/oashare/chunknet"
+	"github.com/oashare/oashare/chunknet/wire"
+	"github.com/oashare/oashare/discovery"
+	"github.com/oashare/oashare/fusefs"
+	"github.com/oashare/oashare/index"
+)
+
+type mountFlags struct {
+	data     string
+	listen   string
+	ifaces   []string
+	noMDNS   bool
+	peers    []string
+	replicas int
+	network  string
+	logLevel string
+	fuseLog  bool
+	cacheMB  int
+}
+
+func newMountCmd() *cobra.Command {
+	var f mountFlags
+	cmd := &cobra.Command{
+		Use:   "mount MOUNTPOINT",
+		Short: "Share MOUNTPOINT with every oashare peer on the LAN",
+		Long: `Mount the shared folder on MOUNTPOINT (an existing, empty directory) and serve
+it until Ctrl-C or SIGTERM, which unmount it and exit 0.
+
+Peers of the same --network find each other by mDNS (service _oashare._tcp) on
+the chosen interfaces; --peer adds peers by address where multicast does not
+reach. Each chunk is stored on --replicas peers (fewer while fewer are alive).
+The node's state (index, chunks, identity, control socket) lives in --data; one
+node per data directory. A stale mount left on MOUNTPOINT by a killed node is
+cleaned up first.`,
+		Example: `  oashare mount ~/net
+  oashare mount ~/net --iface eth0 --replicas 2
+  oashare mount /mnt/share --no-mdns --peer 192.168.1.20:7733 --data /srv/oashare`,
+		Args: exactArgs(1, "MOUNTPOINT"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runMount(cmd.Context(), args[0], f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.data, "data", defaultDataDir(), "node state directory: index, chunks, identity, control socket")
+	fl.StringVar(&f.listen, "listen", ":"+strconv.Itoa(chunknet.DefaultPort), "HOST:PORT for the peer protocol")
+	fl.StringArrayVar(&f.ifaces, "iface", nil, "announce and browse mDNS only on this interface (repeatable; default: every multicast interface)")
+	fl.BoolVar(&f.noMDNS, "no-mdns", false, "do not use mDNS; find peers only through --peer")
+	fl.StringArrayVar(&f.peers, "peer", nil, "HOST:PORT of a peer to connect to (repeatable)")
+	fl.IntVar(&f.replicas, "replicas", 3, "copies of each chunk, on distinct peers")
+	fl.StringVar(&f.network, "network", "default", "network name; nodes only join peers of the same network")
+	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fl.IntVar(&f.cacheMB, "cache-mb", 64, "MiB of verified chunks kept in memory for reads (0 = none: every read asks the peers)")
+	fl.BoolVar(&f.fuseLog, "debug-fuse", false, "log every FUSE request (very verbose)")
+	return cmd
+}
+
+// exactArgs is cobra.ExactArgs with an error naming what is missing.
+func exactArgs(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return fmt.Errorf("%s takes %s (got %d arguments; see '%s --help')", cmd.CommandPath(), what, len(args), cmd.CommandPath())
+		}
+		return nil
+	}
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return l, fmt.Errorf("--log-level %q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+// checkFlags validates everything that needs no side effect.
+func (f *mountFlags) check() error {
+	if f.replicas < 1 {
+		return fmt.Errorf("--replicas %d: must be at least 1", f.replicas)
+	}
+	if len(f.network) == 0 || len(f.network) > wire.MaxNetworkName {
+		return fmt.Errorf("--network %q: must be 1 to %d bytes", f.network, wire.MaxNetworkName)
+	}
+	if _, port, err := net.SplitHostPort(f.listen); err != nil {
+		return fmt.Errorf("--listen %q: want HOST:PORT, e.g. :%d or 10.0.0.5:%d", f.listen, chunknet.DefaultPort, chunknet.DefaultPort)
+	} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("--listen %q: port must be a number from 0 to 65535", f.listen)
+	}
+	for _, p := range f.peers {
+		_, port, err := net.SplitHostPort(p)
+		if err != nil || port == "" {
+			return fmt.Errorf("--peer %q: want HOST:PORT, e.g. 192.168.1.20:%d", p, chunknet.DefaultPort)
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("--peer %q: port must be a number from 1 to 65535", p)
+		}
+	}
+	if f.noMDNS && len(f.ifaces) > 0 {
+		return errors.New("--iface selects mDNS interfaces and makes no sense with --no-mdns; drop one of them")
+	}
+	if !f.noMDNS {
+		if _, err := discovery.ValidateIfaces(f.ifaces); err != nil {
+			return fmt.Errorf("--iface: %v (or pass --no-mdns with --peer)", err)
+		}
+	}
+	if f.cacheMB < 0 || f.cacheMB > 1<<20 {
+		return fmt.Errorf("--cache-mb %d: must be from 0 to 1048576", f.cacheMB)
+	}
+	if _, err := parseLevel(f.logLevel); err != nil {
+		return err
+	}
+	return nil
+}
+
+// checkFUSE checks what mounting needs on this machine.
+func checkFUSE() error {
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		return errors.New("no /dev/fuse: load the fuse kernel module (modprobe fuse) or install the fuse3 package (apt-get install fuse3)")
+	}
+	if _, err := exec.LookPath("fusermount3"); err != nil {
+		return errors.New("fusermount3 not found: install the fuse3 package (apt-get install fuse3)")
+	}
+	return nil
+}
+
+// prepareMountpoint checks dir and cleans a stale mount left by a killed
+// node. It returns the absolute path.
+func prepareMountpoint(dir string, log *slog.Logger) (string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("mount point %s: %v", dir, err)
+	}
+	if m, ok := mountAt(abs); ok {
+		_, statErr := os.Stat(abs)
+		stale := errors.Is(statErr, syscall.ENOTCONN)
+		if m.fstype == fuseType && stale {
+			log.Info("cleaning up a stale oashare mount left by a node that died", "mountpoint", abs)
+			if out, err := exec.Command("fusermount3", "-u", "-z", abs).CombinedOutput(); err != nil {
+				return "", fmt.Errorf("mount point %s: a stale mount is left there and fusermount3 -uz failed: %s", abs, strings.TrimSpace(string(out)))
+			}
+		} else {
+			return "", fmt.Errorf("mount point %s is already mounted (%s from %s): unmount it first (fusermount3 -u %s)", abs, m.fstype, m.source, abs)
+		}
+	}
+	st, err := os.Stat(abs)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return "", fmt.Errorf("mount point %s does not exist: create it with mkdir -p %s", abs, abs)
+	case err != nil:
+		return "", fmt.Errorf("mount point %s: %v", abs, err)
+	case !st.IsDir():
+		return "", fmt.Errorf("mount point %s is not a directory: pick a directory", abs)
+	}
+	d, err := os.Open(abs)
+	if err != nil {
+		return "", fmt.Errorf("mount point %s: %v", abs, err)
+	}
+	names, err := d.Readdirnames(1)
+	d.Close()
+	if err != nil && err != io.EOF {
+		return "", fmt.Errorf("mount point %s: %v", abs, err)
+	}
+	if len(names) > 0 {
+		return "", fmt.Errorf("mount point %s is not empty: oashare mounts only on an empty directory (its files would be hidden)", abs)
+	}
+	return abs, nil
+}
+
+// lockDataDir makes sure only one node uses dir. The lock is released
+// when the process exits, however it exits.
+func lockDataDir(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir %s: %v", dir, err)
+	}
+	path := filepath.Join(dir, lockFileName)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("data dir %s: %v", dir, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		pid, _ := os.ReadFile(path)
+		f.Close()
+		who := ""
+		if p := strings.TrimSpace(string(pid)); p != "" {
+			who = " (pid " + p + ")"
+		}
+		return nil, fmt.Errorf("data dir %s is in use by a running node%s: stop it, or give this one its own --data", dir, who)
+	}
+	f.Truncate(0)
+	fmt.Fprintf(f, "%d\n", os.Getpid())
+	return f, nil
+}
+
+func runMount(ctx context.Context, mountpoint string, f mountFlags) error {
+	level, err := parseLevel(f.logLevel)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if err := f.check(); err != nil {
+		return err
+	}
+	if err := checkFUSE(); err != nil {
+		return err
+	}
+	mnt, err := prepareMountpoint(mountpoint, log)
+	if err != nil {
+		return err
+	}
+	dataDir, err := filepath.Abs(f.data)
+	if err != nil {
+		return fmt.Errorf("--data %s: %v", f.data, err)
+	}
+	lock, err := lockDataDir(dataDir)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+
+	db, err := index.Open(filepath.Join(dataDir, indexDirName), index.Options{Logger: log})
+	if err != nil {
+		return fmt.Errorf("opening the index in %s: %v", dataDir, err)
+	}
+	defer db.Close()
+	log = log.With("node", db.NodeID().Short())
+
+	node, err := chunknet.New(chunknet.Config{DB: db, Network: f.network, Listen: f.listen, Replicas: f.replicas, Logger: log, CacheBytes: cacheBytes(f.cacheMB)})
+	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("--listen %s: the port is taken (another oashare node or program uses it): pick another, e.g. --listen :%d", f.listen, chunknet.DefaultPort+1)
+		}
+		return fmt.Errorf("--listen %s: %v", f.listen, err)
+	}
+	defer node.Close()
+
+	server, err := fusefs.Mount(mnt, fusefs.Options{Node: node, Logger: log, FsName: dataDir, DataDir: dataDir, Debug: f.fuseLog})
+	if err != nil {
+		return fmt.Errorf("mounting %s: %v", mnt, err)
+	}
+	unmounted := make(chan struct{})
+	go func() { server.Wait(); close(unmounted) }()
+
+	ctl, err := startControl(dataDir, node, mnt, f.network)
+	if err != nil {
+		unmount(server, mnt, log)
+		return err
+	}
+	defer ctl.Close()
+
+	dctx, stopDiscovery := context.WithCancel(context.Background())
+	discDone := make(chan struct{})
+	var ds discovery.Multi
+	if len(f.peers) > 0 {
+		ds = append(ds, discovery.Static{Addrs: f.peers})
+	}
+	if !f.noMDNS {
+		_, port, _ := net.SplitHostPort(node.Addr())
+		p, _ := strconv.Atoi(port)
+		ds = append(ds, discovery.MDNS{ID: db.NodeID().String(), Network: f.network, Version: int(wire.Version), Port: p, Ifaces: f.ifaces, Logger: log})
+	}
+	go func() {
+		defer close(discDone)
+		err := ds.Run(dctx, func(e discovery.Event) {
+			if e.Gone {
+				node.ForgetAddr(e.Addr)
+				return
+			}
+			node.AddPeerAddr(e.Addr)
+		})
+		if err != nil {
+			log.Error("peer discovery stopped", "err", err)
+		}
+	}()
+
+	log.Info("ready", "mountpoint", mnt, "listen", node.Addr(), "network", f.network, "replicas", f.replicas, "data", dataDir, "mdns", !f.noMDNS)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	select {
+	case s := <-sigs:
+		log.Info("stopping", "signal", s.String())
+	case <-unmounted:
+		log.Info("stopping: the folder was unmounted")
+	}
+	stopDiscovery()
+	<-discDone
+	ctl.Close()
+	select {
+	case <-unmounted:
+	default:
+		unmount(server, mnt, log)
+	}
+	return nil
+}
+
+// unmount unmounts, retrying while programs still use the folder, and
+// detaches it lazily as a last resort so the process can exit.
+func unmount(server interface{ Unmount() error }, mnt string, log *slog.Logger) {
+	var err error
+	for i := 0; i < 10; i++ {
+		if err = server.Unmount(); err == nil {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	log.Warn("folder still busy; detaching it lazily", "mountpoint", mnt, "err", err)
+	exec.Command("fusermount3", "-u", "-z", mnt).Run()
+}
+
+// cacheBytes maps --cache-mb to chunknet.Config.CacheBytes, where 0 means
+// the default and a negative value means no cache.
+func cacheBytes(mb int) int {
+	if mb == 0 {
+		return -1
+	}
+	return mb << 20
+}

@@ -1,0 +1,126 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+)
+
+func newStatusCmd() *cobra.Command {
+	var data string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show what the running node sees: its ID, address, live peers, chunks stored",
+		Long: `Ask the node running with data directory --data (through its control socket)
+for its node ID, listen address, live peers, and the chunks and bytes it stores.
+With --json the answer is one JSON object; live peers are the list under "peers".`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var s statusJSON
+			if err := ask(data, "status", "", &s); err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(os.Stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(s)
+			}
+			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(w, "node:\t%s\n", s.NodeID)
+			fmt.Fprintf(w, "listen:\t%s\n", s.Listen)
+			fmt.Fprintf(w, "network:\t%s\n", s.Network)
+			fmt.Fprintf(w, "mount:\t%s\n", s.Mountpoint)
+			fmt.Fprintf(w, "replicas:\t%d\n", s.Replicas)
+			fmt.Fprintf(w, "stored:\t%d chunks, %d bytes\n", s.Chunks, s.Bytes)
+			fmt.Fprintf(w, "peers:\t%d live\n", len(s.Peers))
+			for _, p := range s.Peers {
+				fmt.Fprintf(w, "  %s\t%s\n", p.ID, p.Addr)
+			}
+			return w.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&data, "data", defaultDataDir(), "data directory of the node to ask")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
+	return cmd
+}
+
+func newWhereCmd() *cobra.Command {
+	var data string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "where PATH",
+		Short: "List each chunk of a file in the mount and the peers holding it",
+		Long: `For a file inside an oashare mount, print each chunk (index, size, SHA-256)
+and the IDs of the peers that hold a copy right now, then the file's tree nodes.
+The node serving the mount is found from the mount table; --data overrides it.`,
+		Args: exactArgs(1, "PATH"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			abs, err := filepath.Abs(args[0])
+			if err != nil {
+				return err
+			}
+			point, dataDir, err := oashareMountOf(abs)
+			if cmd.Flags().Changed("data") {
+				dataDir = data
+				if err != nil {
+					var s statusJSON
+					if err := ask(dataDir, "status", "", &s); err != nil {
+						return err
+					}
+					point, err = s.Mountpoint, nil
+				}
+			}
+			if err != nil {
+				return err
+			}
+			rel, err := filepath.Rel(point, abs)
+			if err != nil || rel == ".." || filepath.IsAbs(rel) || (len(rel) > 2 && rel[:3] == "../") {
+				return fmt.Errorf("%s is not inside the mount %s", abs, point)
+			}
+			var wj whereJSON
+			if err := ask(dataDir, "where", filepath.ToSlash(rel), &wj); err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(os.Stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(wj)
+			}
+			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintf(w, "%s: %d bytes, %d chunks, tree depth %d\n", abs, wj.Size, len(wj.Chunks), wj.Depth)
+			fmt.Fprintf(w, "CHUNK\tSIZE\tSHA-256\tPEERS\n")
+			for _, c := range wj.Chunks {
+				fmt.Fprintf(w, "%d\t%d\t%s\t%s\n", c.Index, c.Size, c.Hash, shortIDs(c.Holders))
+			}
+			for _, c := range wj.Nodes {
+				fmt.Fprintf(w, "node %d\t-\t%s\t%s\n", c.Index, c.Hash, shortIDs(c.Holders))
+			}
+			return w.Flush()
+		},
+	}
+	cmd.Flags().StringVar(&data, "data", defaultDataDir(), "data directory of the node to ask (default: the node serving the mount)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
+	return cmd
+}
+
+func shortIDs(ids []string) string {
+	if len(ids) == 0 {
+		return "(none)"
+	}
+	out := ""
+	for i, id := range ids {
+		if i > 0 {
+			out += ","
+		}
+		if len(id) > 8 {
+			id = id[:8]
+		}
+		out += id
+	}
+	return out
+}
