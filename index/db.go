@@ -1,0 +1,251 @@
+package index
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble"
+	"github.com/cockroachdb/pebble/bloom"
+	"github.com/cockroachdb/pebble/vfs"
+)
+
+// Options configure Open.
+type Options struct {
+	// FS is the file system the database lives on; nil means vfs.Default.
+	// Tests use vfs.NewMem().
+	FS vfs.FS
+	// Logger receives the index's and Pebble's messages; nil means
+	// slog.Default().
+	Logger *slog.Logger
+	// OnApply, if set, is called after a record received from a peer has
+	// been committed by Apply, on Apply's goroutine, with no lock held.
+	OnApply func(rec *Record)
+}
+
+// ErrClosed is returned by calls made after Close.
+var ErrClosed = errors.New("index: closed")
+
+// ErrCorrupt wraps every error about bytes that do not decode: a malformed
+// record from a peer or a damaged value on disk.
+var ErrCorrupt = errors.New("index: corrupt data")
+
+// blockCacheSize is the Pebble block cache: room for the hot part of the
+// namespace and of recently read chunks.
+const blockCacheSize = 64 << 20
+
+// DB is the local index of one node. See the package documentation for what
+// it holds and its locking rules.
+type DB struct {
+	pdb     *pebble.DB
+	log     *slog.Logger
+	self    NodeID
+	onApply func(*Record)
+	closed  atomic.Bool
+
+	// wallMs returns the physical clock in unix milliseconds; tests replace it.
+	wallMs func() int64
+
+	writeMu sync.Mutex    // serializes Commit and Apply
+	hlc     atomic.Uint64 // last HLC value used or seen; written under writeMu
+
+	stateMu sync.RWMutex
+	vv      map[NodeID]uint64 // guarded by stateMu; written under writeMu too
+
+	putMu      sync.Mutex // guards putQueue and putLeader (see doc.go)
+	putQueue   []*putReq
+	putLeader  bool
+	chunkCount atomic.Int64
+	chunkBytes atomic.Int64
+}
+
+// Key prefixes; see doc.go.
+const (
+	prefixChunk  = 'c'
+	prefixInode  = 'i'
+	prefixDirent = 'd'
+	prefixLog    = 'l'
+	prefixVV     = 'v'
+	prefixMeta   = 'm'
+)
+
+var (
+	keyNodeID     = []byte("m/node-id")
+	keyHLC        = []byte("m/hlc")
+	keyChunkCount = []byte("m/chunk-count")
+	keyChunkBytes = []byte("m/chunk-bytes")
+)
+
+// Open opens (creating if needed) the index in dir. On first open it makes
+// and persists this node's NodeID.
+func Open(dir string, opts Options) (*DB, error) {
+	fs := opts.FS
+	if fs == nil {
+		fs = vfs.Default
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("component", "index")
+	if err := fs.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("index: create %s: %w", dir, err)
+	}
+
+	cache := pebble.NewCache(blockCacheSize)
+	defer cache.Unref() // Pebble holds its own reference while open
+	// Keys are compared bytewise, as with Pebble's default comparer (same
+	// name, so the on-disk format is the same). Split is the whole key,
+	// which is what the bloom filters hash either way; setting it lets
+	// PutChunks use SeekPrefixGE.
+	comparer := *pebble.DefaultComparer
+	comparer.Split = func(key []byte) int { return len(key) }
+	popts := &pebble.Options{
+		FS:           fs,
+		Comparer:     &comparer,
+		Cache:        cache,
+		Logger:       pebbleLogger{log},
+		MemTableSize: 16 << 20,
+		// Bloom filters make the "is this chunk new?" check of PutChunks
+		// cheap for chunks that are not stored yet.
+		Levels: []pebble.LevelOptions{{FilterPolicy: bloom.FilterPolicy(10)}},
+	}
+	pdb, err := pebble.Open(dir, popts)
+	if err != nil {
+		return nil, fmt.Errorf("index: open %s: %w", dir, err)
+	}
+	db := &DB{
+		pdb:     pdb,
+		log:     log,
+		onApply: opts.OnApply,
+		wallMs:  func() int64 { return time.Now().UnixMilli() },
+		vv:      make(map[NodeID]uint64),
+	}
+	if err := db.load(); err != nil {
+		pdb.Close()
+		return nil, fmt.Errorf("index: open %s: %w", dir, err)
+	}
+	log.Debug("opened", "dir", dir, "node", db.self.Short(),
+		"chunks", db.chunkCount.Load(), "origins", len(db.vv))
+	return db, nil
+}
+
+// load reads the node ID (making one if absent), the clock, the chunk
+// counters and the version vector.
+func (db *DB) load() error {
+	v, ok, err := db.getMeta(keyNodeID)
+	if err != nil {
+		return err
+	}
+	switch {
+	case !ok:
+		db.self = NewNodeID()
+		if err := db.pdb.Set(keyNodeID, db.self[:], pebble.Sync); err != nil {
+			return fmt.Errorf("store node id: %w", err)
+		}
+	case len(v) != len(db.self):
+		return fmt.Errorf("%w: node id is %d bytes", ErrCorrupt, len(v))
+	default:
+		copy(db.self[:], v)
+	}
+
+	for _, m := range []struct {
+		key []byte
+		set func(uint64)
+	}{
+		{keyHLC, db.hlc.Store},
+		{keyChunkCount, func(n uint64) { db.chunkCount.Store(int64(n)) }},
+		{keyChunkBytes, func(n uint64) { db.chunkBytes.Store(int64(n)) }},
+	} {
+		v, ok, err := db.getMeta(m.key)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			continue
+		}
+		if len(v) != 8 {
+			return fmt.Errorf("%w: %s is %d bytes", ErrCorrupt, m.key, len(v))
+		}
+		m.set(binary.BigEndian.Uint64(v))
+	}
+
+	lo := []byte{prefixVV}
+	it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		k, v := it.Key(), it.Value()
+		if len(k) != 1+16 || len(v) != 8 {
+			return fmt.Errorf("%w: version vector entry %x", ErrCorrupt, k)
+		}
+		db.vv[NodeID(k[1:])] = binary.BigEndian.Uint64(v)
+	}
+	return it.Error()
+}
+
+// getMeta returns a copy of the value under key.
+func (db *DB) getMeta(key []byte) ([]byte, bool, error) {
+	v, c, err := db.pdb.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	out := append([]byte(nil), v...)
+	c.Close()
+	return out, true, nil
+}
+
+// Close closes the database. It must be called once, after every other call
+// has returned.
+func (db *DB) Close() error {
+	if db.closed.Swap(true) {
+		return ErrClosed
+	}
+	if err := db.pdb.Close(); err != nil {
+		return fmt.Errorf("index: close: %w", err)
+	}
+	return nil
+}
+
+// NodeID returns this node's ID.
+func (db *DB) NodeID() NodeID { return db.self }
+
+// prefixEnd returns the smallest key greater than every key starting with
+// prefix, or nil (no upper bound) if there is none.
+func prefixEnd(prefix []byte) []byte {
+	end := append([]byte(nil), prefix...)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] != 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}
+
+func putU64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+// pebbleLogger sends Pebble's messages to slog. Pebble logs routine events
+// (flushes, compactions) through Infof, so they go out at Debug level.
+type pebbleLogger struct{ l *slog.Logger }
+
+func (p pebbleLogger) Infof(format string, args ...any) {
+	p.l.Debug(fmt.Sprintf(format, args...), "source", "pebble")
+}
+
+// Fatalf is called by Pebble on unrecoverable storage errors; like Pebble's
+// own default logger it does not return.
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	p.l.Error(fmt.Sprintf(format, args...), "source", "pebble")
+	os.Exit(1)
+}

@@ -1,0 +1,395 @@
+package index
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/cockroachdb/pebble"
+)
+
+// ErrGap is returned by Apply for a record whose Seq is beyond the next one
+// expected from its origin: the records in between must be applied first.
+var ErrGap = errors.New("index: record sequence gap")
+
+func inodeKey(id uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{prefixInode}, id)
+}
+
+func direntPrefix(parent uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{prefixDirent}, parent)
+}
+
+func direntKey(parent uint64, name string) []byte {
+	k := make([]byte, 0, 1+8+len(name))
+	k = append(k, prefixDirent)
+	k = binary.BigEndian.AppendUint64(k, parent)
+	return append(k, name...)
+}
+
+func logPrefix(origin NodeID) []byte {
+	return append([]byte{prefixLog}, origin[:]...)
+}
+
+func logKey(origin NodeID, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(logPrefix(origin), seq)
+}
+
+func vvKey(origin NodeID) []byte {
+	return append([]byte{prefixVV}, origin[:]...)
+}
+
+// newer reports whether stamp (v, o) wins over stamp (ov, oo): a greater
+// Version, or an equal Version and a greater Origin.
+func newer(v uint64, o NodeID, ov uint64, oo NodeID) bool {
+	if v != ov {
+		return v > ov
+	}
+	return o.Compare(oo) > 0
+}
+
+// NewID returns a random inode ID, never 0 or RootID.
+func (db *DB) NewID() uint64 {
+	var b [8]byte
+	for {
+		if _, err := rand.Read(b[:]); err != nil {
+			panic(err) // crypto/rand never fails on Linux
+		}
+		if id := binary.BigEndian.Uint64(b[:]); id > RootID {
+			return id
+		}
+	}
+}
+
+// HLCNow returns the hybrid logical clock without advancing it.
+func (db *DB) HLCNow() uint64 { return db.hlc.Load() }
+
+// nextHLC returns the clock value for a local commit: max(wall<<16, last+1).
+// The caller holds writeMu and stores the value once it is committed.
+func (db *DB) nextHLC() uint64 {
+	last := db.hlc.Load()
+	next := last + 1
+	if last == math.MaxUint64 {
+		next = last // saturate rather than wrap to 0
+	}
+	if ms := db.wallMs(); ms > 0 {
+		next = max(next, uint64(ms)<<16)
+	}
+	return next
+}
+
+// VersionVector returns a copy of the version vector: for each origin, the
+// highest Seq applied here (this node's own commits included).
+func (db *DB) VersionVector() map[NodeID]uint64 {
+	db.stateMu.RLock()
+	defer db.stateMu.RUnlock()
+	vv := make(map[NodeID]uint64, len(db.vv))
+	for k, v := range db.vv {
+		vv[k] = v
+	}
+	return vv
+}
+
+func (db *DB) applied(origin NodeID) uint64 {
+	db.stateMu.RLock()
+	defer db.stateMu.RUnlock()
+	return db.vv[origin]
+}
+
+// Commit makes a local change. It stamps a copy of every op with the next
+// HLC value and this node's ID, applies the ops last-writer-wins, appends
+// the record under this node's next Seq and bumps the version vector, all in
+// one synced batch. It returns the record, for the caller to push to peers.
+// The caller's ops are not modified.
+func (db *DB) Commit(ops []Op) (*Record, error) {
+	if db.closed.Load() {
+		return nil, ErrClosed
+	}
+	if err := validateOps(ops); err != nil {
+		return nil, fmt.Errorf("index: commit: %w", err)
+	}
+	db.writeMu.Lock()
+	defer db.writeMu.Unlock()
+
+	hlc := db.nextHLC()
+	rec := &Record{
+		Origin: db.self,
+		Seq:    db.applied(db.self) + 1,
+		HLC:    hlc,
+		Ops:    make([]Op, len(ops)),
+	}
+	for i, op := range ops {
+		if op.Inode != nil {
+			in := *op.Inode
+			in.Version, in.Origin = hlc, db.self
+			rec.Ops[i].Inode = &in
+		} else {
+			de := *op.Dirent
+			de.Version, de.Origin = hlc, db.self
+			rec.Ops[i].Dirent = &de
+		}
+	}
+	enc := EncodeRecord(rec)
+	if len(enc) > MaxRecordBytes {
+		return nil, fmt.Errorf("index: commit: %w: record is %d bytes, limit %d",
+			ErrInvalid, len(enc), MaxRecordBytes)
+	}
+	if err := db.commitRecord(rec, enc, hlc); err != nil {
+		return nil, err
+	}
+	return rec, nil
+}
+
+// Apply applies a record received from a peer, if it is the next one
+// expected from its origin (rec.Seq == VersionVector()[rec.Origin]+1): it
+// raises the clock to the record's, applies the ops last-writer-wins,
+// appends the record to the log and advances the version vector, in one
+// synced batch, then calls Options.OnApply. A record already applied
+// returns (false, nil); one beyond the next expected returns (false,
+// ErrGap). An invalid record returns an error wrapping ErrInvalid and
+// changes nothing.
+func (db *DB) Apply(rec *Record) (applied bool, err error) {
+	if db.closed.Load() {
+		return false, ErrClosed
+	}
+	if rec == nil {
+		return false, fmt.Errorf("index: apply: %w: nil record", ErrInvalid)
+	}
+	if err := validateRecord(rec); err != nil {
+		return false, fmt.Errorf("index: apply record %s/%d: %w", rec.Origin.Short(), rec.Seq, err)
+	}
+	enc := EncodeRecord(rec)
+	if len(enc) > MaxRecordBytes {
+		return false, fmt.Errorf("index: apply record %s/%d: %w: %d bytes, limit %d",
+			rec.Origin.Short(), rec.Seq, ErrInvalid, len(enc), MaxRecordBytes)
+	}
+
+	db.writeMu.Lock()
+	have := db.applied(rec.Origin)
+	if rec.Seq <= have {
+		db.writeMu.Unlock()
+		return false, nil
+	}
+	if rec.Seq > have+1 {
+		db.writeMu.Unlock()
+		return false, ErrGap
+	}
+	// Raise the clock past everything this record carries, so that a later
+	// local change outranks it.
+	clock := max(db.hlc.Load(), rec.HLC)
+	for _, op := range rec.Ops {
+		if op.Inode != nil {
+			clock = max(clock, op.Inode.Version)
+		} else {
+			clock = max(clock, op.Dirent.Version)
+		}
+	}
+	err = db.commitRecord(rec, enc, clock)
+	db.writeMu.Unlock()
+	if err != nil {
+		return false, err
+	}
+	if db.onApply != nil {
+		db.onApply(rec)
+	}
+	return true, nil
+}
+
+// commitRecord writes rec (encoded as enc) with its ops applied LWW, the
+// version vector entry of its origin and the clock value clock, in one synced
+// batch, then updates the in-memory state. The caller holds writeMu and
+// has checked that rec.Seq is the next for its origin.
+func (db *DB) commitRecord(rec *Record, enc []byte, clock uint64) error {
+	b := db.pdb.NewBatch()
+	defer b.Close()
+	skipped := 0
+	for i, op := range rec.Ops {
+		won, err := db.applyOp(b, op)
+		if err != nil {
+			return fmt.Errorf("index: record %s/%d op %d: %w", rec.Origin.Short(), rec.Seq, i, err)
+		}
+		if !won {
+			skipped++
+		}
+	}
+	if err := b.Set(logKey(rec.Origin, rec.Seq), enc, nil); err != nil {
+		return err
+	}
+	if err := b.Set(vvKey(rec.Origin), putU64(rec.Seq), nil); err != nil {
+		return err
+	}
+	if err := b.Set(keyHLC, putU64(clock), nil); err != nil {
+		return err
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("index: commit record %s/%d: %w", rec.Origin.Short(), rec.Seq, err)
+	}
+	db.hlc.Store(clock)
+	db.stateMu.Lock()
+	db.vv[rec.Origin] = rec.Seq
+	db.stateMu.Unlock()
+	db.log.Debug("record committed", "origin", rec.Origin.Short(), "seq", rec.Seq,
+		"hlc", rec.HLC, "ops", len(rec.Ops), "superseded", skipped)
+	return nil
+}
+
+// applyOp adds op to b if its stamp wins over the stored value under the
+// same key, and reports whether it did. Ops of one record touch distinct
+// keys, so reading the committed state (not b) is enough.
+func (db *DB) applyOp(b *pebble.Batch, op Op) (bool, error) {
+	if in := op.Inode; in != nil {
+		key := inodeKey(in.ID)
+		old, ok, err := db.getInode(key)
+		if err != nil {
+			return false, err
+		}
+		if ok && !newer(in.Version, in.Origin, old.Version, old.Origin) {
+			return false, nil
+		}
+		return true, b.Set(key, encodeInodeValue(in), nil)
+	}
+	de := op.Dirent
+	key := direntKey(de.Parent, de.Name)
+	old, ok, err := db.getDirent(key, de.Parent, de.Name)
+	if err != nil {
+		return false, err
+	}
+	if ok && !newer(de.Version, de.Origin, old.Version, old.Origin) {
+		return false, nil
+	}
+	return true, b.Set(key, encodeDirentValue(de), nil)
+}
+
+// getInode reads the stored inode under key, if any.
+func (db *DB) getInode(key []byte) (Inode, bool, error) {
+	v, c, err := db.pdb.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return Inode{}, false, nil
+	}
+	if err != nil {
+		return Inode{}, false, err
+	}
+	defer c.Close()
+	in, err := decodeInodeValue(v)
+	if err != nil {
+		return Inode{}, false, err
+	}
+	return in, true, nil
+}
+
+// getDirent reads the stored dirent (tombstones included) under key.
+func (db *DB) getDirent(key []byte, parent uint64, name string) (Dirent, bool, error) {
+	v, c, err := db.pdb.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return Dirent{}, false, nil
+	}
+	if err != nil {
+		return Dirent{}, false, err
+	}
+	defer c.Close()
+	de := Dirent{Parent: parent, Name: name}
+	if err := decodeDirentValue(v, &de); err != nil {
+		return Dirent{}, false, err
+	}
+	return de, true, nil
+}
+
+// GetInode returns inode id. For RootID it returns a directory with mode
+// 0o755 if no root inode has been committed.
+func (db *DB) GetInode(id uint64) (Inode, bool, error) {
+	if db.closed.Load() {
+		return Inode{}, false, ErrClosed
+	}
+	in, ok, err := db.getInode(inodeKey(id))
+	if err != nil {
+		return Inode{}, false, fmt.Errorf("index: inode %d: %w", id, err)
+	}
+	if !ok && id == RootID {
+		return Inode{ID: RootID, Type: TypeDir, Mode: 0o755}, true, nil
+	}
+	return in, ok, nil
+}
+
+// LookupDirent returns the live entry name in directory parent; a tombstone
+// counts as absent.
+func (db *DB) LookupDirent(parent uint64, name string) (Dirent, bool, error) {
+	if db.closed.Load() {
+		return Dirent{}, false, ErrClosed
+	}
+	de, ok, err := db.getDirent(direntKey(parent, name), parent, name)
+	if err != nil {
+		return Dirent{}, false, fmt.Errorf("index: dirent %d/%q: %w", parent, name, err)
+	}
+	if !ok || de.Deleted {
+		return Dirent{}, false, nil
+	}
+	return de, true, nil
+}
+
+// ReadDir returns the live entries of directory parent in Pebble key order,
+// that is bytewise by name.
+func (db *DB) ReadDir(parent uint64) ([]Dirent, error) {
+	if db.closed.Load() {
+		return nil, ErrClosed
+	}
+	lo := direntPrefix(parent)
+	it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
+	if err != nil {
+		return nil, fmt.Errorf("index: readdir %d: %w", parent, err)
+	}
+	defer it.Close()
+	var out []Dirent
+	for it.First(); it.Valid(); it.Next() {
+		de := Dirent{Parent: parent, Name: string(it.Key()[len(lo):])}
+		if err := decodeDirentValue(it.Value(), &de); err != nil {
+			return nil, fmt.Errorf("index: readdir %d: entry %q: %w", parent, de.Name, err)
+		}
+		if !de.Deleted {
+			out = append(out, de)
+		}
+	}
+	if err := it.Error(); err != nil {
+		return nil, fmt.Errorf("index: readdir %d: %w", parent, err)
+	}
+	return out, nil
+}
+
+// LogSince returns the encoded records (EncodeRecord bytes, ready for the
+// wire) of origin with Seq > after, in Seq order. It stops after maxRecords
+// records, and before a record that would take the total past maxBytes; the
+// first record is returned whatever its size. A limit <= 0 means no limit.
+func (db *DB) LogSince(origin NodeID, after uint64, maxRecords, maxBytes int) ([][]byte, error) {
+	if db.closed.Load() {
+		return nil, ErrClosed
+	}
+	if after == math.MaxUint64 {
+		return nil, nil
+	}
+	it, err := db.pdb.NewIter(&pebble.IterOptions{
+		LowerBound: logKey(origin, after+1),
+		UpperBound: prefixEnd(logPrefix(origin)),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("index: log of %s: %w", origin.Short(), err)
+	}
+	defer it.Close()
+	var out [][]byte
+	total := 0
+	for it.First(); it.Valid(); it.Next() {
+		v := it.Value()
+		if len(out) > 0 && maxBytes > 0 && total+len(v) > maxBytes {
+			break
+		}
+		out = append(out, append([]byte(nil), v...))
+		total += len(v)
+		if maxRecords > 0 && len(out) >= maxRecords {
+			break
+		}
+	}
+	if err := it.Error(); err != nil {
+		return nil, fmt.Errorf("index: log of %s: %w", origin.Short(), err)
+	}
+	return out, nil
+}

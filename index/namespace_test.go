@@ -1,0 +1,561 @@
+package index
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"reflect"
+	"sync"
+	"testing"
+
+	"github.com/cockroachdb/pebble/vfs"
+)
+
+func TestRootInode(t *testing.T) {
+	db := openMem(t, nil)
+	in, ok, err := db.GetInode(RootID)
+	if err != nil || !ok || in.ID != RootID || in.Type != TypeDir || in.Mode != 0o755 {
+		t.Fatalf("GetInode(RootID) = %+v, %v, %v; want synthetic dir 0o755", in, ok, err)
+	}
+	mustCommit(t, db, Op{Inode: &Inode{ID: RootID, Type: TypeDir, Mode: 0o700}})
+	if in, _, _ := db.GetInode(RootID); in.Mode != 0o700 || in.Version == 0 {
+		t.Fatalf("stored root = %+v; want mode 0o700, stamped", in)
+	}
+	if _, ok, err := db.GetInode(99); ok || err != nil {
+		t.Fatalf("GetInode(99) = %v, %v; want absent", ok, err)
+	}
+}
+
+func TestCommitAndRead(t *testing.T) {
+	db := openMem(t, nil)
+	db.wallMs = func() int64 { return 1000 }
+	fileID, dirID := db.NewID(), db.NewID()
+	ops := []Op{
+		{Inode: &Inode{ID: fileID, Type: TypeFile, Mode: 0o644, Size: 600, MtimeNs: 5, CtimeNs: 6,
+			Root: Sum([]byte("tree")), Depth: 1}},
+		{Inode: &Inode{ID: dirID, Type: TypeDir, Mode: 0o755}},
+		{Dirent: &Dirent{Parent: RootID, Name: "notes.txt", Child: fileID, Type: TypeFile}},
+		{Dirent: &Dirent{Parent: RootID, Name: "docs", Child: dirID, Type: TypeDir}},
+	}
+	rec := mustCommit(t, db, ops...)
+	if rec.Origin != db.NodeID() || rec.Seq != 1 || rec.HLC != 1000<<16 || len(rec.Ops) != 4 {
+		t.Fatalf("record = %+v", rec)
+	}
+	if ops[0].Inode.Version != 0 || ops[2].Dirent.Version != 0 {
+		t.Fatal("Commit modified the caller's ops")
+	}
+	for i, op := range rec.Ops {
+		v, o := uint64(0), NodeID{}
+		if op.Inode != nil {
+			v, o = op.Inode.Version, op.Inode.Origin
+		} else {
+			v, o = op.Dirent.Version, op.Dirent.Origin
+		}
+		if v != rec.HLC || o != db.NodeID() {
+			t.Errorf("op %d stamped (%d, %s); want (%d, %s)", i, v, o.Short(), rec.HLC, db.NodeID().Short())
+		}
+	}
+
+	in, ok, err := db.GetInode(fileID)
+	if err != nil || !ok || !reflect.DeepEqual(in, *rec.Ops[0].Inode) {
+		t.Fatalf("GetInode = %+v, %v, %v; want %+v", in, ok, err, *rec.Ops[0].Inode)
+	}
+	de, ok, err := db.LookupDirent(RootID, "notes.txt")
+	if err != nil || !ok || !reflect.DeepEqual(de, *rec.Ops[2].Dirent) {
+		t.Fatalf("LookupDirent = %+v, %v, %v; want %+v", de, ok, err, *rec.Ops[2].Dirent)
+	}
+	if _, ok, _ := db.LookupDirent(RootID, "notes"); ok {
+		t.Fatal("LookupDirent found a prefix of a name")
+	}
+	if _, ok, _ := db.LookupDirent(dirID, "notes.txt"); ok {
+		t.Fatal("LookupDirent found an entry of another directory")
+	}
+	ents, err := db.ReadDir(RootID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Dirent{*rec.Ops[3].Dirent, *rec.Ops[2].Dirent} // "docs" < "notes.txt"
+	if !reflect.DeepEqual(ents, want) {
+		t.Fatalf("ReadDir = %+v; want %+v", ents, want)
+	}
+	if ents, err := db.ReadDir(dirID); err != nil || len(ents) != 0 {
+		t.Fatalf("ReadDir(empty) = %v, %v", ents, err)
+	}
+
+	rec2 := mustCommit(t, db, fileInode(fileID, 700))
+	if rec2.Seq != 2 || rec2.HLC != rec.HLC+1 {
+		t.Fatalf("second record seq %d hlc %d; want 2, %d", rec2.Seq, rec2.HLC, rec.HLC+1)
+	}
+	if in, _, _ := db.GetInode(fileID); in.Size != 700 {
+		t.Fatalf("size after update = %d", in.Size)
+	}
+	if vv := db.VersionVector(); vv[db.NodeID()] != 2 {
+		t.Fatalf("VersionVector = %v", vv)
+	}
+}
+
+func TestCommitInvalid(t *testing.T) {
+	db := openMem(t, nil)
+	bigTarget := string(make([]byte, MaxTargetLen))
+	var huge []Op
+	for i := range MaxRecordOps {
+		huge = append(huge, Op{Inode: &Inode{ID: uint64(i + 2), Type: TypeSymlink, Target: bigTarget}})
+	}
+	for name, ops := range map[string][]Op{
+		"no ops":       nil,
+		"invalid op":   {fileDirent(RootID, "a/b", 5)},
+		"same dirent":  {fileDirent(RootID, "a", 5), fileDirent(RootID, "a", 6)},
+		"same inode":   {fileInode(5, 1), fileInode(5, 2)},
+		"too many ops": append(huge, fileInode(5, 1)),
+		"too big":      huge,
+	} {
+		if _, err := db.Commit(ops); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: Commit err = %v; want ErrInvalid", name, err)
+		}
+	}
+	if vv := db.VersionVector(); len(vv) != 0 {
+		t.Fatalf("a failed Commit changed the version vector: %v", vv)
+	}
+	// The same name in two directories is two keys.
+	mustCommit(t, db, fileDirent(RootID, "a", 5), fileDirent(7, "a", 6))
+}
+
+func TestReadDirOrder(t *testing.T) {
+	db := openMem(t, nil)
+	names := []string{"zeta", "b", "a", "B", "aa", "é", "a b", "~", "0", "A"}
+	for _, n := range names {
+		mustCommit(t, db, fileDirent(RootID, n, 100))
+	}
+	// Entries of neighbouring directories must not leak in.
+	mustCommit(t, db, fileDirent(RootID+1, "x", 100), fileDirent(RootID-1+math.MaxUint64, "y", 100))
+	ents, err := db.ReadDir(RootID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range ents {
+		got = append(got, e.Name)
+	}
+	want := []string{"0", "A", "B", "a", "a b", "aa", "b", "zeta", "~", "é"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("ReadDir order = %q; want %q", got, want)
+	}
+	if ents, _ := db.ReadDir(math.MaxUint64); len(ents) != 1 || ents[0].Name != "y" {
+		t.Fatalf("ReadDir(MaxUint64) = %+v", ents)
+	}
+}
+
+func TestTombstones(t *testing.T) {
+	db := openMem(t, nil)
+	db.wallMs = func() int64 { return 5000 }
+	create := mustCommit(t, db, fileDirent(RootID, "gone", 10), fileDirent(RootID, "kept", 11))
+	mustCommit(t, db, Op{Dirent: &Dirent{Parent: RootID, Name: "gone", Deleted: true}})
+	if _, ok, err := db.LookupDirent(RootID, "gone"); ok || err != nil {
+		t.Fatalf("LookupDirent(deleted) = %v, %v", ok, err)
+	}
+	ents, _ := db.ReadDir(RootID)
+	if len(ents) != 1 || ents[0].Name != "kept" {
+		t.Fatalf("ReadDir = %+v; want only kept", ents)
+	}
+
+	// A create from a peer, stamped before the delete, arrives late: it
+	// must not resurrect the name.
+	peer := NewNodeID()
+	late := &Record{Origin: peer, Seq: 1, HLC: create.HLC, Ops: []Op{{Dirent: &Dirent{
+		Parent: RootID, Name: "gone", Child: 12, Type: TypeFile, Version: create.HLC, Origin: peer}}}}
+	mustApply(t, db, late)
+	if _, ok, _ := db.LookupDirent(RootID, "gone"); ok {
+		t.Fatal("an older create resurrected a deleted entry")
+	}
+	// A newer create does bring it back.
+	mustCommit(t, db, fileDirent(RootID, "gone", 13))
+	if de, ok, _ := db.LookupDirent(RootID, "gone"); !ok || de.Child != 13 {
+		t.Fatalf("re-create: %+v, %v", de, ok)
+	}
+}
+
+func TestLWW(t *testing.T) {
+	db := openMem(t, nil)
+	lo, hi := NodeID{1}, NodeID{2}
+	dirent := func(origin NodeID, seq, version, child uint64) *Record {
+		return &Record{Origin: origin, Seq: seq, HLC: version, Ops: []Op{{Dirent: &Dirent{
+			Parent: RootID, Name: "x", Child: child, Type: TypeFile, Version: version, Origin: origin}}}}
+	}
+	inode := func(origin NodeID, seq, version, size uint64) *Record {
+		return &Record{Origin: origin, Seq: seq, HLC: version, Ops: []Op{{Inode: &Inode{
+			ID: 50, Type: TypeFile, Size: size, Version: version, Origin: origin}}}}
+	}
+	child := func() uint64 {
+		de, ok, err := db.LookupDirent(RootID, "x")
+		if err != nil || !ok {
+			t.Fatalf("LookupDirent: %v, %v", ok, err)
+		}
+		return de.Child
+	}
+	size := func() uint64 {
+		in, ok, err := db.GetInode(50)
+		if err != nil || !ok {
+			t.Fatalf("GetInode: %v, %v", ok, err)
+		}
+		return in.Size
+	}
+
+	mustApply(t, db, dirent(lo, 1, 100, 1))
+	mustApply(t, db, inode(lo, 2, 100, 1))
+	mustApply(t, db, dirent(hi, 1, 99, 2)) // older version loses
+	mustApply(t, db, inode(hi, 2, 99, 2))
+	if child() != 1 || size() != 1 {
+		t.Fatalf("older version won: child %d size %d", child(), size())
+	}
+	mustApply(t, db, dirent(hi, 3, 100, 3)) // same version, greater origin wins
+	mustApply(t, db, inode(hi, 4, 100, 3))
+	if child() != 3 || size() != 3 {
+		t.Fatalf("tie not broken by origin: child %d size %d", child(), size())
+	}
+	mustApply(t, db, dirent(lo, 3, 100, 4)) // same version, smaller origin loses
+	mustApply(t, db, inode(lo, 4, 100, 4))
+	if child() != 3 || size() != 3 {
+		t.Fatalf("smaller origin won a tie: child %d size %d", child(), size())
+	}
+	mustApply(t, db, dirent(lo, 5, 101, 5)) // newer version wins whatever the origin
+	mustApply(t, db, inode(lo, 6, 101, 5))
+	if child() != 5 || size() != 5 {
+		t.Fatalf("newer version lost: child %d size %d", child(), size())
+	}
+	// The clock has followed the records: a local change outranks them.
+	mustCommit(t, db, fileDirent(RootID, "x", 6))
+	if child() != 6 {
+		t.Fatalf("local change after remote ones lost: child %d", child())
+	}
+}
+
+func TestApplySequence(t *testing.T) {
+	var (
+		mu   sync.Mutex
+		seen []uint64
+	)
+	var db *DB
+	db = openAt(t, vfs.NewMem(), "db", Options{OnApply: func(rec *Record) {
+		db.VersionVector() // no lock is held: calling back in is fine
+		mu.Lock()
+		seen = append(seen, rec.Seq)
+		mu.Unlock()
+	}})
+	src := openMem(t, nil)
+	var recs []*Record
+	for i := range 4 {
+		recs = append(recs, mustCommit(t, src, fileDirent(RootID, fmt.Sprint("f", i), uint64(i+10))))
+	}
+	origin := src.NodeID()
+
+	if ok, err := db.Apply(recs[1]); ok || err != ErrGap {
+		t.Fatalf("Apply(seq 2 first) = %v, %v; want false, ErrGap", ok, err)
+	}
+	mustApply(t, db, recs[0])
+	if ok, err := db.Apply(recs[0]); ok || err != nil {
+		t.Fatalf("Apply(duplicate) = %v, %v; want false, nil", ok, err)
+	}
+	if ok, err := db.Apply(recs[3]); ok || !errors.Is(err, ErrGap) {
+		t.Fatalf("Apply(seq 4 after 1) = %v, %v; want ErrGap", ok, err)
+	}
+	mustApply(t, db, recs[1])
+	mustApply(t, db, recs[2])
+	mustApply(t, db, recs[3])
+	if ok, err := db.Apply(recs[2]); ok || err != nil {
+		t.Fatalf("Apply(old duplicate) = %v, %v", ok, err)
+	}
+	if vv := db.VersionVector(); vv[origin] != 4 || len(vv) != 1 {
+		t.Fatalf("VersionVector = %v", vv)
+	}
+	if !reflect.DeepEqual(seen, []uint64{1, 2, 3, 4}) {
+		t.Fatalf("OnApply saw %v", seen)
+	}
+	if db.HLCNow() < recs[3].HLC {
+		t.Fatalf("clock %d behind applied record %d", db.HLCNow(), recs[3].HLC)
+	}
+	// The log of a remote origin is served like the local one, byte for byte.
+	got, err := db.LogSince(origin, 0, 0, 0)
+	if err != nil || len(got) != 4 {
+		t.Fatalf("LogSince = %d records, %v", len(got), err)
+	}
+	for i, b := range got {
+		if string(b) != string(EncodeRecord(recs[i])) {
+			t.Fatalf("logged record %d differs from the original", i+1)
+		}
+	}
+	if a, b := namespaceDump(t, db), namespaceDump(t, src); a != b {
+		t.Fatalf("replica differs from origin:\n%s\nvs\n%s", a, b)
+	}
+}
+
+func TestApplyInvalid(t *testing.T) {
+	db := openMem(t, nil)
+	peer := NewNodeID()
+	good := Op{Dirent: &Dirent{Parent: RootID, Name: "ok", Child: 5, Type: TypeFile, Version: 1, Origin: peer}}
+	for name, rec := range map[string]*Record{
+		"nil":         nil,
+		"zero origin": {Seq: 1, Ops: []Op{good}},
+		"seq 0":       {Origin: peer, Ops: []Op{good}},
+		"no ops":      {Origin: peer, Seq: 1},
+		"bad op":      {Origin: peer, Seq: 1, Ops: []Op{good, {Dirent: &Dirent{Parent: RootID, Name: "..", Child: 5, Type: TypeFile}}}},
+		"empty op":    {Origin: peer, Seq: 1, Ops: []Op{good, {}}},
+	} {
+		if ok, err := db.Apply(rec); ok || !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: Apply = %v, %v; want ErrInvalid", name, ok, err)
+		}
+	}
+	if _, ok, _ := db.LookupDirent(RootID, "ok"); ok {
+		t.Fatal("an invalid record was partly applied")
+	}
+	if len(db.VersionVector()) != 0 {
+		t.Fatal("an invalid record changed the version vector")
+	}
+}
+
+// TestConvergence has three nodes make conflicting changes to a small
+// namespace without seeing each other, then delivers every record to two
+// fresh replicas and to the three nodes, each in its own interleaving of
+// origins. All five must end with the same namespace.
+func TestConvergence(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	fs := vfs.NewMem()
+	var origins []*DB
+	for i := range 3 {
+		db := openAt(t, fs, fmt.Sprint("origin", i), Options{})
+		db.wallMs = func() int64 { return 7 } // equal clocks: many ties
+		origins = append(origins, db)
+	}
+	names := []string{"a", "b", "c", "d"}
+	ids := []uint64{10, 11, 12}
+	logs := make([][]*Record, len(origins))
+	for range 60 {
+		i := rng.IntN(len(origins))
+		var ops []Op
+		used := map[string]bool{}
+		for n := 1 + rng.IntN(3); len(ops) < n; {
+			switch rng.IntN(3) {
+			case 0:
+				id := ids[rng.IntN(len(ids))]
+				if used[fmt.Sprint("i", id)] {
+					continue
+				}
+				used[fmt.Sprint("i", id)] = true
+				ops = append(ops, fileInode(id, rng.Uint64N(1000)))
+			default:
+				name := names[rng.IntN(len(names))]
+				if used[name] {
+					continue
+				}
+				used[name] = true
+				de := &Dirent{Parent: RootID, Name: name, Child: ids[rng.IntN(len(ids))], Type: TypeFile}
+				if rng.IntN(4) == 0 {
+					de = &Dirent{Parent: RootID, Name: name, Deleted: true}
+				}
+				ops = append(ops, Op{Dirent: de})
+			}
+		}
+		logs[i] = append(logs[i], mustCommit(t, origins[i], ops...))
+	}
+
+	deliver := func(db *DB) {
+		next := make([]int, len(logs))
+		for {
+			var ready []int
+			for o := range logs {
+				if next[o] < len(logs[o]) {
+					ready = append(ready, o)
+				}
+			}
+			if len(ready) == 0 {
+				return
+			}
+			o := ready[rng.IntN(len(ready))]
+			rec := logs[o][next[o]]
+			next[o]++
+			if _, err := db.Apply(rec); err != nil { // own records are duplicates
+				t.Fatalf("Apply: %v", err)
+			}
+		}
+	}
+	all := append([]*DB{openAt(t, fs, "replica0", Options{}), openAt(t, fs, "replica1", Options{})}, origins...)
+	for _, db := range all {
+		deliver(db)
+	}
+
+	want := namespaceDump(t, all[0])
+	wantDir, err := all[0].ReadDir(RootID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, db := range all[1:] {
+		if got := namespaceDump(t, db); got != want {
+			t.Fatalf("node %d diverged:\n%s\nwant\n%s", i+1, got, want)
+		}
+		if got, _ := db.ReadDir(RootID); !reflect.DeepEqual(got, wantDir) {
+			t.Fatalf("node %d ReadDir = %+v; want %+v", i+1, got, wantDir)
+		}
+		for _, id := range ids {
+			a, aok, _ := all[0].GetInode(id)
+			b, bok, _ := db.GetInode(id)
+			if a != b || aok != bok {
+				t.Fatalf("node %d GetInode(%d) = %+v; want %+v", i+1, id, b, a)
+			}
+		}
+		if !reflect.DeepEqual(db.VersionVector(), all[0].VersionVector()) {
+			t.Fatalf("node %d version vector differs", i+1)
+		}
+	}
+}
+
+func TestLogSince(t *testing.T) {
+	db := openMem(t, nil)
+	self := db.NodeID()
+	var encs [][]byte
+	for i := range 10 {
+		rec := mustCommit(t, db, fileDirent(RootID, fmt.Sprint("file", i), 100))
+		encs = append(encs, EncodeRecord(rec))
+	}
+	seqs := func(recs [][]byte) []uint64 {
+		var out []uint64
+		for _, b := range recs {
+			r, err := DecodeRecord(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, r.Seq)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		after                uint64
+		maxRecords, maxBytes int
+		want                 []uint64
+	}{
+		{0, 3, 0, []uint64{1, 2, 3}},
+		{7, 100, 0, []uint64{8, 9, 10}},
+		{0, 0, 0, []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}},
+		{0, 0, 1, []uint64{1}}, // at least one record
+		{2, 0, len(encs[2]) + len(encs[3]), []uint64{3, 4}},
+		{2, 0, len(encs[2]) + len(encs[3]) + 1, []uint64{3, 4}},
+		{2, 1, 1 << 20, []uint64{3}},
+		{10, 5, 0, nil},
+		{math.MaxUint64, 5, 0, nil},
+	} {
+		got, err := db.LogSince(self, tc.after, tc.maxRecords, tc.maxBytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := seqs(got); !reflect.DeepEqual(s, tc.want) {
+			t.Errorf("LogSince(after %d, %d recs, %d bytes) = %v; want %v",
+				tc.after, tc.maxRecords, tc.maxBytes, s, tc.want)
+		}
+	}
+	if got, err := db.LogSince(NewNodeID(), 0, 10, 0); err != nil || len(got) != 0 {
+		t.Fatalf("LogSince(unknown origin) = %d, %v", len(got), err)
+	}
+}
+
+func TestHLC(t *testing.T) {
+	fs := vfs.NewMem()
+	db := openAt(t, fs, "db", Options{})
+	wall := int64(1000)
+	db.wallMs = func() int64 { return wall }
+	r1 := mustCommit(t, db, fileInode(5, 1))
+	r2 := mustCommit(t, db, fileInode(5, 2))
+	if r1.HLC != 1000<<16 || r2.HLC != r1.HLC+1 {
+		t.Fatalf("HLCs %d, %d; want %d, +1", r1.HLC, r2.HLC, 1000<<16)
+	}
+	wall = 2000
+	if r := mustCommit(t, db, fileInode(5, 3)); r.HLC != 2000<<16 {
+		t.Fatalf("HLC after wall clock moved = %d; want %d", r.HLC, 2000<<16)
+	}
+	wall = 10 // the wall clock went back
+	r4 := mustCommit(t, db, fileInode(5, 4))
+	if r4.HLC != 2000<<16+1 {
+		t.Fatalf("HLC after wall clock went back = %d", r4.HLC)
+	}
+	// A record from a peer with a clock ahead pulls ours forward.
+	peer := NewNodeID()
+	ahead := uint64(5000) << 16
+	mustApply(t, db, &Record{Origin: peer, Seq: 1, HLC: ahead, Ops: []Op{{Inode: &Inode{
+		ID: 6, Type: TypeFile, Version: ahead, Origin: peer}}}})
+	if db.HLCNow() != ahead {
+		t.Fatalf("HLCNow after Apply = %d; want %d", db.HLCNow(), ahead)
+	}
+	if r := mustCommit(t, db, fileInode(6, 9)); r.HLC != ahead+1 {
+		t.Fatalf("HLC after Apply = %d; want %d", r.HLC, ahead+1)
+	}
+	if db.HLCNow() != ahead+1 {
+		t.Fatal("HLCNow does not show the last value used")
+	}
+	last := db.HLCNow()
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	db = openAt(t, fs, "db", Options{})
+	db.wallMs = func() int64 { return 10 }
+	if db.HLCNow() != last {
+		t.Fatalf("HLCNow after reopen = %d; want %d", db.HLCNow(), last)
+	}
+	if r := mustCommit(t, db, fileInode(5, 5)); r.HLC != last+1 {
+		t.Fatalf("HLC after reopen = %d; want %d", r.HLC, last+1)
+	}
+}
+
+func TestNewID(t *testing.T) {
+	db := openMem(t, nil)
+	seen := map[uint64]bool{}
+	for range 1000 {
+		id := db.NewID()
+		if id == 0 || id == RootID || seen[id] {
+			t.Fatalf("NewID = %d", id)
+		}
+		seen[id] = true
+	}
+}
+
+// TestConcurrentUse runs writers and readers of every kind at once; run it
+// with -race.
+func TestConcurrentUse(t *testing.T) {
+	db := openMem(t, nil)
+	peerDB := openMem(t, nil)
+	var remote []*Record
+	for i := range 20 {
+		remote = append(remote, mustCommit(t, peerDB, fileDirent(RootID, fmt.Sprint("r", i), 9)))
+	}
+	var wg sync.WaitGroup
+	const workers = 4
+	for w := range workers {
+		wg.Go(func() {
+			for i := range 20 {
+				if _, err := db.PutChunks(chunkSeq(w*1000+i*10, 10, 64)); err != nil {
+					t.Error(err)
+				}
+				if _, err := db.Commit([]Op{fileDirent(RootID, fmt.Sprint("w", w, "-", i), 9)}); err != nil {
+					t.Error(err)
+				}
+				if _, err := db.Apply(remote[i]); err != nil && !errors.Is(err, ErrGap) {
+					t.Error(err)
+				}
+				if _, err := db.ReadDir(RootID); err != nil {
+					t.Error(err)
+				}
+				if _, err := db.LogSince(db.NodeID(), 0, 5, 0); err != nil {
+					t.Error(err)
+				}
+				db.VersionVector()
+				db.ChunkStats()
+				db.HLCNow()
+			}
+		})
+	}
+	wg.Wait()
+	if n, _ := db.ChunkStats(); n != workers*20*10 {
+		t.Fatalf("chunk count %d; want %d", n, workers*20*10)
+	}
+	if vv := db.VersionVector(); vv[db.NodeID()] != workers*20 {
+		t.Fatalf("own seq %d; want %d", vv[db.NodeID()], workers*20)
+	}
+}

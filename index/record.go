@@ -1,0 +1,469 @@
+package index
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// EntryType is the kind of a namespace entry.
+type EntryType uint8
+
+const (
+	TypeFile    EntryType = 1
+	TypeDir     EntryType = 2
+	TypeSymlink EntryType = 3
+)
+
+func (t EntryType) String() string {
+	switch t {
+	case TypeFile:
+		return "file"
+	case TypeDir:
+		return "dir"
+	case TypeSymlink:
+		return "symlink"
+	}
+	return fmt.Sprintf("EntryType(%d)", uint8(t))
+}
+
+func (t EntryType) valid() bool { return t >= TypeFile && t <= TypeSymlink }
+
+// RootID is the inode ID of the root directory. GetInode(RootID) returns a
+// directory with mode 0o755 until a root inode has been committed.
+const RootID uint64 = 1
+
+// Inode is the metadata of one file, directory or symlink.
+type Inode struct {
+	ID      uint64
+	Type    EntryType
+	Mode    uint32 // permission bits only (mask 0o7777)
+	Size    uint64
+	MtimeNs int64
+	CtimeNs int64
+	Root    Hash   // root of the file's content tree; opaque to index
+	Depth   uint8  // depth of that tree; opaque to index
+	Target  string // symlink target, at most MaxTargetLen bytes
+
+	Version uint64 // LWW stamp: the HLC of the commit that made it
+	Origin  NodeID // LWW stamp: the node that made it
+}
+
+// Dirent is one name in a directory. A Deleted dirent is a tombstone.
+type Dirent struct {
+	Parent  uint64
+	Name    string
+	Child   uint64
+	Type    EntryType
+	Deleted bool
+
+	Version uint64 // LWW stamp: the HLC of the commit that made it
+	Origin  NodeID // LWW stamp: the node that made it
+}
+
+// Op is one change in a Record: exactly one of Inode and Dirent is set.
+type Op struct {
+	Inode  *Inode
+	Dirent *Dirent
+}
+
+// Record is one atomic namespace change made by node Origin: its Seq-th
+// change, made at hybrid logical clock HLC.
+type Record struct {
+	Origin NodeID
+	Seq    uint64
+	HLC    uint64
+	Ops    []Op
+}
+
+// Limits on records; DecodeRecord and Validate enforce them.
+const (
+	MaxRecordOps   = 1024
+	MaxNameLen     = 255
+	MaxTargetLen   = 4096
+	MaxRecordBytes = 1 << 20
+)
+
+// ErrInvalid wraps every error about an op or record that breaks the rules
+// of Validate.
+var ErrInvalid = errors.New("index: invalid op")
+
+// Validate checks op against the namespace rules: exactly one of Inode and
+// Dirent; a type in 1..3 (a tombstone may carry type 0); names non-empty, at
+// most MaxNameLen bytes, without '/' or NUL, not "." or ".."; Dirent.Parent
+// not 0; Dirent.Child not 0 unless Deleted; Inode.ID not 0; Inode.Mode
+// within 0o7777; a symlink target at most MaxTargetLen bytes.
+func (op Op) Validate() error {
+	switch {
+	case op.Inode == nil && op.Dirent == nil:
+		return fmt.Errorf("%w: neither inode nor dirent", ErrInvalid)
+	case op.Inode != nil && op.Dirent != nil:
+		return fmt.Errorf("%w: both inode and dirent", ErrInvalid)
+	case op.Inode != nil:
+		in := op.Inode
+		switch {
+		case in.ID == 0:
+			return fmt.Errorf("%w: inode id 0", ErrInvalid)
+		case !in.Type.valid():
+			return fmt.Errorf("%w: inode %d: type %d", ErrInvalid, in.ID, in.Type)
+		case in.Mode&^0o7777 != 0:
+			return fmt.Errorf("%w: inode %d: mode %#o has bits outside 0o7777", ErrInvalid, in.ID, in.Mode)
+		case len(in.Target) > MaxTargetLen:
+			return fmt.Errorf("%w: inode %d: symlink target is %d bytes, limit %d",
+				ErrInvalid, in.ID, len(in.Target), MaxTargetLen)
+		}
+		return nil
+	default:
+		d := op.Dirent
+		if err := validName(d.Name); err != nil {
+			return fmt.Errorf("%w: dirent in %d: %v", ErrInvalid, d.Parent, err)
+		}
+		switch {
+		case d.Parent == 0:
+			return fmt.Errorf("%w: dirent %q: parent 0", ErrInvalid, d.Name)
+		case d.Child == 0 && !d.Deleted:
+			return fmt.Errorf("%w: dirent %q: child 0", ErrInvalid, d.Name)
+		case !d.Type.valid() && !(d.Deleted && d.Type == 0):
+			return fmt.Errorf("%w: dirent %q: type %d", ErrInvalid, d.Name, d.Type)
+		}
+		return nil
+	}
+}
+
+func validName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("empty name")
+	case len(name) > MaxNameLen:
+		return fmt.Errorf("name is %d bytes, limit %d", len(name), MaxNameLen)
+	case name == "." || name == "..":
+		return fmt.Errorf("name %q", name)
+	case strings.ContainsAny(name, "/\x00"):
+		return fmt.Errorf("name %q contains '/' or NUL", name)
+	}
+	return nil
+}
+
+// opKey identifies what an op writes, to find two ops of one record on the
+// same key.
+type opKey struct {
+	dirent bool
+	id     uint64
+	name   string
+}
+
+// validateOps checks a record's ops: 1..MaxRecordOps of them, each valid,
+// no two on the same key (so the outcome never depends on op order).
+func validateOps(ops []Op) error {
+	if len(ops) == 0 {
+		return fmt.Errorf("%w: record has no ops", ErrInvalid)
+	}
+	if len(ops) > MaxRecordOps {
+		return fmt.Errorf("%w: record has %d ops, limit %d", ErrInvalid, len(ops), MaxRecordOps)
+	}
+	seen := make(map[opKey]struct{}, len(ops))
+	for i, op := range ops {
+		if err := op.Validate(); err != nil {
+			return fmt.Errorf("op %d: %w", i, err)
+		}
+		k := opKey{dirent: op.Dirent != nil}
+		if op.Inode != nil {
+			k.id = op.Inode.ID
+		} else {
+			k.id, k.name = op.Dirent.Parent, op.Dirent.Name
+		}
+		if _, dup := seen[k]; dup {
+			return fmt.Errorf("%w: op %d: writes the same key as an earlier op", ErrInvalid, i)
+		}
+		seen[k] = struct{}{}
+	}
+	return nil
+}
+
+// validateRecord checks everything Apply and Commit need of a record.
+func validateRecord(r *Record) error {
+	if r.Origin.IsZero() {
+		return fmt.Errorf("%w: record origin is zero", ErrInvalid)
+	}
+	if r.Seq == 0 {
+		return fmt.Errorf("%w: record seq 0", ErrInvalid)
+	}
+	return validateOps(r.Ops)
+}
+
+// Encoding; the layout is documented in doc.go.
+
+const formatV1 = 1
+
+const (
+	opKindInode  = 1
+	opKindDirent = 2
+)
+
+// EncodeRecord returns the binary form of r (see doc.go). It does not
+// validate r; DecodeRecord will refuse a record that breaks the rules.
+func EncodeRecord(r *Record) []byte {
+	b := make([]byte, 0, 64+len(r.Ops)*64)
+	b = append(b, formatV1)
+	b = append(b, r.Origin[:]...)
+	b = binary.AppendUvarint(b, r.Seq)
+	b = binary.AppendUvarint(b, r.HLC)
+	b = binary.AppendUvarint(b, uint64(len(r.Ops)))
+	for _, op := range r.Ops {
+		switch {
+		case op.Inode != nil:
+			b = append(b, opKindInode)
+			b = appendInode(b, op.Inode)
+		case op.Dirent != nil:
+			b = append(b, opKindDirent)
+			b = appendDirentKey(b, op.Dirent)
+			b = appendDirentVal(b, op.Dirent)
+		default:
+			b = append(b, 0) // an empty op; DecodeRecord rejects it
+		}
+	}
+	return b
+}
+
+func appendInode(b []byte, in *Inode) []byte {
+	b = binary.AppendUvarint(b, in.ID)
+	b = append(b, byte(in.Type))
+	b = binary.AppendUvarint(b, uint64(in.Mode))
+	b = binary.AppendUvarint(b, in.Size)
+	b = binary.AppendVarint(b, in.MtimeNs)
+	b = binary.AppendVarint(b, in.CtimeNs)
+	b = append(b, in.Root[:]...)
+	b = append(b, in.Depth)
+	b = binary.AppendUvarint(b, uint64(len(in.Target)))
+	b = append(b, in.Target...)
+	b = binary.AppendUvarint(b, in.Version)
+	return append(b, in.Origin[:]...)
+}
+
+func appendDirentKey(b []byte, d *Dirent) []byte {
+	b = binary.AppendUvarint(b, d.Parent)
+	b = binary.AppendUvarint(b, uint64(len(d.Name)))
+	return append(b, d.Name...)
+}
+
+func appendDirentVal(b []byte, d *Dirent) []byte {
+	b = binary.AppendUvarint(b, d.Child)
+	b = append(b, byte(d.Type))
+	del := byte(0)
+	if d.Deleted {
+		del = 1
+	}
+	b = append(b, del)
+	b = binary.AppendUvarint(b, d.Version)
+	return append(b, d.Origin[:]...)
+}
+
+// DecodeRecord parses bytes made by EncodeRecord, typically received from a
+// peer. It checks every length against its limit and the bytes left before
+// allocating, and returns an error wrapping ErrCorrupt for truncated,
+// oversized or malformed input, or ErrInvalid for a well-formed record that
+// breaks the rules of Validate.
+func DecodeRecord(b []byte) (*Record, error) {
+	if len(b) > MaxRecordBytes {
+		return nil, fmt.Errorf("%w: record is %d bytes, limit %d", ErrCorrupt, len(b), MaxRecordBytes)
+	}
+	d := decoder{b: b, what: "record"}
+	d.format()
+	r := &Record{}
+	copy(r.Origin[:], d.fixed(len(r.Origin), "origin"))
+	r.Seq = d.uvarint("seq")
+	r.HLC = d.uvarint("hlc")
+	n := d.uvarint("op count")
+	if d.err == nil && (n == 0 || n > MaxRecordOps) {
+		d.fail("op count %d, want 1..%d", n, MaxRecordOps)
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	r.Ops = make([]Op, 0, n)
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		switch kind := d.u8("op kind"); {
+		case d.err != nil:
+		case kind == opKindInode:
+			in := &Inode{}
+			d.inode(in)
+			r.Ops = append(r.Ops, Op{Inode: in})
+		case kind == opKindDirent:
+			de := &Dirent{}
+			de.Parent = d.uvarint("dirent parent")
+			de.Name = d.str(MaxNameLen, "dirent name")
+			d.direntVal(de)
+			r.Ops = append(r.Ops, Op{Dirent: de})
+		default:
+			d.fail("op %d: unknown kind %d", i, kind)
+		}
+	}
+	d.end()
+	if d.err != nil {
+		return nil, d.err
+	}
+	if err := validateRecord(r); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func encodeInodeValue(in *Inode) []byte {
+	return appendInode(append(make([]byte, 0, 96+len(in.Target)), formatV1), in)
+}
+
+func decodeInodeValue(v []byte) (Inode, error) {
+	d := decoder{b: v, what: "inode value"}
+	d.format()
+	var in Inode
+	d.inode(&in)
+	d.end()
+	return in, d.err
+}
+
+func encodeDirentValue(de *Dirent) []byte {
+	return appendDirentVal(append(make([]byte, 0, 40), formatV1), de)
+}
+
+// decodeDirentValue fills the stored fields of de (all but Parent and Name,
+// which live in the key).
+func decodeDirentValue(v []byte, de *Dirent) error {
+	d := decoder{b: v, what: "dirent value"}
+	d.format()
+	d.direntVal(de)
+	d.end()
+	return d.err
+}
+
+// decoder reads fields from b, remembering the first error; after an error
+// every read returns a zero value.
+type decoder struct {
+	b    []byte
+	what string
+	err  error
+}
+
+func (d *decoder) fail(format string, args ...any) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: %s: %s", ErrCorrupt, d.what, fmt.Sprintf(format, args...))
+	}
+}
+
+func (d *decoder) format() {
+	if f := d.u8("format"); d.err == nil && f != formatV1 {
+		d.fail("unknown format %d", f)
+	}
+}
+
+func (d *decoder) end() {
+	if d.err == nil && len(d.b) != 0 {
+		d.fail("%d trailing bytes", len(d.b))
+	}
+}
+
+func (d *decoder) u8(field string) byte {
+	if d.err != nil {
+		return 0
+	}
+	if len(d.b) < 1 {
+		d.fail("truncated at %s", field)
+		return 0
+	}
+	c := d.b[0]
+	d.b = d.b[1:]
+	return c
+}
+
+func (d *decoder) fixed(n int, field string) []byte {
+	if d.err != nil {
+		return nil
+	}
+	if len(d.b) < n {
+		d.fail("truncated at %s", field)
+		return nil
+	}
+	v := d.b[:n]
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) uvarint(field string) uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		if n == 0 {
+			d.fail("truncated at %s", field)
+		} else {
+			d.fail("%s overflows 64 bits", field)
+		}
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) varint(field string) int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		if n == 0 {
+			d.fail("truncated at %s", field)
+		} else {
+			d.fail("%s overflows 64 bits", field)
+		}
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+// str reads a uvarint length and that many bytes, checking the length
+// against max and against the bytes left before allocating.
+func (d *decoder) str(max int, field string) string {
+	n := d.uvarint(field + " length")
+	if d.err != nil {
+		return ""
+	}
+	if n > uint64(max) {
+		d.fail("%s is %d bytes, limit %d", field, n, max)
+		return ""
+	}
+	return string(d.fixed(int(n), field))
+}
+
+func (d *decoder) inode(in *Inode) {
+	in.ID = d.uvarint("inode id")
+	in.Type = EntryType(d.u8("inode type"))
+	mode := d.uvarint("inode mode")
+	if d.err == nil && mode > 0o7777 {
+		d.fail("inode mode %#o", mode)
+	}
+	in.Mode = uint32(mode)
+	in.Size = d.uvarint("inode size")
+	in.MtimeNs = d.varint("inode mtime")
+	in.CtimeNs = d.varint("inode ctime")
+	copy(in.Root[:], d.fixed(len(in.Root), "inode root"))
+	in.Depth = d.u8("inode depth")
+	in.Target = d.str(MaxTargetLen, "symlink target")
+	in.Version = d.uvarint("inode version")
+	copy(in.Origin[:], d.fixed(len(in.Origin), "inode origin"))
+}
+
+func (d *decoder) direntVal(de *Dirent) {
+	de.Child = d.uvarint("dirent child")
+	de.Type = EntryType(d.u8("dirent type"))
+	switch del := d.u8("dirent deleted"); {
+	case d.err != nil:
+	case del > 1:
+		d.fail("dirent deleted flag %d", del)
+	default:
+		de.Deleted = del == 1
+	}
+	de.Version = d.uvarint("dirent version")
+	copy(de.Origin[:], d.fixed(len(de.Origin), "dirent origin"))
+}
