@@ -1,0 +1,281 @@
+package wire
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/oashare/oashare/index"
+)
+
+// The Decode functions parse one payload (Frame.Payload) each. Byte slices
+// in their results alias the payload: no data is copied, and the results are
+// valid only as long as the payload is (until the Reader's next Next); copy
+// what must outlive it. Every count and length is checked against its limit
+// and against the bytes remaining before any slice is allocated, so a
+// hostile payload costs at most a slice proportional to its own size.
+// Bytes after the last item are an error. All errors wrap ErrBadFrame or
+// ErrFrameTooLarge.
+
+// dec walks a payload. Its methods never read past the end: callers check
+// remaining() first.
+type dec struct {
+	p   []byte
+	off int
+}
+
+func (d *dec) remaining() int { return len(d.p) - d.off }
+
+func (d *dec) u8() byte {
+	v := d.p[d.off]
+	d.off++
+	return v
+}
+
+func (d *dec) u16() uint16 {
+	v := binary.BigEndian.Uint16(d.p[d.off:])
+	d.off += 2
+	return v
+}
+
+func (d *dec) u32() uint32 {
+	v := binary.BigEndian.Uint32(d.p[d.off:])
+	d.off += 4
+	return v
+}
+
+func (d *dec) u64() uint64 {
+	v := binary.BigEndian.Uint64(d.p[d.off:])
+	d.off += 8
+	return v
+}
+
+func (d *dec) bytes(n int) []byte {
+	b := d.p[d.off : d.off+n : d.off+n] // capped: appending to it cannot clobber the payload
+	d.off += n
+	return b
+}
+
+// need checks that n bytes remain for the field part of what. (Two strings,
+// joined only on error: the success path must not allocate.)
+func (d *dec) need(what, part string, n int) error {
+	if d.remaining() < n {
+		return fmt.Errorf("wire: %s %s: need %d bytes at offset %d, have %d: %w", what, part, n, d.off, d.remaining(), ErrBadFrame)
+	}
+	return nil
+}
+
+// count reads a u32 (or, when wide16, u16) item count and checks it against
+// limit and against the bytes left given the smallest item size.
+func (d *dec) count(what string, limit, minItem int, wide16 bool) (int, error) {
+	var n int
+	if wide16 {
+		if err := d.need(what, "count", 2); err != nil {
+			return 0, err
+		}
+		n = int(d.u16())
+	} else {
+		if err := d.need(what, "count", 4); err != nil {
+			return 0, err
+		}
+		n = int(d.u32())
+	}
+	if n > limit {
+		return 0, fmt.Errorf("wire: %s count %d exceeds the limit of %d: %w", what, n, limit, ErrFrameTooLarge)
+	}
+	if n*minItem > d.remaining() {
+		return 0, fmt.Errorf("wire: %s count %d needs at least %d bytes, payload has %d left: %w", what, n, n*minItem, d.remaining(), ErrBadFrame)
+	}
+	return n, nil
+}
+
+// lengthPrefixed reads a u32 length, checks it against limit and the bytes left,
+// and returns that many bytes.
+func (d *dec) lengthPrefixed(what string, i, limit int) ([]byte, error) {
+	if err := d.need(what, "length", 4); err != nil {
+		return nil, err
+	}
+	n := d.u32()
+	if n > uint32(limit) {
+		return nil, fmt.Errorf("wire: %s item %d: length %d exceeds the limit of %d: %w", what, i, n, limit, ErrFrameTooLarge)
+	}
+	if int(n) > d.remaining() {
+		return nil, fmt.Errorf("wire: %s item %d: length %d at offset %d, payload has %d left: %w", what, i, n, d.off, d.remaining(), ErrBadFrame)
+	}
+	return d.bytes(int(n)), nil
+}
+
+func (d *dec) end(what string) error {
+	if d.remaining() != 0 {
+		return fmt.Errorf("wire: %s: %d trailing bytes after the last item: %w", what, d.remaining(), ErrBadFrame)
+	}
+	return nil
+}
+
+// DecodePutChunks decodes a PutChunks payload. Data aliases p. The data is
+// NOT checked against its hash here: the receiver does that once, where it
+// stores the chunk.
+func DecodePutChunks(p []byte) ([]Chunk, error) {
+	d := dec{p: p}
+	n, err := d.count("PutChunks", MaxChunksPerFrame, putChunkFixed, false)
+	if err != nil {
+		return nil, err
+	}
+	chunks := make([]Chunk, n)
+	for i := range chunks {
+		if err := d.need("PutChunks", "hash", hashSize); err != nil {
+			return nil, err
+		}
+		chunks[i].Hash = index.Hash(d.bytes(hashSize))
+		if chunks[i].Data, err = d.lengthPrefixed("PutChunks", i, MaxChunkData); err != nil {
+			return nil, err
+		}
+	}
+	if err := d.end("PutChunks"); err != nil {
+		return nil, err
+	}
+	return chunks, nil
+}
+
+// DecodeStatuses decodes a PutResult, HasResult or PushResult payload: the
+// returned codes alias p. The count is checked against MaxRecordsPerFrame,
+// the largest any request carries; the caller checks that it matches the
+// request it sent.
+func DecodeStatuses(p []byte) ([]byte, error) {
+	d := dec{p: p}
+	n, err := d.count("statuses", MaxRecordsPerFrame, 1, false)
+	if err != nil {
+		return nil, err
+	}
+	s := d.bytes(n)
+	if err := d.end("statuses"); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// DecodeHashes decodes a GetChunks or HasChunks payload.
+func DecodeHashes(p []byte) ([]index.Hash, error) {
+	d := dec{p: p}
+	n, err := d.count("hashes", MaxChunksPerFrame, hashSize, false)
+	if err != nil {
+		return nil, err
+	}
+	hs := make([]index.Hash, n)
+	for i := range hs {
+		hs[i] = index.Hash(d.bytes(hashSize))
+	}
+	if err := d.end("hashes"); err != nil {
+		return nil, err
+	}
+	return hs, nil
+}
+
+// DecodeGetResult decodes a GetResult payload. Data aliases p and is nil for
+// items whose Status is not StatusOK. The data is NOT checked against its
+// hash here: the requester does that once, before using it.
+func DecodeGetResult(p []byte) ([]GetItem, error) {
+	d := dec{p: p}
+	n, err := d.count("GetResult", MaxChunksPerFrame, 1, false)
+	if err != nil {
+		return nil, err
+	}
+	items := make([]GetItem, n)
+	for i := range items {
+		if err := d.need("GetResult", "status", 1); err != nil {
+			return nil, err
+		}
+		items[i].Status = d.u8()
+		if items[i].Status != StatusOK {
+			continue
+		}
+		if items[i].Data, err = d.lengthPrefixed("GetResult", i, MaxChunkData); err != nil {
+			return nil, err
+		}
+	}
+	if err := d.end("GetResult"); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+// DecodePull decodes a Pull payload: the requester's version vector.
+func DecodePull(p []byte) ([]VVEntry, error) {
+	d := dec{p: p}
+	n, err := d.count("Pull version vector", MaxVVEntries, vvEntrySize, true)
+	if err != nil {
+		return nil, err
+	}
+	vv := make([]VVEntry, n)
+	for i := range vv {
+		vv[i].Node = index.NodeID(d.bytes(16))
+		vv[i].Seq = d.u64()
+	}
+	if err := d.end("Pull"); err != nil {
+		return nil, err
+	}
+	return vv, nil
+}
+
+func decodeRecordList(d *dec, what string) ([][]byte, error) {
+	n, err := d.count(what, MaxRecordsPerFrame, recordFixed, false)
+	if err != nil {
+		return nil, err
+	}
+	recs := make([][]byte, n)
+	for i := range recs {
+		if recs[i], err = d.lengthPrefixed(what, i, MaxRecordBytes); err != nil {
+			return nil, err
+		}
+	}
+	if err := d.end(what); err != nil {
+		return nil, err
+	}
+	return recs, nil
+}
+
+// DecodeRecords decodes a Records payload. The records alias p.
+func DecodeRecords(p []byte) (more bool, recs [][]byte, err error) {
+	d := dec{p: p}
+	if err := d.need("Records", "more flag", 1); err != nil {
+		return false, nil, err
+	}
+	switch m := d.u8(); m {
+	case 0:
+	case 1:
+		more = true
+	default:
+		return false, nil, fmt.Errorf("wire: Records more flag %d, want 0 or 1: %w", m, ErrBadFrame)
+	}
+	recs, err = decodeRecordList(&d, "Records")
+	if err != nil {
+		return false, nil, err
+	}
+	return more, recs, nil
+}
+
+// DecodePush decodes a Push payload. The records alias p.
+func DecodePush(p []byte) ([][]byte, error) {
+	d := dec{p: p}
+	return decodeRecordList(&d, "Push")
+}
+
+// DecodeError decodes an Error payload. msg is a copy: it outlives p.
+func DecodeError(p []byte) (code uint16, msg string, err error) {
+	d := dec{p: p}
+	if err := d.need("Error", "code and message length", 4); err != nil {
+		return 0, "", err
+	}
+	code = d.u16()
+	n := int(d.u16())
+	if n > MaxErrorMsg {
+		return 0, "", fmt.Errorf("wire: Error message length %d exceeds the limit of %d: %w", n, MaxErrorMsg, ErrFrameTooLarge)
+	}
+	if err := d.need("Error", "message", n); err != nil {
+		return 0, "", err
+	}
+	msg = string(d.bytes(n))
+	if err := d.end("Error"); err != nil {
+		return 0, "", err
+	}
+	return code, msg, nil
+}

@@ -1,0 +1,182 @@
+package wire
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"strconv"
+	"testing"
+)
+
+func u16(v uint16) []byte { return binary.BigEndian.AppendUint16(nil, v) }
+func u32(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
+
+func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+
+var hash32 = bytes.Repeat([]byte{0xab}, 32)
+
+func TestDecodeErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		t    Type
+		p    []byte
+		want error
+	}{
+		// PutChunks
+		{"put empty payload", TypePutChunks, nil, ErrBadFrame},
+		{"put count over limit", TypePutChunks, u32(MaxChunksPerFrame + 1), ErrFrameTooLarge},
+		{"put count max u32", TypePutChunks, u32(1<<32 - 1), ErrFrameTooLarge},
+		{"put count beyond payload", TypePutChunks, cat(u32(2), hash32, u32(0)), ErrBadFrame},
+		{"put data over limit", TypePutChunks, cat(u32(1), hash32, u32(MaxChunkData+1)), ErrFrameTooLarge},
+		{"put data beyond payload", TypePutChunks, cat(u32(1), hash32, u32(5), []byte("abc")), ErrBadFrame},
+		{"put trailing", TypePutChunks, cat(u32(1), hash32, u32(1), []byte("ab")), ErrBadFrame},
+		{"put zero count trailing", TypePutChunks, cat(u32(0), []byte{0}), ErrBadFrame},
+		// Statuses
+		{"statuses empty", TypePutResult, nil, ErrBadFrame},
+		{"statuses over limit", TypePushResult, u32(MaxRecordsPerFrame + 1), ErrFrameTooLarge},
+		{"statuses beyond payload", TypePutResult, cat(u32(3), []byte{0, 0}), ErrBadFrame},
+		{"statuses trailing", TypeHasResult, cat(u32(1), []byte{0, 0}), ErrBadFrame},
+		// Hashes
+		{"hashes short count", TypeGetChunks, []byte{0, 0, 1}, ErrBadFrame},
+		{"hashes over limit", TypeGetChunks, u32(MaxChunksPerFrame + 1), ErrFrameTooLarge},
+		{"hashes beyond payload", TypeHasChunks, cat(u32(2), hash32, hash32[:31]), ErrBadFrame},
+		{"hashes trailing", TypeHasChunks, cat(u32(1), hash32, []byte{1}), ErrBadFrame},
+		// GetResult
+		{"get over limit", TypeGetResult, u32(MaxChunksPerFrame + 1), ErrFrameTooLarge},
+		{"get count beyond payload", TypeGetResult, cat(u32(3), []byte{1, 1}), ErrBadFrame},
+		{"get missing length", TypeGetResult, cat(u32(1), []byte{0, 0, 0}), ErrBadFrame},
+		{"get data over limit", TypeGetResult, cat(u32(1), []byte{0}, u32(MaxChunkData+1)), ErrFrameTooLarge},
+		{"get data beyond payload", TypeGetResult, cat(u32(1), []byte{0}, u32(3), []byte("ab")), ErrBadFrame},
+		{"get trailing", TypeGetResult, cat(u32(1), []byte{1}, []byte{9}), ErrBadFrame},
+		// Pull
+		{"pull empty", TypePull, nil, ErrBadFrame},
+		{"pull over limit", TypePull, u16(MaxVVEntries + 1), ErrFrameTooLarge},
+		{"pull max u16", TypePull, u16(1<<16 - 1), ErrFrameTooLarge},
+		{"pull beyond payload", TypePull, cat(u16(1), make([]byte, 23)), ErrBadFrame},
+		{"pull trailing", TypePull, cat(u16(1), make([]byte, 25)), ErrBadFrame},
+		// Records
+		{"records empty", TypeRecords, nil, ErrBadFrame},
+		{"records bad more", TypeRecords, cat([]byte{2}, u32(0)), ErrBadFrame},
+		{"records no count", TypeRecords, []byte{1}, ErrBadFrame},
+		{"records over limit", TypeRecords, cat([]byte{0}, u32(MaxRecordsPerFrame+1)), ErrFrameTooLarge},
+		{"records count beyond payload", TypeRecords, cat([]byte{0}, u32(2), u32(0)), ErrBadFrame},
+		{"record over limit", TypeRecords, cat([]byte{0}, u32(1), u32(MaxRecordBytes+1)), ErrFrameTooLarge},
+		{"record beyond payload", TypeRecords, cat([]byte{0}, u32(1), u32(4), []byte("abc")), ErrBadFrame},
+		{"records trailing", TypeRecords, cat([]byte{1}, u32(0), []byte{0}), ErrBadFrame},
+		// Push
+		{"push over limit", TypePush, u32(MaxRecordsPerFrame + 1), ErrFrameTooLarge},
+		{"push record over limit", TypePush, cat(u32(1), u32(1<<32-1)), ErrFrameTooLarge},
+		{"push trailing", TypePush, cat(u32(1), u32(0), []byte{0}), ErrBadFrame},
+		// Error
+		{"error empty", TypeError, nil, ErrBadFrame},
+		{"error short", TypeError, []byte{0, 1, 0}, ErrBadFrame},
+		{"error msg over limit", TypeError, cat(u16(1), u16(MaxErrorMsg+1), make([]byte, MaxErrorMsg+1)), ErrFrameTooLarge},
+		{"error msg beyond payload", TypeError, cat(u16(1), u16(5), []byte("abcd")), ErrBadFrame},
+		{"error trailing", TypeError, cat(u16(1), u16(1), []byte("ab")), ErrBadFrame},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v, err := decodeFrame(Frame{Type: tt.t, Payload: tt.p})
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("%v: got %v, %v; want %v", tt.t, v, err, tt.want)
+			}
+		})
+	}
+}
+
+// TestDecodeRejectsCutsAndTrailers: every strict prefix of a valid payload,
+// and the payload with one byte more, are rejected.
+func TestDecodeRejectsCutsAndTrailers(t *testing.T) {
+	for _, tf := range testFrames() {
+		b := encodeFrame(nil, tf.t, tf.id, tf.v)
+		p := b[HeaderSize:]
+		for i := range len(p) {
+			if _, err := decodeFrame(Frame{Type: tf.t, Payload: p[:i]}); !errors.Is(err, ErrBadFrame) {
+				t.Errorf("%s cut at %d: %v, want ErrBadFrame", tf.name, i, err)
+			}
+		}
+		long := append(bytes.Clone(p), 0)
+		if _, err := decodeFrame(Frame{Type: tf.t, Payload: long}); !errors.Is(err, ErrBadFrame) {
+			t.Errorf("%s with a trailing byte: %v, want ErrBadFrame", tf.name, err)
+		}
+	}
+}
+
+// TestDecodeCountBeforeAlloc: a count at its limit over a tiny payload is
+// rejected without allocating a count-sized slice.
+func TestDecodeCountBeforeAlloc(t *testing.T) {
+	payloads := map[string]func() error{
+		"put":     func() error { _, err := DecodePutChunks(u32(MaxChunksPerFrame)); return err },
+		"hashes":  func() error { _, err := DecodeHashes(u32(MaxChunksPerFrame)); return err },
+		"get":     func() error { _, err := DecodeGetResult(u32(MaxChunksPerFrame)); return err },
+		"pull":    func() error { _, err := DecodePull(u16(MaxVVEntries)); return err },
+		"records": func() error { _, _, err := DecodeRecords(cat([]byte{0}, u32(MaxRecordsPerFrame))); return err },
+		"push":    func() error { _, err := DecodePush(u32(MaxRecordsPerFrame)); return err },
+	}
+	for name, f := range payloads {
+		if err := f(); !errors.Is(err, ErrBadFrame) {
+			t.Errorf("%s: %v, want ErrBadFrame", name, err)
+		}
+		// The smallest of these slices would be 4096 × 24 bytes; 100 runs
+		// allocating error values only stay far below one of them.
+		n := bytesAllocated(func() {
+			for range 100 {
+				_ = f()
+			}
+		})
+		if n > 64<<10 {
+			t.Errorf("%s: 100 rejected payloads allocated %d bytes", name, n)
+		}
+	}
+}
+
+// TestDecodeLimitsAccepted: the largest counts the limits allow decode.
+func TestDecodeLimitsAccepted(t *testing.T) {
+	recs := make([][]byte, MaxRecordsPerFrame)
+	b := AppendPush(nil, 1, recs)
+	got, err := DecodePush(b[HeaderSize:])
+	if err != nil || len(got) != MaxRecordsPerFrame {
+		t.Errorf("push of %d empty records: %d, %v", MaxRecordsPerFrame, len(got), err)
+	}
+	b = AppendPull(nil, 1, make([]VVEntry, MaxVVEntries))
+	if vv, err := DecodePull(b[HeaderSize:]); err != nil || len(vv) != MaxVVEntries {
+		t.Errorf("pull of %d entries: %d, %v", MaxVVEntries, len(vv), err)
+	}
+	b = AppendGetResult(nil, 1, []GetItem{{StatusOK, make([]byte, MaxChunkData)}})
+	if items, err := DecodeGetResult(b[HeaderSize:]); err != nil || len(items[0].Data) != MaxChunkData {
+		t.Errorf("get result of a %d-byte chunk: %v", MaxChunkData, err)
+	}
+	b = AppendRecords(nil, 1, true, [][]byte{make([]byte, MaxRecordBytes)})
+	if more, recs, err := DecodeRecords(b[HeaderSize:]); err != nil || !more || len(recs[0]) != MaxRecordBytes {
+		t.Errorf("records with a %d-byte record: %v", MaxRecordBytes, err)
+	}
+}
+
+func TestDecodeErrorMessages(t *testing.T) {
+	_, err := DecodePutChunks(u32(MaxChunksPerFrame + 1))
+	for _, want := range []string{"PutChunks", strconv.Itoa(MaxChunksPerFrame + 1), strconv.Itoa(MaxChunksPerFrame)} {
+		if err == nil || !bytes.Contains([]byte(err.Error()), []byte(want)) {
+			t.Errorf("error %q should mention %q", err, want)
+		}
+	}
+}
+
+// TestDecodeAllocs: decoders allocate the result slice and nothing else
+// (data aliases the payload); status lists allocate nothing.
+func TestDecodeAllocs(t *testing.T) {
+	put := AppendPutChunks(nil, 1, benchChunks())[HeaderSize:]
+	recs := AppendRecords(nil, 1, false, [][]byte{[]byte("a"), []byte("b")})[HeaderSize:]
+	statuses := AppendPutResult(nil, 1, make([]byte, 300))[HeaderSize:]
+	for name, tt := range map[string]struct {
+		f    func()
+		want float64
+	}{
+		"PutChunks": {func() { _, _ = DecodePutChunks(put) }, 1},
+		"Records":   {func() { _, _, _ = DecodeRecords(recs) }, 1},
+		"Statuses":  {func() { _, _ = DecodeStatuses(statuses) }, 0},
+	} {
+		if got := testing.AllocsPerRun(50, tt.f); got != tt.want {
+			t.Errorf("%s: %.1f allocations, want %.0f", name, got, tt.want)
+		}
+	}
+}

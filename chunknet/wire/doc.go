@@ -1,0 +1,154 @@
+// Package wire encodes and decodes the oashare peer protocol: the binary
+// messages two oashare nodes exchange over one raw TCP connection (no HTTP,
+// no JSON, no gRPC). It knows bytes only: connections, request multiplexing,
+// retries and the meaning of records belong to package chunknet. The same
+// description, for readers who do not read Go, is chunknet/PROTOCOL.md; keep
+// the two in step.
+//
+// # Concurrency
+//
+// The package has no state. A [Reader] belongs to the one goroutine that
+// reads its connection. The Append functions only append to the slice they
+// are given; a connection has one writer, which appends frames to one
+// reused buffer and sends it with one Write. Decode functions return slices
+// that alias the payload they were given.
+//
+// # Handshake
+//
+// Right after the TCP connect, each side writes a hello and reads the
+// peer's (both sides write first, so neither waits for the other; over TCP
+// the kernel buffers the few bytes, but over a synchronous net.Pipe in
+// tests one side must write from another goroutine):
+//
+//	 0      4        6                 22      23            23+n      25+n
+//	+------+--------+-----------------+-------+-------------+---------+
+//	| OASH | ver    | node ID         | n     | network     | listen  |
+//	|      | u16    | 16 bytes        | u8    | n bytes     | port    |
+//	|      |        |                 |1..64  | UTF-8       | u16     |
+//	+------+--------+-----------------+-------+-------------+---------+
+//
+// At most [MaxHelloSize] (89) bytes. [ReadHello] reads magic and version
+// first and checks them in that order: a wrong magic is [ErrBadMagic] ("not
+// an oashare peer"), another version a [*VersionError] (matching
+// [ErrVersion]) naming both versions; it does not read further, because a
+// hello of another version may go on differently. Magic and version stay
+// the first six bytes of the hello in every version. Then it reads node ID
+// and name length, checks the length (0 or above [MaxNetworkName] is
+// [ErrBadHello]) and reads name and port into a fixed array: nothing
+// read from the wire sizes an allocation.
+//
+// After both hellos, each side writes a one-byte verdict on the peer's
+// hello, then reads the peer's verdict on its own:
+//
+//	0 VerdictAccept        accepted
+//	1 VerdictWrongNetwork  the hellos name different networks
+//	2 VerdictSameNode      same node ID: the node dialled itself
+//	3 VerdictVersion       protocol versions differ
+//	4 VerdictBusy          busy, shutting down, any other reason
+//
+// The caller decides the verdict ([WriteVerdict]); [ReadVerdict] returns nil
+// for 0 and a [*RefusedError] (matching [ErrRefused]) for anything else.
+// Verdict codes are append-only; an unknown non-zero code is a refusal. A
+// side that refuses, or is refused, closes the connection; nothing else is
+// exchanged. A side whose ReadHello failed on magic does not write a
+// verdict; on version it may write VerdictVersion, then closes.
+//
+// # Frames
+//
+// After the handshake both directions carry frames until the connection
+// closes. All integers are big-endian.
+//
+//	 0         4      5                 13
+//	+---------+------+-----------------+---------------------+
+//	| length  | type | request ID      | payload             |
+//	| u32     | u8   | u64             | length - 9 bytes    |
+//	+---------+------+-----------------+---------------------+
+//
+// length counts type, request ID and payload: 9 + len(payload). The payload
+// is at most [MaxPayload] (4 MiB). A request carries an ID chosen by its
+// sender, unique among its requests in flight on the connection; the
+// response carries the same ID, so many requests can be in flight and
+// answered in any order. Each side numbers its own requests; a frame's
+// type (see [Type.IsResponse]) says whether its ID is one of ours or the
+// peer's.
+//
+// [Reader.Next] reads the 13-byte header with io.ReadFull into a fixed
+// array, then checks, before allocating or reading any payload: length < 9
+// is [ErrBadFrame]; a payload above the Reader's limit is
+// [ErrFrameTooLarge]; an unknown type is [ErrUnknownType]; a payload on
+// Ping, Pong or Bye is [ErrBadFrame]. Only then does it read the payload,
+// into one buffer reused across frames. So a connection costs at most
+// MaxPayload bytes of buffer however hostile the peer.
+//
+// # Frame types
+//
+// Type numbers are APPEND-ONLY: never renumbered, never reused; a new frame
+// type takes the next free number (and, when old nodes could not ignore it,
+// a new Version).
+//
+//	 1 Ping        request   empty                                → Pong
+//	 2 Pong        response  empty
+//	 3 PutChunks   request   count u32 | count × {hash[32] | len u32 | data[len]}  → PutResult
+//	 4 PutResult   response  count u32 | count × status u8
+//	 5 GetChunks   request   count u32 | count × hash[32]         → GetResult
+//	 6 GetResult   response  count u32 | count × {status u8 | if status = 0: len u32 | data[len]}
+//	 7 HasChunks   request   count u32 | count × hash[32]         → HasResult
+//	 8 HasResult   response  count u32 | count × status u8 (0 has it, 1 not found)
+//	 9 Pull        request   count u16 | count × {node ID[16] | seq u64}  → Records
+//	10 Records     response  more u8 (0/1) | count u32 | count × {len u32 | record[len]}
+//	11 Push        request   count u32 | count × {len u32 | record[len]}  → PushResult
+//	12 PushResult  response  count u32 | count × status u8
+//	13 Error       response  code u16 | msg len u16 | msg[msg len]
+//	14 Bye         neither   empty; the sender is leaving cleanly, no reply
+//
+// Result frames hold one entry per item of the request they answer, in the
+// same order. Any request may be answered by Error instead of its own
+// response type. Pull carries the requester's version vector: per node, the
+// highest sequence number of that node's namespace log it has applied; the
+// answer holds records after those, and more = 1 says "pull again". Records
+// are opaque bytes here (chunknet and index give them meaning).
+//
+// Chunk status codes ([StatusOK] …), one byte per item, append-only; any
+// non-zero code is a failure of that item only:
+//
+//	0 OK  1 NotFound  2 BadHash  3 TooLarge  4 StoreError
+//
+// Error codes ([CodeInternal] …), append-only:
+//
+//	1 Internal  2 BadRequest  3 Unsupported
+//
+// # Limits
+//
+//	MaxPayload          4 MiB    payload of any frame
+//	MaxChunksPerFrame   4096     count of PutChunks, GetChunks, HasChunks and their results
+//	MaxChunkData        8192     data of one chunk (oashare cuts at 512)
+//	MaxVVEntries        4096     entries of a Pull
+//	MaxRecordsPerFrame  65536    count of Records, Push, PushResult
+//	MaxRecordBytes      1 MiB    one record
+//	MaxErrorMsg         1024     bytes of an Error message (longer ones are truncated by the sender)
+//	MaxNetworkName      64       bytes of the hello network name
+//
+// All limits hold at once: a frame of 4096 chunks of 8192 bytes would break
+// MaxPayload, so senders batch by bytes as well as by count.
+//
+// # Decoding and errors
+//
+// The Decode functions (one per payload shape) check each count against its
+// limit and against the bytes left (count × smallest item size) before
+// allocating a count-sized slice, check each length against its limit and
+// the bytes left before slicing, and reject trailing bytes. Byte slices in
+// their results alias the payload: no copy. Chunk data is not checked
+// against its hash here; the receive path does that in exactly one place.
+//
+// Go errors are sentinels ([ErrBadFrame], [ErrFrameTooLarge],
+// [ErrUnknownType], [ErrBadMagic], [ErrVersion], [ErrBadHello],
+// [ErrRefused]) wrapped with detail, matched with errors.Is. On the wire,
+// errors are codes (statuses, Error frames). Any malformed frame makes the
+// receiver close that connection (after logging why); the node goes on
+// serving its other peers. An error on one item of a request (a chunk not
+// found) is a status, not a broken connection.
+//
+// The Append functions panic if the caller breaks a limit: that frame would
+// make the peer drop the connection, so it is a bug in the sender, never
+// input from the network.
+package wire

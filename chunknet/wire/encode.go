@@ -1,0 +1,295 @@
+package wire
+
+import (
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"unicode/utf8"
+
+	"github.com/oashare/oashare/index"
+)
+
+// Chunk is one chunk in a PutChunks frame. Decoded Data aliases the payload.
+type Chunk struct {
+	Hash index.Hash
+	Data []byte
+}
+
+// GetItem is one answer in a GetResult frame: Data is present only when
+// Status is StatusOK. Decoded Data aliases the payload.
+type GetItem struct {
+	Status byte
+	Data   []byte
+}
+
+// VVEntry is one entry of a version vector: the highest sequence number of
+// Node's namespace log the sender has applied.
+type VVEntry struct {
+	Node index.NodeID
+	Seq  uint64
+}
+
+// Sizes of the fixed parts of items, used to check counts against the bytes
+// present before allocating, and to size buffers when encoding.
+const (
+	putChunkFixed = 32 + 4 // hash, data length
+	hashSize      = 32
+	vvEntrySize   = 16 + 8 // node ID, seq
+	recordFixed   = 4      // record length
+)
+
+// The Append functions append one whole frame, header and payload, to dst
+// and return the extended slice, so that a connection's single writer can
+// reuse one buffer and send each frame (or a batch of frames) with one
+// Write.
+//
+// They panic when the caller breaks a limit of the protocol (a count, a
+// chunk or record length, or a payload above MaxPayload): such a frame would
+// make the peer close the connection, so it is a bug in the caller, which
+// must batch within the limits.
+
+// AppendFrame appends a frame of type t with the given payload. It is the
+// general form of the typed Append functions and does not check the payload
+// against the type.
+func AppendFrame(dst []byte, t Type, id uint64, payload []byte) []byte {
+	checkSize(t, HeaderSize+len(payload))
+	dst = slices.Grow(dst, HeaderSize+len(payload))
+	start := len(dst)
+	dst = appendHeader(dst, t, id)
+	dst = append(dst, payload...)
+	return finish(dst, start)
+}
+
+// appendHeader appends a header whose length field finish fills in.
+func appendHeader(dst []byte, t Type, id uint64) []byte {
+	dst = append(dst, 0, 0, 0, 0, byte(t))
+	return binary.BigEndian.AppendUint64(dst, id)
+}
+
+// finish writes the length field of the frame that starts at dst[start].
+func finish(dst []byte, start int) []byte {
+	n := len(dst) - start - 4
+	if n-(HeaderSize-4) > MaxPayload {
+		panic(fmt.Sprintf("wire: %v payload of %d bytes exceeds MaxPayload", Type(dst[start+4]), n-(HeaderSize-4)))
+	}
+	binary.BigEndian.PutUint32(dst[start:], uint32(n))
+	return dst
+}
+
+// checkSize panics before anything is allocated when a frame of size bytes
+// would carry a payload above MaxPayload.
+func checkSize(t Type, size int) {
+	if size-HeaderSize > MaxPayload {
+		panic(fmt.Sprintf("wire: %v payload of %d bytes exceeds MaxPayload", t, size-HeaderSize))
+	}
+}
+
+func checkCount(what string, n, limit int) {
+	if n > limit {
+		panic(fmt.Sprintf("wire: %d %s exceed the limit of %d per frame", n, what, limit))
+	}
+}
+
+// AppendPing appends a Ping frame.
+func AppendPing(dst []byte, id uint64) []byte { return AppendFrame(dst, TypePing, id, nil) }
+
+// AppendPong appends a Pong frame answering the Ping with request ID id.
+func AppendPong(dst []byte, id uint64) []byte { return AppendFrame(dst, TypePong, id, nil) }
+
+// AppendBye appends a Bye frame. id is not used by the receiver; 0 will do.
+func AppendBye(dst []byte, id uint64) []byte { return AppendFrame(dst, TypeBye, id, nil) }
+
+// AppendPutChunks appends a PutChunks frame. At most MaxChunksPerFrame
+// chunks of at most MaxChunkData bytes each, and at most MaxPayload bytes in
+// all (4 + Σ(36 + len(Data))).
+func AppendPutChunks(dst []byte, id uint64, chunks []Chunk) []byte {
+	checkCount("chunks", len(chunks), MaxChunksPerFrame)
+	size := HeaderSize + 4
+	for _, c := range chunks {
+		if len(c.Data) > MaxChunkData {
+			panic(fmt.Sprintf("wire: chunk %v of %d bytes exceeds MaxChunkData", c.Hash.Short(), len(c.Data)))
+		}
+		size += putChunkFixed + len(c.Data)
+	}
+	checkSize(TypePutChunks, size)
+	dst = slices.Grow(dst, size)
+	start := len(dst)
+	dst = appendHeader(dst, TypePutChunks, id)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(chunks)))
+	for _, c := range chunks {
+		dst = append(dst, c.Hash[:]...)
+		dst = binary.BigEndian.AppendUint32(dst, uint32(len(c.Data)))
+		dst = append(dst, c.Data...)
+	}
+	return finish(dst, start)
+}
+
+// appendStatuses appends a frame whose payload is count u32 | statuses.
+func appendStatuses(dst []byte, t Type, id uint64, statuses []byte, limit int) []byte {
+	checkCount("statuses", len(statuses), limit)
+	dst = slices.Grow(dst, HeaderSize+4+len(statuses))
+	start := len(dst)
+	dst = appendHeader(dst, t, id)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(statuses)))
+	dst = append(dst, statuses...)
+	return finish(dst, start)
+}
+
+// AppendPutResult appends a PutResult frame: one Status* code per chunk of
+// the PutChunks it answers, in the same order.
+func AppendPutResult(dst []byte, id uint64, statuses []byte) []byte {
+	return appendStatuses(dst, TypePutResult, id, statuses, MaxChunksPerFrame)
+}
+
+// AppendHasResult appends a HasResult frame: one code per hash of the
+// HasChunks it answers (StatusOK: held here, StatusNotFound: not held).
+func AppendHasResult(dst []byte, id uint64, statuses []byte) []byte {
+	return appendStatuses(dst, TypeHasResult, id, statuses, MaxChunksPerFrame)
+}
+
+// AppendPushResult appends a PushResult frame: one code per record of the
+// Push it answers.
+func AppendPushResult(dst []byte, id uint64, statuses []byte) []byte {
+	return appendStatuses(dst, TypePushResult, id, statuses, MaxRecordsPerFrame)
+}
+
+func appendHashes(dst []byte, t Type, id uint64, hashes []index.Hash) []byte {
+	checkCount("hashes", len(hashes), MaxChunksPerFrame)
+	dst = slices.Grow(dst, HeaderSize+4+hashSize*len(hashes))
+	start := len(dst)
+	dst = appendHeader(dst, t, id)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(hashes)))
+	for i := range hashes {
+		dst = append(dst, hashes[i][:]...)
+	}
+	return finish(dst, start)
+}
+
+// AppendGetChunks appends a GetChunks frame asking for the chunks named by
+// hashes (at most MaxChunksPerFrame).
+func AppendGetChunks(dst []byte, id uint64, hashes []index.Hash) []byte {
+	return appendHashes(dst, TypeGetChunks, id, hashes)
+}
+
+// AppendHasChunks appends a HasChunks frame asking which of hashes (at most
+// MaxChunksPerFrame) the peer holds.
+func AppendHasChunks(dst []byte, id uint64, hashes []index.Hash) []byte {
+	return appendHashes(dst, TypeHasChunks, id, hashes)
+}
+
+// AppendGetResult appends a GetResult frame: one item per hash of the
+// GetChunks it answers, in the same order. Data is sent only for items with
+// StatusOK and must then be at most MaxChunkData bytes.
+func AppendGetResult(dst []byte, id uint64, items []GetItem) []byte {
+	checkCount("items", len(items), MaxChunksPerFrame)
+	size := HeaderSize + 4
+	for _, it := range items {
+		size++
+		if it.Status == StatusOK {
+			if len(it.Data) > MaxChunkData {
+				panic(fmt.Sprintf("wire: chunk of %d bytes exceeds MaxChunkData", len(it.Data)))
+			}
+			size += 4 + len(it.Data)
+		}
+	}
+	checkSize(TypeGetResult, size)
+	dst = slices.Grow(dst, size)
+	start := len(dst)
+	dst = appendHeader(dst, TypeGetResult, id)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(items)))
+	for _, it := range items {
+		dst = append(dst, it.Status)
+		if it.Status == StatusOK {
+			dst = binary.BigEndian.AppendUint32(dst, uint32(len(it.Data)))
+			dst = append(dst, it.Data...)
+		}
+	}
+	return finish(dst, start)
+}
+
+// AppendPull appends a Pull frame carrying the requester's version vector
+// (at most MaxVVEntries entries).
+func AppendPull(dst []byte, id uint64, vv []VVEntry) []byte {
+	checkCount("version vector entries", len(vv), MaxVVEntries)
+	dst = slices.Grow(dst, HeaderSize+2+vvEntrySize*len(vv))
+	start := len(dst)
+	dst = appendHeader(dst, TypePull, id)
+	dst = binary.BigEndian.AppendUint16(dst, uint16(len(vv)))
+	for _, e := range vv {
+		dst = append(dst, e.Node[:]...)
+		dst = binary.BigEndian.AppendUint64(dst, e.Seq)
+	}
+	return finish(dst, start)
+}
+
+func recordsSize(recs [][]byte) int {
+	checkCount("records", len(recs), MaxRecordsPerFrame)
+	size := 0
+	for _, r := range recs {
+		if len(r) > MaxRecordBytes {
+			panic(fmt.Sprintf("wire: record of %d bytes exceeds MaxRecordBytes", len(r)))
+		}
+		size += recordFixed + len(r)
+	}
+	return size
+}
+
+func appendRecordList(dst []byte, recs [][]byte) []byte {
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(recs)))
+	for _, r := range recs {
+		dst = binary.BigEndian.AppendUint32(dst, uint32(len(r)))
+		dst = append(dst, r...)
+	}
+	return dst
+}
+
+// AppendRecords appends a Records frame answering a Pull. more tells the
+// requester that further records remain and it should Pull again. At most
+// MaxRecordsPerFrame records of at most MaxRecordBytes each, and at most
+// MaxPayload bytes in all (5 + Σ(4 + len(rec))).
+func AppendRecords(dst []byte, id uint64, more bool, recs [][]byte) []byte {
+	size := HeaderSize + 1 + 4 + recordsSize(recs)
+	checkSize(TypeRecords, size)
+	dst = slices.Grow(dst, size)
+	start := len(dst)
+	dst = appendHeader(dst, TypeRecords, id)
+	var m byte
+	if more {
+		m = 1
+	}
+	dst = append(dst, m)
+	dst = appendRecordList(dst, recs)
+	return finish(dst, start)
+}
+
+// AppendPush appends a Push frame. Same limits as AppendRecords
+// (4 + Σ(4 + len(rec)) payload bytes).
+func AppendPush(dst []byte, id uint64, recs [][]byte) []byte {
+	size := HeaderSize + 4 + recordsSize(recs)
+	checkSize(TypePush, size)
+	dst = slices.Grow(dst, size)
+	start := len(dst)
+	dst = appendHeader(dst, TypePush, id)
+	dst = appendRecordList(dst, recs)
+	return finish(dst, start)
+}
+
+// AppendError appends an Error frame answering the request with ID id. A
+// msg longer than MaxErrorMsg bytes is truncated, at a UTF-8 boundary where
+// msg is valid UTF-8.
+func AppendError(dst []byte, id uint64, code uint16, msg string) []byte {
+	if len(msg) > MaxErrorMsg {
+		n := MaxErrorMsg
+		for n > MaxErrorMsg-utf8.UTFMax && !utf8.RuneStart(msg[n]) {
+			n--
+		}
+		msg = msg[:n]
+	}
+	dst = slices.Grow(dst, HeaderSize+4+len(msg))
+	start := len(dst)
+	dst = appendHeader(dst, TypeError, id)
+	dst = binary.BigEndian.AppendUint16(dst, code)
+	dst = binary.BigEndian.AppendUint16(dst, uint16(len(msg)))
+	dst = append(dst, msg...)
+	return finish(dst, start)
+}

@@ -1,0 +1,208 @@
+package wire
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"strconv"
+)
+
+// Type is a frame type. Numbers are APPEND-ONLY: a number, once released, is
+// never reused or renumbered; a new frame takes the next free number.
+type Type uint8
+
+// Frame types. See the package comment for each payload.
+const (
+	TypePing       Type = 1  // request, empty payload; answered by Pong
+	TypePong       Type = 2  // response to Ping, empty payload
+	TypePutChunks  Type = 3  // request: store chunks; answered by PutResult
+	TypePutResult  Type = 4  // response: one status per chunk
+	TypeGetChunks  Type = 5  // request: send chunks by hash; answered by GetResult
+	TypeGetResult  Type = 6  // response: one status (+ data) per hash
+	TypeHasChunks  Type = 7  // request: which of these hashes do you hold; answered by HasResult
+	TypeHasResult  Type = 8  // response: one status per hash
+	TypePull       Type = 9  // request: records newer than a version vector; answered by Records
+	TypeRecords    Type = 10 // response to Pull: a batch of namespace records
+	TypePush       Type = 11 // request: apply these records; answered by PushResult
+	TypePushResult Type = 12 // response: one status per record
+	TypeError      Type = 13 // response to any request: code and message
+	TypeBye        Type = 14 // the sender is leaving cleanly; empty payload, no reply
+
+	maxType = TypeBye // the highest known type; raise when appending
+)
+
+var typeNames = [...]string{
+	TypePing:       "Ping",
+	TypePong:       "Pong",
+	TypePutChunks:  "PutChunks",
+	TypePutResult:  "PutResult",
+	TypeGetChunks:  "GetChunks",
+	TypeGetResult:  "GetResult",
+	TypeHasChunks:  "HasChunks",
+	TypeHasResult:  "HasResult",
+	TypePull:       "Pull",
+	TypeRecords:    "Records",
+	TypePush:       "Push",
+	TypePushResult: "PushResult",
+	TypeError:      "Error",
+	TypeBye:        "Bye",
+}
+
+func (t Type) known() bool { return t >= TypePing && t <= maxType }
+
+// String returns the frame type's name, or "Type(n)" for an unknown number.
+func (t Type) String() string {
+	if t.known() {
+		return typeNames[t]
+	}
+	return "Type(" + strconv.Itoa(int(t)) + ")"
+}
+
+// IsResponse reports whether frames of type t answer a request: their
+// request ID is that of the request they answer. Bye is neither a request
+// nor a response.
+func (t Type) IsResponse() bool {
+	switch t {
+	case TypePong, TypePutResult, TypeGetResult, TypeHasResult, TypeRecords, TypePushResult, TypeError:
+		return true
+	}
+	return false
+}
+
+// emptyPayload reports whether frames of type t must have an empty payload.
+func (t Type) emptyPayload() bool {
+	return t == TypePing || t == TypePong || t == TypeBye
+}
+
+// Limits. Every count and length read off the wire is checked against these
+// (and against the bytes actually present) before anything is allocated.
+const (
+	// HeaderSize is the size of the fixed frame header: length u32,
+	// type u8, request ID u64.
+	HeaderSize = 4 + 1 + 8
+	// MaxPayload bounds the payload of any frame.
+	MaxPayload = 4 << 20
+	// MaxChunksPerFrame bounds the count of PutChunks, GetChunks,
+	// HasChunks, GetResult, PutResult and HasResult.
+	MaxChunksPerFrame = 4096
+	// MaxChunkData bounds the data of one chunk in PutChunks and
+	// GetResult.
+	MaxChunkData = 8192
+	// MaxVVEntries bounds the version vector of a Pull.
+	MaxVVEntries = 4096
+	// MaxRecordBytes bounds one record in Records and Push.
+	MaxRecordBytes = 1 << 20
+	// MaxRecordsPerFrame bounds the count of Records, Push and
+	// PushResult.
+	MaxRecordsPerFrame = 65536
+	// MaxErrorMsg bounds the message of an Error frame; AppendError
+	// truncates longer messages.
+	MaxErrorMsg = 1024
+)
+
+// Chunk status codes, one per item in PutResult, GetResult and HasResult.
+// Codes are append-only; a receiver treats any non-zero code as a failure of
+// that item.
+const (
+	StatusOK         byte = 0 // done / here is the data / I have it
+	StatusNotFound   byte = 1 // no such chunk here
+	StatusBadHash    byte = 2 // the data does not hash to the given hash
+	StatusTooLarge   byte = 3 // the data exceeds the chunk size limit
+	StatusStoreError byte = 4 // the local store failed
+)
+
+// Error frame codes. Codes are append-only.
+const (
+	CodeInternal    uint16 = 1 // the responder failed; the request may be retried elsewhere
+	CodeBadRequest  uint16 = 2 // the request was malformed or out of limits
+	CodeUnsupported uint16 = 3 // the responder does not serve this request type
+)
+
+// Frame is one decoded frame.
+type Frame struct {
+	Type  Type
+	ReqID uint64
+	// Payload aliases the Reader's buffer: it is valid only until the next
+	// call of Next. Decode functions return slices that alias it too.
+	Payload []byte
+}
+
+// Reader reads frames from a stream. It keeps one payload buffer, reused
+// across frames and grown only when a larger frame arrives. A Reader is not
+// safe for concurrent use: one goroutine per connection reads.
+//
+// The Reader issues two reads per frame (header, payload); give it a
+// bufio.Reader when it reads a net.Conn.
+type Reader struct {
+	r   io.Reader
+	max int
+	hdr [HeaderSize]byte
+	buf []byte
+	err error
+}
+
+// NewReader returns a Reader of frames from r whose payloads are at most
+// maxPayload bytes. maxPayload <= 0 or above MaxPayload means MaxPayload.
+func NewReader(r io.Reader, maxPayload int) *Reader {
+	if maxPayload <= 0 || maxPayload > MaxPayload {
+		maxPayload = MaxPayload
+	}
+	return &Reader{r: r, max: maxPayload}
+}
+
+// Next reads the next frame. Its Payload is valid until the next call.
+//
+// It returns io.EOF, unwrapped, when the stream ends cleanly between frames.
+// Any other error is final: the stream is out of step, Next returns the same
+// error again, and the connection must be closed. Errors wrap
+// ErrFrameTooLarge (length above the limit; nothing is allocated or read
+// past the header), ErrBadFrame (length below the header size, or a payload
+// where the type has none), ErrUnknownType, or the underlying reader's error
+// (io.ErrUnexpectedEOF when the stream ends inside a frame).
+func (r *Reader) Next() (Frame, error) {
+	if r.err != nil {
+		return Frame{}, r.err
+	}
+	f, err := r.next()
+	if err != nil {
+		r.err = err
+		return Frame{}, err
+	}
+	return f, nil
+}
+
+func (r *Reader) next() (Frame, error) {
+	if _, err := io.ReadFull(r.r, r.hdr[:]); err != nil {
+		if err == io.EOF {
+			return Frame{}, io.EOF
+		}
+		return Frame{}, fmt.Errorf("wire: reading frame header: %w", err)
+	}
+	length := binary.BigEndian.Uint32(r.hdr[0:4])
+	t := Type(r.hdr[4])
+	id := binary.BigEndian.Uint64(r.hdr[5:13])
+	if length < HeaderSize-4 {
+		return Frame{}, fmt.Errorf("wire: frame length %d below the minimum %d: %w", length, HeaderSize-4, ErrBadFrame)
+	}
+	n := uint64(length) - (HeaderSize - 4)
+	if n > uint64(r.max) {
+		return Frame{}, fmt.Errorf("wire: %v frame payload of %d bytes exceeds the %d-byte limit: %w", t, n, r.max, ErrFrameTooLarge)
+	}
+	if !t.known() {
+		return Frame{}, fmt.Errorf("wire: frame type %d (request %d): %w", uint8(t), id, ErrUnknownType)
+	}
+	if n > 0 && t.emptyPayload() {
+		return Frame{}, fmt.Errorf("wire: %v frame with a %d-byte payload, want none: %w", t, n, ErrBadFrame)
+	}
+	if uint64(cap(r.buf)) < n {
+		// Grow at least geometrically so a slowly rising size does not
+		// reallocate on every frame, but never past the limit.
+		c := max(int(n), 2*cap(r.buf))
+		r.buf = make([]byte, min(c, r.max))
+	}
+	p := r.buf[:n]
+	if _, err := io.ReadFull(r.r, p); err != nil {
+		return Frame{}, fmt.Errorf("wire: reading %v frame payload of %d bytes: %w", t, n, noEOF(err))
+	}
+	return Frame{Type: t, ReqID: id, Payload: p}, nil
+}
