@@ -18,8 +18,9 @@ func verify(h index.Hash, data []byte) bool {
 	return sha256.Sum256(data) == [32]byte(h)
 }
 
-// getFrameHashes bounds the hashes asked of one peer in one frame.
-const getFrameHashes = 1024
+// getFrameHashes bounds the hashes asked of one peer in one frame, so that
+// the reply fits a frame even if every chunk is a full tree node.
+const getFrameHashes = wire.MaxPayload / (wire.MaxChunkData + 8)
 
 // Fetch returns the verified bytes of each chunk in hashes, in order: from
 // the memory cache, the local store, or the live peers in placement order,

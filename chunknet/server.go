@@ -4,8 +4,8 @@ import (
 	"errors"
 	"io"
 	"net"
-	"syscall"
 	"sort"
+	"syscall"
 
 	"github.com/oashare/oashare/chunknet/wire"
 	"github.com/oashare/oashare/index"
@@ -104,8 +104,15 @@ func (sc *serverConn) handle(f wire.Frame) (reply []byte, bad error) {
 			return nil, err
 		}
 		items := make([]wire.GetItem, len(hashes))
+		size := 4
 		for i, h := range hashes {
+			if size+5+index.MaxChunkData > wire.MaxPayload {
+				// The reply is full: the asker tries these elsewhere.
+				items[i].Status = wire.StatusTooLarge
+				continue
+			}
 			data, ok, err := n.db.GetChunk(h, nil)
+			size += 1 + 4 + len(data)
 			switch {
 			case err != nil:
 				n.log.Error("reading chunk", "chunk", h.Short(), "err", err)

@@ -23,7 +23,13 @@ import (
 // Apply accepts only the next sequence number of each origin, so the log
 // and version vector stay contiguous however the two paths interleave.
 
-const pushBatch = 256
+// A push frame carries at most pushBatch records and, beyond the first
+// record, about pushBatchBytes; records are at most 1 MiB each, so a frame
+// stays under wire.MaxPayload.
+const (
+	pushBatch      = 256
+	pushBatchBytes = 1 << 20
+)
 
 // Publish commits a local namespace change and sends it to every live
 // peer. It returns once the change is durable in the local index; peers
@@ -58,11 +64,13 @@ func (n *Node) pushLoop(ctx context.Context, p *peer) {
 		case r := <-p.pushq:
 			batch = append(batch, r)
 		}
+		size := len(batch[0])
 	fill:
-		for len(batch) < pushBatch {
+		for len(batch) < pushBatch && size < pushBatchBytes {
 			select {
 			case r := <-p.pushq:
 				batch = append(batch, r)
+				size += len(r)
 			default:
 				break fill
 			}

@@ -36,6 +36,7 @@ type mountFlags struct {
 	logLevel string
 	fuseLog  bool
 	cacheMB  int
+	pprof    string
 }
 
 func newMountCmd() *cobra.Command {
@@ -70,6 +71,7 @@ cleaned up first.`,
 	fl.StringVar(&f.network, "network", "default", "network name; nodes only join peers of the same network")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.IntVar(&f.cacheMB, "cache-mb", 64, "MiB of verified chunks kept in memory for reads (0 = none: every read asks the peers)")
+	fl.StringVar(&f.pprof, "pprof", "", "serve Go profiles (net/http/pprof) on this HOST:PORT, e.g. 127.0.0.1:6060; off by default")
 	fl.BoolVar(&f.fuseLog, "debug-fuse", false, "log every FUSE request (very verbose)")
 	return cmd
 }
@@ -267,6 +269,7 @@ func runMount(ctx context.Context, mountpoint string, f mountFlags) error {
 	defer ctl.Close()
 
 	dctx, stopDiscovery := context.WithCancel(context.Background())
+	defer stopDiscovery()
 	discDone := make(chan struct{})
 	var ds discovery.Multi
 	if len(f.peers) > 0 {
@@ -291,6 +294,12 @@ func runMount(ctx context.Context, mountpoint string, f mountFlags) error {
 		}
 	}()
 
+	if f.pprof != "" {
+		if err := servePprof(f.pprof, log); err != nil {
+			unmount(server, mnt, log)
+			return err
+		}
+	}
 	log.Info("ready", "mountpoint", mnt, "listen", node.Addr(), "network", f.network, "replicas", f.replicas, "data", dataDir, "mdns", !f.noMDNS)
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
