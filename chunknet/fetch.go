@@ -28,51 +28,142 @@ const getFrameHashes = wire.MaxPayload / (wire.MaxChunkData + 8)
 // only if no source serves a chunk correctly; it never returns bad bytes.
 // The returned slices are shared with the cache: callers must not modify
 // them.
+//
+// A chunk another Fetch is already getting (read-ahead racing the read it
+// runs ahead of) is waited for, not fetched twice.
 func (n *Node) Fetch(ctx context.Context, hashes []index.Hash) ([][]byte, error) {
 	out := make([][]byte, len(hashes))
-	missing := make(map[index.Hash][]int)
+	want := make(map[index.Hash][]int)
 	for i, h := range hashes {
 		if d, ok := n.cache.get(h); ok {
 			out[i] = d
 			continue
 		}
-		if idx, ok := missing[h]; ok {
-			missing[h] = append(idx, i)
-			continue
-		}
-		d, ok, err := n.db.GetChunk(h, nil)
-		if err != nil {
-			n.log.Error("reading local chunk", "chunk", h.Short(), "err", err)
-		}
-		if ok && err == nil {
-			if verify(h, d) {
-				n.cache.add(h, d)
-				out[i] = d
-				continue
-			}
-			n.log.Error("local chunk is corrupt; fetching a replica", "chunk", h.Short())
-		}
-		missing[h] = append(missing[h], i)
+		want[h] = append(want[h], i)
 	}
-	if len(missing) == 0 {
+	if len(want) == 0 {
 		return out, nil
 	}
-	got, err := n.fetchRemote(ctx, missing)
-	for h, d := range got {
-		for _, i := range missing[h] {
-			out[i] = d
+	// Claim the chunks nobody is fetching; note the others' flights.
+	mine := make([]index.Hash, 0, len(want))
+	var waits []chan struct{}
+	var theirs []index.Hash
+	done := make(chan struct{})
+	n.flightMu.Lock()
+	for h := range want {
+		if ch, ok := n.flight[h]; ok {
+			waits = append(waits, ch)
+			theirs = append(theirs, h)
+			continue
 		}
+		n.flight[h] = done
+		mine = append(mine, h)
 	}
+	n.flightMu.Unlock()
+	got, err := n.fetchOwn(ctx, mine)
+	n.flightMu.Lock()
+	for _, h := range mine {
+		delete(n.flight, h)
+	}
+	n.flightMu.Unlock()
+	close(done)
 	if err != nil {
 		return nil, err
 	}
+	for _, ch := range waits {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	// What the other flights got is in the cache, unless it was evicted or
+	// the flight failed: fetch those ourselves.
+	var again []index.Hash
+	for _, h := range theirs {
+		if d, ok := n.cache.get(h); ok {
+			got[h] = d
+		} else {
+			again = append(again, h)
+		}
+	}
+	if len(again) > 0 {
+		more, err := n.fetchOwn(ctx, again)
+		if err != nil {
+			return nil, err
+		}
+		for h, d := range more {
+			got[h] = d
+		}
+	}
+	for h, idx := range want {
+		for _, i := range idx {
+			out[i] = got[h]
+		}
+	}
 	return out, nil
+}
+
+// localWorkers is how many goroutines read the local store at once for
+// one Fetch: the store's reads are random (chunks are keyed by hash), and
+// several in flight keep the disk busy.
+const localWorkers = 8
+
+// fetchOwn gets hashes from the local store, then from peers.
+func (n *Node) fetchOwn(ctx context.Context, hashes []index.Hash) (map[index.Hash][]byte, error) {
+	got := make(map[index.Hash][]byte, len(hashes))
+	if len(hashes) == 0 {
+		return got, nil
+	}
+	local := make([][]byte, len(hashes))
+	workers := min(localWorkers, (len(hashes)+31)/32)
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < len(hashes); i += workers {
+				h := hashes[i]
+				d, ok, err := n.db.GetChunk(h, nil)
+				if err != nil {
+					n.log.Error("reading local chunk", "chunk", h.Short(), "err", err)
+					continue
+				}
+				if !ok {
+					continue
+				}
+				if !verify(h, d) {
+					n.log.Error("local chunk is corrupt; fetching a replica", "chunk", h.Short())
+					continue
+				}
+				local[i] = d
+			}
+		}()
+	}
+	wg.Wait()
+	missing := make(map[index.Hash]bool)
+	for i, h := range hashes {
+		if local[i] != nil {
+			n.cache.add(h, local[i])
+			got[h] = local[i]
+		} else {
+			missing[h] = true
+		}
+	}
+	if len(missing) == 0 {
+		return got, nil
+	}
+	remote, err := n.fetchRemote(ctx, missing)
+	for h, d := range remote {
+		got[h] = d
+	}
+	return got, err
 }
 
 // fetchRemote asks live peers for the chunks in want, round by round: in
 // round k each chunk goes to its k-th best live holder, all peers of a
 // round in parallel, each in batched frames.
-func (n *Node) fetchRemote(ctx context.Context, want map[index.Hash][]int) (map[index.Hash][]byte, error) {
+func (n *Node) fetchRemote(ctx context.Context, want map[index.Hash]bool) (map[index.Hash][]byte, error) {
 	ids, peers := n.members()
 	others := make([]index.NodeID, 0, len(ids))
 	for _, id := range ids {

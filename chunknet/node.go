@@ -56,6 +56,9 @@ type Node struct {
 	closed  bool
 
 	cache *cache
+
+	flightMu sync.Mutex
+	flight   map[index.Hash]chan struct{} // chunks being fetched, closed when done
 }
 
 type dialer struct {
@@ -121,6 +124,7 @@ func New(cfg Config) (*Node, error) {
 		dialers: make(map[string]*dialer),
 		inbound: make(map[*serverConn]struct{}),
 		cache:   newCache(cfg.CacheBytes),
+		flight:  make(map[index.Hash]chan struct{}),
 	}
 	n.wg.Add(1)
 	go n.acceptLoop()
@@ -157,6 +161,10 @@ func (n *Node) Go(f func(ctx context.Context)) bool {
 	}()
 	return true
 }
+
+// Caching reports whether fetched chunks are kept in memory (read-ahead
+// is pointless otherwise).
+func (n *Node) Caching() bool { return n.cache.max > 0 }
 
 // DB returns the node's index.
 func (n *Node) DB() *index.DB { return n.db }

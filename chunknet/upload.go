@@ -18,6 +18,9 @@ const (
 	// uploadWindow bounds the batches in flight per Uploader: Put blocks
 	// beyond it, which bounds memory whatever the file size.
 	uploadWindow = 32
+	// seenMax bounds the set of chunks an Uploader remembers having queued,
+	// so repeated chunks (runs of zeros, say) are sent once: 2 MiB at most.
+	seenMax = 1 << 15
 )
 
 // Uploader stores a stream of chunks on their replicas: chunks are
@@ -60,8 +63,8 @@ func (u *Uploader) Put(ctx context.Context, h index.Hash, data []byte) error {
 		return nil
 	}
 	u.seen[h] = true
-	if len(u.seen) > 1<<20 { // bound memory on huge files; duplicates only cost bandwidth
-		u.seen = make(map[index.Hash]bool)
+	if len(u.seen) >= seenMax { // bound memory on huge files; a duplicate only costs bandwidth
+		clear(u.seen)
 	}
 	if u.arena == nil {
 		u.arena = make([]byte, 0, uploadBatchBytes+index.MaxChunkData)

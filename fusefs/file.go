@@ -166,6 +166,9 @@ func (f *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 // readAhead starts fetching the chunks after a sequential read into the
 // node's cache, so the next reads find them there.
 func (f *fileNode) readAhead(h *handle, v tree.Version, off int64, n int) {
+	if !f.fsys.node.Caching() {
+		return
+	}
 	h.mu.Lock()
 	sequential := off == h.next || off == 0
 	h.next = off + int64(n)
