@@ -128,8 +128,6 @@ func (db *DB) writeChunks(chunks []*Chunk, isNew func(k int)) error {
 	}
 	defer it.Close()
 
-	b := db.pdb.NewBatch()
-	defer b.Close()
 	var added, newBytes int64
 	var written []int
 	key := make([]byte, 1+len(Hash{}))
@@ -143,9 +141,6 @@ func (db *DB) writeChunks(chunks []*Chunk, isNew func(k int)) error {
 		if it.SeekPrefixGE(key) && bytes.Equal(it.Key(), key) {
 			continue // already stored
 		}
-		if err := b.Set(key, c.Data, nil); err != nil {
-			return err
-		}
 		written = append(written, i)
 		added++
 		newBytes += int64(len(c.Data))
@@ -155,6 +150,27 @@ func (db *DB) writeChunks(chunks []*Chunk, isNew func(k int)) error {
 	}
 	if added == 0 {
 		return nil
+	}
+	// The bytes go to the chunk log first (synced), then their locations
+	// to Pebble: an index entry never points at bytes not on disk. Writing
+	// in arrival order (not hash order) keeps a file's chunks together.
+	slices.Sort(written)
+	datas := make([][]byte, len(written))
+	for k, i := range written {
+		datas[k] = chunks[i].Data
+	}
+	locs, err := db.chunks.append(datas)
+	if err != nil {
+		return err
+	}
+	b := db.pdb.NewBatch()
+	defer b.Close()
+	val := make([]byte, 0, locSize)
+	for k, i := range written {
+		copy(key[1:], chunks[i].Hash[:])
+		if err := b.Set(key, locs[k].encode(val[:0]), nil); err != nil {
+			return err
+		}
 	}
 	count := db.chunkCount.Load() + added
 	total := db.chunkBytes.Load() + newBytes
@@ -189,8 +205,15 @@ func (db *DB) GetChunk(h Hash, buf []byte) (data []byte, ok bool, err error) {
 	if err != nil {
 		return buf[:0], false, fmt.Errorf("index: get chunk %s: %w", h.Short(), err)
 	}
-	data = append(buf[:0], v...)
+	loc, err := decodeLocation(v)
 	c.Close()
+	if err != nil {
+		return buf[:0], false, fmt.Errorf("index: get chunk %s: %w", h.Short(), err)
+	}
+	data, err = db.chunks.read(loc, buf)
+	if err != nil {
+		return data, false, err
+	}
 	return data, true, nil
 }
 

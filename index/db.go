@@ -43,6 +43,7 @@ const blockCacheSize = 64 << 20
 // it holds and its locking rules.
 type DB struct {
 	pdb     *pebble.DB
+	chunks  *chunkLog
 	log     *slog.Logger
 	self    NodeID
 	onApply func(*Record)
@@ -119,7 +120,13 @@ func Open(dir string, opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("index: open %s: %w", dir, err)
 	}
+	chunks, err := openChunkLog(fs, dir)
+	if err != nil {
+		pdb.Close()
+		return nil, err
+	}
 	db := &DB{
+		chunks:  chunks,
 		pdb:     pdb,
 		log:     log,
 		onApply: opts.OnApply,
@@ -128,6 +135,7 @@ func Open(dir string, opts Options) (*DB, error) {
 	}
 	if err := db.load(); err != nil {
 		pdb.Close()
+		chunks.close()
 		return nil, fmt.Errorf("index: open %s: %w", dir, err)
 	}
 	log.Debug("opened", "dir", dir, "node", db.self.Short(),
@@ -211,10 +219,21 @@ func (db *DB) Close() error {
 	if db.closed.Swap(true) {
 		return ErrClosed
 	}
-	if err := db.pdb.Close(); err != nil {
+	err := db.pdb.Close()
+	if cerr := db.chunks.close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return fmt.Errorf("index: close: %w", err)
 	}
 	return nil
+}
+
+// DiskUsage reports the bytes this index takes on disk: the chunk log
+// segments and Pebble's files.
+func (db *DB) DiskUsage() (chunkLog, pebbleFiles int64) {
+	m := db.pdb.Metrics()
+	return db.chunks.diskBytes(), int64(m.DiskSpaceUsage())
 }
 
 // NodeID returns this node's ID.

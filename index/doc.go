@@ -43,7 +43,7 @@
 // All integers are big endian, so Pebble's bytewise key order is numeric
 // order. A key starts with a one-byte prefix:
 //
-//	"c" hash[32]                    → chunk bytes (≤ MaxChunkData)
+//	"c" hash[32]                    → chunk location: segment[4] offset[8] length[2]
 //	"i" id[8]                       → inode value
 //	"d" parent[8] name              → dirent value
 //	"l" origin[16] seq[8]           → record (EncodeRecord bytes)
@@ -53,6 +53,11 @@
 //	    "m/hlc"                     → last HLC value used or seen[8]
 //	    "m/chunk-count"             → number of chunks in the store[8]
 //	    "m/chunk-bytes"             → total bytes of those chunks[8]
+//
+// Chunk bytes are not in Pebble: they are appended, in arrival order, to
+// segment files <dir>/chunks/NNNNNNNN.seg (raw bytes, nothing else), and the
+// "c" key says where (see chunklog.go). A segment is synced before the batch
+// holding its locations commits, so every location points at durable bytes.
 //
 // Names in dirent keys are raw bytes (no '/' or NUL), so ReadDir returns a
 // directory in bytewise name order.
