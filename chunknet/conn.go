@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/oashare/oashare/chunknet/wire"
@@ -125,6 +126,8 @@ type clientConn struct {
 	addr string
 	w    frameWriter
 
+	lastRecv atomic.Int64 // unix nanoseconds of the last frame received
+
 	mu      sync.Mutex
 	nextID  uint64
 	pending map[uint64]chan response
@@ -133,7 +136,7 @@ type clientConn struct {
 }
 
 func newClientConn(conn net.Conn, peer wire.Hello, addr string) *clientConn {
-	return &clientConn{
+	c := &clientConn{
 		peer:    peer,
 		addr:    addr,
 		w:       frameWriter{conn: conn},
@@ -141,6 +144,13 @@ func newClientConn(conn net.Conn, peer wire.Hello, addr string) *clientConn {
 		pending: make(map[uint64]chan response),
 		done:    make(chan struct{}),
 	}
+	c.lastRecv.Store(time.Now().UnixNano())
+	return c
+}
+
+// silentFor reports how long nothing has arrived on the connection.
+func (c *clientConn) silentFor() time.Duration {
+	return time.Duration(time.Now().UnixNano() - c.lastRecv.Load())
 }
 
 func (c *clientConn) close(err error) {
@@ -175,6 +185,7 @@ func (c *clientConn) readLoop(maxPayload int) {
 			c.close(fmt.Errorf("%w: %v", ErrClosed, err))
 			return
 		}
+		c.lastRecv.Store(time.Now().UnixNano())
 		if f.Type == wire.TypeBye {
 			c.close(ErrPeerLeft)
 			return

@@ -164,6 +164,16 @@ func (n *Node) fetchOwn(ctx context.Context, hashes []index.Hash) (map[index.Has
 // round k each chunk goes to its k-th best live holder, all peers of a
 // round in parallel, each in batched frames.
 func (n *Node) fetchRemote(ctx context.Context, want map[index.Hash]bool) (map[index.Hash][]byte, error) {
+	got := make(map[index.Hash][]byte, len(want))
+	err := n.retry(ctx, func() error {
+		return n.fetchRound(ctx, want, got)
+	})
+	return got, err
+}
+
+// fetchRound tries every chunk of want not yet in got on the live peers,
+// best-ranked first, and adds what it gets to got.
+func (n *Node) fetchRound(ctx context.Context, want map[index.Hash]bool, got map[index.Hash][]byte) error {
 	ids, peers := n.members()
 	others := make([]index.NodeID, 0, len(ids))
 	for _, id := range ids {
@@ -171,12 +181,13 @@ func (n *Node) fetchRemote(ctx context.Context, want map[index.Hash]bool) (map[i
 			others = append(others, id)
 		}
 	}
-	got := make(map[index.Hash][]byte, len(want))
 	var mu sync.Mutex
 	r := newRanker(others)
 	remaining := make([]index.Hash, 0, len(want))
 	for h := range want {
-		remaining = append(remaining, h)
+		if _, ok := got[h]; !ok {
+			remaining = append(remaining, h)
+		}
 	}
 	for round := 0; round < len(others) && len(remaining) > 0; round++ {
 		byPeer := make(map[index.NodeID][]index.Hash)
@@ -210,7 +221,7 @@ func (n *Node) fetchRemote(ctx context.Context, want map[index.Hash]bool) (map[i
 		}
 		wg.Wait()
 		if err := ctx.Err(); err != nil {
-			return got, err
+			return err
 		}
 		next := remaining[:0]
 		for _, h := range remaining {
@@ -221,9 +232,9 @@ func (n *Node) fetchRemote(ctx context.Context, want map[index.Hash]bool) (map[i
 		remaining = next
 	}
 	if len(remaining) > 0 {
-		return got, fmt.Errorf("%w: %d chunks (first %s) not served correctly by any of %d live peers", ErrUnavailable, len(remaining), remaining[0].Short(), len(others))
+		return fmt.Errorf("%w: %d chunks (first %s) not served correctly by any of %d live peers", ErrUnavailable, len(remaining), remaining[0].Short(), len(others))
 	}
-	return got, nil
+	return nil
 }
 
 // getFrom fetches hashes from one peer and returns the ones it served

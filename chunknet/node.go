@@ -30,7 +30,11 @@ type Config struct {
 	PingInterval time.Duration // 0 = 1s
 	DeadAfter    time.Duration // a peer silent this long is dropped; 0 = 5s
 	PullInterval time.Duration // anti-entropy period; 0 = 1s
-	CacheBytes   int           // verified chunks kept in memory; 0 = 64 MiB
+	CacheBytes   int           // verified chunks kept in memory; 0 = 32 MiB, < 0 = none
+	// RetryFor is how long a fetch or an upload keeps retrying chunks no
+	// live peer could serve or store (peers restarting, a stalled link)
+	// before it fails; 0 = 10s, < 0 = no retry.
+	RetryFor time.Duration
 }
 
 // Node is one oashare peer on the network: it serves chunks and namespace
@@ -98,8 +102,11 @@ func New(cfg Config) (*Node, error) {
 	if cfg.PullInterval <= 0 {
 		cfg.PullInterval = time.Second
 	}
+	if cfg.RetryFor == 0 {
+		cfg.RetryFor = 10 * time.Second
+	}
 	if cfg.CacheBytes == 0 {
-		cfg.CacheBytes = 64 << 20
+		cfg.CacheBytes = 32 << 20
 	}
 	ln, err := cfg.Transport.Listen(cfg.Listen)
 	if err != nil {
@@ -409,7 +416,9 @@ func (n *Node) pingLoop(ctx context.Context, p *peer) {
 		if err == nil {
 			err = expect(typ, wire.TypePong)
 		}
-		if err != nil {
+		// A ping can wait behind a busy peer's other replies; the peer is
+		// dead only if nothing at all arrived for DeadAfter.
+		if err != nil && (!errors.Is(err, context.DeadlineExceeded) || p.cc.silentFor() >= n.cfg.DeadAfter) {
 			p.cc.close(fmt.Errorf("%w: ping: %v", ErrClosed, err))
 			return
 		}
@@ -465,4 +474,22 @@ func (n *Node) serveConn(conn net.Conn) {
 	n.mu.Lock()
 	delete(n.inbound, sc)
 	n.mu.Unlock()
+}
+
+// retry runs attempt until it succeeds, ctx ends, or RetryFor has passed
+// since the first failure, pausing with backoff in between. It returns the
+// last attempt's error.
+func (n *Node) retry(ctx context.Context, attempt func() error) error {
+	deadline := time.Now().Add(n.cfg.RetryFor)
+	backoff := 100 * time.Millisecond
+	for {
+		err := attempt()
+		if err == nil || ctx.Err() != nil || n.cfg.RetryFor < 0 || time.Now().After(deadline) {
+			return err
+		}
+		if !sleepCtx(ctx, backoff) {
+			return err
+		}
+		backoff = min(2*backoff, time.Second)
+	}
 }

@@ -127,30 +127,75 @@ func (u *Uploader) Wait() error {
 
 // replicate stores one batch on min(replicas, live nodes) distinct nodes
 // per chunk: first on each chunk's best-ranked nodes, then, for whatever a
-// node failed to store, on the next-ranked ones, and as a last resort on
-// this node, so that data that cannot be replicated stays here.
+// node failed to store, on the next-ranked ones. Chunks still short are
+// retried with the then-live nodes for Config.RetryFor; if they stay short,
+// they are stored on this node so that nothing written is lost, and the
+// error says so.
 func (n *Node) replicate(ctx context.Context, batch []index.Chunk) error {
-	ids, peers := n.members()
-	need := min(n.cfg.Replicas, len(ids))
+	holders := make([][]index.NodeID, len(batch)) // per chunk: nodes that stored it
+	var lastErr error
+	short := 0
+	err := n.retry(ctx, func() error {
+		ids, peers := n.members()
+		need := min(n.cfg.Replicas, len(ids))
+		if err := n.replicatePass(ctx, batch, holders, ids, peers, need); err != nil {
+			lastErr = err
+		}
+		short = 0
+		for i := range batch {
+			if len(holders[i]) < need {
+				short++
+			}
+		}
+		if short > 0 {
+			return fmt.Errorf("%w: %d of %d chunks reached fewer than %d nodes (last error: %v)", ErrNotDurable, short, len(batch), need, lastErr)
+		}
+		return nil
+	})
+	if err == nil {
+		return nil
+	}
+	// Keep the bytes here so nothing written is lost, then report.
+	if _, perr := n.db.PutChunks(batch); perr != nil {
+		n.log.Error("storing unreplicated chunks locally", "err", perr)
+	}
+	return err
+}
+
+// replicatePass offers each chunk short of need holders to its best-ranked
+// nodes among ids that do not hold it yet, in waves: each wave sends every
+// node one frame of the chunks it is offered, in parallel.
+func (n *Node) replicatePass(ctx context.Context, batch []index.Chunk, holders [][]index.NodeID, ids []index.NodeID, peers map[index.NodeID]*peer, need int) error {
 	r := newRanker(ids)
 	ranks := make([][]int, len(batch)) // per chunk: nodes to try, best first
-	held := make([]int, len(batch))    // per chunk: nodes that stored it
 	tried := make([]int, len(batch))   // per chunk: how many of ranks tried
 	for i, c := range batch {
 		ranks[i] = append([]int(nil), r.top(c.Hash, len(ids))...)
 	}
+	has := func(i int, id index.NodeID) bool {
+		for _, h := range holders[i] {
+			if h == id {
+				return true
+			}
+		}
+		return false
+	}
 	var lastErr error
-	for attempt := 0; ; attempt++ {
+	for {
 		byNode := make(map[int][]int) // node index → chunk indexes
 		for i := range batch {
-			for want := need - held[i]; want > 0 && tried[i] < len(ranks[i]); want-- {
+			for want := need - len(holders[i]); want > 0 && tried[i] < len(ranks[i]); {
 				node := ranks[i][tried[i]]
 				tried[i]++
+				if has(i, ids[node]) {
+					continue
+				}
 				byNode[node] = append(byNode[node], i)
+				want--
 			}
 		}
 		if len(byNode) == 0 {
-			break
+			return lastErr
 		}
 		var mu sync.Mutex
 		var wg sync.WaitGroup
@@ -170,7 +215,7 @@ func (n *Node) replicate(ctx context.Context, batch []index.Chunk) error {
 				}
 				for k, i := range idx {
 					if ok[k] {
-						held[i]++
+						holders[i] = append(holders[i], ids[node])
 					}
 				}
 			}()
@@ -180,20 +225,6 @@ func (n *Node) replicate(ctx context.Context, batch []index.Chunk) error {
 			return err
 		}
 	}
-	short := 0
-	for i := range batch {
-		if held[i] < need {
-			short++
-		}
-	}
-	if short == 0 {
-		return nil
-	}
-	// Keep the bytes here so nothing written is lost, then report.
-	if _, err := n.db.PutChunks(batch); err != nil {
-		n.log.Error("storing unreplicated chunks locally", "err", err)
-	}
-	return fmt.Errorf("%w: %d of %d chunks reached fewer than %d nodes (last error: %v)", ErrNotDurable, short, len(batch), need, lastErr)
 }
 
 // putOn stores chunks on one node (this one or a peer) and reports which
