@@ -37,7 +37,7 @@ var ErrCorrupt = errors.New("index: corrupt data")
 
 // blockCacheSize is the Pebble block cache: room for the hot part of the
 // namespace and of recently read chunks.
-const blockCacheSize = 64 << 20
+const blockCacheSize = 32 << 20
 
 // DB is the local index of one node. See the package documentation for what
 // it holds and its locking rules.

@@ -6,11 +6,21 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 
 	"github.com/spf13/cobra"
 )
 
+// defaultMemLimit is the Go heap's soft limit unless GOMEMLIMIT says
+// otherwise: the node's own structures are bounded (chunk cache, upload
+// window, request concurrency), so a limit keeps garbage from doubling the
+// resident size between collections.
+const defaultMemLimit = 160 << 20
+
 func main() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(defaultMemLimit)
+	}
 	if err := newRootCmd().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "oashare:", err)
 		var ee exitError

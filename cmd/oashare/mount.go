@@ -70,7 +70,7 @@ cleaned up first.`,
 	fl.IntVar(&f.replicas, "replicas", 3, "copies of each chunk, on distinct peers")
 	fl.StringVar(&f.network, "network", "default", "network name; nodes only join peers of the same network")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
-	fl.IntVar(&f.cacheMB, "cache-mb", 64, "MiB of verified chunks kept in memory for reads (0 = none: every read asks the peers)")
+	fl.IntVar(&f.cacheMB, "cache-mb", 32, "MiB of verified chunks kept in memory for reads (0 = none: every read asks the peers)")
 	fl.StringVar(&f.pprof, "pprof", "", "serve Go profiles (net/http/pprof) on this HOST:PORT, e.g. 127.0.0.1:6060; off by default")
 	fl.BoolVar(&f.fuseLog, "debug-fuse", false, "log every FUSE request (very verbose)")
 	return cmd
@@ -212,7 +212,7 @@ func lockDataDir(dir string) (*os.File, error) {
 	return f, nil
 }
 
-func runMount(ctx context.Context, mountpoint string, f mountFlags) error {
+func runMount(ctx context.Context, mountpoint string, f mountFlags) (err error) {
 	level, err := parseLevel(f.logLevel)
 	if err != nil {
 		return err
@@ -232,11 +232,21 @@ func runMount(ctx context.Context, mountpoint string, f mountFlags) error {
 	if err != nil {
 		return fmt.Errorf("--data %s: %v", f.data, err)
 	}
+	created := firstMissing(dataDir)
 	lock, err := lockDataDir(dataDir)
 	if err != nil {
 		return err
 	}
 	defer lock.Close()
+	if created != "" {
+		// A mount that fails before it serves (port taken, FUSE error)
+		// leaves no data directory behind, nor a node identity in it.
+		defer func() {
+			if err != nil {
+				os.RemoveAll(created)
+			}
+		}()
+	}
 
 	db, err := index.Open(filepath.Join(dataDir, indexDirName), index.Options{Logger: log})
 	if err != nil {
@@ -319,6 +329,22 @@ func runMount(ctx context.Context, mountpoint string, f mountFlags) error {
 		unmount(server, mnt, log)
 	}
 	return nil
+}
+
+// firstMissing returns the outermost directory on the path to dir that
+// does not exist yet (dir itself or one of its parents), or "" if dir
+// exists.
+func firstMissing(dir string) string {
+	missing := ""
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); !errors.Is(err, os.ErrNotExist) {
+			return missing
+		}
+		missing = d
+		if filepath.Dir(d) == d {
+			return missing
+		}
+	}
 }
 
 // unmount unmounts, retrying while programs still use the folder, and

@@ -103,7 +103,7 @@ The node serving the mount is found from the mount table; --data overrides it.`,
 			return w.Flush()
 		},
 	}
-	cmd.Flags().StringVar(&data, "data", defaultDataDir(), "data directory of the node to ask (default: the node serving the mount)")
+	cmd.Flags().StringVar(&data, "data", "", "data directory of the node to ask (default: the node serving the mount)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
 	return cmd
 }

@@ -109,6 +109,9 @@ func sameTree(a, b string) string {
 // killed with SIGKILL.
 func TestTestbedLAN(t *testing.T) {
 	needTestbed(t)
+	if _, err := os.Stat("/run/netns/oasbr"); err == nil {
+		t.Skip("a testbed is already up on this machine (scripts/testbed down removes it); not touching it")
+	}
 	bin := buildBinary(t)
 	dir := filepath.Join(t.TempDir(), "tb")
 	tb := &testbed{t: t, script: filepath.Join(repoRoot(t), "scripts", "testbed")}
