@@ -174,6 +174,31 @@ func TestTestbedLAN(t *testing.T) {
 	if d := sameTree(filepath.Join(src, "photos"), filepath.Join(m4, "photos")); d != "" {
 		t.Fatalf("after killing peers 1 and 2, peer 4 differs:\n%s", d)
 	}
+	// A change made while peers 1 and 2 are down (two live peers: two
+	// replicas) reaches peer 1 when it comes back: it catches up on what it
+	// missed.
+	late := make([]byte, 70000)
+	io.ReadFull(rand.Reader, late)
+	if err := os.WriteFile(filepath.Join(m4, "photos", "while-down.bin"), late, 0o600); err != nil {
+		t.Fatalf("write on peer 4 with two peers down: %v", err)
+	}
+	tb.run("start", "1")
+	m1 = tb.run("mnt", "1")
+	deadline = time.Now().Add(15 * time.Second)
+	for {
+		got, err := os.ReadFile(filepath.Join(m1, "photos", "while-down.bin"))
+		if err == nil && bytes.Equal(got, late) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("restarted peer 1 did not catch up on the file written while it was down (err %v, %d bytes)", err, len(got))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	os.WriteFile(filepath.Join(src, "photos", "while-down.bin"), late, 0o600)
+	if d := sameTree(filepath.Join(src, "photos"), filepath.Join(m1, "photos")); d != "" {
+		t.Fatalf("restarted peer 1 differs:\n%s", d)
+	}
 	// sha256sum through the mount, as a user would check.
 	out, err := exec.Command("sh", "-c", "cd '"+src+"' && find photos -type f | sort | xargs sha256sum > /tmp/oashare-sums.$$ && cd '"+m4+"' && sha256sum -c --quiet /tmp/oashare-sums.$$; rc=$?; rm -f /tmp/oashare-sums.$$; exit $rc").CombinedOutput()
 	if err != nil {
