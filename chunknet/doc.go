@@ -1,0 +1,57 @@
+// Package chunknet is the network side of an oashare node: the peer
+// protocol's connections, the table of live peers, chunk placement, chunk
+// upload and fetch, and replication of the namespace. The frame format is in
+// the wire sub-package and PROTOCOL.md; the file-level logic (cutting a
+// stream into chunks and trees) is in the tree sub-package.
+//
+// # Connections
+//
+// Every node keeps one outbound TCP connection to every peer it knows (from
+// discovery, static --peer addresses, or a peer that connected to it) and
+// serves the inbound ones. A node sends its requests only on its outbound
+// connection and answers only on inbound ones, so two nodes hold two
+// connections, one per direction, and no tie-breaking is needed. Both start
+// with the handshake (handshake in conn.go), the single place where a peer
+// is admitted: magic, protocol version, network name and node ID are
+// checked before any other byte moves. The Transport interface makes the
+// byte streams; an authenticated, encrypted transport replaces TCP there.
+//
+// # Goroutines
+//
+//   - acceptLoop: accepts inbound connections; serveConn runs one per
+//     connection (handshake, then serverConn.serve).
+//   - serverConn.serve reads request frames; each request is served by its
+//     own goroutine, at most serverConcurrency per connection.
+//   - dialLoop: one per known address; it connects, runs the peer, and
+//     redials with backoff when the connection ends.
+//   - runPeer, per live peer: the clientConn's readLoop (hands responses to
+//     waiters by request ID), pingLoop (liveness), pushLoop (namespace
+//     records in commit order) and pullLoop (anti-entropy).
+//   - Uploader batches run in goroutines bounded by uploadWindow; Node.Go
+//     runs background work such as read-ahead.
+//
+// Close sends Bye on every connection, cancels the node's context, closes
+// the listener and every connection, and waits for all of these goroutines.
+//
+// # Locking
+//
+// Node.mu guards the peer table, the dialers and the inbound set; it is
+// never held across network I/O. clientConn.mu guards the pending-request
+// map; frameWriter.mu serializes whole frames onto a connection. flightMu
+// guards the set of chunks being fetched. cache has its own mutex. All
+// exported methods of Node are safe for concurrent use; an Uploader belongs
+// to one goroutine at a time.
+//
+// # Integrity and failure
+//
+// verify (fetch.go) is the one place a chunk is checked against its hash:
+// chunks received for storage, chunks read from the local store and chunks
+// fetched from peers all pass through it, so bad bytes are never stored or
+// returned. A fetch tries each chunk's replicas in placement order and
+// retries for Config.RetryFor; a chunk no peer serves correctly is
+// ErrUnavailable, which the file system turns into EIO. An upload succeeds
+// only when each chunk is stored on min(replicas, live nodes) nodes;
+// otherwise the chunks are kept on this node and the error is
+// ErrNotDurable. A peer is dropped when its connection fails, when it says
+// Bye, or when nothing arrives from it for Config.DeadAfter.
+package chunknet
