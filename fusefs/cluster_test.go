@@ -3,12 +3,14 @@ package fusefs
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -247,6 +249,9 @@ func TestClusterNamespaceOps(t *testing.T) {
 	waitContent(t, filepath.Join(b, "d1", "y"), []byte("hJllo!!"))
 	must(os.Truncate(filepath.Join(a, "d1", "y"), 2))
 	waitContent(t, filepath.Join(b, "d1", "y"), []byte("hJ"))
+	if err := os.Link(filepath.Join(a, "d1", "y"), filepath.Join(a, "d1", "hard")); !errors.Is(err, syscall.EPERM) {
+		t.Errorf("link(2): %v, want EPERM", err)
+	}
 	if err := os.Remove(filepath.Join(a, "d1")); err == nil {
 		t.Fatal("rmdir of a non-empty directory succeeded")
 	}
@@ -258,4 +263,10 @@ func TestClusterNamespaceOps(t *testing.T) {
 		_, err := os.Stat(filepath.Join(b, "d1"))
 		return os.IsNotExist(err)
 	})
+}
+
+// mkTestDir makes a fresh directory for one test case inside a mount.
+func mkTestDir(mnt, name string) (string, error) {
+	dir := filepath.Join(mnt, name)
+	return dir, os.Mkdir(dir, 0o755)
 }

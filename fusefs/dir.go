@@ -310,3 +310,11 @@ func (d *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno
 	out.NameLen = index.MaxNameLen
 	return 0
 }
+
+var _ = (fs.NodeLinker)((*dirNode)(nil))
+
+// Link refuses hard links cleanly: a file has one name in the shared
+// namespace.
+func (d *dirNode) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	return nil, syscall.EPERM
+}
