@@ -62,9 +62,10 @@ func Rank(h index.Hash, nodes []index.NodeID) []index.NodeID {
 // ranker scores chunks against a fixed member list with the per-node seeds
 // computed once; it is what the hot paths use.
 type ranker struct {
-	ids   []index.NodeID
-	seeds []uint64
-	buf   []int
+	ids    []index.NodeID
+	seeds  []uint64
+	buf    []int
+	scores []uint64 // scores of buf's nodes; sized to the largest k asked
 }
 
 func newRanker(ids []index.NodeID) *ranker {
@@ -82,8 +83,15 @@ func (r *ranker) top(h index.Hash, k int) []int {
 		k = len(r.ids)
 	}
 	r.buf = r.buf[:0]
-	// Insertion into a small sorted prefix: k is the replica count (tiny).
-	var scores [64]uint64
+	if k <= 0 {
+		return r.buf
+	}
+	// Insertion into a small sorted prefix: k is usually the replica count
+	// (tiny), but may be the whole member list, however long.
+	if len(r.scores) < k {
+		r.scores = make([]uint64, k)
+	}
+	scores := r.scores
 	for i, seed := range r.seeds {
 		s := score(h, seed)
 		pos := len(r.buf)

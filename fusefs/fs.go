@@ -177,4 +177,3 @@ func (fsys *FS) getInode(id uint64) (index.Inode, syscall.Errno) {
 func versionOf(ino *index.Inode) tree.Version {
 	return tree.Version{Size: ino.Size, Root: ino.Root, Depth: ino.Depth}
 }
-
