@@ -79,9 +79,16 @@ func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	if err != nil {
 		return nil, d.fsys.toErrno("readdir", err)
 	}
-	entries := make([]fuse.DirEntry, len(des))
-	for i, de := range des {
-		entries[i] = fuse.DirEntry{Name: de.Name, Ino: de.Child, Mode: typeMode(de.Type)}
+	parent := d.id
+	if _, p := d.Parent(); p != nil {
+		parent = p.StableAttr().Ino
+	}
+	entries := make([]fuse.DirEntry, 0, len(des)+2)
+	entries = append(entries,
+		fuse.DirEntry{Name: ".", Ino: d.id, Mode: syscall.S_IFDIR},
+		fuse.DirEntry{Name: "..", Ino: parent, Mode: syscall.S_IFDIR})
+	for _, de := range des {
+		entries = append(entries, fuse.DirEntry{Name: de.Name, Ino: de.Child, Mode: typeMode(de.Type)})
 	}
 	return fs.NewListDirStream(entries), 0
 }
@@ -167,6 +174,29 @@ func (d *dirNode) Mkdir(ctx context.Context, name string, mode uint32, out *fuse
 }
 
 func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	// The kernel may call Create for a name it believes absent (a stale
+	// negative entry) that a peer has created since: then O_EXCL fails and
+	// a plain O_CREAT opens the existing file, as on a local disk.
+	if _, ok, err := d.fsys.db.LookupDirent(d.id, name); err != nil {
+		return nil, nil, 0, d.fsys.toErrno("create", err)
+	} else if ok {
+		if flags&syscall.O_EXCL != 0 {
+			return nil, nil, 0, syscall.EEXIST
+		}
+		child, errno := d.Lookup(ctx, name, out)
+		if errno != 0 {
+			return nil, nil, 0, errno
+		}
+		f, isFile := child.Operations().(*fileNode)
+		if !isFile {
+			return nil, nil, 0, syscall.EISDIR
+		}
+		fh, fuseFlags, errno := f.Open(ctx, flags)
+		if errno != 0 {
+			return nil, nil, 0, errno
+		}
+		return child, fh, fuseFlags, 0
+	}
 	child, errno := d.create(ctx, name, index.Inode{Type: index.TypeFile, Mode: mode & 0o7777}, out)
 	if errno != 0 {
 		return nil, nil, 0, errno

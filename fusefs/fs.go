@@ -42,6 +42,7 @@ type FS struct {
 	gid  uint32
 
 	dataDir string
+	started int64 // mount time: the root's times until it is first changed
 
 	// nsMu is held while a namespace change is checked and published, so
 	// that two local operations do not interleave their checks.
@@ -65,6 +66,7 @@ func Mount(dir string, opts Options) (*fuse.Server, error) {
 		gid:  uint32(os.Getgid()),
 
 		dataDir: opts.DataDir,
+		started: time.Now().UnixNano(),
 	}
 	if fsys.dataDir == "" {
 		fsys.dataDir = "/"
@@ -128,6 +130,9 @@ func nsToTime(ns int64) (uint64, uint32) {
 // fillAttr fills out from an inode record; size overrides the record's
 // size when the file has unpublished local changes.
 func (fsys *FS) fillAttr(ino *index.Inode, size uint64, mtimeNs int64, out *fuse.Attr) {
+	if ino.ID == index.RootID && mtimeNs == 0 {
+		mtimeNs = fsys.started
+	}
 	out.Ino = ino.ID
 	out.Mode = typeMode(ino.Type) | (ino.Mode & 0o7777)
 	out.Size = size
