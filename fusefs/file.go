@@ -200,6 +200,9 @@ func (f *fileNode) readAhead(h *handle, v tree.Version, off int64, n int) {
 // success only when every chunk is on its replicas and the version is in
 // the local index; otherwise EIO, and the changes stay here.
 func (f *fileNode) publish(ctx context.Context) syscall.Errno {
+	// close(2) cannot be retried, so an interrupt must not abandon the
+	// upload: it runs to completion (or to a real failure, EIO).
+	ctx = context.WithoutCancel(ctx)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.c == nil {
