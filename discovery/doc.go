@@ -32,7 +32,7 @@
 // announcement has been withdrawn with a goodbye: every record again, with
 // TTL 0.
 //
-// A browse session lasts at most two minutes and is then started afresh.
+// A browse session lasts MDNS.Rebrowse (30 s by default) and is then started afresh.
 // zeroconf reports each instance once per session, until that instance says
 // goodbye, so without fresh sessions a node that crashed and came back on
 // another port would never be reported again. If zeroconf stops a session on

@@ -26,7 +26,7 @@ const (
 	// instance once per browse (until it says goodbye), so a node that
 	// crashed and came back on a new port would stay unreported forever;
 	// a fresh browse re-queries and reports every live node again.
-	browseSession = 2 * time.Minute
+	browseSession = 30 * time.Second
 
 	// browseRetry is the pause before browsing again after zeroconf gave
 	// up on its own (it stops after about 15 minutes without any answer).
@@ -57,6 +57,11 @@ type MDNS struct {
 	Ifaces []string
 
 	Logger *slog.Logger // nil discards
+
+	// Rebrowse bounds one browse session (0 = 30s): a node that came back
+	// on another address is reported again at the latest when the next
+	// session starts.
+	Rebrowse time.Duration
 }
 
 // Run implements Discoverer. It announces the node, then browses until ctx
@@ -94,7 +99,7 @@ func (m MDNS) Run(ctx context.Context, emit func(Event)) error {
 
 	f := &peerFilter{self: m, zone: linkLocalZone(ifaces), log: log, emit: emit}
 	for {
-		err := browse(ctx, ifaces, f.handle)
+		err := browse(ctx, ifaces, m.rebrowse(), f.handle)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -141,12 +146,12 @@ func (m MDNS) txt() []string {
 // every entry to handle, from this goroutine. It returns nil when the
 // session ended because ctx was done or browseSession elapsed, and an
 // error when zeroconf could not start or stopped on its own.
-func browse(ctx context.Context, ifaces []net.Interface, handle func(*zeroconf.ServiceEntry)) error {
+func browse(ctx context.Context, ifaces []net.Interface, session time.Duration, handle func(*zeroconf.ServiceEntry)) error {
 	res, err := newResolver(ifaces)
 	if err != nil {
 		return err
 	}
-	sctx, cancel := context.WithTimeout(ctx, browseSession)
+	sctx, cancel := context.WithTimeout(ctx, session)
 	defer cancel()
 	entries := make(chan *zeroconf.ServiceEntry)
 	// Browse starts zeroconf's receive loop, which closes entries (and the
@@ -394,4 +399,11 @@ func ifaceNames(ifaces []net.Interface) string {
 		names[i] = ifi.Name
 	}
 	return strings.Join(names, ",")
+}
+
+func (m MDNS) rebrowse() time.Duration {
+	if m.Rebrowse > 0 {
+		return m.Rebrowse
+	}
+	return browseSession
 }

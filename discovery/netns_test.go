@@ -104,6 +104,9 @@ func helperMain(mode string) int {
 		Version: version,
 		Port:    port,
 		Logger:  slog.New(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		// Short sessions: a node that restarts on another port (below) is
+		// reported again within one session even if a stale answer hid it.
+		Rebrowse: 3 * time.Second,
 	}
 	if s := os.Getenv(helperIfaces); s != "" {
 		m.Ifaces = strings.Split(s, ",")
