@@ -10,7 +10,7 @@ RUN_FLAGS ?=
 # Packages the tests need: fuse3 (fusermount3), iproute2 (ip netns),
 # util-linux (nsenter), procps (pkill/ps in scripts).
 TEST_DEBS := fuse3 iproute2 util-linux procps
-STATICCHECK := honnef.co/go/tools/cmd/staticcheck@2025.1.1
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.6.1
 
 .PHONY: build run test test-race test-short lint fmt-check vet bench demo ci deps clean
 

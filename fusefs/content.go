@@ -252,8 +252,3 @@ func (c *content) readAt(ctx context.Context, p []byte, off uint64) (int, error)
 	}
 	return int(end - off), nil
 }
-
-// changed reports whether there is anything to publish.
-func (c *content) changed() bool {
-	return c.stream != nil || len(c.dirty) > 0 || c.size != c.base.Size || c.limit != c.base.Size
-}

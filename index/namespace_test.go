@@ -46,7 +46,8 @@ func TestCommitAndRead(t *testing.T) {
 		t.Fatal("Commit modified the caller's ops")
 	}
 	for i, op := range rec.Ops {
-		v, o := uint64(0), NodeID{}
+		var v uint64
+		var o NodeID
 		if op.Inode != nil {
 			v, o = op.Inode.Version, op.Inode.Origin
 		} else {
