@@ -68,7 +68,7 @@ func startCluster(t *testing.T, n, replicas int) []*testPeer {
 		}
 		mnt := filepath.Join(dir, "mnt")
 		os.Mkdir(mnt, 0o755)
-		srv, err := Mount(mnt, Options{Node: node, Logger: log, FsName: "oashare-test", DataDir: dir})
+		srv, err := Mount(mnt, Options{Node: node, Logger: log, FsName: "oashare-test", DataDir: dir, AllowOther: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -269,4 +269,84 @@ func TestClusterNamespaceOps(t *testing.T) {
 func mkTestDir(mnt, name string) (string, error) {
 	dir := filepath.Join(mnt, name)
 	return dir, os.Mkdir(dir, 0o755)
+}
+
+// TestClusterMetadata: ownership, mode bits, times and special files made
+// on one peer show on another, and the kernel checks permissions against
+// them for other users.
+func TestClusterMetadata(t *testing.T) {
+	peers := startCluster(t, 2, 2)
+	a, b := peers[0].mnt, peers[1].mnt
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(syscall.Mkfifo(filepath.Join(a, "fifo"), 0o640))
+	must(syscall.Mknod(filepath.Join(a, "tty"), syscall.S_IFCHR|0o600, int(mkdev(4, 1))))
+	must(os.WriteFile(filepath.Join(a, "f"), []byte("x"), 0o644))
+	must(os.Chown(filepath.Join(a, "f"), 1000, 1001))
+	must(os.Chmod(filepath.Join(a, "f"), 0o4755|os.ModeSetuid))
+	at, mt := time.Unix(1_600_000_000, 123), time.Unix(1_700_000_000, 456)
+	must(os.Chtimes(filepath.Join(a, "f"), at, mt))
+
+	stat := func(name string) *syscall.Stat_t {
+		var st syscall.Stat_t
+		var err error
+		waitFor(t, 5*time.Second, name+" on peer 2", func() bool {
+			err = syscall.Lstat(filepath.Join(b, name), &st)
+			return err == nil
+		})
+		return &st
+	}
+	if st := stat("fifo"); st.Mode != syscall.S_IFIFO|0o640 {
+		t.Errorf("fifo mode %#o", st.Mode)
+	}
+	if st := stat("tty"); st.Mode != syscall.S_IFCHR|0o600 || st.Rdev != mkdev(4, 1) {
+		t.Errorf("char device mode %#o rdev %#x", st.Mode, st.Rdev)
+	}
+	waitFor(t, 5*time.Second, "f's metadata on peer 2", func() bool {
+		st := stat("f")
+		return st.Uid == 1000 && st.Gid == 1001 && st.Mode == syscall.S_IFREG|syscall.S_ISUID|0o755 &&
+			st.Mtim.Nano() == mt.UnixNano() && st.Atim.Nano() == at.UnixNano()
+	})
+
+	// Another user: refused in a root-owned 0755 directory, allowed in a
+	// 0777 one, and the new file is theirs on the other peer. (The test's
+	// temporary directories are 0700: open the way to the mount.)
+	for d := filepath.Dir(b); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		must(os.Chmod(d, 0o755))
+	}
+	must(os.Mkdir(filepath.Join(a, "closed"), 0o755))
+	must(os.Mkdir(filepath.Join(a, "open"), 0o777))
+	must(os.Chmod(filepath.Join(a, "open"), 0o777))
+	asNobody := func(path string) error {
+		cmd := exec.Command("touch", path)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	}
+	waitFor(t, 5*time.Second, "directories on peer 2", func() bool {
+		_, e1 := os.Stat(filepath.Join(b, "closed"))
+		_, e2 := os.Stat(filepath.Join(b, "open"))
+		return e1 == nil && e2 == nil
+	})
+	if err := asNobody(filepath.Join(b, "closed", "x")); err == nil {
+		t.Error("nobody created a file in a root-owned 0755 directory")
+	}
+	if err := asNobody(filepath.Join(b, "open", "x")); err != nil {
+		t.Fatalf("nobody in a 0777 directory: %v", err)
+	}
+	waitFor(t, 5*time.Second, "nobody's file on peer 1", func() bool {
+		var st syscall.Stat_t
+		return syscall.Stat(filepath.Join(a, "open", "x"), &st) == nil && st.Uid == 65534 && st.Gid == 65534
+	})
+}
+
+func mkdev(major, minor uint32) uint64 {
+	return uint64(major)<<8 | uint64(minor)
 }

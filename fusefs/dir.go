@@ -127,10 +127,28 @@ func (fsys *FS) setattr(ctx context.Context, id uint64, f *fileNode, in *fuse.Se
 			f.setMtime(ino.MtimeNs)
 		}
 	}
+	if at, ok := in.GetATime(); ok {
+		ino.AtimeNs = at.UnixNano()
+		changed = true
+	}
+	if uid, ok := in.GetUID(); ok {
+		ino.Uid = uid
+		changed = true
+	}
+	if gid, ok := in.GetGID(); ok {
+		ino.Gid = gid
+		changed = true
+	}
 	if changed {
 		ino.CtimeNs = time.Now().UnixNano()
-		if id == index.RootID {
+		if id == index.RootID && ino.Version == 0 {
 			ino.ID, ino.Type = index.RootID, index.TypeDir
+			if _, ok := in.GetUID(); !ok {
+				ino.Uid = fsys.uid
+			}
+			if _, ok := in.GetGID(); !ok {
+				ino.Gid = fsys.gid
+			}
 		}
 		if _, err := fsys.node.Publish(ctx, []index.Op{{Inode: &ino}}); err != nil {
 			return fsys.toErrno("setattr", err)
@@ -160,6 +178,7 @@ func (d *dirNode) create(ctx context.Context, name string, ino index.Inode, out 
 	now := time.Now().UnixNano()
 	ino.ID = fsys.db.NewID()
 	ino.MtimeNs, ino.CtimeNs = now, now
+	ino.Uid, ino.Gid = fsys.owner(ctx)
 	de := index.Dirent{Parent: d.id, Name: name, Child: ino.ID, Type: ino.Type}
 	if _, err := fsys.node.Publish(ctx, []index.Op{{Inode: &ino}, {Dirent: &de}}); err != nil {
 		return nil, fsys.toErrno("create", err)
@@ -202,7 +221,9 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 		return nil, nil, 0, errno
 	}
 	f := child.Operations().(*fileNode)
-	fh, fuseFlags, errno := f.Open(ctx, flags)
+	// The file is new: O_TRUNC has nothing to truncate and, as POSIX
+	// says, must not touch its times.
+	fh, fuseFlags, errno := f.Open(ctx, flags&^syscall.O_TRUNC)
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
@@ -347,4 +368,16 @@ var _ = (fs.NodeLinker)((*dirNode)(nil))
 // namespace.
 func (d *dirNode) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	return nil, syscall.EPERM
+}
+
+var _ = (fs.NodeMknoder)((*dirNode)(nil))
+
+// Mknod makes FIFOs, sockets and device nodes as metadata-only entries (a
+// regular file for S_IFREG).
+func (d *dirNode) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	t, ok := modeType(mode)
+	if !ok || t == index.TypeDir || t == index.TypeSymlink {
+		return nil, syscall.EINVAL
+	}
+	return d.create(ctx, name, index.Inode{Type: t, Mode: mode & 0o7777, Rdev: dev}, out)
 }

@@ -251,6 +251,40 @@ func (f *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.Attr
 	}
 	size, mtime := f.localAttr(&ino)
 	f.fsys.fillAttr(&ino, size, mtime, &out.Attr)
+	if _, parent := f.Parent(); parent == nil {
+		out.Nlink = 0 // unlinked, still open
+	}
+	return 0
+}
+
+var _ = (fs.NodeAllocater)((*fileNode)(nil))
+
+// Allocate implements fallocate for modes 0 (extend with zeros) and
+// FALLOC_FL_KEEP_SIZE (nothing to reserve: chunks are stored when
+// written); other modes are ENOTSUP.
+func (f *fileNode) Allocate(ctx context.Context, fh fs.FileHandle, off uint64, size uint64, mode uint32) syscall.Errno {
+	const keepSize = 1 // FALLOC_FL_KEEP_SIZE
+	switch mode {
+	case keepSize:
+		return 0
+	case 0:
+	default:
+		return syscall.EOPNOTSUPP
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.loaded {
+		if errno := f.refresh(); errno != 0 {
+			return errno
+		}
+	}
+	c := f.changes()
+	if end := off + size; end > c.size {
+		if err := c.truncate(ctx, end); err != nil {
+			return f.fsys.toErrno("fallocate", err)
+		}
+		f.mtime = time.Now().UnixNano()
+	}
 	return 0
 }
 

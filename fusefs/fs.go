@@ -26,6 +26,11 @@ type Options struct {
 	FsName string
 	// DataDir is the node's data directory; statfs reports its disk.
 	DataDir string
+	// AllowOther lets users other than the one who mounted use the
+	// folder (needs root, or user_allow_other in /etc/fuse.conf). The
+	// kernel checks permissions against each file's owner and mode either
+	// way (default_permissions).
+	AllowOther bool
 	// CacheTimeout bounds how long the kernel trusts names and attributes
 	// without asking; a remote change is visible after at most this long.
 	// 0 = 1s.
@@ -81,6 +86,10 @@ func Mount(dir string, opts Options) (*fuse.Server, error) {
 			MaxReadAhead:  1 << 20,
 			DisableXAttrs: true,
 			Debug:         opts.Debug,
+			AllowOther:    opts.AllowOther,
+			// The kernel checks access against owner and mode, as on a
+			// local disk.
+			Options: []string{"default_permissions"},
 		},
 		EntryTimeout:    &to,
 		AttrTimeout:     &to,
@@ -116,8 +125,46 @@ func typeMode(t index.EntryType) uint32 {
 		return syscall.S_IFDIR
 	case index.TypeSymlink:
 		return syscall.S_IFLNK
+	case index.TypeFifo:
+		return syscall.S_IFIFO
+	case index.TypeSocket:
+		return syscall.S_IFSOCK
+	case index.TypeCharDev:
+		return syscall.S_IFCHR
+	case index.TypeBlkDev:
+		return syscall.S_IFBLK
 	}
 	return syscall.S_IFREG
+}
+
+// modeType maps the file type bits of a mode to an entry type; ok is false
+// for types oashare does not store.
+func modeType(mode uint32) (index.EntryType, bool) {
+	switch mode & syscall.S_IFMT {
+	case syscall.S_IFREG, 0:
+		return index.TypeFile, true
+	case syscall.S_IFDIR:
+		return index.TypeDir, true
+	case syscall.S_IFLNK:
+		return index.TypeSymlink, true
+	case syscall.S_IFIFO:
+		return index.TypeFifo, true
+	case syscall.S_IFSOCK:
+		return index.TypeSocket, true
+	case syscall.S_IFCHR:
+		return index.TypeCharDev, true
+	case syscall.S_IFBLK:
+		return index.TypeBlkDev, true
+	}
+	return 0, false
+}
+
+// owner returns the uid and gid of the process making a FUSE request.
+func (fsys *FS) owner(ctx context.Context) (uint32, uint32) {
+	if c, ok := fuse.FromContext(ctx); ok {
+		return c.Uid, c.Gid
+	}
+	return fsys.uid, fsys.gid
 }
 
 func nsToTime(ns int64) (uint64, uint32) {
@@ -149,8 +196,16 @@ func (fsys *FS) fillAttr(ino *index.Inode, size uint64, mtimeNs int64, out *fuse
 	}
 	out.Mtime, out.Mtimensec = nsToTime(mtimeNs)
 	out.Atime, out.Atimensec = out.Mtime, out.Mtimensec
+	if ino.AtimeNs != 0 {
+		out.Atime, out.Atimensec = nsToTime(ino.AtimeNs)
+	}
 	out.Ctime, out.Ctimensec = nsToTime(max(ino.CtimeNs, mtimeNs))
-	out.Uid, out.Gid = fsys.uid, fsys.gid
+	out.Uid, out.Gid = ino.Uid, ino.Gid
+	out.Rdev = ino.Rdev
+	if ino.ID == index.RootID && ino.Version == 0 {
+		// The root nobody has changed yet belongs to whoever mounted it.
+		out.Uid, out.Gid = fsys.uid, fsys.gid
+	}
 }
 
 // newNode makes the go-fuse node for an inode record.
@@ -161,8 +216,10 @@ func (fsys *FS) newNode(ctx context.Context, parent *fs.Inode, ino *index.Inode)
 		emb = &dirNode{fsys: fsys, id: ino.ID}
 	case index.TypeSymlink:
 		emb = &symlinkNode{fsys: fsys, id: ino.ID}
-	default:
+	case index.TypeFile:
 		emb = &fileNode{fsys: fsys, id: ino.ID}
+	default:
+		emb = &specialNode{fsys: fsys, id: ino.ID}
 	}
 	return parent.NewInode(ctx, emb, fs.StableAttr{Mode: typeMode(ino.Type), Ino: ino.ID})
 }

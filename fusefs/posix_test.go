@@ -12,12 +12,7 @@ import (
 var posixSkip = map[string]string{
 	"Link":                "hard links are not implemented yet (link(2) returns EPERM)",
 	"LinkUnlinkRename":    "hard links are not implemented yet (link(2) returns EPERM)",
-	"NlinkZero":           "an unlinked file still open does not report nlink 0 yet",
-	"FstatDeleted":        "an unlinked file still open does not report nlink 0 yet",
-	"Fallocate":           "fallocate is not implemented yet (ENOTSUP)",
-	"FallocateKeepSize":   "fallocate is not implemented yet (ENOTSUP)",
 	"FcntlFlockLocksFile": "file locks are local to the kernel and not shared across peers yet",
-	"SetattrSymlink":      "times of a symlink itself cannot be set yet",
 }
 
 // TestPOSIX runs go-fuse's POSIX suite against a mount of a two-node

@@ -71,7 +71,8 @@
 //	record: format=1 origin[16] seq:uv hlc:uv nops:uv op×nops
 //	op:     kind[1]=1 inode-body | kind[1]=2 dirent-body
 //	inode-body:  id:uv type[1] mode:uv size:uv mtime:sv ctime:sv
-//	             root[32] depth[1] target:str version:uv origin[16]
+//	             root[32] depth[1] target:str uid:uv gid:uv rdev:uv
+//	             atime:sv version:uv origin[16]
 //	dirent-body: parent:uv name:str child:uv type[1] deleted[1]
 //	             version:uv origin[16]
 //

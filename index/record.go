@@ -14,6 +14,11 @@ const (
 	TypeFile    EntryType = 1
 	TypeDir     EntryType = 2
 	TypeSymlink EntryType = 3
+	// Special files: metadata only, no content.
+	TypeFifo    EntryType = 4
+	TypeSocket  EntryType = 5
+	TypeCharDev EntryType = 6
+	TypeBlkDev  EntryType = 7
 )
 
 func (t EntryType) String() string {
@@ -24,11 +29,19 @@ func (t EntryType) String() string {
 		return "dir"
 	case TypeSymlink:
 		return "symlink"
+	case TypeFifo:
+		return "fifo"
+	case TypeSocket:
+		return "socket"
+	case TypeCharDev:
+		return "chardev"
+	case TypeBlkDev:
+		return "blkdev"
 	}
 	return fmt.Sprintf("EntryType(%d)", uint8(t))
 }
 
-func (t EntryType) valid() bool { return t >= TypeFile && t <= TypeSymlink }
+func (t EntryType) valid() bool { return t >= TypeFile && t <= TypeBlkDev }
 
 // RootID is the inode ID of the root directory. GetInode(RootID) returns a
 // directory with mode 0o755 until a root inode has been committed.
@@ -45,6 +58,10 @@ type Inode struct {
 	Root    Hash   // root of the file's content tree; opaque to index
 	Depth   uint8  // depth of that tree; opaque to index
 	Target  string // symlink target, at most MaxTargetLen bytes
+	Uid     uint32 // owner
+	Gid     uint32 // group
+	Rdev    uint32 // device number of a device node
+	AtimeNs int64
 
 	Version uint64 // LWW stamp: the HLC of the commit that made it
 	Origin  NodeID // LWW stamp: the node that made it
@@ -90,7 +107,7 @@ const (
 var ErrInvalid = errors.New("index: invalid op")
 
 // Validate checks op against the namespace rules: exactly one of Inode and
-// Dirent; a type in 1..3 (a tombstone may carry type 0); names non-empty, at
+// Dirent; a type in 1..7 (a tombstone may carry type 0); names non-empty, at
 // most MaxNameLen bytes, without '/' or NUL, not "." or ".."; Dirent.Parent
 // not 0; Dirent.Child not 0 unless Deleted; Inode.ID not 0; Inode.Mode
 // within 0o7777; a symlink target at most MaxTargetLen bytes.
@@ -237,6 +254,10 @@ func appendInode(b []byte, in *Inode) []byte {
 	b = append(b, in.Depth)
 	b = binary.AppendUvarint(b, uint64(len(in.Target)))
 	b = append(b, in.Target...)
+	b = binary.AppendUvarint(b, uint64(in.Uid))
+	b = binary.AppendUvarint(b, uint64(in.Gid))
+	b = binary.AppendUvarint(b, uint64(in.Rdev))
+	b = binary.AppendVarint(b, in.AtimeNs)
 	b = binary.AppendUvarint(b, in.Version)
 	return append(b, in.Origin[:]...)
 }
@@ -450,6 +471,10 @@ func (d *decoder) inode(in *Inode) {
 	copy(in.Root[:], d.fixed(len(in.Root), "inode root"))
 	in.Depth = d.u8("inode depth")
 	in.Target = d.str(MaxTargetLen, "symlink target")
+	in.Uid = d.u32("inode uid")
+	in.Gid = d.u32("inode gid")
+	in.Rdev = d.u32("inode rdev")
+	in.AtimeNs = d.varint("inode atime")
 	in.Version = d.uvarint("inode version")
 	copy(in.Origin[:], d.fixed(len(in.Origin), "inode origin"))
 }
@@ -466,4 +491,13 @@ func (d *decoder) direntVal(de *Dirent) {
 	}
 	de.Version = d.uvarint("dirent version")
 	copy(de.Origin[:], d.fixed(len(de.Origin), "dirent origin"))
+}
+
+// u32 reads a uvarint that must fit 32 bits.
+func (d *decoder) u32(field string) uint32 {
+	v := d.uvarint(field)
+	if d.err == nil && v > 1<<32-1 {
+		d.fail("%s %d exceeds 32 bits", field, v)
+	}
+	return uint32(v)
 }

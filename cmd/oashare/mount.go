@@ -264,7 +264,7 @@ func runMount(ctx context.Context, mountpoint string, f mountFlags) (err error) 
 	}
 	defer node.Close()
 
-	server, err := fusefs.Mount(mnt, fusefs.Options{Node: node, Logger: log, FsName: dataDir, DataDir: dataDir, Debug: f.fuseLog})
+	server, err := fusefs.Mount(mnt, fusefs.Options{Node: node, Logger: log, FsName: dataDir, DataDir: dataDir, Debug: f.fuseLog, AllowOther: allowOther()})
 	if err != nil {
 		return fmt.Errorf("mounting %s: %v", mnt, err)
 	}
@@ -368,4 +368,22 @@ func cacheBytes(mb int) int {
 		return -1
 	}
 	return mb << 20
+}
+
+// allowOther reports whether the mount may let other users in: root may,
+// others only where /etc/fuse.conf says user_allow_other.
+func allowOther() bool {
+	if os.Getuid() == 0 {
+		return true
+	}
+	conf, err := os.ReadFile("/etc/fuse.conf")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(conf), "\n") {
+		if strings.TrimSpace(line) == "user_allow_other" {
+			return true
+		}
+	}
+	return false
 }
