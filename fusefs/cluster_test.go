@@ -350,3 +350,60 @@ func TestClusterMetadata(t *testing.T) {
 func mkdev(major, minor uint32) uint64 {
 	return uint64(major)<<8 | uint64(minor)
 }
+
+// TestClusterSparseLargeFile: a file grown past 4 GiB by truncate, with a
+// few bytes written near its end, is read right on another peer and costs
+// only the chunks written (holes are not stored).
+func TestClusterSparseLargeFile(t *testing.T) {
+	peers := startCluster(t, 2, 2)
+	path := filepath.Join(peers[0].mnt, "sparse")
+	const size = 5 << 30
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("middle"), 1<<32); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("tail"), size-4); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(peers[1].mnt, "sparse")
+	waitFor(t, 10*time.Second, "the sparse file on peer 2", func() bool {
+		st, err := os.Stat(other)
+		return err == nil && st.Size() == size
+	})
+	g, err := os.Open(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	for _, c := range []struct {
+		off  int64
+		want string
+	}{{0, "\x00\x00\x00\x00"}, {1 << 32, "middle"}, {1<<32 - 2, "\x00\x00mi"}, {3 << 30, "\x00\x00"}, {size - 4, "tail"}} {
+		got := make([]byte, len(c.want))
+		if _, err := g.ReadAt(got, c.off); err != nil {
+			t.Fatalf("read at %d: %v", c.off, err)
+		}
+		if string(got) != c.want {
+			t.Errorf("at %d: %q, want %q", c.off, got, c.want)
+		}
+	}
+	var stored int64
+	for _, p := range peers {
+		_, b := p.db.ChunkStats()
+		stored += b
+	}
+	// Two data chunks and the tree nodes (8 KiB each) on their two paths,
+	// on 2 peers: about 80 KB, where a dense file would take 10 GB.
+	if stored > 256<<10 {
+		t.Errorf("a 5 GiB sparse file stores %d bytes across the cluster", stored)
+	}
+}

@@ -180,6 +180,13 @@ func (c *content) commit(ctx context.Context) (tree.Version, error) {
 			}
 			continue
 		}
+		if i*tree.ChunkSize >= c.limit {
+			// Past the valid bytes and not written: a hole.
+			if err := b.AddLeaf(index.Hash{}, sz); err != nil {
+				return tree.Version{}, err
+			}
+			continue
+		}
 		reusable := i < baseLeaves && sz == tree.LeafSize(c.base.Size, i) && i*tree.ChunkSize+uint64(sz) <= c.limit
 		if !reusable {
 			buf, err := c.chunk(ctx, i)

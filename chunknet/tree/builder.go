@@ -1,6 +1,7 @@
 package tree
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -100,7 +101,7 @@ func (b *Builder) Write(p []byte) (int, error) {
 }
 
 // AddLeaf appends an existing data chunk of size bytes, named h, without
-// putting it again. It is allowed only at a chunk boundary (no partial chunk
+// putting it again; the zero hash appends a hole (zeros, not stored). It is allowed only at a chunk boundary (no partial chunk
 // buffered by Write); size must be 1..ChunkSize, and a chunk shorter than
 // ChunkSize must be the last one: any later Write or AddLeaf fails.
 func (b *Builder) AddLeaf(h index.Hash, size int) error {
@@ -112,8 +113,6 @@ func (b *Builder) AddLeaf(h index.Hash, size int) error {
 		return fmt.Errorf("tree: AddLeaf at offset %d, not a chunk boundary", b.size)
 	case size < 1 || size > ChunkSize:
 		return fmt.Errorf("tree: AddLeaf of %d bytes, want 1..%d", size, ChunkSize)
-	case h.IsZero():
-		return errors.New("tree: AddLeaf of the zero hash")
 	}
 	if err := b.addHash(0, h); err != nil {
 		return err
@@ -160,8 +159,12 @@ func (b *Builder) Finish() (Version, error) {
 	return Version{}, nil
 }
 
-// putLeaf hashes and puts one data chunk and adds it to level 0.
+// putLeaf hashes and puts one data chunk and adds it to level 0. A chunk
+// of zeros is a hole: it is named by the zero hash and not put.
 func (b *Builder) putLeaf(data []byte) error {
+	if bytes.Equal(data, zeros[:len(data)]) {
+		return b.addHash(0, index.Hash{})
+	}
 	h := index.Sum(data)
 	if err := b.sink.Put(b.ctx, h, data); err != nil {
 		b.err = err
@@ -191,11 +194,25 @@ func (b *Builder) addHash(k int, h index.Hash) error {
 // emit puts the pending hashes of level k as one node of level k+1.
 func (b *Builder) emit(k int) error {
 	lv := &b.levels[k]
-	h := index.Sum(lv.buf)
-	if err := b.sink.Put(b.ctx, h, lv.buf); err != nil {
-		b.err = err
-		return err
+	var h index.Hash // a node of holes is a hole
+	if !allZero(lv.buf) {
+		h = index.Sum(lv.buf)
+		if err := b.sink.Put(b.ctx, h, lv.buf); err != nil {
+			b.err = err
+			return err
+		}
 	}
 	lv.buf = lv.buf[:0]
 	return b.addHash(k+1, h)
+}
+
+func allZero(b []byte) bool {
+	for len(b) > 0 {
+		n := min(len(b), len(zeros))
+		if !bytes.Equal(b[:n], zeros[:n]) {
+			return false
+		}
+		b = b[n:]
+	}
+	return true
 }

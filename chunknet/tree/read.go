@@ -19,16 +19,46 @@ type Fetcher interface {
 // maxNodesPerFetch bounds the nodes Nodes asks for in one Fetch (2 MiB).
 const maxNodesPerFetch = 256
 
-// fetch calls f and checks it kept its side of the contract.
+// fetch calls f for every non-zero hash and checks it kept its side of
+// the contract. The zero hash names a hole (all zeros, never stored): its
+// entry in the result is nil.
 func fetch(ctx context.Context, f Fetcher, hashes []index.Hash) ([][]byte, error) {
-	data, err := f.Fetch(ctx, hashes)
+	want := make([]index.Hash, 0, len(hashes))
+	for _, h := range hashes {
+		if !h.IsZero() {
+			want = append(want, h)
+		}
+	}
+	out := make([][]byte, len(hashes))
+	if len(want) == 0 {
+		return out, nil
+	}
+	data, err := f.Fetch(ctx, want)
 	if err != nil {
 		return nil, err
 	}
-	if len(data) != len(hashes) {
-		return nil, fmt.Errorf("tree: fetcher returned %d chunks for %d hashes", len(data), len(hashes))
+	if len(data) != len(want) {
+		return nil, fmt.Errorf("tree: fetcher returned %d chunks for %d hashes", len(data), len(want))
 	}
-	return data, nil
+	k := 0
+	for i, h := range hashes {
+		if !h.IsZero() {
+			out[i] = data[k]
+			k++
+		}
+	}
+	return out, nil
+}
+
+// children returns the child count of node j of level k and the child
+// hashes' bytes: a hole node (zero hash) has all-zero children.
+func children(h index.Hash, k uint8, j uint64, b []byte, below uint64) (int, []byte, error) {
+	if h.IsZero() {
+		n := childCount(j, below)
+		return int(n), make([]byte, int(n)*hashSize), nil
+	}
+	nc, err := checkNode(h, k, j, b, below)
+	return nc, b, err
 }
 
 // Leaves returns the leaf hashes of chunks [first, first+n) of v. It
@@ -64,7 +94,7 @@ func Leaves(ctx context.Context, f Fetcher, v Version, first, n uint64) ([]index
 		next := make([]index.Hash, 0, hi-lo)
 		for i, b := range data {
 			j := node + uint64(i)
-			nc, err := checkNode(hashes[i], k, j, b, counts[k-1])
+			nc, b, err := children(hashes[i], k, j, b, counts[k-1])
 			if err != nil {
 				return nil, err
 			}
@@ -122,7 +152,11 @@ func ReadAt(ctx context.Context, f Fetcher, v Version, p []byte, off int64) (int
 	n := 0
 	for i, b := range data {
 		ci := first + uint64(i)
-		if want := LeafSize(v.Size, ci); len(b) != want {
+		want := LeafSize(v.Size, ci)
+		if hashes[i].IsZero() {
+			b = zeros[:want] // a hole
+		}
+		if len(b) != want {
 			return 0, fmt.Errorf("%w: data chunk %s (index %d) has %d bytes, want %d",
 				ErrCorrupt, hashes[i].Short(), ci, len(b), want)
 		}
@@ -153,6 +187,9 @@ func Nodes(ctx context.Context, f Fetcher, v Version, fn func(depth uint8, h ind
 	hashes := []index.Hash{v.Root} // all entries of level k
 	for k := v.Depth; k >= 1; k-- {
 		for _, h := range hashes {
+			if h.IsZero() {
+				continue // a hole: not stored
+			}
 			if err := fn(k, h); err != nil {
 				return err
 			}
@@ -168,7 +205,7 @@ func Nodes(ctx context.Context, f Fetcher, v Version, fn func(depth uint8, h ind
 				return err
 			}
 			for bi, b := range data {
-				nc, err := checkNode(batch[bi], k, uint64(i+bi), b, counts[k-1])
+				nc, b, err := children(batch[bi], k, uint64(i+bi), b, counts[k-1])
 				if err != nil {
 					return err
 				}
@@ -181,3 +218,6 @@ func Nodes(ctx context.Context, f Fetcher, v Version, fn func(depth uint8, h ind
 	}
 	return nil
 }
+
+// zeros backs the bytes of holes.
+var zeros [ChunkSize]byte

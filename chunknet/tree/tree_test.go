@@ -422,8 +422,8 @@ func TestBuilderMisuse(t *testing.T) {
 		}
 	}
 	b = tree.NewBuilder(ctx, store)
-	if err := b.AddLeaf(index.Hash{}, 512); err == nil {
-		t.Error("AddLeaf of zero hash accepted")
+	if err := b.AddLeaf(index.Hash{}, 512); err != nil {
+		t.Errorf("AddLeaf of a hole (zero hash): %v", err)
 	}
 
 	b = tree.NewBuilder(ctx, store)
@@ -497,7 +497,7 @@ func TestValidate(t *testing.T) {
 		{tree.Version{}, true},
 		{tree.Version{Root: h}, false},
 		{tree.Version{Depth: 1}, false},
-		{tree.Version{Size: 1}, false},
+		{tree.Version{Size: 1}, true}, // one hole
 		{tree.Version{Size: 1, Root: h}, true},
 		{tree.Version{Size: 512, Root: h}, true},
 		{tree.Version{Size: 512, Root: h, Depth: 1}, false},
@@ -768,5 +768,72 @@ func BenchmarkLeaves(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestHoles: chunks and nodes of zeros are holes, named by the zero hash,
+// never put and never fetched, and read back as zeros.
+func TestHoles(t *testing.T) {
+	ctx := context.Background()
+	// 300 chunks: data, a run of zeros spanning a whole node, data at the end.
+	const n = 300 * tree.ChunkSize
+	src := make([]byte, n)
+	copy(src, "head")
+	copy(src[n-3:], "end")
+	store := tree.NewMemStore()
+	b := tree.NewBuilder(ctx, store)
+	if _, err := b.Write(src); err != nil {
+		t.Fatal(err)
+	}
+	v, err := b.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Stored: 2 data chunks + 2 depth-1 nodes + the root.
+	if store.Len() != 5 {
+		t.Errorf("%d chunks stored for a mostly empty file, want 5", store.Len())
+	}
+	got := make([]byte, n)
+	if _, err := tree.ReadAt(ctx, store, v, got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, src) {
+		t.Fatal("holes read back wrong")
+	}
+	leaves, err := tree.Leaves(ctx, store, v, 1, 298)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, h := range leaves {
+		if !h.IsZero() {
+			t.Fatalf("leaf %d of a hole is %s", i+1, h.Short())
+		}
+	}
+
+	// A file that is one hole: 2^32+1 bytes (over 4 GiB), nothing stored,
+	// nothing fetched.
+	empty := tree.NewMemStore()
+	b = tree.NewBuilder(ctx, empty)
+	const big = 1<<32 + 1
+	for i := uint64(0); i < tree.LeafCount(big); i++ {
+		if err := b.AddLeaf(index.Hash{}, tree.LeafSize(big, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v, err = b.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Size != big || !v.Root.IsZero() || empty.Len() != 0 {
+		t.Fatalf("sparse 4 GiB file: %+v, %d chunks stored", v, empty.Len())
+	}
+	p := make([]byte, 4096)
+	p[0] = 1
+	k, err := tree.ReadAt(ctx, empty, v, p, big-10)
+	if k != 10 || err != io.EOF || !bytes.Equal(p[:10], make([]byte, 10)) {
+		t.Fatalf("read at the end of a sparse file: %d, %v", k, err)
+	}
+	if empty.Fetches() != 0 {
+		t.Errorf("%d fetches for a file that is one hole", empty.Fetches())
 	}
 }
