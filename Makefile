@@ -8,8 +8,10 @@ MNT ?= $(HOME)/net
 # Extra flags for `make run`, e.g. RUN_FLAGS="--iface eth0 --replicas 2".
 RUN_FLAGS ?=
 # Packages the tests need: fuse3 (fusermount3), iproute2 (ip netns),
-# util-linux (nsenter), procps (pkill/ps in scripts).
-TEST_DEBS := fuse3 iproute2 util-linux procps
+# util-linux (nsenter), procps (pkill/ps in scripts); sqlite3, git and rsync
+# are the real programs fusefs/programs_test.go runs on the mounts (tar, sed
+# and diff are essential on Debian).
+TEST_DEBS := fuse3 iproute2 util-linux procps sqlite3 git rsync
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.6.1
 
 .PHONY: build run test test-race test-short lint fmt-check vet bench demo ci deps clean
@@ -31,6 +33,9 @@ deps:
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	command -v nsenter >/dev/null || missing="$$missing util-linux"; \
 	command -v pkill >/dev/null || missing="$$missing procps"; \
+	command -v sqlite3 >/dev/null || missing="$$missing sqlite3"; \
+	command -v git >/dev/null || missing="$$missing git"; \
+	command -v rsync >/dev/null || missing="$$missing rsync"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "tests need:$$missing — install them (apt-get install$$missing) or run as root"; exit 1; fi; \
 	  echo "installing:$$missing"; \
