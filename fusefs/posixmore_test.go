@@ -1,0 +1,168 @@
+package fusefs
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestLocalDiskBehaviour checks behaviours programs rely on that the
+// go-fuse suite does not cover, across two peers.
+func TestLocalDiskBehaviour(t *testing.T) {
+	peers := startCluster(t, 2, 2)
+	a, b := peers[0].mnt, peers[1].mnt
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	t.Run("append", func(t *testing.T) {
+		p := filepath.Join(a, "log")
+		for _, line := range []string{"one\n", "two\n", "three\n"} {
+			f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+			must(err)
+			_, err = f.WriteString(line)
+			must(err)
+			must(f.Close())
+		}
+		waitContent(t, filepath.Join(b, "log"), []byte("one\ntwo\nthree\n"))
+	})
+
+	t.Run("names", func(t *testing.T) {
+		long := strings.Repeat("é", 127) + "x" // 255 bytes of UTF-8
+		must(os.WriteFile(filepath.Join(a, long), []byte("long"), 0o644))
+		waitContent(t, filepath.Join(b, long), []byte("long"))
+		err := os.WriteFile(filepath.Join(a, long+"y"), nil, 0o644)
+		if !errors.Is(err, syscall.ENAMETOOLONG) {
+			t.Errorf("256-byte name: %v, want ENAMETOOLONG", err)
+		}
+		for _, n := range []string{"日本語のファイル", "emoji-😀", "sp ace", "a\tb", "-dash"} {
+			must(os.WriteFile(filepath.Join(a, n), []byte(n), 0o644))
+			waitContent(t, filepath.Join(b, n), []byte(n))
+		}
+	})
+
+	t.Run("deep-path", func(t *testing.T) {
+		// Close to PATH_MAX (4096) below the mount: 30 levels of 120 bytes.
+		seg := strings.Repeat("d", 120)
+		rel := ""
+		for i := 0; i < 30; i++ {
+			rel = filepath.Join(rel, seg)
+		}
+		// Create level by level with *at calls: the full path may pass
+		// PATH_MAX together with the mount's own path.
+		dir, err := syscall.Open(a, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+		must(err)
+		for i := 0; i < 30; i++ {
+			must(syscall.Mkdirat(dir, seg, 0o755))
+			next, err := syscall.Openat(dir, seg, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+			must(err)
+			syscall.Close(dir)
+			dir = next
+		}
+		fd, err := syscall.Openat(dir, "leaf", syscall.O_WRONLY|syscall.O_CREAT, 0o644)
+		must(err)
+		_, err = syscall.Write(fd, []byte("deep"))
+		must(err)
+		must(syscall.Close(fd))
+		syscall.Close(dir)
+		waitFor(t, 5*time.Second, "the deep file on peer 2", func() bool {
+			dir, err := syscall.Open(b, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+			if err != nil {
+				return false
+			}
+			defer func() { syscall.Close(dir) }()
+			for i := 0; i < 30; i++ {
+				next, err := syscall.Openat(dir, seg, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+				if err != nil {
+					return false
+				}
+				syscall.Close(dir)
+				dir = next
+			}
+			fd, err := syscall.Openat(dir, "leaf", syscall.O_RDONLY, 0)
+			if err != nil {
+				return false
+			}
+			defer syscall.Close(fd)
+			buf := make([]byte, 16)
+			n, _ := syscall.Read(fd, buf)
+			return string(buf[:n]) == "deep"
+		})
+	})
+
+	t.Run("two-descriptors", func(t *testing.T) {
+		p := filepath.Join(a, "shared")
+		w, err := os.Create(p)
+		must(err)
+		defer w.Close()
+		r, err := os.Open(p)
+		must(err)
+		defer r.Close()
+		_, err = w.WriteAt([]byte("seen at once"), 0)
+		must(err)
+		got := make([]byte, 12)
+		if _, err := r.ReadAt(got, 0); err != nil || string(got) != "seen at once" {
+			t.Fatalf("second descriptor read %q, %v", got, err)
+		}
+	})
+
+	t.Run("unlinked-open", func(t *testing.T) {
+		p := filepath.Join(a, "tmpfile")
+		f, err := os.Create(p)
+		must(err)
+		defer f.Close()
+		_, err = f.WriteString("before")
+		must(err)
+		must(os.Remove(p))
+		_, err = f.WriteAt([]byte("AFTER"), 6)
+		must(err)
+		got := make([]byte, 11)
+		if _, err := f.ReadAt(got, 0); err != nil || string(got) != "beforeAFTER" {
+			t.Fatalf("unlinked file through its descriptor: %q, %v", got, err)
+		}
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("unlinked name still there: %v", err)
+		}
+		var st syscall.Stat_t
+		must(syscall.Fstat(int(f.Fd()), &st))
+		if st.Nlink != 0 {
+			t.Errorf("nlink of an unlinked open file = %d", st.Nlink)
+		}
+	})
+
+	t.Run("mmap-shared", func(t *testing.T) {
+		p := filepath.Join(a, "mapped")
+		must(os.WriteFile(p, bytes.Repeat([]byte{'.'}, 8192), 0o644))
+		f, err := os.OpenFile(p, os.O_RDWR, 0)
+		must(err)
+		m, err := syscall.Mmap(int(f.Fd()), 0, 8192, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+		must(err)
+		copy(m[5000:], "mapped write")
+		if string(m[0:3]) != "..." {
+			t.Fatalf("mapped read: %q", m[0:3])
+		}
+		must(msync(m))
+		must(syscall.Munmap(m))
+		must(f.Sync())
+		must(f.Close())
+		want := bytes.Repeat([]byte{'.'}, 8192)
+		copy(want[5000:], "mapped write")
+		waitContent(t, filepath.Join(b, "mapped"), want)
+	})
+}
+
+func msync(b []byte) error {
+	_, _, errno := syscall.Syscall(syscall.SYS_MSYNC, uintptr(unsafePointer(b)), uintptr(len(b)), syscall.MS_SYNC)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
