@@ -53,6 +53,13 @@ func testLogger(t *testing.T) *slog.Logger {
 // waits until every one sees all the others.
 func startCluster(t *testing.T, n, replicas int) []*testPeer {
 	t.Helper()
+	return startClusterCache(t, n, replicas, 0)
+}
+
+// startClusterCache is startCluster with the kernel cache timeout of every
+// mount set (0 = the default).
+func startClusterCache(t *testing.T, n, replicas int, cacheTimeout time.Duration) []*testPeer {
+	t.Helper()
 	canMount(t)
 	log := testLogger(t)
 	peers := make([]*testPeer, n)
@@ -68,7 +75,7 @@ func startCluster(t *testing.T, n, replicas int) []*testPeer {
 		}
 		mnt := filepath.Join(dir, "mnt")
 		os.Mkdir(mnt, 0o755)
-		srv, err := Mount(mnt, Options{Node: node, Logger: log, FsName: "oashare-test", DataDir: dir, AllowOther: true})
+		srv, err := Mount(mnt, Options{Node: node, Logger: log, FsName: "oashare-test", DataDir: dir, AllowOther: true, CacheTimeout: cacheTimeout})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -406,4 +413,31 @@ func TestClusterSparseLargeFile(t *testing.T) {
 	if stored > 256<<10 {
 		t.Errorf("a 5 GiB sparse file stores %d bytes across the cluster", stored)
 	}
+}
+
+// TestClusterInvalidation: with kernel caches trusted for an hour, a peer
+// still sees remote creates, rewrites and deletes promptly: the changes
+// arrive as kernel notifications, not by waiting for timeouts.
+func TestClusterInvalidation(t *testing.T) {
+	peers := startClusterCache(t, 2, 2, time.Hour)
+	a, b := peers[0].mnt, peers[1].mnt
+	name := filepath.Join(b, "later")
+	if _, err := os.Stat(name); !os.IsNotExist(err) {
+		t.Fatalf("stat before create: %v", err) // the kernel now caches "no such file"
+	}
+	if err := os.WriteFile(filepath.Join(a, "later"), []byte("version one"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitContent(t, name, []byte("version one")) // b's size and pages are cached now
+	if err := os.WriteFile(filepath.Join(a, "later"), []byte("version two, longer"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitContent(t, name, []byte("version two, longer"))
+	if err := os.Remove(filepath.Join(a, "later")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the delete on peer 2", func() bool {
+		_, err := os.Stat(name)
+		return os.IsNotExist(err)
+	})
 }

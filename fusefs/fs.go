@@ -52,6 +52,10 @@ type FS struct {
 	// nsMu is held while a namespace change is checked and published, so
 	// that two local operations do not interleave their checks.
 	nsMu sync.Mutex
+
+	liveMu sync.Mutex
+	live   map[uint64]*fs.Inode // inodes the kernel knows (notify.go)
+	notes  chan *index.Record   // remote records to turn into invalidations
 }
 
 // Mount mounts the shared namespace of opts.Node on dir and returns the
@@ -72,13 +76,15 @@ func Mount(dir string, opts Options) (*fuse.Server, error) {
 
 		dataDir: opts.DataDir,
 		started: time.Now().UnixNano(),
+		live:    make(map[uint64]*fs.Inode),
+		notes:   make(chan *index.Record, notifyQueue),
 	}
 	if fsys.dataDir == "" {
 		fsys.dataDir = "/"
 	}
 	root := &dirNode{fsys: fsys, id: index.RootID}
 	to := opts.CacheTimeout
-	return fs.Mount(dir, root, &fs.Options{
+	server, err := fs.Mount(dir, root, &fs.Options{
 		MountOptions: fuse.MountOptions{
 			FsName:        opts.FsName,
 			Name:          "oashare",
@@ -98,6 +104,13 @@ func Mount(dir string, opts Options) (*fuse.Server, error) {
 		UID:             fsys.uid,
 		GID:             fsys.gid,
 	})
+	if err != nil {
+		return nil, err
+	}
+	fsys.track(root.EmbeddedInode())
+	opts.Node.Go(fsys.notifyLoop)
+	fsys.db.SetOnApply(fsys.onRemote)
+	return server, nil
 }
 
 // toErrno is the one place errors cross into FUSE: it logs the detail and
@@ -221,7 +234,9 @@ func (fsys *FS) newNode(ctx context.Context, parent *fs.Inode, ino *index.Inode)
 	default:
 		emb = &specialNode{fsys: fsys, id: ino.ID}
 	}
-	return parent.NewInode(ctx, emb, fs.StableAttr{Mode: typeMode(ino.Type), Ino: ino.ID})
+	n := parent.NewInode(ctx, emb, fs.StableAttr{Mode: typeMode(ino.Type), Ino: ino.ID})
+	fsys.track(n)
+	return n
 }
 
 // getInode reads an inode record; a missing one is ENOENT.

@@ -46,7 +46,7 @@ type DB struct {
 	chunks  *chunkLog
 	log     *slog.Logger
 	self    NodeID
-	onApply func(*Record)
+	onApply atomic.Pointer[func(*Record)]
 	closed  atomic.Bool
 
 	// wallMs returns the physical clock in unix milliseconds; tests replace it.
@@ -126,12 +126,14 @@ func Open(dir string, opts Options) (*DB, error) {
 		return nil, err
 	}
 	db := &DB{
-		chunks:  chunks,
-		pdb:     pdb,
-		log:     log,
-		onApply: opts.OnApply,
-		wallMs:  func() int64 { return time.Now().UnixMilli() },
-		vv:      make(map[NodeID]uint64),
+		chunks: chunks,
+		pdb:    pdb,
+		log:    log,
+		wallMs: func() int64 { return time.Now().UnixMilli() },
+		vv:     make(map[NodeID]uint64),
+	}
+	if opts.OnApply != nil {
+		db.onApply.Store(&opts.OnApply)
 	}
 	if err := db.load(); err != nil {
 		pdb.Close()
@@ -227,6 +229,16 @@ func (db *DB) Close() error {
 		return fmt.Errorf("index: close: %w", err)
 	}
 	return nil
+}
+
+// SetOnApply replaces the function called after each record received from
+// a peer is committed (see Options.OnApply); nil removes it.
+func (db *DB) SetOnApply(f func(rec *Record)) {
+	if f == nil {
+		db.onApply.Store(nil)
+		return
+	}
+	db.onApply.Store(&f)
 }
 
 // DiskUsage reports the bytes this index takes on disk: the chunk log

@@ -191,8 +191,8 @@ func (db *DB) Apply(rec *Record) (applied bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	if db.onApply != nil {
-		db.onApply(rec)
+	if f := db.onApply.Load(); f != nil {
+		(*f)(rec)
 	}
 	return true, nil
 }
