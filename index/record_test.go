@@ -201,6 +201,7 @@ func FuzzDecodeRecord(f *testing.F) {
 	f.Add(EncodeRecord(sampleRecord()))
 	f.Add(EncodeRecord(&Record{Origin: NodeID{1}, Seq: 1, HLC: 1, Ops: []Op{fileDirent(RootID, "a", 2)}}))
 	f.Add(newRecordBytes(2).dirent("a", 0).dirent("b", 1).b)
+	f.Add(newRecordBytes(2).inode(5, 9, 8, 2).dirent("b", 3).b)
 	f.Add([]byte{formatV1})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := DecodeRecord(b)
