@@ -158,10 +158,12 @@
 // called once, after every other call has returned; calls made after Close
 // return ErrClosed.
 //
-//   - Reads (GetChunk, HasChunk, GetInode, LookupDirent, ReadDir, LogSince)
-//     take no lock of this package; each sees a consistent Pebble state.
+//   - Reads (GetChunk, HasChunk, GetInode, LookupDirent, ReadDir, Heads,
+//     ConflictOf, LogSince) take no lock of this package; each sees a
+//     consistent Pebble state (the namespace views read one snapshot).
 //   - writeMu serializes Commit and Apply for their whole length (read
 //     stored values, build the batch, synced commit), so the LWW comparison,
+//     the heads of an inode,
 //     the sequence number and the clock are never raced.
 //   - PutChunks is group-committed: putMu guards a queue of calls; the first
 //     caller to find no leader becomes the leader and writes every queued
