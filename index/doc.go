@@ -163,8 +163,8 @@
 //     consistent Pebble state (the namespace views read one snapshot).
 //   - writeMu serializes Commit and Apply for their whole length (read
 //     stored values, build the batch, synced commit), so the LWW comparison,
-//     the heads of an inode,
-//     the sequence number and the clock are never raced.
+//     the heads of an inode, the sequence number and the clock are never
+//     raced.
 //   - PutChunks is group-committed: putMu guards a queue of calls; the first
 //     caller to find no leader becomes the leader and writes every queued
 //     call's chunks in one synced batch, again and again until the queue is
