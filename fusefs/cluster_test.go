@@ -382,9 +382,17 @@ func TestClusterSparseLargeFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	other := filepath.Join(peers[1].mnt, "sparse")
+	// The truncate is published before the writes (at close): wait for
+	// the version that has both, not just for the size.
 	waitFor(t, 10*time.Second, "the sparse file on peer 2", func() bool {
-		st, err := os.Stat(other)
-		return err == nil && st.Size() == size
+		g, err := os.Open(other)
+		if err != nil {
+			return false
+		}
+		defer g.Close()
+		tail := make([]byte, 4)
+		_, err = g.ReadAt(tail, size-4)
+		return err == nil && string(tail) == "tail"
 	})
 	g, err := os.Open(other)
 	if err != nil {

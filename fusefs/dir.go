@@ -109,12 +109,18 @@ func (d *dirNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttr
 // setattr applies mode and time changes to an inode record and publishes
 // it. Size changes of files are handled by fileNode before calling this.
 func (fsys *FS) setattr(ctx context.Context, id uint64, f *fileNode, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if index.IsConflictID(id) {
+		return syscall.EROFS // conflict copies are read-only
+	}
 	fsys.nsMu.Lock()
 	defer fsys.nsMu.Unlock()
 	ino, errno := fsys.getInode(id)
 	if errno != 0 {
 		return errno
 	}
+	// The change is made on the version just read: it supersedes it.
+	ino.BaseVersion, ino.BaseOrigin = ino.Version, ino.Origin
+	ino.Supersedes = nil
 	changed := false
 	if m, ok := in.GetMode(); ok {
 		ino.Mode = m & 0o7777
@@ -249,6 +255,19 @@ func (d *dirNode) remove(ctx context.Context, name string, wantDir bool) syscall
 	if !ok {
 		return syscall.ENOENT
 	}
+	if index.IsConflictID(de.Child) {
+		if wantDir {
+			return syscall.ENOTDIR
+		}
+		op, errno := fsys.resolveOp(de.Child)
+		if errno != 0 {
+			return errno
+		}
+		if _, err := fsys.node.Publish(ctx, []index.Op{op}); err != nil {
+			return fsys.toErrno("resolve", err)
+		}
+		return 0
+	}
 	isDir := de.Type == index.TypeDir
 	switch {
 	case wantDir && !isDir:
@@ -265,11 +284,38 @@ func (d *dirNode) remove(ctx context.Context, name string, wantDir bool) syscall
 			return syscall.ENOTEMPTY
 		}
 	}
+	// The tombstone names the version being deleted: an update this node
+	// has not seen keeps the entry (see index's doc).
+	child, errno := fsys.getInode(de.Child)
+	if errno != 0 {
+		return errno
+	}
 	de.Deleted = true
+	de.ChildVersion, de.ChildOrigin = child.Version, child.Origin
 	if _, err := fsys.node.Publish(ctx, []index.Op{{Dirent: &de}}); err != nil {
 		return fsys.toErrno("remove", err)
 	}
 	return 0
+}
+
+// resolveOp returns the op that resolves conflict copy cid: a version of
+// the original inode with the winner's content that supersedes both the
+// winner and the copy's version, so the copy disappears everywhere.
+func (fsys *FS) resolveOp(cid uint64) (index.Op, syscall.Errno) {
+	id, ref, ok, err := fsys.db.ConflictOf(cid)
+	if err != nil {
+		return index.Op{}, fsys.toErrno("resolve", err)
+	}
+	if !ok {
+		return index.Op{}, syscall.ENOENT
+	}
+	w, errno := fsys.getInode(id)
+	if errno != 0 {
+		return index.Op{}, errno
+	}
+	w.BaseVersion, w.BaseOrigin = w.Version, w.Origin
+	w.Supersedes = []index.VersionRef{ref}
+	return index.Op{Inode: &w}, 0
 }
 
 func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
@@ -301,6 +347,11 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 	}
 	if !ok {
 		return syscall.ENOENT
+	}
+	if index.IsConflictID(src.Child) {
+		// A conflict copy has no record of its own to move: EXDEV makes
+		// mv copy it to a new file and unlink it, which resolves it.
+		return syscall.EXDEV
 	}
 	if src.Type == index.TypeDir {
 		// A directory must not move below itself.
@@ -342,9 +393,19 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 		}
 	}
 	gone := src
-	gone.Deleted = true
+	gone.Deleted, gone.Moved = true, true // never shadowed: the file lives on under newName
 	moved := index.Dirent{Parent: np.id, Name: newName, Child: src.Child, Type: src.Type}
-	if _, err := fsys.node.Publish(ctx, []index.Op{{Dirent: &gone}, {Dirent: &moved}}); err != nil {
+	ops := []index.Op{{Dirent: &gone}, {Dirent: &moved}}
+	if exists && index.IsConflictID(dst.Child) {
+		// Replacing a conflict copy resolves it; otherwise the new entry
+		// would only hide it.
+		op, errno := fsys.resolveOp(dst.Child)
+		if errno != 0 {
+			return errno
+		}
+		ops = append(ops, op)
+	}
+	if _, err := fsys.node.Publish(ctx, ops); err != nil {
 		return fsys.toErrno("rename", err)
 	}
 	return 0

@@ -21,7 +21,7 @@ const readAheadChunks = (4 << 20) / tree.ChunkSize
 // fileNode is a regular file. Its state is shared by every open handle on
 // this node, so two descriptors see each other's writes at once.
 //
-// Locking: mu guards v, c and mtime. Reads of an unchanged file take a
+// Locking: mu guards v, base, c and mtime. Reads of an unchanged file take a
 // snapshot of v under mu and fetch without it, so concurrent reads run in
 // parallel.
 type fileNode struct {
@@ -31,9 +31,10 @@ type fileNode struct {
 
 	mu     sync.Mutex
 	loaded bool
-	v      tree.Version // the version this node reads: the last one opened or published here
-	c      *content     // unpublished local changes, nil when there are none
-	mtime  int64        // mtime of unpublished changes
+	v      tree.Version     // the version this node reads: the last one opened or published here
+	base   index.VersionRef // the inode version v was read from (or published as)
+	c      *content         // unpublished local changes, nil when there are none
+	mtime  int64            // mtime of unpublished changes
 }
 
 var (
@@ -83,12 +84,16 @@ func (f *fileNode) refresh() syscall.Errno {
 		return errno
 	}
 	f.v = versionOf(&ino)
+	f.base = ino.Ref()
 	f.mtime = ino.MtimeNs
 	f.loaded = true
 	return 0
 }
 
 func (f *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if index.IsConflictID(f.id) && (flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0) {
+		return nil, 0, syscall.EROFS // a conflict copy is read-only: copy it to keep it
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if errno := f.refresh(); errno != 0 {
@@ -219,15 +224,36 @@ func (f *fileNode) publish(ctx context.Context) syscall.Errno {
 	if errno != 0 {
 		return errno
 	}
+	if _, parent := f.Parent(); parent == nil {
+		// Unlinked here while open: nobody can reach the file any more,
+		// and publishing would bring its name back (an update the
+		// deleter had not seen shadows the tombstone).
+		f.v, f.c = v, nil
+		return 0
+	}
+	// The changes were made on f.v, read from version f.base. If the
+	// content is still f.v, whatever changed since is metadata only and
+	// the new version supersedes it; otherwise a peer changed the content
+	// concurrently, and the new version is based on f.base, so the two
+	// stay heads and the loser shows as a conflict copy.
+	base := f.base
+	if versionOf(&ino) == f.v {
+		base = ino.Ref()
+	}
 	if v != versionOf(&ino) || ino.MtimeNs != f.mtime {
 		ino.Size, ino.Root, ino.Depth = v.Size, v.Root, v.Depth
 		ino.MtimeNs = f.mtime
 		ino.CtimeNs = time.Now().UnixNano()
-		if _, err := fsys.node.Publish(ctx, []index.Op{{Inode: &ino}}); err != nil {
+		ino.BaseVersion, ino.BaseOrigin = base.Version, base.Origin
+		ino.Supersedes = nil
+		rec, err := fsys.node.Publish(ctx, []index.Op{{Inode: &ino}})
+		if err != nil {
 			return fsys.toErrno("publish", err)
 		}
+		base = rec.Ops[0].Inode.Ref()
 	}
 	f.v = v
+	f.base = base
 	f.c = nil
 	return 0
 }
@@ -289,6 +315,9 @@ func (f *fileNode) Allocate(ctx context.Context, fh fs.FileHandle, off uint64, s
 }
 
 func (f *fileNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if index.IsConflictID(f.id) {
+		return syscall.EROFS
+	}
 	if size, ok := in.GetSize(); ok {
 		f.mu.Lock()
 		errno := f.refreshIfIdle()

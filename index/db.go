@@ -73,6 +73,11 @@ const (
 	prefixLog    = 'l'
 	prefixVV     = 'v'
 	prefixMeta   = 'm'
+
+	prefixHistory = 'h'
+	prefixHead    = 'H'
+	prefixNamed   = 'n'
+	prefixDerived = 'x'
 )
 
 var (

@@ -18,13 +18,71 @@
 // Apply, and the version vector (origin → highest Seq applied) says how far
 // each log has been applied locally.
 //
-// Each op is applied last-writer-wins: an op replaces the stored value under
-// the same key iff its (Version, Origin) stamp is greater, Version first,
-// then NodeID.Compare. A deleted directory entry is kept as a tombstone so
-// that an older create arriving late cannot bring it back; LookupDirent and
-// ReadDir hide tombstones. Because the rule only compares stamps, two nodes
-// that have applied the same records, in any interleaving of origins, hold
-// the same namespace.
+// A dirent op is applied last-writer-wins: it replaces the stored value
+// under the same key iff its (Version, Origin) stamp is greater, Version
+// first, then NodeID.Compare. A deleted directory entry is kept as a
+// tombstone so that an older create arriving late cannot bring it back.
+//
+// # Versions, heads and conflict copies
+//
+// An inode is not a register but a set of versions. Every inode op is one
+// version, named by its stamp (Version, Origin), and names the version it
+// was made on (BaseVersion, BaseOrigin; zero for a new inode) and up to
+// MaxSupersedes further versions it replaces (Supersedes, for a merge).
+// Both must be older than the op (Validate), so the graph has no cycles.
+// The index keeps every version received ("h" keys) and the set of HEADS:
+// the versions that no received version names as base or in Supersedes.
+// The WINNER is the head with the greatest stamp; the "i" key holds it and
+// GetInode returns it. Heads and winner are a pure function of the set of
+// versions received, so peers that received the same records show the same
+// thing whatever the order. (A version arriving before its base makes the
+// base's predecessor look like a head only until the missing link
+// arrives.) The newest version received is always a head, so an inode with
+// versions always has a winner. Apply and Commit update history, heads and
+// winner in the same batch as the record.
+//
+// Conflict copies are a view derived from the heads, not records, so they
+// need no coordination: for every visible entry (parent, name) → child of
+// a type other than directory, each losing head H (a head that is not the
+// winner) of child is also shown as an entry named
+//
+//	name + ".conflict-" + H.Origin.Short() + "-" + decimal H.Version
+//
+// (name cut bytewise so that the whole fits MaxNameLen), of H's type,
+// whose Child is the derived ID of H: the first 8 bytes of SHA-256(child[8]
+// H.Version[8] H.Origin[16]) with ConflictIDBit (the top bit) set. NewID
+// never sets that bit and Validate refuses it in ops, so derived IDs never
+// collide with real ones (two derived IDs collide with probability about
+// 2^-63). GetInode of a derived ID returns H's record with that ID (for any
+// version ever received, so an open conflict copy stays readable after it
+// is resolved); ConflictOf maps it back to (child, H). A real entry hides a
+// conflict copy of the same name. Directories keep only their winner in the
+// view: their losing heads differ in metadata only.
+//
+// A conflict copy is resolved by a version of the child that supersedes H:
+// fusefs unlinks one by committing the current winner's content with base =
+// winner and Supersedes = [H].
+//
+// Tombstones and updates: a tombstone carries the version of the child the
+// deleter saw (ChildVersion, ChildOrigin). A tombstone is SHADOWED — the
+// entry stays visible, pointing at the same child — iff it is not Moved,
+// has a child and a non-zero ChildVersion, and the child's winner is newer
+// than (ChildVersion, ChildOrigin): the winner is then neither the version
+// the deleter saw nor one of its ancestors (ancestors are older), so it is
+// an update the deleter had not seen, and a delete racing an update keeps
+// the update. Comparing stamps is enough: once the version the deleter saw
+// has arrived, the winner is at least as new as it, and equal iff nothing
+// newer exists. A rename leaves a Moved tombstone at the old name, which is
+// never shadowed: the file lives on under its new name. LookupDirent and
+// ReadDir show shadowed tombstones as live entries and hide the others.
+// Known limit: an update made on a node that had already applied the
+// tombstone (through a descriptor still open on the unlinked file) also
+// shadows it; fusefs does not publish a file unlinked locally.
+//
+// Because dirents are last-writer-wins and everything else the view shows
+// is a function of the set of inode versions received, two nodes that have
+// applied the same records, in any interleaving of origins, show the same
+// namespace.
 //
 // One record may not touch the same key twice (Validate of the record
 // rejects it), so the result of a record never depends on op order.
@@ -44,8 +102,12 @@
 // order. A key starts with a one-byte prefix:
 //
 //	"c" hash[32]                    → chunk location: segment[4] offset[8] length[2]
-//	"i" id[8]                       → inode value
+//	"i" id[8]                       → inode value of the winner
 //	"d" parent[8] name              → dirent value
+//	"h" id[8] version[8] origin[16] → every inode version received (inode value)
+//	"H" id[8] version[8] origin[16] → empty: the version is a head
+//	"n" id[8] version[8] origin[16] → empty: a received version names it
+//	"x" derived-id[8]               → id[8] version[8] origin[16] of a conflict copy
 //	"l" origin[16] seq[8]           → record (EncodeRecord bytes)
 //	"v" origin[16]                  → highest applied seq[8]
 //	"m" name                        → metadata:
@@ -73,15 +135,20 @@
 //	inode-body:  id:uv type[1] mode:uv size:uv mtime:sv ctime:sv
 //	             root[32] depth[1] target:str uid:uv gid:uv rdev:uv
 //	             atime:sv version:uv origin[16]
-//	dirent-body: parent:uv name:str child:uv type[1] deleted[1]
-//	             version:uv origin[16]
+//	             baseversion:uv baseorigin[16]
+//	             nsupersedes:uv (version:uv origin[16])×nsupersedes
+//	dirent-body: parent:uv name:str dirent-val
+//	dirent-val:  child:uv type[1] flags[1] version:uv origin[16]
+//	             childversion:uv childorigin[16]
+//	flags:       bit 0 deleted, bit 1 moved; other bits must be 0
 //
 //	inode value:  format=1 inode-body
-//	dirent value: format=1 child:uv type[1] deleted[1] version:uv origin[16]
+//	dirent value: format=1 dirent-val
 //
 // DecodeRecord reads bytes from the network: it checks the total size
 // (MaxRecordBytes), the op count (MaxRecordOps), every string length
-// (MaxNameLen, MaxTargetLen) against both its limit and the bytes left
+// (MaxNameLen, MaxTargetLen) and the supersedes count (MaxSupersedes)
+// against both its limit and the bytes left
 // before allocating, rejects trailing bytes, and validates every op. A
 // decoded record is therefore always valid.
 //
@@ -91,11 +158,13 @@
 // called once, after every other call has returned; calls made after Close
 // return ErrClosed.
 //
-//   - Reads (GetChunk, HasChunk, GetInode, LookupDirent, ReadDir, LogSince)
-//     take no lock of this package; each sees a consistent Pebble state.
+//   - Reads (GetChunk, HasChunk, GetInode, LookupDirent, ReadDir, Heads,
+//     ConflictOf, LogSince) take no lock of this package; each sees a
+//     consistent Pebble state (the namespace views read one snapshot).
 //   - writeMu serializes Commit and Apply for their whole length (read
 //     stored values, build the batch, synced commit), so the LWW comparison,
-//     the sequence number and the clock are never raced.
+//     the heads of an inode, the sequence number and the clock are never
+//     raced.
 //   - PutChunks is group-committed: putMu guards a queue of calls; the first
 //     caller to find no leader becomes the leader and writes every queued
 //     call's chunks in one synced batch, again and again until the queue is

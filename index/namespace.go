@@ -50,14 +50,15 @@ func newer(v uint64, o NodeID, ov uint64, oo NodeID) bool {
 	return o.Compare(oo) > 0
 }
 
-// NewID returns a random inode ID, never 0 or RootID.
+// NewID returns a random inode ID, never 0 or RootID, and without
+// ConflictIDBit (those IDs name conflict copies).
 func (db *DB) NewID() uint64 {
 	var b [8]byte
 	for {
 		if _, err := rand.Read(b[:]); err != nil {
 			panic(err) // crypto/rand never fails on Linux
 		}
-		if id := binary.BigEndian.Uint64(b[:]); id > RootID {
+		if id := binary.BigEndian.Uint64(b[:]) &^ ConflictIDBit; id > RootID {
 			return id
 		}
 	}
@@ -130,6 +131,9 @@ func (db *DB) Commit(ops []Op) (*Record, error) {
 			de.Version, de.Origin = hlc, db.self
 			rec.Ops[i].Dirent = &de
 		}
+	}
+	if err := validateStamps(rec.Ops); err != nil {
+		return nil, fmt.Errorf("index: commit: %w", err)
 	}
 	enc := EncodeRecord(rec)
 	if len(enc) > MaxRecordBytes {
@@ -235,20 +239,14 @@ func (db *DB) commitRecord(rec *Record, enc []byte, clock uint64) error {
 	return nil
 }
 
-// applyOp adds op to b if its stamp wins over the stored value under the
-// same key, and reports whether it did. Ops of one record touch distinct
-// keys, so reading the committed state (not b) is enough.
+// applyOp adds op to b and reports whether it changed anything: a dirent
+// op if its stamp wins over the stored value under the same key, an inode
+// op if its version is new (see applyInode). Ops of one record touch
+// distinct keys and inodes, so reading the committed state (not b) is
+// enough.
 func (db *DB) applyOp(b *pebble.Batch, op Op) (bool, error) {
 	if in := op.Inode; in != nil {
-		key := inodeKey(in.ID)
-		old, ok, err := db.getInode(key)
-		if err != nil {
-			return false, err
-		}
-		if ok && !newer(in.Version, in.Origin, old.Version, old.Origin) {
-			return false, nil
-		}
-		return true, b.Set(key, encodeInodeValue(in), nil)
+		return db.applyInode(b, in)
 	}
 	de := op.Dirent
 	key := direntKey(de.Parent, de.Name)
@@ -302,6 +300,13 @@ func (db *DB) GetInode(id uint64) (Inode, bool, error) {
 	if db.closed.Load() {
 		return Inode{}, false, ErrClosed
 	}
+	if IsConflictID(id) {
+		in, ok, err := db.conflictInode(db.pdb, id)
+		if err != nil {
+			return Inode{}, false, fmt.Errorf("index: conflict inode %d: %w", id, err)
+		}
+		return in, ok, nil
+	}
 	in, ok, err := db.getInode(inodeKey(id))
 	if err != nil {
 		return Inode{}, false, fmt.Errorf("index: inode %d: %w", id, err)
@@ -310,50 +315,6 @@ func (db *DB) GetInode(id uint64) (Inode, bool, error) {
 		return Inode{ID: RootID, Type: TypeDir, Mode: 0o755}, true, nil
 	}
 	return in, ok, nil
-}
-
-// LookupDirent returns the live entry name in directory parent; a tombstone
-// counts as absent.
-func (db *DB) LookupDirent(parent uint64, name string) (Dirent, bool, error) {
-	if db.closed.Load() {
-		return Dirent{}, false, ErrClosed
-	}
-	de, ok, err := db.getDirent(direntKey(parent, name), parent, name)
-	if err != nil {
-		return Dirent{}, false, fmt.Errorf("index: dirent %d/%q: %w", parent, name, err)
-	}
-	if !ok || de.Deleted {
-		return Dirent{}, false, nil
-	}
-	return de, true, nil
-}
-
-// ReadDir returns the live entries of directory parent in Pebble key order,
-// that is bytewise by name.
-func (db *DB) ReadDir(parent uint64) ([]Dirent, error) {
-	if db.closed.Load() {
-		return nil, ErrClosed
-	}
-	lo := direntPrefix(parent)
-	it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
-	if err != nil {
-		return nil, fmt.Errorf("index: readdir %d: %w", parent, err)
-	}
-	defer it.Close()
-	var out []Dirent
-	for it.First(); it.Valid(); it.Next() {
-		de := Dirent{Parent: parent, Name: string(it.Key()[len(lo):])}
-		if err := decodeDirentValue(it.Value(), &de); err != nil {
-			return nil, fmt.Errorf("index: readdir %d: entry %q: %w", parent, de.Name, err)
-		}
-		if !de.Deleted {
-			out = append(out, de)
-		}
-	}
-	if err := it.Error(); err != nil {
-		return nil, fmt.Errorf("index: readdir %d: %w", parent, err)
-	}
-	return out, nil
 }
 
 // LogSince returns the encoded records (EncodeRecord bytes, ready for the

@@ -399,7 +399,7 @@ func TestConvergence(t *testing.T) {
 		for _, id := range ids {
 			a, aok, _ := all[0].GetInode(id)
 			b, bok, _ := db.GetInode(id)
-			if a != b || aok != bok {
+			if !reflect.DeepEqual(a, b) || aok != bok {
 				t.Fatalf("node %d GetInode(%d) = %+v; want %+v", i+1, id, b, a)
 			}
 		}

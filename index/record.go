@@ -63,9 +63,32 @@ type Inode struct {
 	Rdev    uint32 // device number of a device node
 	AtimeNs int64
 
-	Version uint64 // LWW stamp: the HLC of the commit that made it
-	Origin  NodeID // LWW stamp: the node that made it
+	Version uint64 // stamp: the HLC of the commit that made it
+	Origin  NodeID // stamp: the node that made it
+
+	// BaseVersion and BaseOrigin name the version of this inode the change
+	// was made on (zero for a new inode); Supersedes names further versions
+	// it replaces (a merge, at most MaxSupersedes). See "Versions, heads
+	// and conflict copies" in doc.go.
+	BaseVersion uint64
+	BaseOrigin  NodeID
+	Supersedes  []VersionRef
 }
+
+// VersionRef names one version of an inode by its stamp.
+type VersionRef struct {
+	Version uint64
+	Origin  NodeID
+}
+
+// IsZero reports whether r names no version.
+func (r VersionRef) IsZero() bool { return r.Version == 0 && r.Origin.IsZero() }
+
+// Ref returns the stamp of in.
+func (in *Inode) Ref() VersionRef { return VersionRef{in.Version, in.Origin} }
+
+// Base returns the version in was made on.
+func (in *Inode) Base() VersionRef { return VersionRef{in.BaseVersion, in.BaseOrigin} }
 
 // Dirent is one name in a directory. A Deleted dirent is a tombstone.
 type Dirent struct {
@@ -74,6 +97,15 @@ type Dirent struct {
 	Child   uint64
 	Type    EntryType
 	Deleted bool
+
+	// Moved marks the tombstone a rename leaves at the old name: it never
+	// comes back (see doc.go). Only meaningful with Deleted.
+	Moved bool
+	// ChildVersion and ChildOrigin, on a tombstone, name the version of
+	// the child the deleter saw: an update the deleter had not seen keeps
+	// the entry visible (see doc.go).
+	ChildVersion uint64
+	ChildOrigin  NodeID
 
 	Version uint64 // LWW stamp: the HLC of the commit that made it
 	Origin  NodeID // LWW stamp: the node that made it
@@ -100,6 +132,7 @@ const (
 	MaxNameLen     = 255
 	MaxTargetLen   = 4096
 	MaxRecordBytes = 1 << 20
+	MaxSupersedes  = 8
 )
 
 // ErrInvalid wraps every error about an op or record that breaks the rules
@@ -126,9 +159,19 @@ func (op Op) Validate() error {
 			return fmt.Errorf("%w: inode %d: type %d", ErrInvalid, in.ID, in.Type)
 		case in.Mode&^0o7777 != 0:
 			return fmt.Errorf("%w: inode %d: mode %#o has bits outside 0o7777", ErrInvalid, in.ID, in.Mode)
+		case in.ID&ConflictIDBit != 0:
+			return fmt.Errorf("%w: inode %d: id has the conflict-copy bit", ErrInvalid, in.ID)
 		case len(in.Target) > MaxTargetLen:
 			return fmt.Errorf("%w: inode %d: symlink target is %d bytes, limit %d",
 				ErrInvalid, in.ID, len(in.Target), MaxTargetLen)
+		case len(in.Supersedes) > MaxSupersedes:
+			return fmt.Errorf("%w: inode %d: supersedes %d versions, limit %d",
+				ErrInvalid, in.ID, len(in.Supersedes), MaxSupersedes)
+		}
+		for _, r := range in.Supersedes {
+			if r.IsZero() {
+				return fmt.Errorf("%w: inode %d: supersedes a zero version", ErrInvalid, in.ID)
+			}
 		}
 		return nil
 	default:
@@ -141,6 +184,10 @@ func (op Op) Validate() error {
 			return fmt.Errorf("%w: dirent %q: parent 0", ErrInvalid, d.Name)
 		case d.Child == 0 && !d.Deleted:
 			return fmt.Errorf("%w: dirent %q: child 0", ErrInvalid, d.Name)
+		case d.Child&ConflictIDBit != 0:
+			return fmt.Errorf("%w: dirent %q: child %d has the conflict-copy bit", ErrInvalid, d.Name, d.Child)
+		case d.Moved && !d.Deleted:
+			return fmt.Errorf("%w: dirent %q: moved but not deleted", ErrInvalid, d.Name)
 		case !d.Type.valid() && !(d.Deleted && d.Type == 0):
 			return fmt.Errorf("%w: dirent %q: type %d", ErrInvalid, d.Name, d.Type)
 		}
@@ -206,7 +253,33 @@ func validateRecord(r *Record) error {
 	if r.Seq == 0 {
 		return fmt.Errorf("%w: record seq 0", ErrInvalid)
 	}
-	return validateOps(r.Ops)
+	if err := validateOps(r.Ops); err != nil {
+		return err
+	}
+	return validateStamps(r.Ops)
+}
+
+// validateStamps checks that every version an inode op names (its base and
+// what it supersedes) is older than the op itself, so the version graph of
+// an inode has no cycles and its newest version is always a head.
+func validateStamps(ops []Op) error {
+	for i, op := range ops {
+		in := op.Inode
+		if in == nil {
+			continue
+		}
+		if b := in.Base(); !b.IsZero() && !newer(in.Version, in.Origin, b.Version, b.Origin) {
+			return fmt.Errorf("%w: op %d: inode %d: base %d is not older than version %d",
+				ErrInvalid, i, in.ID, b.Version, in.Version)
+		}
+		for _, r := range in.Supersedes {
+			if !newer(in.Version, in.Origin, r.Version, r.Origin) {
+				return fmt.Errorf("%w: op %d: inode %d: superseded %d is not older than version %d",
+					ErrInvalid, i, in.ID, r.Version, in.Version)
+			}
+		}
+	}
+	return nil
 }
 
 // Encoding; the layout is documented in doc.go.
@@ -259,7 +332,15 @@ func appendInode(b []byte, in *Inode) []byte {
 	b = binary.AppendUvarint(b, uint64(in.Rdev))
 	b = binary.AppendVarint(b, in.AtimeNs)
 	b = binary.AppendUvarint(b, in.Version)
-	return append(b, in.Origin[:]...)
+	b = append(b, in.Origin[:]...)
+	b = binary.AppendUvarint(b, in.BaseVersion)
+	b = append(b, in.BaseOrigin[:]...)
+	b = binary.AppendUvarint(b, uint64(len(in.Supersedes)))
+	for _, r := range in.Supersedes {
+		b = binary.AppendUvarint(b, r.Version)
+		b = append(b, r.Origin[:]...)
+	}
+	return b
 }
 
 func appendDirentKey(b []byte, d *Dirent) []byte {
@@ -271,14 +352,25 @@ func appendDirentKey(b []byte, d *Dirent) []byte {
 func appendDirentVal(b []byte, d *Dirent) []byte {
 	b = binary.AppendUvarint(b, d.Child)
 	b = append(b, byte(d.Type))
-	del := byte(0)
+	var flags byte
 	if d.Deleted {
-		del = 1
+		flags |= direntDeleted
 	}
-	b = append(b, del)
+	if d.Moved {
+		flags |= direntMoved
+	}
+	b = append(b, flags)
 	b = binary.AppendUvarint(b, d.Version)
-	return append(b, d.Origin[:]...)
+	b = append(b, d.Origin[:]...)
+	b = binary.AppendUvarint(b, d.ChildVersion)
+	return append(b, d.ChildOrigin[:]...)
 }
+
+// Dirent flag bits.
+const (
+	direntDeleted = 1 << 0
+	direntMoved   = 1 << 1
+)
 
 // DecodeRecord parses bytes made by EncodeRecord, typically received from a
 // peer. It checks every length against its limit and the bytes left before
@@ -477,20 +569,37 @@ func (d *decoder) inode(in *Inode) {
 	in.AtimeNs = d.varint("inode atime")
 	in.Version = d.uvarint("inode version")
 	copy(in.Origin[:], d.fixed(len(in.Origin), "inode origin"))
+	in.BaseVersion = d.uvarint("inode base version")
+	copy(in.BaseOrigin[:], d.fixed(len(in.BaseOrigin), "inode base origin"))
+	n := d.uvarint("inode supersedes count")
+	if d.err == nil && n > MaxSupersedes {
+		d.fail("inode supersedes %d versions, limit %d", n, MaxSupersedes)
+	}
+	if d.err != nil || n == 0 {
+		return
+	}
+	in.Supersedes = make([]VersionRef, n)
+	for i := range in.Supersedes {
+		in.Supersedes[i].Version = d.uvarint("superseded version")
+		copy(in.Supersedes[i].Origin[:], d.fixed(len(in.Supersedes[i].Origin), "superseded origin"))
+	}
 }
 
 func (d *decoder) direntVal(de *Dirent) {
 	de.Child = d.uvarint("dirent child")
 	de.Type = EntryType(d.u8("dirent type"))
-	switch del := d.u8("dirent deleted"); {
+	switch flags := d.u8("dirent flags"); {
 	case d.err != nil:
-	case del > 1:
-		d.fail("dirent deleted flag %d", del)
+	case flags&^(direntDeleted|direntMoved) != 0:
+		d.fail("dirent flags %#x", flags)
 	default:
-		de.Deleted = del == 1
+		de.Deleted = flags&direntDeleted != 0
+		de.Moved = flags&direntMoved != 0
 	}
 	de.Version = d.uvarint("dirent version")
 	copy(de.Origin[:], d.fixed(len(de.Origin), "dirent origin"))
+	de.ChildVersion = d.uvarint("dirent child version")
+	copy(de.ChildOrigin[:], d.fixed(len(de.ChildOrigin), "dirent child origin"))
 }
 
 // u32 reads a uvarint that must fit 32 bits.

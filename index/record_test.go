@@ -17,15 +17,20 @@ func sampleRecord() *Record {
 		Seq:    math.MaxUint64,
 		HLC:    1_700_000_000_000<<16 | 3,
 		Ops: []Op{
-			{Inode: &Inode{ID: math.MaxUint64, Type: TypeFile, Mode: 0o7777, Size: 1 << 40,
+			{Inode: &Inode{ID: math.MaxUint64 &^ ConflictIDBit, Type: TypeFile, Mode: 0o7777, Size: 1 << 40,
 				MtimeNs: -5, CtimeNs: math.MaxInt64, Root: Sum([]byte("root")), Depth: 3,
-				Uid: math.MaxUint32, Gid: 100, AtimeNs: -7, Version: 17, Origin: origin}},
+				Uid: math.MaxUint32, Gid: 100, AtimeNs: -7, Version: 17, Origin: origin,
+				BaseVersion: 16, BaseOrigin: NodeID{0xff},
+				Supersedes: []VersionRef{{1, NodeID{1}}, {2, NodeID{2}}, {3, NodeID{3}}, {4, NodeID{4}},
+					{5, NodeID{5}}, {6, NodeID{6}}, {7, NodeID{7}}, {17, NodeID{0xaa}}}}},
 			{Inode: &Inode{ID: 3, Type: TypeCharDev, Mode: 0o600, Rdev: 0x10305}},
 			{Inode: &Inode{ID: 2, Type: TypeSymlink, Mode: 0o777, Target: strings.Repeat("t", MaxTargetLen),
 				MtimeNs: math.MinInt64}},
 			{Dirent: &Dirent{Parent: RootID, Name: "héllo wörld", Child: 2, Type: TypeSymlink,
 				Version: 1, Origin: NodeID{1}}},
 			{Dirent: &Dirent{Parent: 9, Name: strings.Repeat("n", MaxNameLen), Deleted: true}},
+			{Dirent: &Dirent{Parent: 9, Name: "gone", Child: 4, Type: TypeFile, Deleted: true, Moved: true,
+				ChildVersion: math.MaxUint64, ChildOrigin: NodeID{0xee}, Version: 3, Origin: origin}},
 		},
 	}
 }
@@ -69,7 +74,18 @@ func (r *recordBytes) str(s string) *recordBytes  { return r.uv(uint64(len(s))).
 // dirent appends a dirent op with the given name and deleted flag.
 func (r *recordBytes) dirent(name string, deleted byte) *recordBytes {
 	r.raw(opKindDirent).uv(RootID).str(name).uv(5).raw(byte(TypeFile), deleted).uv(1)
-	return r.raw(make([]byte, 16)...)
+	return r.raw(make([]byte, 16)...).uv(0).raw(make([]byte, 16)...)
+}
+
+// inode appends a file inode op with the given stamp, base and supersedes
+// count (each superseded entry is version 1 of origin 00…).
+func (r *recordBytes) inode(id, version, base, nsup uint64) *recordBytes {
+	r.raw(opKindInode).uv(id).raw(byte(TypeFile)).uv(0o644).uv(0).uv(0).uv(0).raw(make([]byte, 33)...).
+		uv(0).uv(0).uv(0).uv(0).uv(0).uv(version).raw(make([]byte, 16)...).uv(base).raw(make([]byte, 16)...).uv(nsup)
+	for range nsup {
+		r.uv(1).raw(make([]byte, 16)...)
+	}
+	return r
 }
 
 func TestDecodeRecordBad(t *testing.T) {
@@ -96,7 +112,12 @@ func TestDecodeRecordBad(t *testing.T) {
 		{"name too long", newRecordBytes(1).dirent(strings.Repeat("x", MaxNameLen+1), 0).b, ErrCorrupt},
 		{"name longer than input", newRecordBytes(1).raw(opKindDirent).uv(RootID).uv(200).raw('a', 'b').b, ErrCorrupt},
 		{"name length huge", newRecordBytes(1).raw(opKindDirent).uv(RootID).uv(math.MaxUint64).b, ErrCorrupt},
-		{"deleted flag 2", newRecordBytes(1).dirent("a", 2).b, ErrCorrupt},
+		{"dirent flags 4", newRecordBytes(1).dirent("a", 4).b, ErrCorrupt},
+		{"moved, not deleted", newRecordBytes(1).dirent("a", 2).b, ErrInvalid},
+		{"supersedes 9", newRecordBytes(1).inode(5, 9, 1, MaxSupersedes+1).b, ErrCorrupt},
+		{"base not older", newRecordBytes(1).inode(5, 9, 9, 0).b, ErrInvalid},
+		{"superseded not older", newRecordBytes(1).inode(5, 1, 0, 1).b, ErrInvalid},
+		{"conflict-copy id", newRecordBytes(1).inode(ConflictIDBit|5, 9, 1, 0).b, ErrInvalid},
 		{"target too long", newRecordBytes(1).raw(opKindInode).uv(5).raw(byte(TypeSymlink)).uv(0o777).uv(0).
 			uv(0).uv(0).raw(make([]byte, 33)...).uv(MaxTargetLen + 1).b, ErrCorrupt},
 		{"mode too big", newRecordBytes(1).raw(opKindInode).uv(5).raw(byte(TypeFile)).uv(0o10000).b, ErrCorrupt},
@@ -124,7 +145,7 @@ func TestDecodeRecordBad(t *testing.T) {
 		}
 	}
 	// The hand-built encoder agrees with EncodeRecord on a good record.
-	if _, err := DecodeRecord(newRecordBytes(2).dirent("a", 0).dirent("b", 1).b); err != nil {
+	if _, err := DecodeRecord(newRecordBytes(3).dirent("a", 0).dirent("b", 3).inode(5, 9, 8, MaxSupersedes).b); err != nil {
 		t.Fatalf("hand-built valid record: %v", err)
 	}
 }
@@ -180,6 +201,7 @@ func FuzzDecodeRecord(f *testing.F) {
 	f.Add(EncodeRecord(sampleRecord()))
 	f.Add(EncodeRecord(&Record{Origin: NodeID{1}, Seq: 1, HLC: 1, Ops: []Op{fileDirent(RootID, "a", 2)}}))
 	f.Add(newRecordBytes(2).dirent("a", 0).dirent("b", 1).b)
+	f.Add(newRecordBytes(2).inode(5, 9, 8, 2).dirent("b", 3).b)
 	f.Add([]byte{formatV1})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := DecodeRecord(b)

@@ -1,0 +1,148 @@
+package fusefs
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/oashare/oashare/index"
+)
+
+// partition cuts the links between p and q (both stop dialing the other
+// and drop the connection) and waits until neither sees the other.
+func partition(t *testing.T, p, q *testPeer) {
+	t.Helper()
+	p.node.ForgetAddr(q.node.Addr())
+	q.node.ForgetAddr(p.node.Addr())
+	waitFor(t, 10*time.Second, "peers apart", func() bool {
+		return len(p.node.Peers()) == 0 && len(q.node.Peers()) == 0
+	})
+	time.Sleep(200 * time.Millisecond)
+	if len(p.node.Peers()) != 0 || len(q.node.Peers()) != 0 {
+		t.Fatal("peers reconnected after ForgetAddr")
+	}
+}
+
+// names lists dir, without error.
+func names(dir string) []string {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range ents {
+		out = append(out, e.Name())
+	}
+	return out
+}
+
+// Two peers cut apart write the same file; once together again both show
+// the file with one content and one conflict copy with the other, the same
+// on both, and unlinking the copy on one removes it on both.
+func TestClusterConcurrentWritesKeepConflictCopy(t *testing.T) {
+	peers := startCluster(t, 2, 2)
+	a, b := peers[0], peers[1]
+	fa, fb := filepath.Join(a.mnt, "f"), filepath.Join(b.mnt, "f")
+	if err := os.WriteFile(fa, []byte("v0"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitContent(t, fb, []byte("v0"))
+
+	partition(t, a, b)
+	if err := os.WriteFile(fa, []byte("from-a"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(fb, []byte("from-b"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a.node.AddPeerAddr(b.node.Addr())
+	b.node.AddPeerAddr(a.node.Addr())
+
+	de, ok, err := a.db.LookupDirent(index.RootID, "f")
+	if err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	var copyName string
+	waitFor(t, 15*time.Second, "one conflict copy on both peers", func() bool {
+		hs, err := a.db.Heads(de.Child)
+		if err != nil || len(hs) != 2 {
+			return false
+		}
+		copyName = index.ConflictName("f", hs[1].Ref())
+		want := []string{"f", copyName}
+		return slices.Equal(names(a.mnt), want) && slices.Equal(names(b.mnt), want)
+	})
+	if !strings.HasPrefix(copyName, "f.conflict-") {
+		t.Fatalf("conflict copy named %q", copyName)
+	}
+	var contents [][]byte
+	waitFor(t, 10*time.Second, "same contents on both peers", func() bool {
+		contents = contents[:0]
+		for _, p := range peers {
+			for _, n := range []string{"f", copyName} {
+				c, err := os.ReadFile(filepath.Join(p.mnt, n))
+				if err != nil {
+					return false
+				}
+				contents = append(contents, c)
+			}
+		}
+		return bytes.Equal(contents[0], contents[2]) && bytes.Equal(contents[1], contents[3])
+	})
+	got := []string{string(contents[0]), string(contents[1])}
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"from-a", "from-b"}) {
+		t.Fatalf("file and copy hold %q; want from-a and from-b", got)
+	}
+	winner := contents[0]
+	if err := os.WriteFile(filepath.Join(b.mnt, copyName), []byte("x"), 0o644); err == nil {
+		t.Fatal("writing a conflict copy succeeded; want EROFS")
+	}
+
+	if err := os.Remove(filepath.Join(b.mnt, copyName)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "conflict copy gone on both peers", func() bool {
+		return slices.Equal(names(a.mnt), []string{"f"}) && slices.Equal(names(b.mnt), []string{"f"})
+	})
+	for _, p := range peers {
+		waitContent(t, filepath.Join(p.mnt, "f"), winner)
+		if hs, err := p.db.Heads(de.Child); err != nil || len(hs) != 1 {
+			t.Fatalf("heads after resolve: %d, %v", len(hs), err)
+		}
+	}
+}
+
+// A peer deletes a file while another, cut off, updates it: the update
+// keeps the file on both once they meet again.
+func TestClusterDeleteRacingUpdateKeepsUpdate(t *testing.T) {
+	peers := startCluster(t, 2, 2)
+	a, b := peers[0], peers[1]
+	fa, fb := filepath.Join(a.mnt, "f"), filepath.Join(b.mnt, "f")
+	if err := os.WriteFile(fa, []byte("v0"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitContent(t, fb, []byte("v0"))
+	partition(t, a, b)
+	if err := os.Remove(fa); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(fb, []byte("updated"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a.node.AddPeerAddr(b.node.Addr())
+	b.node.AddPeerAddr(a.node.Addr())
+	waitContent(t, fa, []byte("updated"))
+	waitContent(t, fb, []byte("updated"))
+	// A delete that has seen the update wins.
+	if err := os.Remove(fa); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "file gone on both peers", func() bool {
+		return len(names(a.mnt)) == 0 && len(names(b.mnt)) == 0
+	})
+}

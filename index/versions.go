@@ -1,0 +1,460 @@
+package index
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/cockroachdb/pebble"
+)
+
+// Versions, heads and conflict copies; the rules are in doc.go.
+
+// ConflictIDBit is set in the derived inode ID of every conflict copy and in
+// no other inode ID (NewID clears it, Validate refuses it in ops).
+const ConflictIDBit uint64 = 1 << 63
+
+// IsConflictID reports whether id names a conflict copy.
+func IsConflictID(id uint64) bool { return id&ConflictIDBit != 0 }
+
+// conflictSep separates a name from the suffix of its conflict copies.
+const conflictSep = ".conflict-"
+
+// conflictID is the derived inode ID of version r of inode id: the first 8
+// bytes of SHA-256(id[8] version[8] origin[16]) with ConflictIDBit set.
+func conflictID(id uint64, r VersionRef) uint64 {
+	h := sha256.Sum256(refKey(nil, id, r))
+	return binary.BigEndian.Uint64(h[:8]) | ConflictIDBit
+}
+
+// ConflictName is the name under which version h of the entry name is
+// shown as a conflict copy: name + ".conflict-" + h.Origin.Short() + "-" +
+// h.Version (decimal). If that is longer than MaxNameLen, name is cut to
+// fit (bytewise).
+func ConflictName(name string, h VersionRef) string {
+	suffix := fmt.Sprintf("%s%s-%d", conflictSep, h.Origin.Short(), h.Version)
+	if len(name)+len(suffix) > MaxNameLen {
+		name = name[:MaxNameLen-len(suffix)]
+	}
+	return name + suffix
+}
+
+// refKey appends id[8] version[8] origin[16] to b.
+func refKey(b []byte, id uint64, r VersionRef) []byte {
+	b = binary.BigEndian.AppendUint64(b, id)
+	b = binary.BigEndian.AppendUint64(b, r.Version)
+	return append(b, r.Origin[:]...)
+}
+
+func histKey(id uint64, r VersionRef) []byte  { return refKey([]byte{prefixHistory}, id, r) }
+func headKey(id uint64, r VersionRef) []byte  { return refKey([]byte{prefixHead}, id, r) }
+func namedKey(id uint64, r VersionRef) []byte { return refKey([]byte{prefixNamed}, id, r) }
+func headPrefix(id uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{prefixHead}, id)
+}
+func derivedKey(cid uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{prefixDerived}, cid)
+}
+
+func has(r pebble.Reader, key []byte) (bool, error) {
+	_, c, err := r.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	c.Close()
+	return true, nil
+}
+
+func getInodeFrom(r pebble.Reader, key []byte) (Inode, bool, error) {
+	v, c, err := r.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return Inode{}, false, nil
+	}
+	if err != nil {
+		return Inode{}, false, err
+	}
+	defer c.Close()
+	in, err := decodeInodeValue(v)
+	if err != nil {
+		return Inode{}, false, err
+	}
+	return in, true, nil
+}
+
+// headRefs returns the heads of inode id in ascending stamp order (key
+// order is stamp order: version big endian, then origin bytewise).
+func headRefs(r pebble.Reader, id uint64) ([]VersionRef, error) {
+	lo := headPrefix(id)
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var out []VersionRef
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()[len(lo):]
+		if len(k) != 8+16 {
+			return nil, fmt.Errorf("%w: head key of inode %d has %d bytes", ErrCorrupt, id, len(k))
+		}
+		var ref VersionRef
+		ref.Version = binary.BigEndian.Uint64(k)
+		copy(ref.Origin[:], k[8:])
+		out = append(out, ref)
+	}
+	return out, it.Error()
+}
+
+// applyInode adds version in of its inode to b, unless it was received
+// before: it stores the version in the history, marks the versions it
+// names (base, Supersedes) as replaced, makes it a head unless a version
+// received earlier names it, and stores the winning head under the "i"
+// key. It reports whether the version was new.
+func (db *DB) applyInode(b *pebble.Batch, in *Inode) (bool, error) {
+	r := db.pdb
+	self := in.Ref()
+	if seen, err := has(r, histKey(in.ID, self)); err != nil || seen {
+		return false, err
+	}
+	enc := encodeInodeValue(in)
+	if err := b.Set(histKey(in.ID, self), enc, nil); err != nil {
+		return false, err
+	}
+	cid := conflictID(in.ID, self)
+	if err := b.Set(derivedKey(cid), refKey(nil, in.ID, self), nil); err != nil {
+		return false, err
+	}
+	replaced := make(map[VersionRef]bool, 1+len(in.Supersedes))
+	for _, ref := range append([]VersionRef{in.Base()}, in.Supersedes...) {
+		if ref.IsZero() || replaced[ref] {
+			continue
+		}
+		replaced[ref] = true
+		if err := b.Set(namedKey(in.ID, ref), nil, nil); err != nil {
+			return false, err
+		}
+		if err := b.Delete(headKey(in.ID, ref), nil); err != nil {
+			return false, err
+		}
+	}
+	named, err := has(r, namedKey(in.ID, self))
+	if err != nil {
+		return false, err
+	}
+	if !named {
+		if err := b.Set(headKey(in.ID, self), nil, nil); err != nil {
+			return false, err
+		}
+	}
+	heads, err := headRefs(r, in.ID)
+	if err != nil {
+		return false, err
+	}
+	var win VersionRef
+	if !named {
+		win = self
+	}
+	for _, h := range heads {
+		if !replaced[h] && newer(h.Version, h.Origin, win.Version, win.Origin) {
+			win = h
+		}
+	}
+	cur, ok, err := db.getInode(inodeKey(in.ID))
+	if err != nil {
+		return false, err
+	}
+	switch {
+	case win.IsZero():
+		// Cannot happen: the newest version received is always a head.
+		return false, fmt.Errorf("%w: inode %d has no head", ErrCorrupt, in.ID)
+	case ok && cur.Ref() == win:
+	case win == self:
+		if err := b.Set(inodeKey(in.ID), enc, nil); err != nil {
+			return false, err
+		}
+	default:
+		v, c, err := r.Get(histKey(in.ID, win))
+		if err != nil {
+			return false, fmt.Errorf("inode %d head %d: %w", in.ID, win.Version, err)
+		}
+		err = b.Set(inodeKey(in.ID), v, nil)
+		c.Close()
+		if err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// Heads returns the versions of inode id that no received version replaces:
+// the winner (what GetInode returns) first, then the others, which are
+// shown as conflict copies, by descending stamp. An inode never committed
+// has no heads.
+func (db *DB) Heads(id uint64) ([]Inode, error) {
+	if db.closed.Load() {
+		return nil, ErrClosed
+	}
+	snap := db.pdb.NewSnapshot()
+	defer snap.Close()
+	out, err := heads(snap, id)
+	if err != nil {
+		return nil, fmt.Errorf("index: heads of %d: %w", id, err)
+	}
+	return out, nil
+}
+
+// heads returns the head records of id, newest (the winner) first.
+func heads(r pebble.Reader, id uint64) ([]Inode, error) {
+	refs, err := headRefs(r, id)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Inode, 0, len(refs))
+	for i := len(refs) - 1; i >= 0; i-- {
+		in, ok, err := getInodeFrom(r, histKey(id, refs[i]))
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, fmt.Errorf("%w: head %d of inode %d not in history", ErrCorrupt, refs[i].Version, id)
+		}
+		out = append(out, in)
+	}
+	return out, nil
+}
+
+// ConflictOf returns the inode and the version a conflict copy ID stands
+// for (a version that was received; it may have been resolved since).
+func (db *DB) ConflictOf(cid uint64) (id uint64, ref VersionRef, ok bool, err error) {
+	if db.closed.Load() {
+		return 0, ref, false, ErrClosed
+	}
+	id, ref, ok, err = conflictRef(db.pdb, cid)
+	if err != nil {
+		err = fmt.Errorf("index: conflict %d: %w", cid, err)
+	}
+	return id, ref, ok, err
+}
+
+func conflictRef(r pebble.Reader, cid uint64) (uint64, VersionRef, bool, error) {
+	var ref VersionRef
+	if !IsConflictID(cid) {
+		return 0, ref, false, nil
+	}
+	v, c, err := r.Get(derivedKey(cid))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, ref, false, nil
+	}
+	if err != nil {
+		return 0, ref, false, err
+	}
+	defer c.Close()
+	if len(v) != 8+8+16 {
+		return 0, ref, false, fmt.Errorf("%w: derived id value of %d bytes", ErrCorrupt, len(v))
+	}
+	id := binary.BigEndian.Uint64(v)
+	ref.Version = binary.BigEndian.Uint64(v[8:])
+	copy(ref.Origin[:], v[16:])
+	return id, ref, true, nil
+}
+
+// conflictInode returns the version a conflict copy ID stands for, with
+// that ID.
+func (db *DB) conflictInode(r pebble.Reader, cid uint64) (Inode, bool, error) {
+	id, ref, ok, err := conflictRef(r, cid)
+	if err != nil || !ok {
+		return Inode{}, false, err
+	}
+	in, ok, err := getInodeFrom(r, histKey(id, ref))
+	if err != nil || !ok {
+		return Inode{}, false, err
+	}
+	in.ID = cid
+	return in, true, nil
+}
+
+// visible reports whether stored dirent de shows in the namespace: a live
+// entry always; a tombstone only when it is shadowed: not Moved, with a
+// child and a child version, and the child's winner is newer than the
+// version the deleter saw (an update the deleter had not seen).
+func visible(r pebble.Reader, de *Dirent) (bool, error) {
+	if !de.Deleted {
+		return true, nil
+	}
+	if de.Moved || de.Child == 0 || de.ChildVersion == 0 {
+		return false, nil
+	}
+	w, ok, err := getInodeFrom(r, inodeKey(de.Child))
+	if err != nil || !ok {
+		return false, err
+	}
+	return newer(w.Version, w.Origin, de.ChildVersion, de.ChildOrigin), nil
+}
+
+// readDir returns the view of directory parent (see doc.go): visible
+// entries, shown live, and the conflict copies of their children, in
+// bytewise name order.
+func readDir(r pebble.Reader, parent uint64) ([]Dirent, error) {
+	lo := direntPrefix(parent)
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var out, copies []Dirent
+	for it.First(); it.Valid(); it.Next() {
+		de := Dirent{Parent: parent, Name: string(it.Key()[len(lo):])}
+		if err := decodeDirentValue(it.Value(), &de); err != nil {
+			return nil, fmt.Errorf("entry %q: %w", de.Name, err)
+		}
+		ok, err := visible(r, &de)
+		if err != nil {
+			return nil, fmt.Errorf("entry %q: %w", de.Name, err)
+		}
+		if !ok {
+			continue
+		}
+		de.Deleted, de.Moved, de.ChildVersion, de.ChildOrigin = false, false, 0, NodeID{}
+		out = append(out, de)
+		if de.Type == TypeDir {
+			continue
+		}
+		cs, err := conflictEntries(r, &de)
+		if err != nil {
+			return nil, fmt.Errorf("entry %q: %w", de.Name, err)
+		}
+		copies = append(copies, cs...)
+	}
+	if err := it.Error(); err != nil {
+		return nil, err
+	}
+	if len(copies) == 0 {
+		return out, nil
+	}
+	// A real entry hides a conflict copy of the same name; of two copies
+	// of the same name the one with the smaller Child is shown.
+	taken := make(map[string]bool, len(out)+len(copies))
+	for _, de := range out {
+		taken[de.Name] = true
+	}
+	sort.Slice(copies, func(i, j int) bool {
+		if copies[i].Name != copies[j].Name {
+			return copies[i].Name < copies[j].Name
+		}
+		return copies[i].Child < copies[j].Child
+	})
+	for _, c := range copies {
+		if !taken[c.Name] {
+			taken[c.Name] = true
+			out = append(out, c)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// conflictEntries returns the conflict copies of live entry de: one per
+// losing head of its child that is not a directory.
+func conflictEntries(r pebble.Reader, de *Dirent) ([]Dirent, error) {
+	refs, err := headRefs(r, de.Child)
+	if err != nil || len(refs) < 2 {
+		return nil, err
+	}
+	var out []Dirent
+	for _, ref := range refs[:len(refs)-1] { // the last one is the winner
+		h, ok, err := getInodeFrom(r, histKey(de.Child, ref))
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, fmt.Errorf("%w: head %d of inode %d not in history", ErrCorrupt, ref.Version, de.Child)
+		}
+		if h.Type == TypeDir {
+			continue
+		}
+		out = append(out, Dirent{
+			Parent:  de.Parent,
+			Name:    ConflictName(de.Name, ref),
+			Child:   conflictID(de.Child, ref),
+			Type:    h.Type,
+			Version: h.Version,
+			Origin:  h.Origin,
+		})
+	}
+	return out, nil
+}
+
+// LookupDirent returns the entry name in directory parent as ReadDir shows
+// it: a visible entry (a shadowed tombstone is returned live) or a
+// conflict copy.
+func (db *DB) LookupDirent(parent uint64, name string) (Dirent, bool, error) {
+	if db.closed.Load() {
+		return Dirent{}, false, ErrClosed
+	}
+	snap := db.pdb.NewSnapshot()
+	defer snap.Close()
+	de, ok, err := lookupDirent(snap, parent, name)
+	if err != nil {
+		return Dirent{}, false, fmt.Errorf("index: dirent %d/%q: %w", parent, name, err)
+	}
+	return de, ok, nil
+}
+
+func lookupDirent(r pebble.Reader, parent uint64, name string) (Dirent, bool, error) {
+	de := Dirent{Parent: parent, Name: name}
+	v, c, err := r.Get(direntKey(parent, name))
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+	case err != nil:
+		return Dirent{}, false, err
+	default:
+		err = decodeDirentValue(v, &de)
+		c.Close()
+		if err != nil {
+			return Dirent{}, false, err
+		}
+		ok, err := visible(r, &de)
+		if err != nil {
+			return Dirent{}, false, err
+		}
+		if ok {
+			de.Deleted, de.Moved, de.ChildVersion, de.ChildOrigin = false, false, 0, NodeID{}
+			return de, true, nil
+		}
+	}
+	if !strings.Contains(name, conflictSep) {
+		return Dirent{}, false, nil
+	}
+	// A conflict copy: rare, so find it in the directory's view, which
+	// keeps lookups and listings identical by construction.
+	des, err := readDir(r, parent)
+	if err != nil {
+		return Dirent{}, false, err
+	}
+	i := sort.Search(len(des), func(i int) bool { return des[i].Name >= name })
+	if i < len(des) && des[i].Name == name && IsConflictID(des[i].Child) {
+		return des[i], true, nil
+	}
+	return Dirent{}, false, nil
+}
+
+// ReadDir returns the view of directory parent, bytewise by name: every
+// visible entry (live, or a shadowed tombstone shown live) and the conflict
+// copies of their children (see doc.go).
+func (db *DB) ReadDir(parent uint64) ([]Dirent, error) {
+	if db.closed.Load() {
+		return nil, ErrClosed
+	}
+	snap := db.pdb.NewSnapshot()
+	defer snap.Close()
+	out, err := readDir(snap, parent)
+	if err != nil {
+		return nil, fmt.Errorf("index: readdir %d: %w", parent, err)
+	}
+	return out, nil
+}
