@@ -112,6 +112,12 @@ func (fsys *FS) setattr(ctx context.Context, id uint64, f *fileNode, in *fuse.Se
 	if index.IsConflictID(id) {
 		return syscall.EROFS // conflict copies are read-only
 	}
+	// Lock order, everywhere: a file's mu, then nsMu (publish does the
+	// same).
+	if f != nil {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+	}
 	fsys.nsMu.Lock()
 	defer fsys.nsMu.Unlock()
 	ino, errno := fsys.getInode(id)
@@ -130,7 +136,7 @@ func (fsys *FS) setattr(ctx context.Context, id uint64, f *fileNode, in *fuse.Se
 		ino.MtimeNs = mt.UnixNano()
 		changed = true
 		if f != nil {
-			f.setMtime(ino.MtimeNs)
+			f.mtime = ino.MtimeNs
 		}
 	}
 	if at, ok := in.GetATime(); ok {
@@ -161,8 +167,8 @@ func (fsys *FS) setattr(ctx context.Context, id uint64, f *fileNode, in *fuse.Se
 		}
 	}
 	size, mtime := ino.Size, ino.MtimeNs
-	if f != nil {
-		size, mtime = f.localAttr(&ino)
+	if f != nil && f.c != nil {
+		size, mtime = f.c.size, f.mtime
 	}
 	fsys.fillAttr(&ino, size, mtime, &out.Attr)
 	return 0

@@ -66,12 +66,6 @@ func (f *fileNode) localAttr(ino *index.Inode) (uint64, int64) {
 	return ino.Size, ino.MtimeNs
 }
 
-func (f *fileNode) setMtime(ns int64) {
-	f.mu.Lock()
-	f.mtime = ns
-	f.mu.Unlock()
-}
-
 // refresh loads the newest version from the index unless there are local
 // changes (close-to-open: an open sees what was published before it).
 // Called with mu held.

@@ -140,6 +140,41 @@ func TestLocalDiskBehaviour(t *testing.T) {
 		}
 	})
 
+	t.Run("utimes-racing-close", func(t *testing.T) {
+		// Setting times takes the same locks as publishing on close; done
+		// at once on one file, neither may wait for the other forever.
+		p := filepath.Join(a, "busy")
+		must(os.WriteFile(p, []byte("x"), 0o644))
+		done := make(chan error, 2)
+		go func() {
+			for i := 0; i < 200; i++ {
+				ts := time.Unix(int64(1_600_000_000+i), 0)
+				if err := os.Chtimes(p, ts, ts); err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+		go func() {
+			for i := 0; i < 200; i++ {
+				if err := os.WriteFile(p, []byte(strings.Repeat("y", i)), 0o644); err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+		for i := 0; i < 2; i++ {
+			select {
+			case err := <-done:
+				must(err)
+			case <-time.After(60 * time.Second):
+				t.Fatal("utimes and close on one file did not finish: deadlock")
+			}
+		}
+	})
+
 	t.Run("mmap-shared", func(t *testing.T) {
 		p := filepath.Join(a, "mapped")
 		must(os.WriteFile(p, bytes.Repeat([]byte{'.'}, 8192), 0o644))
