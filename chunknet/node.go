@@ -23,6 +23,7 @@ type Config struct {
 	DB       *index.DB
 	Network  string // nodes only talk to nodes of the same network name
 	Listen   string // host:port; port 0 picks a free one
+	DataDir  string // directory whose disk Stat reports; "" = none
 	Replicas int    // copies of each chunk, fewer while fewer nodes are alive
 
 	Transport    Transport     // nil = TCP

@@ -154,6 +154,8 @@ func (sc *serverConn) handle(f wire.Frame) (reply []byte, bad error) {
 		}
 		st := n.applyRecords(recs, sc.peer.Node)
 		return wire.AppendPushResult(nil, f.ReqID, st), nil
+	case wire.TypeStat:
+		return wire.AppendStatResult(nil, f.ReqID, n.LocalStat()), nil
 	default:
 		return wire.AppendError(nil, f.ReqID, wire.CodeUnsupported, "unsupported request "+f.Type.String()), nil
 	}

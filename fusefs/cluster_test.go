@@ -69,13 +69,13 @@ func startClusterCache(t *testing.T, n, replicas int, cacheTimeout time.Duration
 		if err != nil {
 			t.Fatal(err)
 		}
-		node, err := chunknet.New(chunknet.Config{DB: db, Network: "test", Listen: "127.0.0.1:0", Replicas: replicas, Logger: log.With("node", i+1)})
+		node, err := chunknet.New(chunknet.Config{DB: db, Network: "test", Listen: "127.0.0.1:0", Replicas: replicas, Logger: log.With("node", i+1), DataDir: dir})
 		if err != nil {
 			t.Fatal(err)
 		}
 		mnt := filepath.Join(dir, "mnt")
 		os.Mkdir(mnt, 0o755)
-		srv, err := Mount(mnt, Options{Node: node, Logger: log, FsName: "oashare-test", DataDir: dir, AllowOther: true, CacheTimeout: cacheTimeout})
+		srv, err := Mount(mnt, Options{Node: node, Logger: log, FsName: "oashare-test", AllowOther: true, CacheTimeout: cacheTimeout})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -448,4 +448,26 @@ func TestClusterInvalidation(t *testing.T) {
 		_, err := os.Stat(name)
 		return os.IsNotExist(err)
 	})
+}
+
+// TestClusterStatfs: statfs of a mount adds up the disks of every node and
+// divides by the copies kept. Three nodes with one copy each, their data
+// on the same disk: three times that disk.
+func TestClusterStatfs(t *testing.T) {
+	peers := startCluster(t, 3, 1)
+	var disk, mnt syscall.Statfs_t
+	if err := syscall.Statfs(filepath.Dir(peers[0].mnt), &disk); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Statfs(peers[0].mnt, &mnt); err != nil {
+		t.Fatal(err)
+	}
+	want := 3 * float64(disk.Blocks) * float64(disk.Bsize)
+	got := float64(mnt.Blocks) * float64(mnt.Bsize)
+	if got < 0.99*want || got > 1.01*want {
+		t.Errorf("statfs total %.0f bytes, want about %.0f (3 × the disk)", got, want)
+	}
+	if mnt.Bavail == 0 || mnt.Bavail > mnt.Blocks {
+		t.Errorf("statfs available %d of %d blocks", mnt.Bavail, mnt.Blocks)
+	}
 }

@@ -418,13 +418,19 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 }
 
 func (d *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
-	// Until the network's capacity is aggregated, report the disk that
-	// holds this node's chunks.
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(d.fsys.dataDir, &st); err != nil {
-		return d.fsys.toErrno("statfs", err)
-	}
-	out.FromStatfsT(&st)
+	st := d.fsys.clusterStat(ctx)
+	// Every byte written takes `replicas` bytes of the network's disks, so
+	// the network holds its disks' sum divided by the copies kept.
+	copies := uint64(max(1, min(d.fsys.node.Replicas(), st.Nodes)))
+	const bsize = 4096
+	out.Bsize = bsize
+	out.Frsize = bsize
+	out.Blocks = st.DiskTotal / copies / bsize
+	out.Bfree = st.DiskFree / copies / bsize
+	out.Bavail = out.Bfree
+	// Inodes are index entries: as many as the disks hold.
+	out.Files = st.DiskTotal / 512
+	out.Ffree = st.DiskFree / 512
 	out.NameLen = index.MaxNameLen
 	return 0
 }

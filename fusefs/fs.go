@@ -24,8 +24,6 @@ type Options struct {
 	// FsName is the mount's source in /proc/mounts; oashare puts the data
 	// directory there so that tools find the node that serves a mount.
 	FsName string
-	// DataDir is the node's data directory; statfs reports its disk.
-	DataDir string
 	// AllowOther lets users other than the one who mounted use the
 	// folder (needs root, or user_allow_other in /etc/fuse.conf). The
 	// kernel checks permissions against each file's owner and mode either
@@ -46,12 +44,15 @@ type FS struct {
 	uid  uint32
 	gid  uint32
 
-	dataDir string
 	started int64 // mount time: the root's times until it is first changed
 
 	// nsMu is held while a namespace change is checked and published, so
 	// that two local operations do not interleave their checks.
 	nsMu sync.Mutex
+
+	statMu   sync.Mutex
+	statAt   time.Time
+	statLast chunknet.ClusterStat
 
 	liveMu sync.Mutex
 	live   map[uint64]*fs.Inode // inodes the kernel knows (notify.go)
@@ -74,14 +75,11 @@ func Mount(dir string, opts Options) (*fuse.Server, error) {
 		uid:  uint32(os.Getuid()),
 		gid:  uint32(os.Getgid()),
 
-		dataDir: opts.DataDir,
 		started: time.Now().UnixNano(),
 		live:    make(map[uint64]*fs.Inode),
 		notes:   make(chan *index.Record, notifyQueue),
 	}
-	if fsys.dataDir == "" {
-		fsys.dataDir = "/"
-	}
+
 	root := &dirNode{fsys: fsys, id: index.RootID}
 	to := opts.CacheTimeout
 	server, err := fs.Mount(dir, root, &fs.Options{
@@ -253,4 +251,16 @@ func (fsys *FS) getInode(id uint64) (index.Inode, syscall.Errno) {
 
 func versionOf(ino *index.Inode) tree.Version {
 	return tree.Version{Size: ino.Size, Root: ino.Root, Depth: ino.Depth}
+}
+
+// clusterStat returns the network's storage, asked at most once a second
+// (df and file managers call statfs often).
+func (fsys *FS) clusterStat(ctx context.Context) chunknet.ClusterStat {
+	fsys.statMu.Lock()
+	defer fsys.statMu.Unlock()
+	if time.Since(fsys.statAt) > time.Second {
+		fsys.statLast = fsys.node.ClusterStat(ctx)
+		fsys.statAt = time.Now()
+	}
+	return fsys.statLast
 }

@@ -279,3 +279,16 @@ func DecodeError(p []byte) (code uint16, msg string, err error) {
 	}
 	return code, msg, nil
 }
+
+// DecodeStatResult decodes a StatResult payload: exactly four u64.
+func DecodeStatResult(p []byte) (StatInfo, error) {
+	if len(p) != statSize {
+		return StatInfo{}, fmt.Errorf("wire: StatResult payload is %d bytes, want %d: %w", len(p), statSize, ErrBadFrame)
+	}
+	return StatInfo{
+		DiskTotal:  binary.BigEndian.Uint64(p[0:]),
+		DiskFree:   binary.BigEndian.Uint64(p[8:]),
+		Chunks:     binary.BigEndian.Uint64(p[16:]),
+		ChunkBytes: binary.BigEndian.Uint64(p[24:]),
+	}, nil
+}

@@ -76,7 +76,7 @@
 // array, then checks, before allocating or reading any payload: length < 9
 // is [ErrBadFrame]; a payload above the Reader's limit is
 // [ErrFrameTooLarge]; an unknown type is [ErrUnknownType]; a payload on
-// Ping, Pong or Bye is [ErrBadFrame]. Only then does it read the payload,
+// Ping, Pong, Bye or Stat is [ErrBadFrame]. Only then does it read the payload,
 // into one buffer reused across frames. So a connection costs at most
 // MaxPayload bytes of buffer however hostile the peer.
 //
@@ -100,6 +100,8 @@
 //	12 PushResult  response  count u32 | count × status u8
 //	13 Error       response  code u16 | msg len u16 | msg[msg len]
 //	14 Bye         neither   empty; the sender is leaving cleanly, no reply
+//	15 Stat        request   empty; answered by StatResult
+//	16 StatResult  response  disk total u64 | disk free u64 | chunks u64 | chunk bytes u64
 //
 // Result frames hold one entry per item of the request they answer, in the
 // same order. Any request may be answered by Error instead of its own

@@ -99,6 +99,31 @@ func AppendPong(dst []byte, id uint64) []byte { return AppendFrame(dst, TypePong
 // AppendBye appends a Bye frame. id is not used by the receiver; 0 will do.
 func AppendBye(dst []byte, id uint64) []byte { return AppendFrame(dst, TypeBye, id, nil) }
 
+// AppendStat appends a Stat request.
+func AppendStat(dst []byte, id uint64) []byte { return AppendFrame(dst, TypeStat, id, nil) }
+
+// StatInfo is a node's storage: the disk holding its data directory and
+// what it stores there.
+type StatInfo struct {
+	DiskTotal  uint64 // bytes of the disk
+	DiskFree   uint64 // bytes free for an unprivileged user
+	Chunks     uint64 // chunks stored
+	ChunkBytes uint64 // bytes of those chunks
+}
+
+// statSize is the StatResult payload: four u64.
+const statSize = 32
+
+// AppendStatResult appends a StatResult frame answering request id.
+func AppendStatResult(dst []byte, id uint64, s StatInfo) []byte {
+	var p [statSize]byte
+	binary.BigEndian.PutUint64(p[0:], s.DiskTotal)
+	binary.BigEndian.PutUint64(p[8:], s.DiskFree)
+	binary.BigEndian.PutUint64(p[16:], s.Chunks)
+	binary.BigEndian.PutUint64(p[24:], s.ChunkBytes)
+	return AppendFrame(dst, TypeStatResult, id, p[:])
+}
+
 // AppendPutChunks appends a PutChunks frame. At most MaxChunksPerFrame
 // chunks of at most MaxChunkData bytes each, and at most MaxPayload bytes in
 // all (4 + Σ(36 + len(Data))).

@@ -27,8 +27,10 @@ const (
 	TypePushResult Type = 12 // response: one status per record
 	TypeError      Type = 13 // response to any request: code and message
 	TypeBye        Type = 14 // the sender is leaving cleanly; empty payload, no reply
+	TypeStat       Type = 15 // request, empty payload: your storage; answered by StatResult
+	TypeStatResult Type = 16 // response: disk total and free bytes, chunks and chunk bytes stored
 
-	maxType = TypeBye // the highest known type; raise when appending
+	maxType = TypeStatResult // the highest known type; raise when appending
 )
 
 var typeNames = [...]string{
@@ -46,6 +48,8 @@ var typeNames = [...]string{
 	TypePushResult: "PushResult",
 	TypeError:      "Error",
 	TypeBye:        "Bye",
+	TypeStat:       "Stat",
+	TypeStatResult: "StatResult",
 }
 
 func (t Type) known() bool { return t >= TypePing && t <= maxType }
@@ -63,7 +67,7 @@ func (t Type) String() string {
 // nor a response.
 func (t Type) IsResponse() bool {
 	switch t {
-	case TypePong, TypePutResult, TypeGetResult, TypeHasResult, TypeRecords, TypePushResult, TypeError:
+	case TypePong, TypePutResult, TypeGetResult, TypeHasResult, TypeRecords, TypePushResult, TypeError, TypeStatResult:
 		return true
 	}
 	return false
@@ -71,7 +75,7 @@ func (t Type) IsResponse() bool {
 
 // emptyPayload reports whether frames of type t must have an empty payload.
 func (t Type) emptyPayload() bool {
-	return t == TypePing || t == TypePong || t == TypeBye
+	return t == TypePing || t == TypePong || t == TypeBye || t == TypeStat
 }
 
 // Limits. Every count and length read off the wire is checked against these

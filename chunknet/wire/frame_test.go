@@ -113,7 +113,7 @@ func TestDecodeAliases(t *testing.T) {
 
 func TestTypes(t *testing.T) {
 	responses := map[Type]bool{TypePong: true, TypePutResult: true, TypeGetResult: true, TypeHasResult: true,
-		TypeRecords: true, TypePushResult: true, TypeError: true}
+		TypeRecords: true, TypePushResult: true, TypeError: true, TypeStatResult: true}
 	seen := map[string]bool{}
 	for ty := Type(0); ty < 255; ty++ {
 		s := ty.String()
@@ -134,12 +134,13 @@ func TestTypes(t *testing.T) {
 			t.Errorf("%v.IsResponse() = %v", ty, ty.IsResponse())
 		}
 	}
-	if len(seen) != 14 {
-		t.Errorf("%d known types, want 14", len(seen))
+	if len(seen) != 16 {
+		t.Errorf("%d known types, want 16", len(seen))
 	}
 	// Type numbers are append-only: these must never change.
 	fixed := []Type{TypePing, TypePong, TypePutChunks, TypePutResult, TypeGetChunks, TypeGetResult,
-		TypeHasChunks, TypeHasResult, TypePull, TypeRecords, TypePush, TypePushResult, TypeError, TypeBye}
+		TypeHasChunks, TypeHasResult, TypePull, TypeRecords, TypePush, TypePushResult, TypeError, TypeBye,
+		TypeStat, TypeStatResult}
 	for i, ty := range fixed {
 		if int(ty) != i+1 {
 			t.Errorf("%v is %d, want %d: frame type numbers are append-only", ty, ty, i+1)
@@ -210,7 +211,7 @@ func TestReaderErrors(t *testing.T) {
 		{"payload MaxPayload+1", header(9+MaxPayload+1, TypePutChunks, 1), 0, ErrFrameTooLarge},
 		{"payload above own limit", header(9+101, TypePutChunks, 1), 100, ErrFrameTooLarge},
 		{"type 0", header(9, 0, 1), 0, ErrUnknownType},
-		{"type 15", header(9, 15, 1), 0, ErrUnknownType},
+		{"type 17", header(9, 17, 1), 0, ErrUnknownType},
 		{"type 255", header(9, 255, 1), 0, ErrUnknownType},
 		{"ping with payload", append(header(10, TypePing, 1), 0), 0, ErrBadFrame},
 		{"pong with payload", append(header(10, TypePong, 1), 0), 0, ErrBadFrame},

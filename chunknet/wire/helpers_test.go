@@ -22,7 +22,9 @@ type errorVal struct {
 // and Bye decode to nil.
 func decodeFrame(f Frame) (any, error) {
 	switch f.Type {
-	case TypePing, TypePong, TypeBye:
+	case TypeStatResult:
+		return DecodeStatResult(f.Payload)
+	case TypePing, TypePong, TypeBye, TypeStat:
 		if len(f.Payload) != 0 {
 			return nil, fmt.Errorf("%v with payload: %w", f.Type, ErrBadFrame)
 		}
@@ -59,6 +61,10 @@ func encodeFrame(dst []byte, t Type, id uint64, v any) []byte {
 		return AppendPong(dst, id)
 	case TypeBye:
 		return AppendBye(dst, id)
+	case TypeStat:
+		return AppendStat(dst, id)
+	case TypeStatResult:
+		return AppendStatResult(dst, id, v.(StatInfo))
 	case TypePutChunks:
 		return AppendPutChunks(dst, id, v.([]Chunk))
 	case TypePutResult:
@@ -151,6 +157,8 @@ func testFrames() []testFrame {
 		{"push_result", TypePushResult, 11, []byte{StatusOK, StatusStoreError}},
 		{"error", TypeError, 12, errorVal{CodeBadRequest, "too many chunks"}},
 		{"error_empty", TypeError, 1<<64 - 1, errorVal{CodeInternal, ""}},
+		{"stat", TypeStat, 13, nil},
+		{"stat_result", TypeStatResult, 13, StatInfo{DiskTotal: 1 << 40, DiskFree: 1<<39 + 1, Chunks: 3, ChunkBytes: 1536}},
 	}
 }
 

@@ -255,7 +255,7 @@ func runMount(ctx context.Context, mountpoint string, f mountFlags) (err error) 
 	defer db.Close()
 	log = log.With("node", db.NodeID().Short())
 
-	node, err := chunknet.New(chunknet.Config{DB: db, Network: f.network, Listen: f.listen, Replicas: f.replicas, Logger: log, CacheBytes: cacheBytes(f.cacheMB)})
+	node, err := chunknet.New(chunknet.Config{DB: db, Network: f.network, Listen: f.listen, Replicas: f.replicas, Logger: log, DataDir: dataDir, CacheBytes: cacheBytes(f.cacheMB)})
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return fmt.Errorf("--listen %s: the port is taken (another oashare node or program uses it): pick another, e.g. --listen :%d", f.listen, chunknet.DefaultPort+1)
@@ -264,7 +264,7 @@ func runMount(ctx context.Context, mountpoint string, f mountFlags) (err error) 
 	}
 	defer node.Close()
 
-	server, err := fusefs.Mount(mnt, fusefs.Options{Node: node, Logger: log, FsName: dataDir, DataDir: dataDir, Debug: f.fuseLog, AllowOther: allowOther()})
+	server, err := fusefs.Mount(mnt, fusefs.Options{Node: node, Logger: log, FsName: dataDir, Debug: f.fuseLog, AllowOther: allowOther()})
 	if err != nil {
 		return fmt.Errorf("mounting %s: %v", mnt, err)
 	}
