@@ -502,27 +502,19 @@ func (d *decoder) fixed(n int, field string) []byte {
 }
 
 func (d *decoder) uvarint(field string) uint64 {
-	if d.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
-		if n == 0 {
-			d.fail("truncated at %s", field)
-		} else {
-			d.fail("%s overflows 64 bits", field)
-		}
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
+	return readVarint(d, field, binary.Uvarint)
 }
 
 func (d *decoder) varint(field string) int64 {
+	return readVarint(d, field, binary.Varint)
+}
+
+// readVarint reads one varint with read (binary.Uvarint or binary.Varint).
+func readVarint[T int64 | uint64](d *decoder, field string, read func([]byte) (T, int)) T {
 	if d.err != nil {
 		return 0
 	}
-	v, n := binary.Varint(d.b)
+	v, n := read(d.b)
 	if n <= 0 {
 		if n == 0 {
 			d.fail("truncated at %s", field)
