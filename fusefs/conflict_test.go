@@ -146,3 +146,108 @@ func TestClusterDeleteRacingUpdateKeepsUpdate(t *testing.T) {
 		return len(names(a.mnt)) == 0 && len(names(b.mnt)) == 0
 	})
 }
+
+// Two peers cut apart each create "same", with different content; once
+// together again both show "same" and exactly one entry conflict copy
+// holding the other content, the same on both, and unlinking the copy on
+// one removes it on both and leaves "same" intact.
+func TestClusterConcurrentCreatesKeepConflictEntry(t *testing.T) {
+	peers := startCluster(t, 2, 2)
+	a, b := peers[0], peers[1]
+	partition(t, a, b)
+	if err := os.WriteFile(filepath.Join(a.mnt, "same"), []byte("from-a"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(b.mnt, "same"), []byte("from-b"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a.node.AddPeerAddr(b.node.Addr())
+	b.node.AddPeerAddr(a.node.Addr())
+
+	var copyName string
+	waitFor(t, 15*time.Second, "one conflict entry on both peers", func() bool {
+		na, nb := names(a.mnt), names(b.mnt)
+		if len(na) != 2 || na[0] != "same" || !strings.HasPrefix(na[1], "same.conflict-") {
+			return false
+		}
+		copyName = na[1]
+		return slices.Equal(na, nb)
+	})
+	var contents [][]byte
+	waitFor(t, 10*time.Second, "same contents on both peers", func() bool {
+		contents = contents[:0]
+		for _, p := range peers {
+			for _, n := range []string{"same", copyName} {
+				c, err := os.ReadFile(filepath.Join(p.mnt, n))
+				if err != nil {
+					return false
+				}
+				contents = append(contents, c)
+			}
+		}
+		return bytes.Equal(contents[0], contents[2]) && bytes.Equal(contents[1], contents[3])
+	})
+	got := []string{string(contents[0]), string(contents[1])}
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"from-a", "from-b"}) {
+		t.Fatalf("same and its copy hold %q; want from-a and from-b", got)
+	}
+	winner := contents[0]
+
+	if err := os.Remove(filepath.Join(a.mnt, copyName)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "conflict entry gone on both peers", func() bool {
+		return slices.Equal(names(a.mnt), []string{"same"}) && slices.Equal(names(b.mnt), []string{"same"})
+	})
+	for _, p := range peers {
+		waitContent(t, filepath.Join(p.mnt, "same"), winner)
+	}
+}
+
+// Renaming an entry conflict copy away keeps both contents, under two
+// names, on both peers.
+func TestClusterRenameConflictEntryAway(t *testing.T) {
+	peers := startCluster(t, 2, 2)
+	a, b := peers[0], peers[1]
+	partition(t, a, b)
+	if err := os.Mkdir(filepath.Join(a.mnt, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(a.mnt, "d", "x"), []byte("a"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(b.mnt, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(b.mnt, "d", "y"), []byte("b"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a.node.AddPeerAddr(b.node.Addr())
+	b.node.AddPeerAddr(a.node.Addr())
+	var copyName string
+	waitFor(t, 15*time.Second, "one conflict directory on both peers", func() bool {
+		na, nb := names(a.mnt), names(b.mnt)
+		if len(na) != 2 || na[0] != "d" || !strings.HasPrefix(na[1], "d.conflict-") {
+			return false
+		}
+		copyName = na[1]
+		return slices.Equal(na, nb)
+	})
+	if err := os.Rename(filepath.Join(b.mnt, copyName), filepath.Join(b.mnt, "e")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "d and e on both peers, with both directories' files", func() bool {
+		for _, p := range peers {
+			if !slices.Equal(names(p.mnt), []string{"d", "e"}) {
+				return false
+			}
+			kids := append(names(filepath.Join(p.mnt, "d")), names(filepath.Join(p.mnt, "e"))...)
+			slices.Sort(kids)
+			if !slices.Equal(kids, []string{"x", "y"}) {
+				return false
+			}
+		}
+		return true
+	})
+}

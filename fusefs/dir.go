@@ -2,6 +2,7 @@ package fusefs
 
 import (
 	"context"
+	"strings"
 	"syscall"
 	"time"
 
@@ -182,7 +183,8 @@ func (d *dirNode) create(ctx context.Context, name string, ino index.Inode, out 
 	fsys := d.fsys
 	fsys.nsMu.Lock()
 	defer fsys.nsMu.Unlock()
-	if old, ok, err := fsys.db.LookupDirent(d.id, name); err != nil {
+	old, ok, err := fsys.db.LookupDirent(d.id, name)
+	if err != nil {
 		return nil, fsys.toErrno("create", err)
 	} else if ok && (old.Type == index.TypeDir || ino.Type == index.TypeDir) {
 		return nil, syscall.EEXIST
@@ -192,6 +194,9 @@ func (d *dirNode) create(ctx context.Context, name string, ino index.Inode, out 
 	ino.MtimeNs, ino.CtimeNs = now, now
 	ino.Uid, ino.Gid = fsys.owner(ctx)
 	de := index.Dirent{Parent: d.id, Name: name, Child: ino.ID, Type: ino.Type}
+	if errno := fsys.setBase(&de, old, ok); errno != 0 {
+		return nil, errno
+	}
 	if _, err := fsys.node.Publish(ctx, []index.Op{{Inode: &ino}, {Dirent: &de}}); err != nil {
 		return nil, fsys.toErrno("create", err)
 	}
@@ -290,15 +295,20 @@ func (d *dirNode) remove(ctx context.Context, name string, wantDir bool) syscall
 			return syscall.ENOTEMPTY
 		}
 	}
+	// An entry conflict copy is deleted by a tombstone of its own entry
+	// version, under the original name: the winner stays.
+	if head, ok, errno := fsys.entryCopy(d.id, name, de); errno != 0 {
+		return errno
+	} else if ok {
+		de = head
+	}
 	// The tombstone names the version being deleted: an update this node
 	// has not seen keeps the entry (see index's doc).
-	child, errno := fsys.getInode(de.Child)
+	tomb, errno := fsys.tombstone(de, false)
 	if errno != 0 {
 		return errno
 	}
-	de.Deleted = true
-	de.ChildVersion, de.ChildOrigin = child.Version, child.Origin
-	if _, err := fsys.node.Publish(ctx, []index.Op{{Dirent: &de}}); err != nil {
+	if _, err := fsys.node.Publish(ctx, []index.Op{{Dirent: &tomb}}); err != nil {
 		return fsys.toErrno("remove", err)
 	}
 	return 0
@@ -322,6 +332,57 @@ func (fsys *FS) resolveOp(cid uint64) (index.Op, syscall.Errno) {
 	w.BaseVersion, w.BaseOrigin = w.Version, w.Origin
 	w.Supersedes = []index.VersionRef{ref}
 	return index.Op{Inode: &w}, 0
+}
+
+// entryCopy returns, if the entry de shown as name in parent is an entry
+// conflict copy, the entry version it stands for (named by the original
+// name).
+func (fsys *FS) entryCopy(parent uint64, name string, de index.Dirent) (index.Dirent, bool, syscall.Errno) {
+	if index.IsConflictID(de.Child) || !strings.Contains(name, ".conflict-") {
+		return index.Dirent{}, false, 0
+	}
+	head, ok, err := fsys.db.ConflictEntry(parent, name)
+	if err != nil {
+		return index.Dirent{}, false, fsys.toErrno("lookup", err)
+	}
+	return head, ok, 0
+}
+
+// tombstone returns the op deleting entry version de (as stored or as
+// shown): it names de as its base and the child version this node sees.
+func (fsys *FS) tombstone(de index.Dirent, moved bool) (index.Dirent, syscall.Errno) {
+	child, errno := fsys.getInode(de.Child)
+	if errno != 0 {
+		return index.Dirent{}, errno
+	}
+	return index.Dirent{Parent: de.Parent, Name: de.Name, Child: de.Child, Type: de.Type,
+		Deleted: true, Moved: moved, ChildVersion: child.Version, ChildOrigin: child.Origin,
+		BaseChild: de.Child, BaseVersion: de.Version, BaseOrigin: de.Origin}, 0
+}
+
+// setBase makes new entry de name the entry it replaces: seen, the entry
+// LookupDirent showed under its name (if ok), unless that is a conflict
+// copy (it stands for another name's version); otherwise the newest
+// version stored under the name, normally a tombstone, if any.
+func (fsys *FS) setBase(de *index.Dirent, seen index.Dirent, ok bool) syscall.Errno {
+	if ok && !index.IsConflictID(seen.Child) {
+		_, isCopy, errno := fsys.entryCopy(de.Parent, de.Name, seen)
+		if errno != 0 {
+			return errno
+		}
+		if !isCopy {
+			de.BaseChild, de.BaseVersion, de.BaseOrigin = seen.Child, seen.Version, seen.Origin
+			return 0
+		}
+	}
+	st, ok, err := fsys.db.StoredDirent(de.Parent, de.Name)
+	if err != nil {
+		return fsys.toErrno("lookup", err)
+	}
+	if ok {
+		de.BaseChild, de.BaseVersion, de.BaseOrigin = st.Child, st.Version, st.Origin
+	}
+	return 0
 }
 
 func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
@@ -358,6 +419,15 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 		// A conflict copy has no record of its own to move: EXDEV makes
 		// mv copy it to a new file and unlink it, which resolves it.
 		return syscall.EXDEV
+	}
+	// An entry conflict copy is moved away from the entry version it
+	// stands for, under the original name.
+	srcHead, srcIsCopy, errno := fsys.entryCopy(d.id, name, src)
+	if errno != 0 {
+		return errno
+	}
+	if !srcIsCopy {
+		srcHead = src
 	}
 	if src.Type == index.TypeDir {
 		// A directory must not move below itself.
@@ -398,10 +468,21 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 			}
 		}
 	}
-	gone := src
-	gone.Deleted, gone.Moved = true, true // never shadowed: the file lives on under newName
+	// The Moved tombstone is never shadowed: the file lives on under
+	// newName.
+	gone, errno := fsys.tombstone(srcHead, true)
+	if errno != 0 {
+		return errno
+	}
 	moved := index.Dirent{Parent: np.id, Name: newName, Child: src.Child, Type: src.Type}
-	ops := []index.Op{{Dirent: &gone}, {Dirent: &moved}}
+	if errno := fsys.setBase(&moved, dst, exists); errno != 0 {
+		return errno
+	}
+	var ops []index.Op
+	if gone.Parent != moved.Parent || gone.Name != moved.Name {
+		ops = append(ops, index.Op{Dirent: &gone})
+	} // else a copy moved onto its own name: it replaces the entry shown there
+	ops = append(ops, index.Op{Dirent: &moved})
 	if exists && index.IsConflictID(dst.Child) {
 		// Replacing a conflict copy resolves it; otherwise the new entry
 		// would only hide it.
@@ -410,6 +491,20 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 			return errno
 		}
 		ops = append(ops, op)
+	}
+	if exists {
+		// Replacing an entry conflict copy resolves it too.
+		head, ok, errno := fsys.entryCopy(np.id, newName, dst)
+		if errno != 0 {
+			return errno
+		}
+		if ok && (head.Parent != gone.Parent || head.Name != gone.Name) {
+			tomb, errno := fsys.tombstone(head, false)
+			if errno != 0 {
+				return errno
+			}
+			ops = append(ops, index.Op{Dirent: &tomb})
+		}
 	}
 	if _, err := fsys.node.Publish(ctx, ops); err != nil {
 		return fsys.toErrno("rename", err)

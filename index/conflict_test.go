@@ -227,16 +227,29 @@ func TestResolveConflict(t *testing.T) {
 	}
 }
 
-func tombstone(name string, child uint64, saw VersionRef, moved bool) Op {
+// tombstone deletes entry version base (of child) in RootID, having seen
+// version saw of the child.
+func tombstone(name string, child uint64, saw, base VersionRef, moved bool) Op {
 	return Op{Dirent: &Dirent{Parent: RootID, Name: name, Child: child, Type: TypeFile, Deleted: true,
-		Moved: moved, ChildVersion: saw.Version, ChildOrigin: saw.Origin}}
+		Moved: moved, ChildVersion: saw.Version, ChildOrigin: saw.Origin,
+		BaseChild: child, BaseVersion: base.Version, BaseOrigin: base.Origin}}
+}
+
+// entryRef returns the stamp of the first dirent op of r.
+func entryRef(r *Record) VersionRef {
+	for _, op := range r.Ops {
+		if op.Dirent != nil {
+			return op.Dirent.Ref()
+		}
+	}
+	panic("record has no dirent op")
 }
 
 func TestDeleteRacingUpdate(t *testing.T) {
 	a, b := openMem(t, nil), openMem(t, nil)
 	r1 := mustCommit(t, a, fileInode(7, 0), fileDirent(RootID, "f", 7))
 	mustApply(t, b, r1)
-	del := mustCommit(t, a, tombstone("f", 7, refOf(r1), false))
+	del := mustCommit(t, a, tombstone("f", 7, refOf(r1), entryRef(r1), false))
 	upd := mustCommit(t, b, withBase(fileInode(7, 9), refOf(r1)))
 	var want string
 	for i, order := range interleavings([]*Record{r1, del}, []*Record{upd}) {
@@ -258,7 +271,7 @@ func TestDeleteRacingUpdate(t *testing.T) {
 	// A delete that saw the update hides the file for good.
 	mustApply(t, a, upd)
 	mustApply(t, b, del)
-	del2 := mustCommit(t, a, tombstone("f", 7, refOf(upd), false))
+	del2 := mustCommit(t, a, tombstone("f", 7, refOf(upd), entryRef(del), false))
 	mustApply(t, b, del2)
 	for _, db := range []*DB{a, b} {
 		if _, ok, _ := db.LookupDirent(RootID, "f"); ok {
@@ -274,7 +287,7 @@ func TestRenameTombstoneNeverResurrects(t *testing.T) {
 	a, b := openMem(t, nil), openMem(t, nil)
 	r1 := mustCommit(t, a, fileInode(7, 0), fileDirent(RootID, "f", 7))
 	mustApply(t, b, r1)
-	mv := mustCommit(t, a, tombstone("f", 7, refOf(r1), true), fileDirent(RootID, "g", 7))
+	mv := mustCommit(t, a, tombstone("f", 7, refOf(r1), entryRef(r1), true), fileDirent(RootID, "g", 7))
 	upd := mustCommit(t, b, withBase(fileInode(7, 9), refOf(r1)))
 	for i, order := range interleavings([]*Record{r1, mv}, []*Record{upd}) {
 		db := replay(t, order)

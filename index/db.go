@@ -78,6 +78,11 @@ const (
 	prefixHead    = 'H'
 	prefixNamed   = 'n'
 	prefixDerived = 'x'
+
+	prefixEntryHist  = 'e'
+	prefixEntryHead  = 'E'
+	prefixEntryNamed = 'N'
+	prefixConflicted = 'C'
 )
 
 var (

@@ -18,10 +18,9 @@
 // Apply, and the version vector (origin → highest Seq applied) says how far
 // each log has been applied locally.
 //
-// A dirent op is applied last-writer-wins: it replaces the stored value
-// under the same key iff its (Version, Origin) stamp is greater, Version
-// first, then NodeID.Compare. A deleted directory entry is kept as a
-// tombstone so that an older create arriving late cannot bring it back.
+// Stamps (Version, Origin) are ordered Version first, then
+// NodeID.Compare. A deleted directory entry is kept as a tombstone, an
+// entry version like any other (see Entry versions below).
 //
 // # Versions, heads and conflict copies
 //
@@ -79,10 +78,42 @@
 // tombstone (through a descriptor still open on the unlinked file) also
 // shadows it; fusefs does not publish a file unlinked locally.
 //
-// Because dirents are last-writer-wins and everything else the view shows
-// is a function of the set of inode versions received, two nodes that have
-// applied the same records, in any interleaving of origins, show the same
-// namespace.
+// # Entry versions and entry conflict copies
+//
+// A directory entry (parent, name) is, like an inode, a set of versions:
+// every dirent op is one, named by its stamp, and names the entry version
+// it replaces (BaseVersion, BaseOrigin, with its BaseChild for the
+// reader; zero when the writer believed the name free). The base must be
+// older than the op (Validate). fusefs sets it to the entry it saw: create
+// names the entry shown under the name (normally none, or the tombstone
+// StoredDirent returns), remove the entry it deletes, rename the
+// destination it replaces (the source's Moved tombstone names the source).
+// The index keeps every entry version received ("e" keys) and its HEADS,
+// the versions no received version names ("E" keys; "N" marks the named
+// ones; "C" marks a name with two heads or more). The "d" key holds the
+// newest version received, which is always a head: with one head the name
+// behaves exactly as a last-writer-wins register.
+//
+// What a name shows is a function of its heads, so the same on every
+// peer: take its VISIBLE heads (live entries, and tombstones shadowed as
+// below), newest first, dropping any whose child is that of a newer one.
+// The first is shown under name. Each other one is shown as an entry
+// conflict copy named ConflictName(name, head) (as for inode conflict
+// copies, with the head's stamp) whose Child is the head's own child, a
+// real inode: concurrent creates of one name, a rename onto a name created
+// concurrently, two concurrent mkdirs (the losing directory stays
+// reachable, contents included). A tombstone is never shown, so a delete
+// racing a create (or an update of the entry) keeps the other version
+// under the original name; and deleting a name that has copies shows the
+// next copy under the name. ConflictEntry maps a copy's name back to its
+// head. A copy is resolved by an op on (parent, name) whose base is its
+// head: fusefs unlinks one with a tombstone, and renames one away with a
+// Moved tombstone plus the new entry. Inode conflict copies of an entry
+// copy's child are listed too, named after the entry copy.
+//
+// Because everything the view shows is a function of the set of entry
+// versions and inode versions received, two nodes that have applied the
+// same records, in any interleaving of origins, show the same namespace.
 //
 // One record may not touch the same key twice (Validate of the record
 // rejects it), so the result of a record never depends on op order.
@@ -103,11 +134,15 @@
 //
 //	"c" hash[32]                    → chunk location: segment[4] offset[8] length[2]
 //	"i" id[8]                       → inode value of the winner
-//	"d" parent[8] name              → dirent value
+//	"d" parent[8] name              → dirent value of the newest entry version
 //	"h" id[8] version[8] origin[16] → every inode version received (inode value)
 //	"H" id[8] version[8] origin[16] → empty: the version is a head
 //	"n" id[8] version[8] origin[16] → empty: a received version names it
 //	"x" derived-id[8]               → id[8] version[8] origin[16] of a conflict copy
+//	"e" parent[8] name 0 version[8] origin[16] → every entry version received (dirent value)
+//	"E" parent[8] name 0 version[8] origin[16] → empty: the entry version is a head
+//	"N" parent[8] name 0 version[8] origin[16] → empty: a received entry version names it
+//	"C" parent[8] name              → empty: the entry has two heads or more
 //	"l" origin[16] seq[8]           → record (EncodeRecord bytes)
 //	"v" origin[16]                  → highest applied seq[8]
 //	"m" name                        → metadata:
@@ -122,7 +157,8 @@
 // holding its locations commits, so every location points at durable bytes.
 //
 // Names in dirent keys are raw bytes (no '/' or NUL), so ReadDir returns a
-// directory in bytewise name order.
+// directory in bytewise name order, and the 0 after a name in "e", "E" and
+// "N" keys ends it unambiguously.
 //
 // # Value and record encoding
 //
@@ -140,6 +176,7 @@
 //	dirent-body: parent:uv name:str dirent-val
 //	dirent-val:  child:uv type[1] flags[1] version:uv origin[16]
 //	             childversion:uv childorigin[16]
+//	             basechild:uv baseversion:uv baseorigin[16]
 //	flags:       bit 0 deleted, bit 1 moved; other bits must be 0
 //
 //	inode value:  format=1 inode-body
@@ -159,11 +196,11 @@
 // return ErrClosed.
 //
 //   - Reads (GetChunk, HasChunk, GetInode, LookupDirent, ReadDir, Heads,
-//     ConflictOf, LogSince) take no lock of this package; each sees a
+//     ConflictOf, ConflictEntry, StoredDirent, LogSince) take no lock of this package; each sees a
 //     consistent Pebble state (the namespace views read one snapshot).
 //   - writeMu serializes Commit and Apply for their whole length (read
-//     stored values, build the batch, synced commit), so the LWW comparison,
-//     the heads of an inode, the sequence number and the clock are never
+//     stored values, build the batch, synced commit), so the heads of an
+//     entry or an inode, the sequence number and the clock are never
 //     raced.
 //   - PutChunks is group-committed: putMu guards a queue of calls; the first
 //     caller to find no leader becomes the leader and writes every queued

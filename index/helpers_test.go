@@ -72,7 +72,7 @@ func fileInode(id, size uint64) Op {
 func namespaceDump(t testing.TB, db *DB) string {
 	t.Helper()
 	var buf bytes.Buffer
-	for _, p := range []byte{prefixInode, prefixDirent, prefixHistory, prefixHead, prefixNamed, prefixDerived} {
+	for _, p := range []byte{prefixInode, prefixDirent, prefixHistory, prefixHead, prefixNamed, prefixDerived, prefixEntryHist, prefixEntryHead, prefixEntryNamed, prefixConflicted} {
 		lo := []byte{p}
 		it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
 		if err != nil {

@@ -100,7 +100,7 @@ func (db *DB) applied(origin NodeID) uint64 {
 }
 
 // Commit makes a local change. It stamps a copy of every op with the next
-// HLC value and this node's ID, applies the ops last-writer-wins, appends
+// HLC value and this node's ID, applies the ops (see doc.go), appends
 // the record under this node's next Seq and bumps the version vector, all in
 // one synced batch. It returns the record, for the caller to push to peers.
 // The caller's ops are not modified.
@@ -148,7 +148,7 @@ func (db *DB) Commit(ops []Op) (*Record, error) {
 
 // Apply applies a record received from a peer, if it is the next one
 // expected from its origin (rec.Seq == VersionVector()[rec.Origin]+1): it
-// raises the clock to the record's, applies the ops last-writer-wins,
+// raises the clock to the record's, applies the ops (see doc.go),
 // appends the record to the log and advances the version vector, in one
 // synced batch, then calls Options.OnApply. A record already applied
 // returns (false, nil); one beyond the next expected returns (false,
@@ -201,7 +201,7 @@ func (db *DB) Apply(rec *Record) (applied bool, err error) {
 	return true, nil
 }
 
-// commitRecord writes rec (encoded as enc) with its ops applied LWW, the
+// commitRecord writes rec (encoded as enc) with its ops applied, the
 // version vector entry of its origin and the clock value clock, in one synced
 // batch, then updates the in-memory state. The caller holds writeMu and
 // has checked that rec.Seq is the next for its origin.
@@ -239,25 +239,15 @@ func (db *DB) commitRecord(rec *Record, enc []byte, clock uint64) error {
 	return nil
 }
 
-// applyOp adds op to b and reports whether it changed anything: a dirent
-// op if its stamp wins over the stored value under the same key, an inode
-// op if its version is new (see applyInode). Ops of one record touch
-// distinct keys and inodes, so reading the committed state (not b) is
-// enough.
+// applyOp adds op to b and reports whether it changed anything: whether
+// the version (of an inode or an entry) is new (see applyInode,
+// applyEntry). Ops of one record touch distinct keys and inodes, so reading
+// the committed state (not b) is enough.
 func (db *DB) applyOp(b *pebble.Batch, op Op) (bool, error) {
 	if in := op.Inode; in != nil {
 		return db.applyInode(b, in)
 	}
-	de := op.Dirent
-	key := direntKey(de.Parent, de.Name)
-	old, ok, err := db.getDirent(key, de.Parent, de.Name)
-	if err != nil {
-		return false, err
-	}
-	if ok && !newer(de.Version, de.Origin, old.Version, old.Origin) {
-		return false, nil
-	}
-	return true, b.Set(key, encodeDirentValue(de), nil)
+	return db.applyEntry(b, op.Dirent)
 }
 
 // getInode reads the stored inode under key, if any.

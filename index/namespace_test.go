@@ -151,7 +151,9 @@ func TestTombstones(t *testing.T) {
 	db := openMem(t, nil)
 	db.wallMs = func() int64 { return 5000 }
 	create := mustCommit(t, db, fileDirent(RootID, "gone", 10), fileDirent(RootID, "kept", 11))
-	mustCommit(t, db, Op{Dirent: &Dirent{Parent: RootID, Name: "gone", Deleted: true}})
+	gone := entryRef(create)
+	mustCommit(t, db, Op{Dirent: &Dirent{Parent: RootID, Name: "gone", Deleted: true,
+		BaseChild: 10, BaseVersion: gone.Version, BaseOrigin: gone.Origin}})
 	if _, ok, err := db.LookupDirent(RootID, "gone"); ok || err != nil {
 		t.Fatalf("LookupDirent(deleted) = %v, %v", ok, err)
 	}
@@ -160,19 +162,36 @@ func TestTombstones(t *testing.T) {
 		t.Fatalf("ReadDir = %+v; want only kept", ents)
 	}
 
-	// A create from a peer, stamped before the delete, arrives late: it
-	// must not resurrect the name.
+	// A version the tombstone names, arriving after it, must not
+	// resurrect the name.
 	peer := NewNodeID()
-	late := &Record{Origin: peer, Seq: 1, HLC: create.HLC, Ops: []Op{{Dirent: &Dirent{
-		Parent: RootID, Name: "gone", Child: 12, Type: TypeFile, Version: create.HLC, Origin: peer}}}}
+	seen := &Record{Origin: peer, Seq: 1, HLC: create.HLC, Ops: []Op{{Dirent: &Dirent{
+		Parent: RootID, Name: "other", Child: 12, Type: TypeFile, Version: create.HLC, Origin: peer}}}}
+	mustApply(t, db, seen)
+	del2 := mustCommit(t, db, Op{Dirent: &Dirent{Parent: RootID, Name: "late", Deleted: true,
+		BaseChild: 14, BaseVersion: create.HLC, BaseOrigin: peer}})
+	late := &Record{Origin: peer, Seq: 2, HLC: create.HLC + 1, Ops: []Op{{Dirent: &Dirent{
+		Parent: RootID, Name: "late", Child: 14, Type: TypeFile, Version: create.HLC, Origin: peer}}}}
 	mustApply(t, db, late)
-	if _, ok, _ := db.LookupDirent(RootID, "gone"); ok {
-		t.Fatal("an older create resurrected a deleted entry")
+	if _, ok, _ := db.LookupDirent(RootID, "late"); ok {
+		t.Fatal("a create the delete had seen resurrected the entry")
 	}
-	// A newer create does bring it back.
-	mustCommit(t, db, fileDirent(RootID, "gone", 13))
-	if de, ok, _ := db.LookupDirent(RootID, "gone"); !ok || de.Child != 13 {
+	// A create made without seeing the entry (base zero), stamped before
+	// the delete, raced it: it is kept.
+	racing := &Record{Origin: peer, Seq: 3, HLC: create.HLC + 1, Ops: []Op{{Dirent: &Dirent{
+		Parent: RootID, Name: "gone", Child: 15, Type: TypeFile, Version: create.HLC + 1, Origin: peer}}}}
+	mustApply(t, db, racing)
+	if de, ok, _ := db.LookupDirent(RootID, "gone"); !ok || de.Child != 15 {
+		t.Fatalf("racing create: %+v, %v; want child 15 kept", de, ok)
+	}
+	// A create made on the tombstone (the name looked free) replaces it.
+	mustCommit(t, db, Op{Dirent: &Dirent{Parent: RootID, Name: "late", Child: 13, Type: TypeFile,
+		BaseVersion: entryRef(del2).Version, BaseOrigin: entryRef(del2).Origin}})
+	if de, ok, _ := db.LookupDirent(RootID, "late"); !ok || de.Child != 13 {
 		t.Fatalf("re-create: %+v, %v", de, ok)
+	}
+	if ents, _ := db.ReadDir(RootID); len(ents) != 4 {
+		t.Fatalf("ReadDir = %+v; want gone, kept, late, other and no conflict copy", ents)
 	}
 }
 
@@ -352,6 +371,10 @@ func TestConvergence(t *testing.T) {
 				de := &Dirent{Parent: RootID, Name: name, Child: ids[rng.IntN(len(ids))], Type: TypeFile}
 				if rng.IntN(4) == 0 {
 					de = &Dirent{Parent: RootID, Name: name, Deleted: true}
+				}
+				// Most ops name the entry the origin sees, some none.
+				if w, ok, _ := origins[i].StoredDirent(RootID, name); ok && rng.IntN(3) != 0 {
+					de.BaseChild, de.BaseVersion, de.BaseOrigin = w.Child, w.Version, w.Origin
 				}
 				ops = append(ops, Op{Dirent: de})
 			}

@@ -75,7 +75,8 @@ type Inode struct {
 	Supersedes  []VersionRef
 }
 
-// VersionRef names one version of an inode by its stamp.
+// VersionRef names one version of an inode or of a directory entry by its
+// stamp.
 type VersionRef struct {
 	Version uint64
 	Origin  NodeID
@@ -107,9 +108,23 @@ type Dirent struct {
 	ChildVersion uint64
 	ChildOrigin  NodeID
 
-	Version uint64 // LWW stamp: the HLC of the commit that made it
-	Origin  NodeID // LWW stamp: the node that made it
+	Version uint64 // stamp: the HLC of the commit that made it
+	Origin  NodeID // stamp: the node that made it
+
+	// BaseChild, BaseVersion and BaseOrigin name the entry version of the
+	// same (Parent, Name) this one replaces: the entry the writer saw
+	// (its Child and stamp), zero when it believed the name free. A
+	// version no received version names is a head (see doc.go).
+	BaseChild   uint64
+	BaseVersion uint64
+	BaseOrigin  NodeID
 }
+
+// Ref returns the stamp of entry version de.
+func (de *Dirent) Ref() VersionRef { return VersionRef{de.Version, de.Origin} }
+
+// Base returns the entry version de replaces (zero if none).
+func (de *Dirent) Base() VersionRef { return VersionRef{de.BaseVersion, de.BaseOrigin} }
 
 // Op is one change in a Record: exactly one of Inode and Dirent is set.
 type Op struct {
@@ -186,6 +201,8 @@ func (op Op) Validate() error {
 			return fmt.Errorf("%w: dirent %q: child 0", ErrInvalid, d.Name)
 		case d.Child&ConflictIDBit != 0:
 			return fmt.Errorf("%w: dirent %q: child %d has the conflict-copy bit", ErrInvalid, d.Name, d.Child)
+		case d.BaseChild&ConflictIDBit != 0:
+			return fmt.Errorf("%w: dirent %q: base child %d has the conflict-copy bit", ErrInvalid, d.Name, d.BaseChild)
 		case d.Moved && !d.Deleted:
 			return fmt.Errorf("%w: dirent %q: moved but not deleted", ErrInvalid, d.Name)
 		case !d.Type.valid() && !(d.Deleted && d.Type == 0):
@@ -259,13 +276,18 @@ func validateRecord(r *Record) error {
 	return validateStamps(r.Ops)
 }
 
-// validateStamps checks that every version an inode op names (its base and
-// what it supersedes) is older than the op itself, so the version graph of
-// an inode has no cycles and its newest version is always a head.
+// validateStamps checks that every version an op names (its base and, for
+// an inode, what it supersedes) is older than the op itself, so the version
+// graph of an inode or an entry has no cycles and its newest version is
+// always a head.
 func validateStamps(ops []Op) error {
 	for i, op := range ops {
 		in := op.Inode
-		if in == nil {
+		if de := op.Dirent; de != nil {
+			if b := de.Base(); !b.IsZero() && !newer(de.Version, de.Origin, b.Version, b.Origin) {
+				return fmt.Errorf("%w: op %d: dirent %q: base %d is not older than version %d",
+					ErrInvalid, i, de.Name, b.Version, de.Version)
+			}
 			continue
 		}
 		if b := in.Base(); !b.IsZero() && !newer(in.Version, in.Origin, b.Version, b.Origin) {
@@ -363,7 +385,10 @@ func appendDirentVal(b []byte, d *Dirent) []byte {
 	b = binary.AppendUvarint(b, d.Version)
 	b = append(b, d.Origin[:]...)
 	b = binary.AppendUvarint(b, d.ChildVersion)
-	return append(b, d.ChildOrigin[:]...)
+	b = append(b, d.ChildOrigin[:]...)
+	b = binary.AppendUvarint(b, d.BaseChild)
+	b = binary.AppendUvarint(b, d.BaseVersion)
+	return append(b, d.BaseOrigin[:]...)
 }
 
 // Dirent flag bits.
@@ -436,7 +461,7 @@ func decodeInodeValue(v []byte) (Inode, error) {
 }
 
 func encodeDirentValue(de *Dirent) []byte {
-	return appendDirentVal(append(make([]byte, 0, 40), formatV1), de)
+	return appendDirentVal(append(make([]byte, 0, 80), formatV1), de)
 }
 
 // decodeDirentValue fills the stored fields of de (all but Parent and Name,
@@ -592,6 +617,9 @@ func (d *decoder) direntVal(de *Dirent) {
 	copy(de.Origin[:], d.fixed(len(de.Origin), "dirent origin"))
 	de.ChildVersion = d.uvarint("dirent child version")
 	copy(de.ChildOrigin[:], d.fixed(len(de.ChildOrigin), "dirent child origin"))
+	de.BaseChild = d.uvarint("dirent base child")
+	de.BaseVersion = d.uvarint("dirent base version")
+	copy(de.BaseOrigin[:], d.fixed(len(de.BaseOrigin), "dirent base origin"))
 }
 
 // u32 reads a uvarint that must fit 32 bits.

@@ -30,7 +30,8 @@ func sampleRecord() *Record {
 				Version: 1, Origin: NodeID{1}}},
 			{Dirent: &Dirent{Parent: 9, Name: strings.Repeat("n", MaxNameLen), Deleted: true}},
 			{Dirent: &Dirent{Parent: 9, Name: "gone", Child: 4, Type: TypeFile, Deleted: true, Moved: true,
-				ChildVersion: math.MaxUint64, ChildOrigin: NodeID{0xee}, Version: 3, Origin: origin}},
+				ChildVersion: math.MaxUint64, ChildOrigin: NodeID{0xee}, Version: 3, Origin: origin,
+				BaseChild: 4, BaseVersion: 2, BaseOrigin: NodeID{0xdd}}},
 		},
 	}
 }
@@ -71,10 +72,18 @@ func (r *recordBytes) uv(v uint64) *recordBytes   { r.b = binary.AppendUvarint(r
 func (r *recordBytes) raw(p ...byte) *recordBytes { r.b = append(r.b, p...); return r }
 func (r *recordBytes) str(s string) *recordBytes  { return r.uv(uint64(len(s))).raw([]byte(s)...) }
 
-// dirent appends a dirent op with the given name and deleted flag.
+// dirent appends a dirent op with the given name and flags, stamped
+// version 1 and based on nothing.
 func (r *recordBytes) dirent(name string, deleted byte) *recordBytes {
+	return r.direntBase(name, deleted, 0)
+}
+
+// direntBase appends a dirent op stamped version 1 and based on version
+// base (of origin 00…).
+func (r *recordBytes) direntBase(name string, deleted byte, base uint64) *recordBytes {
 	r.raw(opKindDirent).uv(RootID).str(name).uv(5).raw(byte(TypeFile), deleted).uv(1)
-	return r.raw(make([]byte, 16)...).uv(0).raw(make([]byte, 16)...)
+	r.raw(make([]byte, 16)...).uv(0).raw(make([]byte, 16)...)
+	return r.uv(5).uv(base).raw(make([]byte, 16)...)
 }
 
 // inode appends a file inode op with the given stamp, base and supersedes
@@ -123,6 +132,7 @@ func TestDecodeRecordBad(t *testing.T) {
 		{"mode too big", newRecordBytes(1).raw(opKindInode).uv(5).raw(byte(TypeFile)).uv(0o10000).b, ErrCorrupt},
 		{"invalid name", newRecordBytes(1).dirent("..", 0).b, ErrInvalid},
 		{"name with slash", newRecordBytes(1).dirent("a/b", 0).b, ErrInvalid},
+		{"dirent base not older", newRecordBytes(1).direntBase("a", 0, 1).b, ErrInvalid},
 		{"same key twice", newRecordBytes(2).dirent("a", 0).dirent("a", 1).b, ErrInvalid},
 		{"garbage", []byte("GET / HTTP/1.1\r\nHost: oashare\r\n\r\n"), ErrCorrupt},
 	}

@@ -296,39 +296,65 @@ func visible(r pebble.Reader, de *Dirent) (bool, error) {
 	return newer(w.Version, w.Origin, de.ChildVersion, de.ChildOrigin), nil
 }
 
-// readDir returns the view of directory parent (see doc.go): visible
-// entries, shown live, and the conflict copies of their children, in
-// bytewise name order.
+// readDir returns the view of directory parent (see doc.go).
 func readDir(r pebble.Reader, parent uint64) ([]Dirent, error) {
+	ves, err := dirView(r, parent)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Dirent, len(ves))
+	for i := range ves {
+		out[i] = ves[i].Dirent
+	}
+	return out, nil
+}
+
+// dirView returns the view of directory parent (see doc.go): what every
+// entry shows under its own name, its entry conflict copies, and the inode
+// conflict copies of every child shown, in bytewise name order.
+func dirView(r pebble.Reader, parent uint64) ([]viewEntry, error) {
+	conflicted, err := conflictedNames(r, parent)
+	if err != nil {
+		return nil, err
+	}
 	lo := direntPrefix(parent)
 	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
 	if err != nil {
 		return nil, err
 	}
 	defer it.Close()
-	var out, copies []Dirent
-	for it.First(); it.Valid(); it.Next() {
-		de := Dirent{Parent: parent, Name: string(it.Key()[len(lo):])}
-		if err := decodeDirentValue(it.Value(), &de); err != nil {
-			return nil, fmt.Errorf("entry %q: %w", de.Name, err)
-		}
-		ok, err := visible(r, &de)
-		if err != nil {
-			return nil, fmt.Errorf("entry %q: %w", de.Name, err)
-		}
-		if !ok {
-			continue
-		}
-		de.Deleted, de.Moved, de.ChildVersion, de.ChildOrigin = false, false, 0, NodeID{}
-		out = append(out, de)
+	var out, copies []viewEntry
+	addInodeCopies := func(de *Dirent) error {
 		if de.Type == TypeDir {
-			continue
+			return nil
 		}
-		cs, err := conflictEntries(r, &de)
+		cs, err := conflictEntries(r, de)
+		for _, c := range cs {
+			copies = append(copies, viewEntry{Dirent: c})
+		}
+		return err
+	}
+	for it.First(); it.Valid(); it.Next() {
+		w := Dirent{Parent: parent, Name: string(it.Key()[len(lo):])}
+		if err := decodeDirentValue(it.Value(), &w); err != nil {
+			return nil, fmt.Errorf("entry %q: %w", w.Name, err)
+		}
+		de, ok, ecs, err := nameView(r, &w, conflicted[w.Name])
 		if err != nil {
-			return nil, fmt.Errorf("entry %q: %w", de.Name, err)
+			return nil, fmt.Errorf("entry %q: %w", w.Name, err)
 		}
-		copies = append(copies, cs...)
+		if ok {
+			out = append(out, viewEntry{Dirent: de})
+			if err := addInodeCopies(&de); err != nil {
+				return nil, fmt.Errorf("entry %q: %w", w.Name, err)
+			}
+		}
+		for i := range ecs {
+			copies = append(copies, ecs[i])
+			if err := addInodeCopies(&ecs[i].Dirent); err != nil {
+				return nil, fmt.Errorf("entry %q: %w", ecs[i].Name, err)
+			}
+		}
 	}
 	if err := it.Error(); err != nil {
 		return nil, err
@@ -406,25 +432,25 @@ func (db *DB) LookupDirent(parent uint64, name string) (Dirent, bool, error) {
 }
 
 func lookupDirent(r pebble.Reader, parent uint64, name string) (Dirent, bool, error) {
-	de := Dirent{Parent: parent, Name: name}
+	w := Dirent{Parent: parent, Name: name}
 	v, c, err := r.Get(direntKey(parent, name))
 	switch {
 	case errors.Is(err, pebble.ErrNotFound):
 	case err != nil:
 		return Dirent{}, false, err
 	default:
-		err = decodeDirentValue(v, &de)
+		err = decodeDirentValue(v, &w)
 		c.Close()
 		if err != nil {
 			return Dirent{}, false, err
 		}
-		ok, err := visible(r, &de)
+		conflicted, err := has(r, conflictedKey(parent, name))
 		if err != nil {
 			return Dirent{}, false, err
 		}
-		if ok {
-			de.Deleted, de.Moved, de.ChildVersion, de.ChildOrigin = false, false, 0, NodeID{}
-			return de, true, nil
+		de, ok, _, err := nameView(r, &w, conflicted)
+		if err != nil || ok {
+			return de, ok, err
 		}
 	}
 	if !strings.Contains(name, conflictSep) {
@@ -437,7 +463,7 @@ func lookupDirent(r pebble.Reader, parent uint64, name string) (Dirent, bool, er
 		return Dirent{}, false, err
 	}
 	i := sort.Search(len(des), func(i int) bool { return des[i].Name >= name })
-	if i < len(des) && des[i].Name == name && IsConflictID(des[i].Child) {
+	if i < len(des) && des[i].Name == name {
 		return des[i], true, nil
 	}
 	return Dirent{}, false, nil
