@@ -252,19 +252,7 @@ func (db *DB) applyOp(b *pebble.Batch, op Op) (bool, error) {
 
 // getInode reads the stored inode under key, if any.
 func (db *DB) getInode(key []byte) (Inode, bool, error) {
-	v, c, err := db.pdb.Get(key)
-	if errors.Is(err, pebble.ErrNotFound) {
-		return Inode{}, false, nil
-	}
-	if err != nil {
-		return Inode{}, false, err
-	}
-	defer c.Close()
-	in, err := decodeInodeValue(v)
-	if err != nil {
-		return Inode{}, false, err
-	}
-	return in, true, nil
+	return getInodeFrom(db.pdb, key)
 }
 
 // getDirent reads the stored dirent (tombstones included) under key.
