@@ -251,3 +251,62 @@ func TestClusterRenameConflictEntryAway(t *testing.T) {
 		return true
 	})
 }
+
+// A directory removed on one peer while the other, cut apart, creates a file
+// in it: once together the directory and the new file are there on both
+// (creating an entry changes the directory, and a delete racing a change
+// keeps the change).
+func TestClusterRmdirRacingCreateKeepsCreate(t *testing.T) {
+	peers := startCluster(t, 2, 2)
+	a, b := peers[0], peers[1]
+	if err := os.Mkdir(filepath.Join(a.mnt, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "d on peer 2", func() bool {
+		_, err := os.Stat(filepath.Join(b.mnt, "d"))
+		return err == nil
+	})
+	partition(t, a, b)
+	if err := os.Remove(filepath.Join(a.mnt, "d")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(b.mnt, "d", "new"), []byte("made while apart"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a.node.AddPeerAddr(b.node.Addr())
+	b.node.AddPeerAddr(a.node.Addr())
+	waitContent(t, filepath.Join(a.mnt, "d", "new"), []byte("made while apart"))
+	waitContent(t, filepath.Join(b.mnt, "d", "new"), []byte("made while apart"))
+}
+
+// Creating, removing and renaming entries update the directory's mtime and
+// ctime, as POSIX says, on every peer.
+func TestDirectoryTimes(t *testing.T) {
+	peers := startCluster(t, 2, 2)
+	a, b := peers[0].mnt, peers[1].mnt
+	if err := os.Mkdir(filepath.Join(a, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Unix(1_000_000_000, 0)
+	if err := os.Chtimes(filepath.Join(a, "d"), old, old); err != nil {
+		t.Fatal(err)
+	}
+	step := func(what string, do func() error) {
+		t.Helper()
+		if err := os.Chtimes(filepath.Join(a, "d"), old, old); err != nil {
+			t.Fatal(err)
+		}
+		if err := do(); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		for _, m := range []string{a, b} {
+			waitFor(t, 5*time.Second, what+" changes d's mtime", func() bool {
+				st, err := os.Stat(filepath.Join(m, "d"))
+				return err == nil && st.ModTime().After(old.Add(time.Hour))
+			})
+		}
+	}
+	step("create", func() error { return os.WriteFile(filepath.Join(a, "d", "f"), nil, 0o644) })
+	step("rename", func() error { return os.Rename(filepath.Join(a, "d", "f"), filepath.Join(a, "d", "g")) })
+	step("remove", func() error { return os.Remove(filepath.Join(a, "d", "g")) })
+}

@@ -2,6 +2,7 @@ package fusefs
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -197,7 +198,11 @@ func (d *dirNode) create(ctx context.Context, name string, ino index.Inode, out 
 	if errno := fsys.setBase(&de, old, ok); errno != 0 {
 		return nil, errno
 	}
-	if _, err := fsys.node.Publish(ctx, []index.Op{{Inode: &ino}, {Dirent: &de}}); err != nil {
+	ops, errno := fsys.touchDirs([]index.Op{{Inode: &ino}, {Dirent: &de}}, now, d.id)
+	if errno != 0 {
+		return nil, errno
+	}
+	if _, err := fsys.node.Publish(ctx, ops); err != nil {
 		return nil, fsys.toErrno("create", err)
 	}
 	child := fsys.newNode(ctx, d.EmbeddedInode(), &ino)
@@ -308,7 +313,11 @@ func (d *dirNode) remove(ctx context.Context, name string, wantDir bool) syscall
 	if errno != 0 {
 		return errno
 	}
-	if _, err := fsys.node.Publish(ctx, []index.Op{{Dirent: &tomb}}); err != nil {
+	ops, errno := fsys.touchDirs([]index.Op{{Dirent: &tomb}}, time.Now().UnixNano(), d.id)
+	if errno != 0 {
+		return errno
+	}
+	if _, err := fsys.node.Publish(ctx, ops); err != nil {
 		return fsys.toErrno("remove", err)
 	}
 	return 0
@@ -506,10 +515,40 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 			ops = append(ops, index.Op{Dirent: &tomb})
 		}
 	}
+	ops, errno = fsys.touchDirs(ops, time.Now().UnixNano(), d.id, np.id)
+	if errno != 0 {
+		return errno
+	}
 	if _, err := fsys.node.Publish(ctx, ops); err != nil {
 		return fsys.toErrno("rename", err)
 	}
 	return 0
+}
+
+// touchDirs appends to ops a new version of each directory in dirs (once
+// each) with mtime and ctime set to now: POSIX times for a directory whose
+// entries changed. Being a new version of the directory, it also keeps the
+// directory alive against a delete that did not see the change (an rmdir
+// racing a create inside). Called with nsMu held.
+func (fsys *FS) touchDirs(ops []index.Op, now int64, dirs ...uint64) ([]index.Op, syscall.Errno) {
+	for i, id := range dirs {
+		if slices.Contains(dirs[:i], id) {
+			continue
+		}
+		ino, errno := fsys.getInode(id)
+		if errno != 0 {
+			return nil, errno
+		}
+		ino.BaseVersion, ino.BaseOrigin = ino.Version, ino.Origin
+		ino.Supersedes = nil
+		ino.MtimeNs, ino.CtimeNs = now, now
+		if id == index.RootID && ino.Version == 0 {
+			ino.ID, ino.Type = index.RootID, index.TypeDir
+			ino.Uid, ino.Gid = fsys.uid, fsys.gid
+		}
+		ops = append(ops, index.Op{Inode: &ino})
+	}
+	return ops, 0
 }
 
 func (d *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
