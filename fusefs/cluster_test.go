@@ -352,6 +352,30 @@ func TestClusterMetadata(t *testing.T) {
 		var st syscall.Stat_t
 		return syscall.Stat(filepath.Join(a, "open", "x"), &st) == nil && st.Uid == 65534 && st.Gid == 65534
 	})
+
+	// An unprivileged write to a setuid/setgid file clears those bits (the
+	// kernel asks), and every peer sees it.
+	suid := filepath.Join(a, "open", "suid")
+	must(os.WriteFile(suid, []byte("x"), 0o777))
+	must(os.Chmod(suid, 0o777|os.ModeSetuid|os.ModeSetgid))
+	waitFor(t, 5*time.Second, "the setuid file on peer 2", func() bool {
+		st, err := os.Stat(filepath.Join(b, "open", "suid"))
+		return err == nil && st.Mode()&os.ModeSetuid != 0
+	})
+	cmd := exec.Command("sh", "-c", "echo more >> \"$0\"", filepath.Join(b, "open", "suid"))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nobody appending to a 0777 setuid file: %v: %s", err, out)
+	}
+	waitFor(t, 5*time.Second, "setuid and setgid cleared on both peers", func() bool {
+		for _, m := range []string{a, b} {
+			st, err := os.Stat(filepath.Join(m, "open", "suid"))
+			if err != nil || st.Mode()&(os.ModeSetuid|os.ModeSetgid) != 0 {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 func mkdev(major, minor uint32) uint64 {
