@@ -71,6 +71,7 @@ func (fsys *FS) attrOf(n *fs.Inode, ino *index.Inode, out *fuse.Attr) {
 	if f, ok := n.Operations().(*fileNode); ok {
 		size, mtime := f.localAttr(ino)
 		fsys.fillAttr(ino, size, mtime, out)
+		f.localAtime(out)
 		return
 	}
 	fsys.fillAttr(ino, ino.Size, ino.MtimeNs, out)

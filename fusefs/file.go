@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -35,6 +36,11 @@ type fileNode struct {
 	base   index.VersionRef // the inode version v was read from (or published as)
 	c      *content         // unpublished local changes, nil when there are none
 	mtime  int64            // mtime of unpublished changes
+
+	// atime is the last read on this peer (unix ns). Access times stay on
+	// the peer that reads: publishing them would make every read a new
+	// version of the file, racing real writes elsewhere.
+	atime atomic.Int64
 }
 
 var (
@@ -54,6 +60,18 @@ type handle struct {
 	mu         sync.Mutex
 	next       int64  // where a sequential read would continue
 	aheadUntil uint64 // chunks below this index have been prefetched
+}
+
+// localAtime shows a read on this peer that is newer than the stored
+// access time.
+func (f *fileNode) localAtime(out *fuse.Attr) {
+	at := f.atime.Load()
+	if at == 0 {
+		return
+	}
+	if sec, nsec := nsToTime(at); sec > out.Atime || sec == out.Atime && nsec > out.Atimensec {
+		out.Atime, out.Atimensec = sec, nsec
+	}
 }
 
 // localAttr returns size and mtime including unpublished changes.
@@ -144,6 +162,7 @@ func (f *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 	}
 	if f.c != nil {
 		defer f.mu.Unlock()
+		f.atime.Store(time.Now().UnixNano())
 		n, err := f.c.readAt(ctx, dest, uint64(off))
 		if err != nil && err != io.EOF {
 			return nil, f.fsys.toErrno("read", err)
@@ -152,6 +171,7 @@ func (f *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 	}
 	v := f.v
 	f.mu.Unlock()
+	f.atime.Store(time.Now().UnixNano())
 	if h, ok := fh.(*handle); ok {
 		f.readAhead(h, v, off, len(dest))
 	}
@@ -271,6 +291,7 @@ func (f *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.Attr
 	}
 	size, mtime := f.localAttr(&ino)
 	f.fsys.fillAttr(&ino, size, mtime, &out.Attr)
+	f.localAtime(&out.Attr)
 	if _, parent := f.Parent(); parent == nil {
 		out.Nlink = 0 // unlinked, still open
 	}

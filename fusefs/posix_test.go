@@ -12,7 +12,7 @@ import (
 var posixSkip = map[string]string{
 	"Link":                "hard links are not implemented yet (link(2) returns EPERM)",
 	"LinkUnlinkRename":    "hard links are not implemented yet (link(2) returns EPERM)",
-	"FcntlFlockLocksFile": "file locks are local to the kernel and not shared across peers yet",
+	"FcntlFlockLocksFile": "expects two descriptors of one process to conflict; POSIX record locks are per process, and oashare (like a local disk) leaves them to the kernel on each peer: they are not shared across peers",
 }
 
 // TestPOSIX runs go-fuse's POSIX suite against a mount of a two-node

@@ -236,3 +236,28 @@ func msync(b []byte) error {
 	}
 	return nil
 }
+
+// TestReadUpdatesAtime: reading a file moves its access time on the peer
+// that read it.
+func TestReadUpdatesAtime(t *testing.T) {
+	peers := startCluster(t, 2, 2)
+	p := filepath.Join(peers[0].mnt, "read-me")
+	if err := os.WriteFile(p, []byte("content"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Unix(1_000_000_000, 0)
+	if err := os.Chtimes(p, old, old); err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now()
+	if _, err := os.ReadFile(p); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "atime after a read", func() bool {
+		var st syscall.Stat_t
+		if err := syscall.Stat(p, &st); err != nil {
+			return false
+		}
+		return time.Unix(st.Atim.Unix()).After(before.Add(-time.Second)) && st.Mtim.Sec == old.Unix()
+	})
+}
