@@ -35,24 +35,9 @@ func conflictedKey(parent uint64, name string) []byte {
 // entryHeadRefs returns the heads of entry (parent, name) in ascending
 // stamp order.
 func entryHeadRefs(r pebble.Reader, parent uint64, name string) ([]VersionRef, error) {
-	lo := entryNamePrefix(prefixEntryHead, parent, name)
-	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
-	if err != nil {
-		return nil, err
-	}
-	defer it.Close()
-	var out []VersionRef
-	for it.First(); it.Valid(); it.Next() {
-		k := it.Key()[len(lo):]
-		if len(k) != 8+16 {
-			return nil, fmt.Errorf("%w: head key of entry %d/%q has %d bytes", ErrCorrupt, parent, name, len(k))
-		}
-		var ref VersionRef
-		ref.Version = binary.BigEndian.Uint64(k)
-		copy(ref.Origin[:], k[8:])
-		out = append(out, ref)
-	}
-	return out, it.Error()
+	return refsUnder(r, entryNamePrefix(prefixEntryHead, parent, name), func() string {
+		return fmt.Sprintf("entry %d/%q", parent, name)
+	})
 }
 
 // applyEntry adds entry version de to b, unless it was received before: it

@@ -90,17 +90,23 @@ func getInodeFrom(r pebble.Reader, key []byte) (Inode, bool, error) {
 // headRefs returns the heads of inode id in ascending stamp order (key
 // order is stamp order: version big endian, then origin bytewise).
 func headRefs(r pebble.Reader, id uint64) ([]VersionRef, error) {
-	lo := headPrefix(id)
-	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
+	return refsUnder(r, headPrefix(id), func() string { return fmt.Sprintf("inode %d", id) })
+}
+
+// refsUnder reads the version references that end the keys under prefix
+// (version[8] origin[16] each), in key order, which is stamp order. what
+// names the owner for errors.
+func refsUnder(r pebble.Reader, prefix []byte, what func() string) ([]VersionRef, error) {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
 	if err != nil {
 		return nil, err
 	}
 	defer it.Close()
 	var out []VersionRef
 	for it.First(); it.Valid(); it.Next() {
-		k := it.Key()[len(lo):]
+		k := it.Key()[len(prefix):]
 		if len(k) != 8+16 {
-			return nil, fmt.Errorf("%w: head key of inode %d has %d bytes", ErrCorrupt, id, len(k))
+			return nil, fmt.Errorf("%w: head key of %s has %d bytes", ErrCorrupt, what(), len(k))
 		}
 		var ref VersionRef
 		ref.Version = binary.BigEndian.Uint64(k)
