@@ -79,26 +79,7 @@ func TestClusterConcurrentWritesKeepConflictCopy(t *testing.T) {
 	if !strings.HasPrefix(copyName, "f.conflict-") {
 		t.Fatalf("conflict copy named %q", copyName)
 	}
-	var contents [][]byte
-	waitFor(t, 10*time.Second, "same contents on both peers", func() bool {
-		contents = contents[:0]
-		for _, p := range peers {
-			for _, n := range []string{"f", copyName} {
-				c, err := os.ReadFile(filepath.Join(p.mnt, n))
-				if err != nil {
-					return false
-				}
-				contents = append(contents, c)
-			}
-		}
-		return bytes.Equal(contents[0], contents[2]) && bytes.Equal(contents[1], contents[3])
-	})
-	got := []string{string(contents[0]), string(contents[1])}
-	slices.Sort(got)
-	if !slices.Equal(got, []string{"from-a", "from-b"}) {
-		t.Fatalf("file and copy hold %q; want from-a and from-b", got)
-	}
-	winner := contents[0]
+	winner := splitContents(t, peers, "f", copyName)
 	if err := os.WriteFile(filepath.Join(b.mnt, copyName), []byte("x"), 0o644); err == nil {
 		t.Fatal("writing a conflict copy succeeded; want EROFS")
 	}
@@ -173,26 +154,7 @@ func TestClusterConcurrentCreatesKeepConflictEntry(t *testing.T) {
 		copyName = na[1]
 		return slices.Equal(na, nb)
 	})
-	var contents [][]byte
-	waitFor(t, 10*time.Second, "same contents on both peers", func() bool {
-		contents = contents[:0]
-		for _, p := range peers {
-			for _, n := range []string{"same", copyName} {
-				c, err := os.ReadFile(filepath.Join(p.mnt, n))
-				if err != nil {
-					return false
-				}
-				contents = append(contents, c)
-			}
-		}
-		return bytes.Equal(contents[0], contents[2]) && bytes.Equal(contents[1], contents[3])
-	})
-	got := []string{string(contents[0]), string(contents[1])}
-	slices.Sort(got)
-	if !slices.Equal(got, []string{"from-a", "from-b"}) {
-		t.Fatalf("same and its copy hold %q; want from-a and from-b", got)
-	}
-	winner := contents[0]
+	winner := splitContents(t, peers, "same", copyName)
 
 	if err := os.Remove(filepath.Join(a.mnt, copyName)); err != nil {
 		t.Fatal(err)
@@ -309,4 +271,31 @@ func TestDirectoryTimes(t *testing.T) {
 	step("create", func() error { return os.WriteFile(filepath.Join(a, "d", "f"), nil, 0o644) })
 	step("rename", func() error { return os.Rename(filepath.Join(a, "d", "f"), filepath.Join(a, "d", "g")) })
 	step("remove", func() error { return os.Remove(filepath.Join(a, "d", "g")) })
+}
+
+// splitContents waits until name and its conflict copy read the same on
+// every peer, checks that between them they hold "from-a" and "from-b",
+// and returns the content under name (the winner's).
+func splitContents(t *testing.T, peers []*testPeer, name, copyName string) []byte {
+	t.Helper()
+	var contents [][]byte
+	waitFor(t, 10*time.Second, "same contents on both peers", func() bool {
+		contents = contents[:0]
+		for _, p := range peers {
+			for _, n := range []string{name, copyName} {
+				c, err := os.ReadFile(filepath.Join(p.mnt, n))
+				if err != nil {
+					return false
+				}
+				contents = append(contents, c)
+			}
+		}
+		return bytes.Equal(contents[0], contents[2]) && bytes.Equal(contents[1], contents[3])
+	})
+	got := []string{string(contents[0]), string(contents[1])}
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"from-a", "from-b"}) {
+		t.Fatalf("%s and its copy hold %q; want from-a and from-b", name, got)
+	}
+	return contents[0]
 }
