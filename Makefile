@@ -14,10 +14,11 @@ RUN_FLAGS ?=
 TEST_DEBS := fuse3 iproute2 util-linux procps sqlite3 git rsync
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.6.1
 
-.PHONY: build run test test-race test-short lint fmt-check vet bench demo ci deps clean
+.PHONY: build run test test-race test-short lint fmt-check vet bench bench-go demo ci deps clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/oashare
+	$(GO) build -o bin/oashare-loopback ./cmd/oashare-loopback
 
 # A network of one until peers appear; Ctrl-C unmounts and exits.
 run: build
@@ -63,9 +64,17 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
-# Go micro-benchmarks of the hot paths (chunking, hashing, frames, index).
+# oashare against local disk, a FUSE loopback and sshfs on a 4-peer testbed
+# (needs root; installs fio, sshfs and openssh-server if missing; about
+# 20 minutes with the defaults). BENCH_RUNS, BENCH_SIZE_MIB... : see
+# scripts/bench. The table goes to results/.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	scripts/bench
+
+# Go micro-benchmarks of the hot paths (chunking, hashing, frames, index),
+# in a form benchstat compares.
+bench-go:
+	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./...
 
 # Four peers on a private LAN of network namespaces (needs root).
 demo: build

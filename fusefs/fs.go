@@ -59,6 +59,30 @@ type FS struct {
 	notes  chan *index.Record   // remote records to turn into invalidations
 }
 
+// KernelOptions are the mount options oashare gives the kernel: request
+// sizes, read-ahead, cache lifetimes and permission checks. They are
+// exported so that a plain loopback mount with exactly the same options
+// can serve as the FUSE ceiling in benchmarks (cmd/oashare-loopback).
+func KernelOptions(name, fsName string, cacheTimeout time.Duration, allowOther bool) *fs.Options {
+	to := cacheTimeout
+	return &fs.Options{
+		MountOptions: fuse.MountOptions{
+			FsName:        fsName,
+			Name:          name,
+			MaxWrite:      1 << 20,
+			MaxReadAhead:  1 << 20,
+			DisableXAttrs: true,
+			AllowOther:    allowOther,
+			// The kernel checks access against owner and mode, as on a
+			// local disk.
+			Options: []string{"default_permissions"},
+		},
+		EntryTimeout:    &to,
+		AttrTimeout:     &to,
+		NegativeTimeout: &to,
+	}
+}
+
 // Mount mounts the shared namespace of opts.Node on dir and returns the
 // running server; Unmount it to stop.
 func Mount(dir string, opts Options) (*fuse.Server, error) {
@@ -81,27 +105,12 @@ func Mount(dir string, opts Options) (*fuse.Server, error) {
 	}
 
 	root := &dirNode{fsys: fsys, id: index.RootID}
-	to := opts.CacheTimeout
-	server, err := fs.Mount(dir, root, &fs.Options{
-		MountOptions: fuse.MountOptions{
-			FsName:        opts.FsName,
-			Name:          "oashare",
-			MaxWrite:      1 << 20,
-			MaxReadAhead:  1 << 20,
-			DisableXAttrs: true,
-			Debug:         opts.Debug,
-			AllowOther:    opts.AllowOther,
-			// The kernel checks access against owner and mode, as on a
-			// local disk.
-			Options: []string{"default_permissions"},
-		},
-		EntryTimeout:    &to,
-		AttrTimeout:     &to,
-		NegativeTimeout: &to,
-		RootStableAttr:  &fs.StableAttr{Ino: index.RootID, Mode: syscall.S_IFDIR},
-		UID:             fsys.uid,
-		GID:             fsys.gid,
-	})
+	fopts := KernelOptions("oashare", opts.FsName, opts.CacheTimeout, opts.AllowOther)
+	fopts.MountOptions.Debug = opts.Debug
+	fopts.RootStableAttr = &fs.StableAttr{Ino: index.RootID, Mode: syscall.S_IFDIR}
+	fopts.UID = fsys.uid
+	fopts.GID = fsys.gid
+	server, err := fs.Mount(dir, root, fopts)
 	if err != nil {
 		return nil, err
 	}

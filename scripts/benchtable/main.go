@@ -1,0 +1,352 @@
+// Command oashare-benchtable turns the raw measurements of scripts/bench
+// into the tables it prints: medians over runs, ratios computed within each
+// run (then their median), and the targets, each marked met or not.
+//
+//	oashare-benchtable -raw raw.csv -machine machine.txt -out DIR
+//
+// It writes DIR/table.md and DIR/table.csv.
+package main
+
+import (
+	"encoding/csv"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Systems in the order of the table's columns; oashare is compared with
+// each of the others.
+var systems = []string{"local", "loopback", "sshfs", "oashare"}
+
+// workload is one row of the main table.
+type workload struct {
+	metric, name string
+}
+
+var workloads = []workload{
+	{"seq_write", "sequential write, 1 file (dd bs=1M conv=fsync) into peer 1"},
+	{"seq_read", "sequential read on peer 4, caches dropped"},
+	{"rand_read_4k", "random 4 KiB reads on peer 4 (fio, psync, 1 job)"},
+	{"tar_x_small", "tar x of small files (0-8 KiB) into peer 1"},
+	{"read_small", "reading the small files on peer 4, caches dropped"},
+	{"tar_x_tree", "tar x of a tree of empty files into peer 1"},
+	{"ls_lR", "ls -lR of the tree on peer 4, caches dropped"},
+}
+
+// target is a goal from the issue tracker: oashare's figure compared with
+// another system's (ratio), or an absolute bound on a per-node figure.
+type target struct {
+	metric string
+	vs     string  // system the ratio is against; "" for an absolute bound
+	min    float64 // ratio ≥ min (vs set)
+	max    float64 // value ≤ max (vs empty): the worst node counts
+	text   string
+}
+
+var targets = []target{
+	{metric: "seq_write", vs: "sshfs", min: 1.0, text: "sequential write ≥ 1.0× sshfs"},
+	{metric: "seq_write", vs: "loopback", min: 0.4, text: "sequential write ≥ 0.4× FUSE loopback"},
+	{metric: "seq_read", vs: "sshfs", min: 1.0, text: "cold sequential read on another peer ≥ 1.0× sshfs"},
+	{metric: "tar_x_small", vs: "sshfs", min: 1.0, text: "tar x of small files ≥ 1.0× sshfs"},
+	{metric: "read_small", vs: "sshfs", min: 1.0, text: "reading the small files back ≥ 1.0× sshfs"},
+	{metric: "rss_write", max: 256, text: "a node's peak RSS during the write ≤ 256 MiB"},
+	{metric: "disk_per_chunk_byte", max: 1.15, text: "bytes on disk per node ≤ 1.15× the chunk bytes it holds"},
+}
+
+// sample is one line of raw.csv.
+type sample struct {
+	run    int
+	system string
+	metric string
+	value  float64
+	unit   string
+}
+
+func main() {
+	rawPath := flag.String("raw", "", "raw measurements (run,system,metric,value,unit)")
+	machine := flag.String("machine", "", "file with the machine's details")
+	out := flag.String("out", "", "directory for table.md and table.csv")
+	flag.Parse()
+	if *rawPath == "" || *out == "" {
+		fmt.Fprintln(os.Stderr, "oashare-benchtable: -raw and -out are required (see -help)")
+		os.Exit(2)
+	}
+	if err := run(*rawPath, *machine, *out); err != nil {
+		fmt.Fprintln(os.Stderr, "oashare-benchtable:", err)
+		os.Exit(1)
+	}
+}
+
+func run(rawPath, machinePath, out string) error {
+	f, err := os.Open(rawPath)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	samples, err := readRaw(f)
+	if err != nil {
+		return fmt.Errorf("%s: %w", rawPath, err)
+	}
+	var machine string
+	if machinePath != "" {
+		b, err := os.ReadFile(machinePath)
+		if err != nil {
+			return err
+		}
+		machine = string(b)
+	}
+	t := summarize(samples)
+	if err := os.WriteFile(filepath.Join(out, "table.md"), []byte(t.markdown(machine)), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(out, "table.csv"), []byte(t.csv()), 0o644)
+}
+
+func readRaw(r io.Reader) ([]sample, error) {
+	rows, err := csv.NewReader(r).ReadAll()
+	if err != nil {
+		return nil, err
+	}
+	if len(rows) == 0 || strings.Join(rows[0], ",") != "run,system,metric,value,unit" {
+		return nil, fmt.Errorf("want the header run,system,metric,value,unit")
+	}
+	var out []sample
+	for i, row := range rows[1:] {
+		if len(row) != 5 {
+			return nil, fmt.Errorf("line %d: %d fields, want 5", i+2, len(row))
+		}
+		run, err := strconv.Atoi(row[0])
+		if err != nil {
+			return nil, fmt.Errorf("line %d: run %q: %v", i+2, row[0], err)
+		}
+		v, err := strconv.ParseFloat(row[3], 64)
+		if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+			return nil, fmt.Errorf("line %d: value %q is not a number", i+2, row[3])
+		}
+		out = append(out, sample{run, row[1], row[2], v, row[4]})
+	}
+	return out, nil
+}
+
+// median of vs; NaN when vs is empty.
+func median(vs []float64) float64 {
+	if len(vs) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(vs)
+	slices.Sort(s)
+	n := len(s)
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+type key struct{ system, metric string }
+
+// table holds medians, per-run ratios and the number of runs.
+type table struct {
+	runs   int
+	values map[key][]float64       // every run's value
+	byRun  map[key]map[int]float64 // run → value
+	units  map[string]string
+	nodes  []int // oashare peers with per-node figures
+}
+
+func summarize(samples []sample) *table {
+	t := &table{values: map[key][]float64{}, byRun: map[key]map[int]float64{}, units: map[string]string{}}
+	peers := map[int]bool{}
+	for _, s := range samples {
+		k := key{s.system, s.metric}
+		t.values[k] = append(t.values[k], s.value)
+		if t.byRun[k] == nil {
+			t.byRun[k] = map[int]float64{}
+		}
+		t.byRun[k][s.run] = s.value
+		t.units[s.metric] = s.unit
+		t.runs = max(t.runs, s.run)
+		if p, ok := peerOf(s.metric); ok {
+			peers[p] = true
+		}
+	}
+	for p := range peers {
+		t.nodes = append(t.nodes, p)
+	}
+	slices.Sort(t.nodes)
+	return t
+}
+
+// peerOf returns K for a per-node metric ending in _pK.
+func peerOf(metric string) (int, bool) {
+	i := strings.LastIndex(metric, "_p")
+	if i < 0 {
+		return 0, false
+	}
+	k, err := strconv.Atoi(metric[i+2:])
+	return k, err == nil
+}
+
+func (t *table) median(system, metric string) float64 {
+	return median(t.values[key{system, metric}])
+}
+
+// ratio is the median over runs of oashare's figure divided by system's
+// figure in the same run.
+func (t *table) ratio(metric, system string) float64 {
+	a, b := t.byRun[key{"oashare", metric}], t.byRun[key{system, metric}]
+	var rs []float64
+	for run, va := range a {
+		if vb, ok := b[run]; ok && vb > 0 {
+			rs = append(rs, va/vb)
+		}
+	}
+	return median(rs)
+}
+
+// worst is the largest per-node median of metric_pK (a bound applies to
+// every node).
+func (t *table) worst(metric string) (float64, int) {
+	w, at := math.NaN(), 0
+	for _, p := range t.nodes {
+		v := t.median("oashare", fmt.Sprintf("%s_p%d", metric, p))
+		if !math.IsNaN(v) && (math.IsNaN(w) || v > w) {
+			w, at = v, p
+		}
+	}
+	return w, at
+}
+
+// met evaluates a target: the figure, and whether it is met; ok is false
+// when the run has no figure for it.
+func (t *table) met(g target) (fig float64, met, ok bool) {
+	if g.vs != "" {
+		fig = t.ratio(g.metric, g.vs)
+		return fig, fig >= g.min, !math.IsNaN(fig)
+	}
+	fig, _ = t.worst(g.metric)
+	return fig, fig <= g.max, !math.IsNaN(fig)
+}
+
+func num(v float64) string {
+	switch {
+	case math.IsNaN(v):
+		return "–"
+	case v >= 100:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	case v >= 10:
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	default:
+		return strconv.FormatFloat(v, 'f', 2, 64)
+	}
+}
+
+func ratioText(v float64) string {
+	if math.IsNaN(v) {
+		return "–"
+	}
+	return strconv.FormatFloat(v, 'f', 2, 64) + "×"
+}
+
+func (t *table) markdown(machine string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Each figure is the median of %d runs; each ratio is oashare's figure over the other system's in the same run, median over runs. Higher is better.\n\n", t.runs)
+	b.WriteString("| workload | unit | local disk | FUSE loopback | sshfs | oashare | vs local | vs loopback | vs sshfs |\n")
+	b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, w := range workloads {
+		fmt.Fprintf(&b, "| %s | %s |", w.name, t.units[w.metric])
+		for _, s := range systems {
+			fmt.Fprintf(&b, " %s |", num(t.median(s, w.metric)))
+		}
+		for _, s := range systems[:3] {
+			fmt.Fprintf(&b, " %s |", ratioText(t.ratio(w.metric, s)))
+		}
+		b.WriteString("\n")
+	}
+	if len(t.nodes) > 0 {
+		b.WriteString("\noashare, per node (median of runs):\n\n| node |")
+		for _, p := range t.nodes {
+			fmt.Fprintf(&b, " peer %d |", p)
+		}
+		b.WriteString("\n|---|" + strings.Repeat("--:|", len(t.nodes)) + "\n")
+		for _, row := range []struct{ metric, name string }{
+			{"rss_write", "peak RSS during the write (MiB)"},
+			{"cpu_per_gib", "CPU seconds per GiB written"},
+			{"disk_per_chunk_byte", "bytes on disk per chunk byte held"},
+		} {
+			fmt.Fprintf(&b, "| %s |", row.name)
+			for _, p := range t.nodes {
+				fmt.Fprintf(&b, " %s |", num(t.median("oashare", fmt.Sprintf("%s_p%d", row.metric, p))))
+			}
+			b.WriteString("\n")
+		}
+		if v := t.median("oashare", "cpu_per_gib_all"); !math.IsNaN(v) {
+			fmt.Fprintf(&b, "\nAll four nodes together: %s CPU seconds per GiB written.\n", num(v))
+		}
+	}
+	b.WriteString("\nTargets:\n\n| target | measured | met |\n|---|--:|---|\n")
+	for _, g := range targets {
+		fig, met, ok := t.met(g)
+		m := "no"
+		switch {
+		case !ok:
+			m = "not measured"
+		case met:
+			m = "yes"
+		}
+		f := num(fig)
+		if g.vs != "" {
+			f = ratioText(fig)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s |\n", g.text, f, m)
+	}
+	if machine != "" {
+		b.WriteString("\nMachine and run:\n\n```\n" + strings.TrimRight(machine, "\n") + "\n```\n")
+	}
+	return b.String()
+}
+
+func (t *table) csv() string {
+	var b strings.Builder
+	w := csv.NewWriter(&b)
+	head := []string{"metric", "unit"}
+	head = append(head, systems...)
+	head = append(head, "oashare_vs_local", "oashare_vs_loopback", "oashare_vs_sshfs")
+	w.Write(head)
+	f := func(v float64) string {
+		if math.IsNaN(v) {
+			return ""
+		}
+		return strconv.FormatFloat(v, 'g', 6, 64)
+	}
+	for _, wl := range workloads {
+		row := []string{wl.metric, t.units[wl.metric]}
+		for _, s := range systems {
+			row = append(row, f(t.median(s, wl.metric)))
+		}
+		for _, s := range systems[:3] {
+			row = append(row, f(t.ratio(wl.metric, s)))
+		}
+		w.Write(row)
+	}
+	var node []string
+	for k := range t.values {
+		if k.system == "oashare" && !slices.Contains(node, k.metric) {
+			if _, ok := peerOf(k.metric); ok || k.metric == "cpu_per_gib_all" {
+				node = append(node, k.metric)
+			}
+		}
+	}
+	slices.Sort(node)
+	for _, m := range node {
+		row := []string{m, t.units[m], "", "", "", f(t.median("oashare", m)), "", "", ""}
+		w.Write(row)
+	}
+	w.Flush()
+	return b.String()
+}

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"math"
+	"strings"
+	"testing"
+)
+
+func TestMedian(t *testing.T) {
+	for _, c := range []struct {
+		in   []float64
+		want float64
+	}{
+		{[]float64{3, 1, 2}, 2},
+		{[]float64{4, 1, 3, 2}, 2.5},
+		{[]float64{7}, 7},
+	} {
+		if got := median(c.in); got != c.want {
+			t.Errorf("median(%v) = %v, want %v", c.in, got, c.want)
+		}
+	}
+	if !math.IsNaN(median(nil)) {
+		t.Error("median of nothing is not NaN")
+	}
+}
+
+const raw = `run,system,metric,value,unit
+1,sshfs,seq_write,100,MiB/s
+1,oashare,seq_write,50,MiB/s
+2,sshfs,seq_write,10,MiB/s
+2,oashare,seq_write,40,MiB/s
+3,sshfs,seq_write,50,MiB/s
+3,oashare,seq_write,60,MiB/s
+1,loopback,seq_write,100,MiB/s
+1,oashare,rss_write_p1,100,MiB
+2,oashare,rss_write_p1,120,MiB
+1,oashare,rss_write_p2,300,MiB
+2,oashare,rss_write_p2,280,MiB
+1,oashare,disk_per_chunk_byte_p1,1.1,x
+`
+
+// Ratios are taken within a run, then the median: runs 1..3 give 0.5,
+// 4 and 1.2, so 1.2, which is neither the ratio of medians (50/50 = 1) nor
+// any system's median.
+func TestRatioWithinRuns(t *testing.T) {
+	s, err := readRaw(strings.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb := summarize(s)
+	if got := tb.ratio("seq_write", "sshfs"); got != 1.2 {
+		t.Errorf("ratio vs sshfs = %v, want 1.2", got)
+	}
+	if got := tb.ratio("seq_write", "loopback"); got != 0.5 {
+		t.Errorf("ratio vs loopback (one shared run) = %v, want 0.5", got)
+	}
+	if got := tb.ratio("seq_read", "sshfs"); !math.IsNaN(got) {
+		t.Errorf("ratio of an unmeasured workload = %v, want NaN", got)
+	}
+}
+
+func TestTargets(t *testing.T) {
+	s, err := readRaw(strings.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb := summarize(s)
+	want := map[string]struct {
+		fig      float64
+		met, got bool
+	}{
+		"sequential write ≥ 1.0× sshfs":                           {1.2, true, true},
+		"sequential write ≥ 0.4× FUSE loopback":                   {0.5, true, true},
+		"cold sequential read on another peer ≥ 1.0× sshfs":       {math.NaN(), false, false},
+		"a node's peak RSS during the write ≤ 256 MiB":            {290, false, true}, // peer 2's median is the worst
+		"bytes on disk per node ≤ 1.15× the chunk bytes it holds": {1.1, true, true},
+	}
+	for _, g := range targets {
+		w, ok := want[g.text]
+		if !ok {
+			continue
+		}
+		fig, met, got := tb.met(g)
+		if got != w.got || (got && (met != w.met || math.Abs(fig-w.fig) > 1e-9)) {
+			t.Errorf("%s: figure %v met %v measured %v; want %v %v %v", g.text, fig, met, got, w.fig, w.met, w.got)
+		}
+	}
+	md := tb.markdown("cpu: test")
+	for _, s := range []string{"| sequential write ≥ 1.0× sshfs | 1.20× | yes |", "| a node's peak RSS during the write ≤ 256 MiB | 290 | no |", "not measured", "cpu: test"} {
+		if !strings.Contains(md, s) {
+			t.Errorf("markdown lacks %q:\n%s", s, md)
+		}
+	}
+}
+
+func TestReadRawRejects(t *testing.T) {
+	for _, bad := range []string{
+		"",
+		"run,system\n1,local\n",
+		"run,system,metric,value,unit\nx,local,seq_write,1,MiB/s\n",
+		"run,system,metric,value,unit\n1,local,seq_write,fast,MiB/s\n",
+		"run,system,metric,value,unit\n1,local,seq_write,NaN,MiB/s\n",
+	} {
+		if _, err := readRaw(strings.NewReader(bad)); err == nil {
+			t.Errorf("readRaw accepted %q", bad)
+		}
+	}
+}
