@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 
 	"github.com/oashare/oashare/chunknet"
 	"github.com/oashare/oashare/index"
@@ -494,4 +495,55 @@ func TestClusterStatfs(t *testing.T) {
 	if mnt.Bavail == 0 || mnt.Bavail > mnt.Blocks {
 		t.Errorf("statfs available %d of %d blocks", mnt.Bavail, mnt.Blocks)
 	}
+}
+
+// Owner, mode and times set on a file still open for writing (as tar x
+// does) are published with its content at close, as one new version; this
+// peer shows them at once, and the other peer sees all of it.
+func TestClusterAttrsFoldedIntoClose(t *testing.T) {
+	peers := startCluster(t, 2, 2)
+	a, b := peers[0].mnt, peers[1].mnt
+	self := peers[0].db.NodeID()
+	want := randBytes(t, 3000)
+	mt := time.Unix(1_700_000_000, 789)
+
+	f, err := os.OpenFile(filepath.Join(a, "t"), os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := peers[0].db.VersionVector()[self]
+	if _, err := f.Write(want); err != nil {
+		t.Fatal(err)
+	}
+	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, unix.NsecToTimespec(mt.UnixNano())}
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, f.Name(), ts, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Chown(1000, 1001); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Chmod(0o640); err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Uid != 1000 || st.Gid != 1001 || st.Mode != syscall.S_IFREG|0o640 || st.Mtim.Nano() != mt.UnixNano() || st.Size != int64(len(want)) {
+		t.Errorf("before close, this peer shows uid %d gid %d mode %#o mtime %d size %d", st.Uid, st.Gid, st.Mode, st.Mtim.Nano(), st.Size)
+	}
+	if got := peers[0].db.VersionVector()[self]; got != created {
+		t.Errorf("%d records published between create and close, want none before close", got-created)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := peers[0].db.VersionVector()[self]; got != created+1 {
+		t.Errorf("close published %d records, want 1 (content and attributes together)", got-created)
+	}
+	waitContent(t, filepath.Join(b, "t"), want)
+	waitFor(t, 5*time.Second, "t's attributes on peer 2", func() bool {
+		err := syscall.Stat(filepath.Join(b, "t"), &st)
+		return err == nil && st.Uid == 1000 && st.Gid == 1001 && st.Mode == syscall.S_IFREG|0o640 && st.Mtim.Nano() == mt.UnixNano()
+	})
 }

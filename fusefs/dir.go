@@ -121,6 +121,9 @@ func (fsys *FS) setattr(ctx context.Context, id uint64, f *fileNode, in *fuse.Se
 		f.mu.Lock()
 		defer f.mu.Unlock()
 	}
+	if f != nil && f.c != nil {
+		return f.foldAttrs(in, out)
+	}
 	fsys.nsMu.Lock()
 	defer fsys.nsMu.Unlock()
 	ino, errno := fsys.getInode(id)
@@ -169,11 +172,37 @@ func (fsys *FS) setattr(ctx context.Context, id uint64, f *fileNode, in *fuse.Se
 			return fsys.toErrno("setattr", err)
 		}
 	}
-	size, mtime := ino.Size, ino.MtimeNs
-	if f != nil && f.c != nil {
-		size, mtime = f.c.size, f.mtime
+	fsys.fillAttr(&ino, ino.Size, ino.MtimeNs, &out.Attr)
+	return 0
+}
+
+// foldAttrs records attribute changes to a file with unpublished writes,
+// to be published with them (see pendingAttrs). Called with f.mu held.
+func (f *fileNode) foldAttrs(in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	ino, errno := f.fsys.getInode(f.id)
+	if errno != 0 {
+		return errno
 	}
-	fsys.fillAttr(&ino, size, mtime, &out.Attr)
+	p := &f.attrs
+	if m, ok := in.GetMode(); ok {
+		p.setMode, p.mode = true, m&0o7777
+	}
+	if uid, ok := in.GetUID(); ok {
+		p.setUID, p.uid = true, uid
+	}
+	if gid, ok := in.GetGID(); ok {
+		p.setGID, p.gid = true, gid
+	}
+	if at, ok := in.GetATime(); ok {
+		p.setAtime, p.atime = true, at.UnixNano()
+	}
+	if mt, ok := in.GetMTime(); ok {
+		f.mtime = mt.UnixNano()
+	}
+	p.set = true
+	p.ctime = time.Now().UnixNano()
+	p.apply(&ino)
+	f.fsys.fillAttr(&ino, f.c.size, f.mtime, &out.Attr)
 	return 0
 }
 

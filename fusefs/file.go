@@ -36,6 +36,7 @@ type fileNode struct {
 	base   index.VersionRef // the inode version v was read from (or published as)
 	c      *content         // unpublished local changes, nil when there are none
 	mtime  int64            // mtime of unpublished changes
+	attrs  pendingAttrs     // attribute changes made while c was pending
 
 	// atime is the last read on this peer (unix ns). Access times stay on
 	// the peer that reads: publishing them would make every read a new
@@ -74,11 +75,46 @@ func (f *fileNode) localAtime(out *fuse.Attr) {
 	}
 }
 
-// localAttr returns size and mtime including unpublished changes.
+// pendingAttrs are attribute changes (chmod, chown, utimens) made to a
+// file that has unpublished writes. Like the writes, they are published at
+// close or fsync, in the same new version: `tar x` sets owner, mode and
+// times on each file before closing it, and that costs one version, not
+// four. This peer shows them at once.
+type pendingAttrs struct {
+	set              bool
+	setMode, setUID  bool
+	setGID, setAtime bool
+	mode, uid, gid   uint32
+	atime, ctime     int64
+}
+
+// apply writes the pending changes into ino.
+func (p *pendingAttrs) apply(ino *index.Inode) {
+	if !p.set {
+		return
+	}
+	if p.setMode {
+		ino.Mode = p.mode
+	}
+	if p.setUID {
+		ino.Uid = p.uid
+	}
+	if p.setGID {
+		ino.Gid = p.gid
+	}
+	if p.setAtime {
+		ino.AtimeNs = p.atime
+	}
+	ino.CtimeNs = max(ino.CtimeNs, p.ctime)
+}
+
+// localAttr returns size and mtime including unpublished changes, and
+// applies unpublished attribute changes to ino.
 func (f *fileNode) localAttr(ino *index.Inode) (uint64, int64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.c != nil {
+		f.attrs.apply(ino)
 		return f.c.size, f.mtime
 	}
 	return ino.Size, ino.MtimeNs
@@ -242,7 +278,7 @@ func (f *fileNode) publish(ctx context.Context) syscall.Errno {
 		// Unlinked here while open: nobody can reach the file any more,
 		// and publishing would bring its name back (an update the
 		// deleter had not seen shadows the tombstone).
-		f.v, f.c = v, nil
+		f.v, f.c, f.attrs = v, nil, pendingAttrs{}
 		return 0
 	}
 	// The changes were made on f.v, read from version f.base. If the
@@ -254,7 +290,8 @@ func (f *fileNode) publish(ctx context.Context) syscall.Errno {
 	if versionOf(&ino) == f.v {
 		base = ino.Ref()
 	}
-	if v != versionOf(&ino) || ino.MtimeNs != f.mtime {
+	if v != versionOf(&ino) || ino.MtimeNs != f.mtime || f.attrs.set {
+		f.attrs.apply(&ino)
 		ino.Size, ino.Root, ino.Depth = v.Size, v.Root, v.Depth
 		ino.MtimeNs = f.mtime
 		ino.CtimeNs = time.Now().UnixNano()
@@ -269,6 +306,7 @@ func (f *fileNode) publish(ctx context.Context) syscall.Errno {
 	f.v = v
 	f.base = base
 	f.c = nil
+	f.attrs = pendingAttrs{}
 	return 0
 }
 
