@@ -538,8 +538,27 @@ func TestClusterAttrsFoldedIntoClose(t *testing.T) {
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if got := peers[0].db.VersionVector()[self]; got != created+1 {
-		t.Errorf("close published %d records, want 1 (content and attributes together)", got-created)
+	// An empty file: the same, with no write at all.
+	e, err := os.OpenFile(filepath.Join(a, "empty"), os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Chmod(0o604); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Chown(1002, 1003); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "empty's attributes on peer 2", func() bool {
+		var st syscall.Stat_t
+		err := syscall.Stat(filepath.Join(b, "empty"), &st)
+		return err == nil && st.Uid == 1002 && st.Gid == 1003 && st.Mode == syscall.S_IFREG|0o604 && st.Size == 0
+	})
+	if got := peers[0].db.VersionVector()[self]; got != created+3 {
+		t.Errorf("%d records published after the first create, want 3: close of t, create of empty, close of empty", got-created)
 	}
 	waitContent(t, filepath.Join(b, "t"), want)
 	waitFor(t, 5*time.Second, "t's attributes on peer 2", func() bool {

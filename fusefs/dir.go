@@ -279,6 +279,14 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
+	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		// A file just created and open for writing is pending until
+		// close, even before its first write: owner, mode and times set
+		// on it (tar x of an empty file) go out with the close.
+		f.mu.Lock()
+		f.changes()
+		f.mu.Unlock()
+	}
 	return child, fh, fuseFlags, 0
 }
 
