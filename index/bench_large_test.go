@@ -191,3 +191,43 @@ func BenchmarkGetChunkLargeSeq(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkGetChunksLargeSeq reads the chunks of the large index with
+// GetChunks, 256 per call in the order they were written, as a sequential
+// read of a file does.
+func BenchmarkGetChunksLargeSeq(b *testing.B) {
+	benchGetChunksLarge(b, func(start, i int) int { return (start + i) % largeChunks })
+}
+
+// BenchmarkGetChunksLargeRandom reads chunks of the large index with
+// GetChunks, 256 per call in random order: every guess fails.
+func BenchmarkGetChunksLargeRandom(b *testing.B) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	benchGetChunksLarge(b, func(int, int) int { return rng.IntN(largeChunks) })
+}
+
+func benchGetChunksLarge(b *testing.B, pick func(start, i int) int) {
+	const group = 256
+	db := largeDB(b)
+	start := rand.IntN(largeChunks)
+	hashes := make([]Hash, group)
+	b.SetBytes(largeChunkSize)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for done := 0; done < b.N; {
+		n := min(group, b.N-done)
+		for i := range hashes[:n] {
+			hashes[i] = large.hashes[pick(start, done+i)]
+		}
+		out, err := db.GetChunks(hashes[:n])
+		if err != nil {
+			b.Fatal(err)
+		}
+		for i, d := range out {
+			if len(d) != largeChunkSize {
+				b.Fatalf("chunk %d: %d bytes", i, len(d))
+			}
+		}
+		done += n
+	}
+}
