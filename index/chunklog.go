@@ -2,7 +2,9 @@ package index
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"strconv"
 	"strings"
@@ -178,6 +180,20 @@ func (l *chunkLog) read(loc location, buf []byte) ([]byte, error) {
 		return buf[:0], fmt.Errorf("index: read chunk at segment %d offset %d: %w", loc.seg, loc.off, err)
 	}
 	return buf, nil
+}
+
+// readSpan reads len(buf) bytes at offset off of segment seg, or as many
+// as the segment holds there, and returns how many it read.
+func (l *chunkLog) readSpan(seg uint32, off uint64, buf []byte) (int, error) {
+	f, err := l.file(seg)
+	if err != nil {
+		return 0, err
+	}
+	n, err := f.ReadAt(buf, int64(off))
+	if err != nil && !errors.Is(err, io.EOF) {
+		return n, fmt.Errorf("index: read chunk segment %d at offset %d: %w", seg, off, err)
+	}
+	return n, nil
 }
 
 func (l *chunkLog) file(seg uint32) (vfs.File, error) {

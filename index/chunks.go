@@ -198,23 +198,160 @@ func (db *DB) GetChunk(h Hash, buf []byte) (data []byte, ok bool, err error) {
 	if db.closed.Load() {
 		return buf[:0], false, ErrClosed
 	}
-	v, c, err := db.pdb.Get(chunkKey(h))
-	if errors.Is(err, pebble.ErrNotFound) {
-		return buf[:0], false, nil
-	}
-	if err != nil {
-		return buf[:0], false, fmt.Errorf("index: get chunk %s: %w", h.Short(), err)
-	}
-	loc, err := decodeLocation(v)
-	c.Close()
-	if err != nil {
-		return buf[:0], false, fmt.Errorf("index: get chunk %s: %w", h.Short(), err)
+	loc, ok, err := db.locate(h)
+	if err != nil || !ok {
+		return buf[:0], false, err
 	}
 	data, err = db.chunks.read(loc, buf)
 	if err != nil {
 		return data, false, err
 	}
 	return data, true, nil
+}
+
+// GetChunks reads the chunks named by hashes and returns their bytes:
+// out[i] holds the chunk hashes[i], or is nil if that chunk is not stored
+// (or its stored bytes do not hash to hashes[i], which is logged as
+// corruption). Unlike GetChunk, every chunk returned has been checked:
+// its SHA-256 is the requested hash. The slices share a few buffers that
+// the caller owns; they are never reused by the DB.
+//
+// It is made for reading files: hashes should come in file order. The
+// chunks of a file are stored contiguously in arrival order, so after
+// looking a chunk up in Pebble, GetChunks reads the bytes after it in the
+// same segment as the next chunks (assuming each as long as the chunk
+// looked up) and accepts each one only if it hashes to the hash requested
+// at that position; at the first that does not, it goes back to Pebble. A
+// run of confirmed guesses doubles the read-ahead, up to getAheadMax
+// chunks. Bytes accepted this way are the requested chunk whatever their
+// location: a guess may even find a chunk appended to the log whose index
+// entry is not yet committed.
+func (db *DB) GetChunks(hashes []Hash) (out [][]byte, err error) {
+	out, _, err = db.getChunks(hashes)
+	return out, err
+}
+
+// getChunks is GetChunks; it also returns how many Pebble lookups it made.
+func (db *DB) getChunks(hashes []Hash) (out [][]byte, lookups int, err error) {
+	if db.closed.Load() {
+		return nil, 0, ErrClosed
+	}
+	out = make([][]byte, len(hashes))
+	var (
+		guess bool     // whether next is where hashes[i] is guessed to be
+		next  location // after the last chunk read: same segment and length
+		ahead = getAheadMin
+	)
+	for i := 0; i < len(hashes); {
+		if guess {
+			k := min(ahead, len(hashes)-i)
+			got, err := db.readRun(next, hashes[i:i+k], out[i:i+k])
+			if err != nil {
+				return out, lookups, err
+			}
+			i += got
+			next.off += uint64(got) * uint64(next.n)
+			if got == k {
+				ahead = min(2*ahead, getAheadMax)
+				continue
+			}
+			// hashes[i] is not where it was guessed to be.
+			guess, ahead = false, getAheadMin
+			if i == len(hashes) {
+				break
+			}
+		}
+		lookups++
+		loc, ok, err := db.locate(hashes[i])
+		if err != nil {
+			return out, lookups, err
+		}
+		if !ok {
+			i++
+			continue
+		}
+		// Read the chunk and the guessed next ones with one read.
+		k := min(ahead, len(hashes)-i-1)
+		buf := make([]byte, int(loc.n)*(1+k))
+		got, err := db.chunks.readSpan(loc.seg, loc.off, buf)
+		if err != nil {
+			return out, lookups, err
+		}
+		if got < int(loc.n) {
+			return out, lookups, fmt.Errorf("index: get chunk %s: %w: segment %d ends before offset %d",
+				hashes[i].Short(), ErrCorrupt, loc.seg, loc.off+uint64(loc.n))
+		}
+		d := buf[:loc.n:loc.n]
+		if Sum(d) == hashes[i] {
+			out[i] = d
+		} else {
+			db.log.Error("stored chunk does not match its hash", "chunk", hashes[i].Short(),
+				"segment", loc.seg, "offset", loc.off)
+		}
+		i++
+		guess = loc.n > 0
+		next = location{seg: loc.seg, off: loc.off + uint64(loc.n), n: loc.n}
+		if guess {
+			n := matchRun(buf[loc.n:got], int(loc.n), hashes[i:i+k], out[i:i+k])
+			i += n
+			next.off += uint64(n) * uint64(loc.n)
+			if n < k {
+				guess = false
+			} else {
+				ahead = min(2*ahead, getAheadMax)
+			}
+		}
+	}
+	return out, lookups, nil
+}
+
+// Read-ahead of GetChunks, in chunks: after a Pebble lookup, and at most.
+const (
+	getAheadMin = 8
+	getAheadMax = 128
+)
+
+// readRun reads len(hashes) chunks of at.n bytes each from at onwards and
+// sets out[j] for the leading ones whose bytes hash to hashes[j]. It
+// returns how many matched.
+func (db *DB) readRun(at location, hashes []Hash, out [][]byte) (int, error) {
+	buf := make([]byte, int(at.n)*len(hashes))
+	got, err := db.chunks.readSpan(at.seg, at.off, buf)
+	if err != nil {
+		return 0, err
+	}
+	return matchRun(buf[:got], int(at.n), hashes, out), nil
+}
+
+// matchRun cuts buf into pieces of n bytes and sets out[j] to piece j for
+// the leading pieces that hash to hashes[j]. It returns how many matched.
+func matchRun(buf []byte, n int, hashes []Hash, out [][]byte) int {
+	j := 0
+	for ; j < len(hashes) && (j+1)*n <= len(buf); j++ {
+		d := buf[j*n : (j+1)*n : (j+1)*n]
+		if Sum(d) != hashes[j] {
+			break
+		}
+		out[j] = d
+	}
+	return j
+}
+
+// locate looks chunk h up in Pebble.
+func (db *DB) locate(h Hash) (loc location, ok bool, err error) {
+	v, c, err := db.pdb.Get(chunkKey(h))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return loc, false, nil
+	}
+	if err != nil {
+		return loc, false, fmt.Errorf("index: get chunk %s: %w", h.Short(), err)
+	}
+	loc, err = decodeLocation(v)
+	c.Close()
+	if err != nil {
+		return loc, false, fmt.Errorf("index: get chunk %s: %w", h.Short(), err)
+	}
+	return loc, true, nil
 }
 
 // HasChunk reports whether chunk h is stored.

@@ -35,9 +35,22 @@ var ErrClosed = errors.New("index: closed")
 // record from a peer or a damaged value on disk.
 var ErrCorrupt = errors.New("index: corrupt data")
 
-// blockCacheSize is the Pebble block cache: room for the hot part of the
-// namespace and of recently read chunks.
-const blockCacheSize = 32 << 20
+// Pebble memory. Pebble reserves the memory of its memtables (the mutable
+// one and any waiting to be flushed) out of the block cache, so the cache
+// must be well larger than memTableSize: with two memtables of 16 MiB in a
+// cache of 32 MiB nothing could be cached at all, and every lookup read
+// its filter, index and data blocks from the files again. blockCacheSize
+// is the whole of it (memtables included): about 48 MiB of blocks beside
+// two 8 MiB memtables, room for the filter and index blocks of millions of
+// chunks and the hot part of the namespace.
+const (
+	blockCacheSize = 64 << 20
+	memTableSize   = 8 << 20
+	// targetFileSize is the size of the tables Pebble writes at every
+	// level. Small tables have small filter and index blocks, which stay
+	// in the cache and are cheap to load when they do not.
+	targetFileSize = 4 << 20
+)
 
 // DB is the local index of one node. See the package documentation for what
 // it holds and its locking rules.
@@ -121,10 +134,16 @@ func Open(dir string, opts Options) (*DB, error) {
 		Comparer:     &comparer,
 		Cache:        cache,
 		Logger:       pebbleLogger{log},
-		MemTableSize: 16 << 20,
-		// Bloom filters make the "is this chunk new?" check of PutChunks
-		// cheap for chunks that are not stored yet.
-		Levels: []pebble.LevelOptions{{FilterPolicy: bloom.FilterPolicy(10)}},
+		MemTableSize: memTableSize,
+	}
+	// Bloom filters make the "is this chunk new?" check of PutChunks cheap
+	// for chunks that are not stored yet.
+	popts.Levels = make([]pebble.LevelOptions, 7)
+	for i := range popts.Levels {
+		popts.Levels[i] = pebble.LevelOptions{
+			FilterPolicy:   bloom.FilterPolicy(10),
+			TargetFileSize: targetFileSize,
+		}
 	}
 	pdb, err := pebble.Open(dir, popts)
 	if err != nil {

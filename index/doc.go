@@ -195,7 +195,7 @@
 // called once, after every other call has returned; calls made after Close
 // return ErrClosed.
 //
-//   - Reads (GetChunk, HasChunk, GetInode, LookupDirent, ReadDir, Heads,
+//   - Reads (GetChunk, GetChunks, HasChunk, GetInode, LookupDirent, ReadDir, Heads,
 //     ConflictOf, ConflictEntry, StoredDirent, LogSince) take no lock of this package; each sees a
 //     consistent Pebble state (the namespace views read one snapshot).
 //   - writeMu serializes Commit and Apply for their whole length (read
