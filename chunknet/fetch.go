@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -11,9 +12,10 @@ import (
 	"github.com/oashare/oashare/index"
 )
 
-// verify is the one place a chunk's bytes are checked against its name.
-// Every chunk a node uses or stores passes through it, whatever its source:
-// a peer, the local store, or an upload being received.
+// verify is where chunknet checks a chunk's bytes against its name: every
+// chunk from a peer, or received in an upload, passes through it. Chunks
+// read from the local store come from index.GetChunks, which makes the same
+// SHA-256 check itself.
 func verify(h index.Hash, data []byte) bool {
 	return sha256.Sum256(data) == [32]byte(h)
 }
@@ -44,13 +46,18 @@ func (n *Node) Fetch(ctx context.Context, hashes []index.Hash) ([][]byte, error)
 	if len(want) == 0 {
 		return out, nil
 	}
-	// Claim the chunks nobody is fetching; note the others' flights.
+	// Claim the chunks nobody is fetching; note the others' flights. Both
+	// lists keep the order of hashes (file order), which the stores and
+	// peers read fastest.
 	mine := make([]index.Hash, 0, len(want))
 	var waits []chan struct{}
 	var theirs []index.Hash
 	done := make(chan struct{})
 	n.flightMu.Lock()
-	for h := range want {
+	for i, h := range hashes {
+		if idx := want[h]; len(idx) == 0 || idx[0] != i {
+			continue // cached, or a repeat of an earlier hash
+		}
 		if ch, ok := n.flight[h]; ok {
 			waits = append(waits, ch)
 			theirs = append(theirs, h)
@@ -105,75 +112,110 @@ func (n *Node) Fetch(ctx context.Context, hashes []index.Hash) ([][]byte, error)
 }
 
 // localWorkers is how many goroutines read the local store at once for
-// one Fetch: the store's reads are random (chunks are keyed by hash), and
-// several in flight keep the disk busy.
-const localWorkers = 8
+// one Fetch, each a contiguous part of at least localPart chunks.
+const (
+	localWorkers = 8
+	localPart    = 256
+)
 
-// fetchOwn gets hashes from the local store, then from peers.
+// fetchOwn gets hashes (distinct, in file order) from the local store and
+// the peers at once: the chunks this node is not a replica of are asked of
+// their holders while the local store reads the others. What the store
+// lacks, or a peer did not serve, is then tried at the other place, and
+// finally at the peers with retries.
 func (n *Node) fetchOwn(ctx context.Context, hashes []index.Hash) (map[index.Hash][]byte, error) {
 	got := make(map[index.Hash][]byte, len(hashes))
 	if len(hashes) == 0 {
 		return got, nil
 	}
-	local := make([][]byte, len(hashes))
-	workers := min(localWorkers, (len(hashes)+31)/32)
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := w; i < len(hashes); i += workers {
-				h := hashes[i]
-				d, ok, err := n.db.GetChunk(h, nil)
-				if err != nil {
-					n.log.Error("reading local chunk", "chunk", h.Short(), "err", err)
-					continue
-				}
-				if !ok {
-					continue
-				}
-				if !verify(h, d) {
-					n.log.Error("local chunk is corrupt; fetching a replica", "chunk", h.Short())
-					continue
-				}
-				local[i] = d
-			}
-		}()
-	}
-	wg.Wait()
-	missing := make(map[index.Hash]bool)
-	for i, h := range hashes {
-		if local[i] != nil {
-			n.cache.add(h, local[i])
-			got[h] = local[i]
+	ids, _ := n.members()
+	r := newRanker(ids)
+	self := slices.IndexFunc(ids, func(id index.NodeID) bool { return id == n.self })
+	var local, remote []index.Hash
+	for _, h := range hashes {
+		if slices.Contains(r.top(h, n.cfg.Replicas), self) {
+			local = append(local, h)
 		} else {
-			missing[h] = true
+			remote = append(remote, h)
+		}
+	}
+	var mu sync.Mutex // guards got while the remote round runs
+	roundDone := make(chan struct{})
+	go func() {
+		defer close(roundDone)
+		if len(remote) > 0 {
+			n.fetchRound(ctx, remote, got, &mu)
+		}
+	}()
+	fromStore := n.readLocal(local)
+	<-roundDone
+	var missing []index.Hash
+	for i, h := range local {
+		if fromStore[i] != nil {
+			n.cache.add(h, fromStore[i])
+			got[h] = fromStore[i]
+		} else {
+			missing = append(missing, h)
+		}
+	}
+	// A chunk may be here though this node is not one of its replicas (it
+	// was written while too few peers were alive).
+	var unserved []index.Hash
+	for _, h := range remote {
+		if _, ok := got[h]; !ok {
+			unserved = append(unserved, h)
+		}
+	}
+	for i, d := range n.readLocal(unserved) {
+		if d != nil {
+			n.cache.add(unserved[i], d)
+			got[unserved[i]] = d
+		} else {
+			missing = append(missing, unserved[i])
 		}
 	}
 	if len(missing) == 0 {
 		return got, nil
 	}
-	remote, err := n.fetchRemote(ctx, missing)
-	for h, d := range remote {
-		got[h] = d
-	}
-	return got, err
-}
-
-// fetchRemote asks live peers for the chunks in want, round by round: in
-// round k each chunk goes to its k-th best live holder, all peers of a
-// round in parallel, each in batched frames.
-func (n *Node) fetchRemote(ctx context.Context, want map[index.Hash]bool) (map[index.Hash][]byte, error) {
-	got := make(map[index.Hash][]byte, len(want))
 	err := n.retry(ctx, func() error {
-		return n.fetchRound(ctx, want, got)
+		return n.fetchRound(ctx, missing, got, &mu)
 	})
 	return got, err
 }
 
-// fetchRound tries every chunk of want not yet in got on the live peers,
-// best-ranked first, and adds what it gets to got.
-func (n *Node) fetchRound(ctx context.Context, want map[index.Hash]bool, got map[index.Hash][]byte) error {
+// readLocal reads hashes from the local store; a chunk not stored,
+// unreadable or corrupt is nil in the result. The index's GetChunks checks
+// every chunk against its hash (the same check as verify) and reads runs
+// of a file's chunks with one lookup, so each worker takes a contiguous
+// part of hashes.
+func (n *Node) readLocal(hashes []index.Hash) [][]byte {
+	out := make([][]byte, len(hashes))
+	if len(hashes) == 0 {
+		return out
+	}
+	workers := min(localWorkers, (len(hashes)+localPart-1)/localPart)
+	per := (len(hashes) + workers - 1) / workers
+	var wg sync.WaitGroup
+	for from := 0; from < len(hashes); from += per {
+		to := min(from+per, len(hashes))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got, err := n.db.GetChunks(hashes[from:to])
+			if err != nil {
+				n.log.Error("reading local chunks", "chunks", to-from, "err", err)
+			}
+			copy(out[from:to], got)
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// fetchRound tries every chunk of want (in order) not yet in got on the
+// live peers, best-ranked first, and adds what it gets to got, under mu.
+// It fails if some chunk was served correctly by no live peer.
+func (n *Node) fetchRound(ctx context.Context, want []index.Hash, got map[index.Hash][]byte, mu *sync.Mutex) error {
 	ids, peers := n.members()
 	others := make([]index.NodeID, 0, len(ids))
 	for _, id := range ids {
@@ -181,14 +223,15 @@ func (n *Node) fetchRound(ctx context.Context, want map[index.Hash]bool, got map
 			others = append(others, id)
 		}
 	}
-	var mu sync.Mutex
 	r := newRanker(others)
+	mu.Lock()
 	remaining := make([]index.Hash, 0, len(want))
-	for h := range want {
+	for _, h := range want {
 		if _, ok := got[h]; !ok {
 			remaining = append(remaining, h)
 		}
 	}
+	mu.Unlock()
 	for round := 0; round < len(others) && len(remaining) > 0; round++ {
 		byPeer := make(map[index.NodeID][]index.Hash)
 		for _, h := range remaining {
@@ -223,12 +266,14 @@ func (n *Node) fetchRound(ctx context.Context, want map[index.Hash]bool, got map
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		mu.Lock()
 		next := remaining[:0]
 		for _, h := range remaining {
 			if _, ok := got[h]; !ok {
 				next = append(next, h)
 			}
 		}
+		mu.Unlock()
 		remaining = next
 	}
 	if len(remaining) > 0 {

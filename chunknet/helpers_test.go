@@ -30,7 +30,7 @@ func quietLogger() *slog.Logger {
 // testNode is one in-process oashare node: its own Pebble index in a
 // temporary directory and its own listener on loopback.
 type testNode struct {
-	t    *testing.T
+	t    testing.TB
 	dir  string
 	db   *index.DB
 	node *Node
@@ -43,13 +43,13 @@ type testNode struct {
 // startNode opens an index in a fresh directory and starts a node on it.
 // cfg.DB and Listen are filled in, and Network, Logger and Replicas if
 // unset.
-func startNode(t *testing.T, cfg Config) *testNode {
+func startNode(t testing.TB, cfg Config) *testNode {
 	t.Helper()
 	return startNodeIn(t, t.TempDir(), cfg)
 }
 
 // startNodeIn is startNode on an existing data directory (a restart).
-func startNodeIn(t *testing.T, dir string, cfg Config) *testNode {
+func startNodeIn(t testing.TB, dir string, cfg Config) *testNode {
 	t.Helper()
 	db, err := index.Open(dir, index.Options{Logger: quietLogger()})
 	if err != nil {
@@ -106,7 +106,7 @@ func (tn *testNode) stop() {
 
 // startCluster starts n nodes, connects every pair and waits until every
 // node sees all the others.
-func startCluster(t *testing.T, n int, cfg Config) []*testNode {
+func startCluster(t testing.TB, n int, cfg Config) []*testNode {
 	t.Helper()
 	nodes := make([]*testNode, n)
 	for i := range nodes {
@@ -118,7 +118,7 @@ func startCluster(t *testing.T, n int, cfg Config) []*testNode {
 
 // connectAll makes every node dial every other and waits until each has
 // all the others as live peers.
-func connectAll(t *testing.T, nodes ...*testNode) {
+func connectAll(t testing.TB, nodes ...*testNode) {
 	t.Helper()
 	for i, a := range nodes {
 		for j, b := range nodes {
@@ -138,7 +138,7 @@ func connectAll(t *testing.T, nodes ...*testNode) {
 }
 
 // waitFor polls cond until it holds or d passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
@@ -186,7 +186,7 @@ func hashesOf(chunks []index.Chunk) []index.Hash {
 }
 
 // upload stores chunks from n through one Uploader and returns Wait's error.
-func upload(t *testing.T, n *Node, chunks []index.Chunk) error {
+func upload(t testing.TB, n *Node, chunks []index.Chunk) error {
 	t.Helper()
 	u := n.NewUploader(t.Context())
 	for _, c := range chunks {
