@@ -20,7 +20,7 @@ import (
 //     rewrite locations, not data: the chunk bytes are written once;
 //   - the chunks of one file, stored together, sit together on disk, and a
 //     sequential read of the file is a sequential read of the segment;
-//   - disk use is the chunk bytes plus about 50 bytes of index per chunk.
+//   - disk use is the chunk bytes plus about 60 bytes of index per chunk.
 //
 // A segment holds raw chunk bytes and nothing else; the index is the only
 // map of it. Bytes appended but not yet indexed when a node dies are never
