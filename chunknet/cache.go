@@ -37,6 +37,14 @@ func (c *cache) get(h index.Hash) ([]byte, bool) {
 	return nil, false
 }
 
+// has reports whether h is cached, without touching its recency.
+func (c *cache) has(h index.Hash) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.items[h]
+	return ok
+}
+
 // add stores data, which the cache then owns; callers must not modify it.
 func (c *cache) add(h index.Hash, data []byte) {
 	if c.max <= 0 || len(data) > c.max {

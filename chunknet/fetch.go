@@ -28,11 +28,15 @@ const getFrameHashes = wire.MaxPayload / (wire.MaxChunkData + 8)
 // the memory cache, the local store, or the live peers in placement order,
 // falling back to the next replica on any failure. It fails (ErrUnavailable)
 // only if no source serves a chunk correctly; it never returns bad bytes.
-// The returned slices are shared with the cache: callers must not modify
+// The returned slices may be shared with the cache: callers must not modify
 // them.
 //
-// A chunk another Fetch is already getting (read-ahead racing the read it
-// runs ahead of) is waited for, not fetched twice.
+// Chunks this node is a replica of are read from the local store, which
+// reads a file's chunks in runs, and are not cached (tree nodes excepted):
+// reading them again is cheaper than the cache's bookkeeping. The others
+// come from peers at the same time and go into the cache; one of those
+// that another Fetch is already getting (read-ahead racing the read it runs
+// ahead of) is waited for, not fetched twice.
 func (n *Node) Fetch(ctx context.Context, hashes []index.Hash) ([][]byte, error) {
 	out := make([][]byte, len(hashes))
 	want := make(map[index.Hash][]int)
@@ -46,18 +50,22 @@ func (n *Node) Fetch(ctx context.Context, hashes []index.Hash) ([][]byte, error)
 	if len(want) == 0 {
 		return out, nil
 	}
-	// Claim the chunks nobody is fetching; note the others' flights. Both
-	// lists keep the order of hashes (file order), which the stores and
-	// peers read fastest.
-	mine := make([]index.Hash, 0, len(want))
+	// The distinct misses in the order of hashes (file order), which the
+	// stores and peers read fastest.
+	misses := make([]index.Hash, 0, len(want))
+	for i, h := range hashes {
+		if idx := want[h]; len(idx) > 0 && idx[0] == i {
+			misses = append(misses, h)
+		}
+	}
+	local, remote := n.split(misses)
+	// Claim the remote chunks nobody is fetching; note the others' flights.
+	mine := make([]index.Hash, 0, len(remote))
 	var waits []chan struct{}
 	var theirs []index.Hash
 	done := make(chan struct{})
 	n.flightMu.Lock()
-	for i, h := range hashes {
-		if idx := want[h]; len(idx) == 0 || idx[0] != i {
-			continue // cached, or a repeat of an earlier hash
-		}
+	for _, h := range remote {
 		if ch, ok := n.flight[h]; ok {
 			waits = append(waits, ch)
 			theirs = append(theirs, h)
@@ -67,7 +75,7 @@ func (n *Node) Fetch(ctx context.Context, hashes []index.Hash) ([][]byte, error)
 		mine = append(mine, h)
 	}
 	n.flightMu.Unlock()
-	got, err := n.fetchOwn(ctx, mine)
+	got, err := n.fetchOwn(ctx, local, mine)
 	n.flightMu.Lock()
 	for _, h := range mine {
 		delete(n.flight, h)
@@ -95,7 +103,7 @@ func (n *Node) Fetch(ctx context.Context, hashes []index.Hash) ([][]byte, error)
 		}
 	}
 	if len(again) > 0 {
-		more, err := n.fetchOwn(ctx, again)
+		more, err := n.fetchOwn(ctx, nil, again)
 		if err != nil {
 			return nil, err
 		}
@@ -111,6 +119,40 @@ func (n *Node) Fetch(ctx context.Context, hashes []index.Hash) ([][]byte, error)
 	return out, nil
 }
 
+// Prefetch gets into the cache those of hashes that this node is not a
+// replica of and that are not cached yet: read-ahead, hiding the network
+// from a sequential reader. Chunks held here are left to the read itself.
+func (n *Node) Prefetch(ctx context.Context, hashes []index.Hash) error {
+	_, remote := n.split(hashes)
+	var todo []index.Hash
+	for _, h := range remote {
+		if !n.cache.has(h) {
+			todo = append(todo, h)
+		}
+	}
+	if len(todo) == 0 {
+		return nil
+	}
+	_, err := n.Fetch(ctx, todo)
+	return err
+}
+
+// split divides hashes (keeping their order) into those this node is one of
+// the replicas of, by placement over the live members, and the others.
+func (n *Node) split(hashes []index.Hash) (local, remote []index.Hash) {
+	ids, _ := n.members()
+	r := newRanker(ids)
+	self := slices.IndexFunc(ids, func(id index.NodeID) bool { return id == n.self })
+	for _, h := range hashes {
+		if slices.Contains(r.top(h, n.cfg.Replicas), self) {
+			local = append(local, h)
+		} else {
+			remote = append(remote, h)
+		}
+	}
+	return local, remote
+}
+
 // localWorkers is how many goroutines read the local store at once for
 // one Fetch, each a contiguous part of at least localPart chunks.
 const (
@@ -118,26 +160,18 @@ const (
 	localPart    = 256
 )
 
-// fetchOwn gets hashes (distinct, in file order) from the local store and
-// the peers at once: the chunks this node is not a replica of are asked of
-// their holders while the local store reads the others. What the store
-// lacks, or a peer did not serve, is then tried at the other place, and
-// finally at the peers with retries.
-func (n *Node) fetchOwn(ctx context.Context, hashes []index.Hash) (map[index.Hash][]byte, error) {
-	got := make(map[index.Hash][]byte, len(hashes))
-	if len(hashes) == 0 {
+// dataChunkMax is the size of a full data chunk; stored chunks larger than
+// this are tree nodes, which reads walk again and again and are cached.
+const dataChunkMax = 512
+
+// fetchOwn gets local (chunks this node should hold) from the local store
+// while it asks peers for remote, all distinct and in file order. What the
+// store lacks, or no peer served, is then tried at the other place, and
+// finally at the peers with retries. Chunks from peers are cached.
+func (n *Node) fetchOwn(ctx context.Context, local, remote []index.Hash) (map[index.Hash][]byte, error) {
+	got := make(map[index.Hash][]byte, len(local)+len(remote))
+	if len(local)+len(remote) == 0 {
 		return got, nil
-	}
-	ids, _ := n.members()
-	r := newRanker(ids)
-	self := slices.IndexFunc(ids, func(id index.NodeID) bool { return id == n.self })
-	var local, remote []index.Hash
-	for _, h := range hashes {
-		if slices.Contains(r.top(h, n.cfg.Replicas), self) {
-			local = append(local, h)
-		} else {
-			remote = append(remote, h)
-		}
 	}
 	var mu sync.Mutex // guards got while the remote round runs
 	roundDone := make(chan struct{})
@@ -150,10 +184,15 @@ func (n *Node) fetchOwn(ctx context.Context, hashes []index.Hash) (map[index.Has
 	fromStore := n.readLocal(local)
 	<-roundDone
 	var missing []index.Hash
+	keep := func(h index.Hash, d []byte) {
+		if len(d) > dataChunkMax {
+			n.cache.add(h, d)
+		}
+		got[h] = d
+	}
 	for i, h := range local {
 		if fromStore[i] != nil {
-			n.cache.add(h, fromStore[i])
-			got[h] = fromStore[i]
+			keep(h, fromStore[i])
 		} else {
 			missing = append(missing, h)
 		}
@@ -168,8 +207,7 @@ func (n *Node) fetchOwn(ctx context.Context, hashes []index.Hash) (map[index.Has
 	}
 	for i, d := range n.readLocal(unserved) {
 		if d != nil {
-			n.cache.add(unserved[i], d)
-			got[unserved[i]] = d
+			keep(unserved[i], d)
 		} else {
 			missing = append(missing, unserved[i])
 		}

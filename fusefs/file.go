@@ -243,7 +243,7 @@ func (f *fileNode) readAhead(h *handle, v tree.Version, off int64, n int) {
 		defer cancel()
 		hashes, err := tree.Leaves(ctx, node, v, first, last-first)
 		if err == nil {
-			_, err = node.Fetch(ctx, hashes)
+			err = node.Prefetch(ctx, hashes)
 		}
 		if err != nil {
 			f.fsys.log.Debug("read-ahead failed", "err", err)
