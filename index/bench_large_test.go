@@ -199,6 +199,13 @@ func BenchmarkGetChunksLargeSeq(b *testing.B) {
 	benchGetChunksLarge(b, func(start, i int) int { return (start + i) % largeChunks })
 }
 
+// BenchmarkGetChunksLargeSparse reads every third chunk of the large index
+// in write order, 256 per call: what a peer serves to a reader that gets
+// the other chunks of the file from other replicas.
+func BenchmarkGetChunksLargeSparse(b *testing.B) {
+	benchGetChunksLarge(b, func(start, i int) int { return (start + 3*i) % largeChunks })
+}
+
 // BenchmarkGetChunksLargeRandom reads chunks of the large index with
 // GetChunks, 256 per call in random order: every guess fails.
 func BenchmarkGetChunksLargeRandom(b *testing.B) {

@@ -220,10 +220,11 @@ func (db *DB) GetChunk(h Hash, buf []byte) (data []byte, ok bool, err error) {
 // chunks of a file are stored contiguously in arrival order, so after
 // looking a chunk up in Pebble, GetChunks reads the bytes after it in the
 // same segment as the next chunks (assuming each as long as the chunk
-// looked up) and accepts each one only if it hashes to the hash requested
-// at that position; at the first that does not, it goes back to Pebble. A
-// run of confirmed guesses doubles the read-ahead, up to getAheadMax
-// chunks. Bytes accepted this way are the requested chunk whatever their
+// looked up) and accepts each one only if it hashes to the next requested
+// hash. Stored chunks that were not asked for are skipped, up to scanGap in
+// a row (a reader gets some chunks of a file from this node and the others
+// from other replicas); after that, GetChunks goes back to Pebble. A run
+// of confirmed guesses doubles the read-ahead, up to getAheadMax chunks. Bytes accepted this way are the requested chunk whatever their
 // location: a guess may even find a chunk appended to the log whose index
 // entry is not yet committed.
 func (db *DB) GetChunks(hashes []Hash) (out [][]byte, err error) {
@@ -238,24 +239,31 @@ func (db *DB) getChunks(hashes []Hash) (out [][]byte, lookups int, err error) {
 	}
 	out = make([][]byte, len(hashes))
 	var (
-		guess bool     // whether next is where hashes[i] is guessed to be
-		next  location // after the last chunk read: same segment and length
-		ahead = getAheadMin
+		guess  bool     // whether the chunks after next are worth scanning
+		next   location // just after the last chunk read: same segment and length
+		ahead  = getAheadMin
+		spread = 1 // stored chunks per requested one, as last seen
 	)
 	for i := 0; i < len(hashes); {
 		if guess {
 			k := min(ahead, len(hashes)-i)
-			got, err := db.readRun(next, hashes[i:i+k], out[i:i+k])
+			got, used, gapped, err := db.scanRun(next, hashes[i:i+k], out[i:i+k], spread)
 			if err != nil {
 				return out, lookups, err
 			}
 			i += got
-			next.off += uint64(got) * uint64(next.n)
+			next.off += uint64(used)
+			if got > 0 {
+				spread = spreadOf(used, int(next.n), got)
+			}
 			if got == k {
 				ahead = min(2*ahead, getAheadMax)
 				continue
 			}
-			// hashes[i] is not where it was guessed to be.
+			if got > 0 && !gapped {
+				continue // the read ended first: scan on from there
+			}
+			// hashes[i] is not among the chunks that follow.
 			guess, ahead = false, getAheadMin
 			if i == len(hashes) {
 				break
@@ -270,9 +278,9 @@ func (db *DB) getChunks(hashes []Hash) (out [][]byte, lookups int, err error) {
 			i++
 			continue
 		}
-		// Read the chunk and the guessed next ones with one read.
+		// Read the chunk and what follows it with one read.
 		k := min(ahead, len(hashes)-i-1)
-		buf := make([]byte, int(loc.n)*(1+k))
+		buf := make([]byte, int(loc.n)*(1+k*spread+scanSlack))
 		got, err := db.chunks.readSpan(loc.seg, loc.off, buf)
 		if err != nil {
 			return out, lookups, err
@@ -292,49 +300,83 @@ func (db *DB) getChunks(hashes []Hash) (out [][]byte, lookups int, err error) {
 		guess = loc.n > 0
 		next = location{seg: loc.seg, off: loc.off + uint64(loc.n), n: loc.n}
 		if guess {
-			n := matchRun(buf[loc.n:got], int(loc.n), hashes[i:i+k], out[i:i+k])
-			i += n
-			next.off += uint64(n) * uint64(loc.n)
-			if n < k {
-				guess = false
-			} else {
+			m, used, gapped := matchScan(buf[loc.n:got], int(loc.n), hashes[i:i+k], out[i:i+k])
+			i += m
+			next.off += uint64(used)
+			if m > 0 {
+				spread = spreadOf(used, int(loc.n), m)
+			}
+			switch {
+			case m == k:
 				ahead = min(2*ahead, getAheadMax)
+			case m == 0 || gapped:
+				guess = false
 			}
 		}
 	}
 	return out, lookups, nil
 }
 
-// Read-ahead of GetChunks, in chunks: after a Pebble lookup, and at most.
 const (
+	// getAheadMin and getAheadMax bound how many requested chunks one read
+	// of GetChunks looks for after a chunk it found.
 	getAheadMin = 8
 	getAheadMax = 128
+	// scanSpread bounds how many stored chunks a read covers per
+	// requested one: an asker that gets only some of a file's chunks from
+	// this node (the others from other replicas) asks for every second or
+	// third chunk stored here. GetChunks reads as many per requested chunk
+	// as the last run showed, plus scanSlack chunks.
+	scanSpread = 4
+	scanSlack  = 8
+	// scanGap is how many stored chunks in a row may be skipped between
+	// two requested ones before GetChunks goes back to Pebble: hashing
+	// them costs about as much as one lookup.
+	scanGap = 16
 )
 
-// readRun reads len(hashes) chunks of at.n bytes each from at onwards and
-// sets out[j] for the leading ones whose bytes hash to hashes[j]. It
-// returns how many matched.
-func (db *DB) readRun(at location, hashes []Hash, out [][]byte) (int, error) {
-	buf := make([]byte, int(at.n)*len(hashes))
+// scanRun reads the stored chunks from at on, assuming each at.n bytes
+// long, spread per requested chunk, and matches them against hashes in
+// order (see matchScan).
+func (db *DB) scanRun(at location, hashes []Hash, out [][]byte, spread int) (matched, used int, gapped bool, err error) {
+	buf := make([]byte, int(at.n)*(len(hashes)*spread+scanSlack))
 	got, err := db.chunks.readSpan(at.seg, at.off, buf)
 	if err != nil {
-		return 0, err
+		return 0, 0, false, err
 	}
-	return matchRun(buf[:got], int(at.n), hashes, out), nil
+	matched, used, gapped = matchScan(buf[:got], int(at.n), hashes, out)
+	return matched, used, gapped, nil
 }
 
-// matchRun cuts buf into pieces of n bytes and sets out[j] to piece j for
-// the leading pieces that hash to hashes[j]. It returns how many matched.
-func matchRun(buf []byte, n int, hashes []Hash, out [][]byte) int {
-	j := 0
-	for ; j < len(hashes) && (j+1)*n <= len(buf); j++ {
-		d := buf[j*n : (j+1)*n : (j+1)*n]
-		if Sum(d) != hashes[j] {
-			break
+// spreadOf is how many stored chunks of n bytes lay in used bytes per
+// matched one, rounded up, within 1..scanSpread.
+func spreadOf(used, n, matched int) int {
+	return min(scanSpread, max(1, (used/n+matched-1)/matched))
+}
+
+// matchScan cuts buf into pieces of n bytes and walks them in order: a
+// piece that hashes to the next of hashes is taken (out[j] = piece) and
+// the next hash is looked for; any other piece (a chunk stored here that
+// the asker did not ask for) is skipped, up to scanGap in a row. It returns
+// how many hashes matched, how many bytes of buf lie up to the end of the
+// last piece taken, and whether it stopped at a gap longer than scanGap
+// (rather than at the end of hashes or of buf).
+func matchScan(buf []byte, n int, hashes []Hash, out [][]byte) (matched, used int, gapped bool) {
+	j, gap := 0, 0
+	for p := 0; j < len(hashes) && (p+1)*n <= len(buf); p++ {
+		d := buf[p*n : (p+1)*n : (p+1)*n]
+		if Sum(d) == hashes[j] {
+			out[j] = d
+			j++
+			gap = 0
+			used = (p + 1) * n
+			continue
 		}
-		out[j] = d
+		if gap++; gap > scanGap {
+			return j, used, true
+		}
 	}
-	return j
+	return j, used, false
 }
 
 // locate looks chunk h up in Pebble.

@@ -97,27 +97,51 @@ func TestGetChunksPredictionHit(t *testing.T) {
 	}
 }
 
-// Files whose chunks were stored interleaved are read correctly, with a
-// lookup at each switch from one file's run to the other's.
+// Files whose chunks were stored interleaved are read correctly. Runs of
+// the other file up to scanGap chunks long are skipped by hashing (one
+// lookup for the file, one for its short last chunk); longer ones cost a
+// lookup at each switch.
 func TestGetChunksInterleavedWrites(t *testing.T) {
+	for _, c := range []struct {
+		run, min, max int
+	}{
+		{run: 10, min: 2, max: 2},
+		{run: 20, min: 5, max: 6},
+	} {
+		db := openMem(t, nil)
+		a, b := fileChunks(1, 100, 300), fileChunks(2, 100, 0)
+		for i := 0; i < len(a); i += c.run {
+			putGroups(t, db, a[i:min(i+c.run, len(a))], c.run)
+			putGroups(t, db, b[i:min(i+c.run, len(b))], c.run)
+		}
+		if n := checkGet(t, db, hashesOf(a), datas(a)); n < c.min || n > c.max {
+			t.Errorf("runs of %d: reading an interleaved file took %d lookups; want %d to %d", c.run, n, c.min, c.max)
+		}
+		checkGet(t, db, hashesOf(b), datas(b))
+		// Reading both in alternation, and backwards.
+		var hs []Hash
+		var want [][]byte
+		for i := 0; i < 100; i++ {
+			hs = append(hs, a[i].Hash, b[99-i].Hash)
+			want = append(want, a[i].Data, b[99-i].Data)
+		}
+		checkGet(t, db, hs, want)
+	}
+}
+
+// An asker that gets every third chunk of a file from this node (the rest
+// from other replicas) is served with one lookup.
+func TestGetChunksSparse(t *testing.T) {
 	db := openMem(t, nil)
-	a, b := fileChunks(1, 100, 300), fileChunks(2, 100, 0)
-	for i := 0; i < 101; i += 10 {
-		putGroups(t, db, a[i:min(i+10, len(a))], 10)
-		putGroups(t, db, b[i:min(i+10, len(b))], 10)
+	f := fileChunks(1, 3000, 0)
+	putGroups(t, db, f, 256)
+	var part []Chunk
+	for i := 0; i < len(f); i += 3 {
+		part = append(part, f[i])
 	}
-	if n := checkGet(t, db, hashesOf(a), datas(a)); n < 11 || n > 12 {
-		t.Errorf("reading an interleaved file took %d lookups; want 11 or 12", n)
+	if n := checkGet(t, db, hashesOf(part), datas(part)); n != 1 {
+		t.Errorf("reading every third chunk took %d lookups; want 1", n)
 	}
-	checkGet(t, db, hashesOf(b), datas(b))
-	// Reading both in alternation, and backwards.
-	var hs []Hash
-	var want [][]byte
-	for i := 0; i < 100; i++ {
-		hs = append(hs, a[i].Hash, b[99-i].Hash)
-		want = append(want, a[i].Data, b[99-i].Data)
-	}
-	checkGet(t, db, hs, want)
 }
 
 // Chunks not stored come back nil; repeated hashes are all served.
