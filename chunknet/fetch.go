@@ -250,8 +250,16 @@ func (n *Node) readLocal(hashes []index.Hash) [][]byte {
 	return out
 }
 
+// stripeChunks is the length of the stripes into which fetchRound cuts the
+// chunks it asks for: in its first round, the chunks of one stripe go to
+// the same one of their holders where they can, so that each peer reads
+// long stretches of its store rather than a chunk here and there.
+const stripeChunks = 128
+
 // fetchRound tries every chunk of want (in order) not yet in got on the
-// live peers, best-ranked first, and adds what it gets to got, under mu.
+// live peers, and adds what it gets to got, under mu. The first round asks
+// each chunk of one of its holders, chosen per stripe (see stripeChunks);
+// the next rounds go down each chunk's placement order.
 // It fails if some chunk was served correctly by no live peer.
 func (n *Node) fetchRound(ctx context.Context, want []index.Hash, got map[index.Hash][]byte, mu *sync.Mutex) error {
 	ids, peers := n.members()
@@ -270,14 +278,34 @@ func (n *Node) fetchRound(ctx context.Context, want []index.Hash, got map[index.
 		}
 	}
 	mu.Unlock()
+	// first[k] is the holder remaining[k] is asked of in round 0; round
+	// j > 0 asks the j-th of the other nodes in placement order.
+	holders := min(n.cfg.Replicas, len(others))
+	first := make([]int, len(remaining))
+	for k, h := range remaining {
+		first[k] = r.striped(h, holders, k/stripeChunks)
+	}
 	for round := 0; round < len(others) && len(remaining) > 0; round++ {
 		byPeer := make(map[index.NodeID][]index.Hash)
-		for _, h := range remaining {
-			top := r.top(h, round+1)
-			if len(top) > round {
-				id := others[top[round]]
-				byPeer[id] = append(byPeer[id], h)
+		for k, h := range remaining {
+			pick := first[k]
+			if round > 0 {
+				pick = -1
+				j := 0
+				for _, i := range r.top(h, min(round+1, len(others))) {
+					if i == first[k] {
+						continue
+					}
+					if j++; j == round {
+						pick = i
+						break
+					}
+				}
+				if pick < 0 {
+					continue
+				}
 			}
+			byPeer[others[pick]] = append(byPeer[others[pick]], h)
 		}
 		var wg sync.WaitGroup
 		for id, hs := range byPeer {
@@ -305,14 +333,15 @@ func (n *Node) fetchRound(ctx context.Context, want []index.Hash, got map[index.
 			return err
 		}
 		mu.Lock()
-		next := remaining[:0]
-		for _, h := range remaining {
+		next, nextFirst := remaining[:0], first[:0]
+		for k, h := range remaining {
 			if _, ok := got[h]; !ok {
 				next = append(next, h)
+				nextFirst = append(nextFirst, first[k])
 			}
 		}
 		mu.Unlock()
-		remaining = next
+		remaining, first = next, nextFirst
 	}
 	if len(remaining) > 0 {
 		return fmt.Errorf("%w: %d chunks (first %s) not served correctly by any of %d live peers", ErrUnavailable, len(remaining), remaining[0].Short(), len(others))

@@ -120,3 +120,19 @@ func (r *ranker) better(s uint64, i int, t uint64, j int) bool {
 	}
 	return r.ids[i].Compare(r.ids[j]) < 0
 }
+
+// striped returns the index (into r.ids) of the node, among the k best
+// holders of h, that stripe prefers: the one with the highest rendezvous
+// score for the stripe's number. Consecutive chunks of one stripe whose
+// holders overlap thus go to the same node.
+func (r *ranker) striped(h index.Hash, k int, stripe int) int {
+	top := r.top(h, k)
+	best, bestScore := top[0], uint64(0)
+	key := mix64(uint64(stripe) + 0x9e3779b97f4a7c15)
+	for _, i := range top {
+		if s := mix64(key ^ r.seeds[i]); s > bestScore {
+			best, bestScore = i, s
+		}
+	}
+	return best
+}

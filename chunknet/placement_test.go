@@ -156,3 +156,38 @@ func BenchmarkRankerTop(b *testing.B) {
 		i++
 	}
 }
+
+// Within a stripe, chunks go to one node wherever it holds them; across
+// stripes, every holder gets a share.
+func TestStripedChoice(t *testing.T) {
+	ids := make([]index.NodeID, 3)
+	for i := range ids {
+		ids[i] = randNodeID(t)
+	}
+	r := newRanker(ids)
+	counts := make([]int, len(ids))
+	for stripe := 0; stripe < 300; stripe++ {
+		pick := -1
+		for c := 0; c < 20; c++ {
+			h := index.Sum([]byte{byte(stripe), byte(stripe >> 8), byte(c)})
+			// Every node holds every chunk (3 holders of 3): the stripe
+			// alone decides.
+			p := r.striped(h, 3, stripe)
+			if pick >= 0 && p != pick {
+				t.Fatalf("stripe %d: chunk %d went to node %d, chunk 0 to node %d", stripe, c, p, pick)
+			}
+			pick = p
+		}
+		counts[pick]++
+	}
+	for i, c := range counts {
+		if c < 60 {
+			t.Errorf("node %d got %d of 300 stripes; want a fair share", i, c)
+		}
+	}
+	// With 1 holder of 3, the only holder is chosen.
+	h := index.Sum([]byte("one"))
+	if got, want := r.striped(h, 1, 7), r.top(h, 1)[0]; got != want {
+		t.Errorf("striped with one holder = %d, want the holder %d", got, want)
+	}
+}
