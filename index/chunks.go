@@ -221,9 +221,9 @@ func (db *DB) GetChunk(h Hash, buf []byte) (data []byte, ok bool, err error) {
 // looking a chunk up in Pebble, GetChunks reads the bytes after it in the
 // same segment as the next chunks (assuming each as long as the chunk
 // looked up) and accepts each one only if it hashes to the next requested
-// hash. Stored chunks that were not asked for are skipped, up to scanGap in
-// a row (a reader gets some chunks of a file from this node and the others
-// from other replicas); after that, GetChunks goes back to Pebble. A run
+// hash. Stored chunks that were not asked for are skipped, a few in a row
+// (a reader gets some chunks of a file from this node and the others from
+// other replicas); after that, GetChunks goes back to Pebble. A run
 // of confirmed guesses doubles the read-ahead, up to getAheadMax chunks. Bytes accepted this way are the requested chunk whatever their
 // location: a guess may even find a chunk appended to the log whose index
 // entry is not yet committed.
@@ -280,7 +280,7 @@ func (db *DB) getChunks(hashes []Hash) (out [][]byte, lookups int, err error) {
 		}
 		// Read the chunk and what follows it with one read.
 		k := min(ahead, len(hashes)-i-1)
-		buf := make([]byte, int(loc.n)*(1+k*spread+scanSlack))
+		buf := make([]byte, int(loc.n)*(1+k*spread+gapFor(spread)))
 		got, err := db.chunks.readSpan(loc.seg, loc.off, buf)
 		if err != nil {
 			return out, lookups, err
@@ -300,7 +300,7 @@ func (db *DB) getChunks(hashes []Hash) (out [][]byte, lookups int, err error) {
 		guess = loc.n > 0
 		next = location{seg: loc.seg, off: loc.off + uint64(loc.n), n: loc.n}
 		if guess {
-			m, used, gapped := matchScan(buf[loc.n:got], int(loc.n), hashes[i:i+k], out[i:i+k])
+			m, used, gapped := matchScan(buf[loc.n:got], int(loc.n), hashes[i:i+k], out[i:i+k], gapFor(spread))
 			i += m
 			next.off += uint64(used)
 			if m > 0 {
@@ -326,27 +326,28 @@ const (
 	// requested one: an asker that gets only some of a file's chunks from
 	// this node (the others from other replicas) asks for every second or
 	// third chunk stored here. GetChunks reads as many per requested chunk
-	// as the last run showed, plus scanSlack chunks.
+	// as the last run showed (spread), and skips up to gapFor(spread)
+	// unrequested chunks in a row: hashing them costs less than a lookup,
+	// but on random requests every skipped chunk is hashed in vain, so the
+	// allowance grows only with the spread actually seen.
 	scanSpread = 4
-	scanSlack  = 8
-	// scanGap is how many stored chunks in a row may be skipped between
-	// two requested ones before GetChunks goes back to Pebble: hashing
-	// them costs about as much as one lookup.
-	scanGap = 16
 )
 
 // scanRun reads the stored chunks from at on, assuming each at.n bytes
 // long, spread per requested chunk, and matches them against hashes in
 // order (see matchScan).
 func (db *DB) scanRun(at location, hashes []Hash, out [][]byte, spread int) (matched, used int, gapped bool, err error) {
-	buf := make([]byte, int(at.n)*(len(hashes)*spread+scanSlack))
+	buf := make([]byte, int(at.n)*(len(hashes)*spread+gapFor(spread)))
 	got, err := db.chunks.readSpan(at.seg, at.off, buf)
 	if err != nil {
 		return 0, 0, false, err
 	}
-	matched, used, gapped = matchScan(buf[:got], int(at.n), hashes, out)
+	matched, used, gapped = matchScan(buf[:got], int(at.n), hashes, out, gapFor(spread))
 	return matched, used, gapped, nil
 }
+
+// gapFor is how many unrequested chunks in a row a scan skips at spread.
+func gapFor(spread int) int { return 2 * spread }
 
 // spreadOf is how many stored chunks of n bytes lay in used bytes per
 // matched one, rounded up, within 1..scanSpread.
@@ -357,11 +358,11 @@ func spreadOf(used, n, matched int) int {
 // matchScan cuts buf into pieces of n bytes and walks them in order: a
 // piece that hashes to the next of hashes is taken (out[j] = piece) and
 // the next hash is looked for; any other piece (a chunk stored here that
-// the asker did not ask for) is skipped, up to scanGap in a row. It returns
+// the asker did not ask for) is skipped, up to maxGap in a row. It returns
 // how many hashes matched, how many bytes of buf lie up to the end of the
-// last piece taken, and whether it stopped at a gap longer than scanGap
+// last piece taken, and whether it stopped at a gap longer than maxGap
 // (rather than at the end of hashes or of buf).
-func matchScan(buf []byte, n int, hashes []Hash, out [][]byte) (matched, used int, gapped bool) {
+func matchScan(buf []byte, n int, hashes []Hash, out [][]byte, maxGap int) (matched, used int, gapped bool) {
 	j, gap := 0, 0
 	for p := 0; j < len(hashes) && (p+1)*n <= len(buf); p++ {
 		d := buf[p*n : (p+1)*n : (p+1)*n]
@@ -372,7 +373,7 @@ func matchScan(buf []byte, n int, hashes []Hash, out [][]byte) (matched, used in
 			used = (p + 1) * n
 			continue
 		}
-		if gap++; gap > scanGap {
+		if gap++; gap > maxGap {
 			return j, used, true
 		}
 	}
