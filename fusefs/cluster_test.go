@@ -338,10 +338,10 @@ func TestClusterMetadata(t *testing.T) {
 		}
 		return nil
 	}
-	waitFor(t, 5*time.Second, "directories on peer 2", func() bool {
+	waitFor(t, 5*time.Second, "directories on peer 2, open with mode 0777", func() bool {
 		_, e1 := os.Stat(filepath.Join(b, "closed"))
-		_, e2 := os.Stat(filepath.Join(b, "open"))
-		return e1 == nil && e2 == nil
+		st, e2 := os.Stat(filepath.Join(b, "open"))
+		return e1 == nil && e2 == nil && st.Mode().Perm() == 0o777
 	})
 	if err := asNobody(filepath.Join(b, "closed", "x")); err == nil {
 		t.Error("nobody created a file in a root-owned 0755 directory")
