@@ -30,7 +30,7 @@ type testPeer struct {
 	mnt    string
 }
 
-func canMount(t *testing.T) {
+func canMount(t testing.TB) {
 	t.Helper()
 	if os.Getuid() != 0 {
 		t.Skip("needs root to mount FUSE (CI runs as root)")
@@ -43,7 +43,7 @@ func canMount(t *testing.T) {
 	}
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	if testing.Verbose() {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
@@ -52,14 +52,14 @@ func testLogger(t *testing.T) *slog.Logger {
 
 // startCluster starts n peers that know each other as static peers and
 // waits until every one sees all the others.
-func startCluster(t *testing.T, n, replicas int) []*testPeer {
+func startCluster(t testing.TB, n, replicas int) []*testPeer {
 	t.Helper()
 	return startClusterCache(t, n, replicas, 0)
 }
 
 // startClusterCache is startCluster with the kernel cache timeout of every
 // mount set (0 = the default).
-func startClusterCache(t *testing.T, n, replicas int, cacheTimeout time.Duration) []*testPeer {
+func startClusterCache(t testing.TB, n, replicas int, cacheTimeout time.Duration) []*testPeer {
 	t.Helper()
 	canMount(t)
 	log := testLogger(t)
@@ -109,7 +109,7 @@ func startClusterCache(t *testing.T, n, replicas int, cacheTimeout time.Duration
 }
 
 // waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
