@@ -10,8 +10,19 @@ import (
 // cache): about 3/4 of the chunks come from the local store, the rest from
 // peers.
 func BenchmarkFetchSequential(b *testing.B) {
+	benchFetchSequential(b, -1)
+}
+
+// BenchmarkFetchSequentialCached is BenchmarkFetchSequential with an
+// 8 MiB chunk cache, which the 16 MiB file streams through as a large
+// file streams through the default 32 MiB one.
+func BenchmarkFetchSequentialCached(b *testing.B) {
+	benchFetchSequential(b, 8<<20)
+}
+
+func benchFetchSequential(b *testing.B, cacheBytes int) {
 	const perRead = 2048
-	nodes := startCluster(b, 4, Config{Replicas: 3, CacheBytes: -1})
+	nodes := startCluster(b, 4, Config{Replicas: 3, CacheBytes: cacheBytes})
 	chunks := randChunks(b, 16<<20/512, 512)
 	if err := upload(b, nodes[0].node, chunks); err != nil {
 		b.Fatal(err)
