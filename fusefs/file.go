@@ -154,8 +154,14 @@ func (f *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 		f.mtime = time.Now().UnixNano()
 	}
 	// No FOPEN_KEEP_CACHE: the kernel drops this file's cached pages on
-	// open, so an open always sees the newest published version.
-	return &handle{}, 0, 0
+	// open, so an open always sees the newest published version. A
+	// read-only descriptor has nothing to publish at close: FOPEN_NOFLUSH
+	// spares close(2) a round trip to this process.
+	var fuseFlags uint32
+	if flags&syscall.O_ACCMODE == syscall.O_RDONLY {
+		fuseFlags = fuse.FOPEN_NOFLUSH
+	}
+	return &handle{}, fuseFlags, 0
 }
 
 // changes returns the local change state, creating it on the current
