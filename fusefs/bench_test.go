@@ -6,8 +6,6 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // BenchmarkTarLikeSmallFiles does to each new file what tar x does: create
@@ -21,8 +19,7 @@ func BenchmarkTarLikeSmallFiles(b *testing.B) {
 		b.Fatal(err)
 	}
 	data := make([]byte, 2048)
-	mt := unix.NsecToTimespec(time.Unix(1_700_000_000, 0).UnixNano())
-	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, mt}
+	mt := time.Unix(1_700_000_000, 0)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("f%d", i)), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
@@ -32,15 +29,7 @@ func BenchmarkTarLikeSmallFiles(b *testing.B) {
 		if _, err := f.Write(data); err != nil {
 			b.Fatal(err)
 		}
-		if err := unix.UtimesNanoAt(unix.AT_FDCWD, f.Name(), ts, 0); err != nil {
-			b.Fatal(err)
-		}
-		if err := f.Chown(0, 0); err != nil {
-			b.Fatal(err)
-		}
-		if err := f.Chmod(0o644); err != nil {
-			b.Fatal(err)
-		}
+		tarAttrs(b, f, mt, 0, 0, 0o644)
 		if err := f.Close(); err != nil {
 			b.Fatal(err)
 		}

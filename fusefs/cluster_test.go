@@ -497,6 +497,22 @@ func TestClusterStatfs(t *testing.T) {
 	}
 }
 
+// tarAttrs sets on the open file f what tar x sets before closing a file:
+// its mtime (atime left alone), owner and mode.
+func tarAttrs(tb testing.TB, f *os.File, mtime time.Time, uid, gid int, mode os.FileMode) {
+	tb.Helper()
+	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, unix.NsecToTimespec(mtime.UnixNano())}
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, f.Name(), ts, 0); err != nil {
+		tb.Fatal(err)
+	}
+	if err := f.Chown(uid, gid); err != nil {
+		tb.Fatal(err)
+	}
+	if err := f.Chmod(mode); err != nil {
+		tb.Fatal(err)
+	}
+}
+
 // Owner, mode and times set on a file still open for writing (as tar x
 // does) are published with its content at close, as one new version; this
 // peer shows them at once, and the other peer sees all of it.
@@ -515,16 +531,7 @@ func TestClusterAttrsFoldedIntoClose(t *testing.T) {
 	if _, err := f.Write(want); err != nil {
 		t.Fatal(err)
 	}
-	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, unix.NsecToTimespec(mt.UnixNano())}
-	if err := unix.UtimesNanoAt(unix.AT_FDCWD, f.Name(), ts, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Chown(1000, 1001); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Chmod(0o640); err != nil {
-		t.Fatal(err)
-	}
+	tarAttrs(t, f, mt, 1000, 1001, 0o640)
 	var st syscall.Stat_t
 	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
 		t.Fatal(err)
