@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -572,4 +573,59 @@ func TestClusterAttrsFoldedIntoClose(t *testing.T) {
 		err := syscall.Stat(filepath.Join(b, "t"), &st)
 		return err == nil && st.Uid == 1000 && st.Gid == 1001 && st.Mode == syscall.S_IFREG|0o640 && st.Mtim.Nano() == mt.UnixNano()
 	})
+}
+
+// A descriptor opened for writing but not written publishes nothing at
+// close, and attributes set through it apply to the content current at
+// close: a peer's write made in between stays the file, with no conflict
+// copy.
+func TestClusterUnwrittenDescriptorKeepsPeersWrite(t *testing.T) {
+	peers := startCluster(t, 2, 2)
+	a, b := peers[0].mnt, peers[1].mnt
+	for _, withAttrs := range []bool{false, true} {
+		name := fmt.Sprintf("f-%v", withAttrs)
+		f, err := os.OpenFile(filepath.Join(a, name), os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() }) // before the unmount, if the test fails
+		waitFor(t, 5*time.Second, name+" on peer 2", func() bool {
+			_, err := os.Stat(filepath.Join(b, name))
+			return err == nil
+		})
+		want := randBytes(t, 5000)
+		if err := os.WriteFile(filepath.Join(b, name), want, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		waitContent(t, filepath.Join(a, name), want)
+		if withAttrs {
+			if err := f.Chmod(0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range []string{a, b} {
+			waitContent(t, filepath.Join(m, name), want)
+			if withAttrs {
+				waitFor(t, 5*time.Second, name+"'s mode 0600", func() bool {
+					st, err := os.Stat(filepath.Join(m, name))
+					return err == nil && st.Mode().Perm() == 0o600
+				})
+			}
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // let any stray version arrive
+	for _, m := range []string{a, b} {
+		ents, err := os.ReadDir(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range ents {
+			if strings.Contains(e.Name(), ".conflict-") {
+				t.Errorf("%s: conflict copy %s appeared", m, e.Name())
+			}
+		}
+	}
 }

@@ -36,14 +36,23 @@ type content struct {
 	limit uint64 // bytes of base that are still valid (a truncate lowers it)
 	size  uint64 // the file's current size
 
+	orig   tree.Version // the version the changes started from
+	mtime0 int64        // the file's mtime when the changes started
+
 	stream *tree.Builder
 	up     *chunknet.Uploader
 
 	dirty map[uint64][]byte // chunk index → ChunkSize bytes
 }
 
-func newContent(node *chunknet.Node, base tree.Version) *content {
-	return &content{node: node, base: base, limit: base.Size, size: base.Size}
+func newContent(node *chunknet.Node, base tree.Version, mtime int64) *content {
+	return &content{node: node, base: base, limit: base.Size, size: base.Size, orig: base, mtime0: mtime}
+}
+
+// changed reports whether the content differs from the version the
+// changes started from (a write, a truncate, a finished stream).
+func (c *content) changed() bool {
+	return c.stream != nil || len(c.dirty) > 0 || c.base != c.orig || c.size != c.orig.Size || c.limit != c.orig.Size
 }
 
 // write stores p at off.

@@ -198,6 +198,7 @@ func (f *fileNode) foldAttrs(in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errn
 	}
 	if mt, ok := in.GetMTime(); ok {
 		f.mtime = mt.UnixNano()
+		p.setMtime = true
 	}
 	p.set = true
 	p.ctime = time.Now().UnixNano()

@@ -84,6 +84,7 @@ type pendingAttrs struct {
 	set              bool
 	setMode, setUID  bool
 	setGID, setAtime bool
+	setMtime         bool // f.mtime was set explicitly (utimens)
 	mode, uid, gid   uint32
 	atime, ctime     int64
 }
@@ -124,7 +125,7 @@ func (f *fileNode) localAttr(ino *index.Inode) (uint64, int64) {
 // changes (close-to-open: an open sees what was published before it).
 // Called with mu held.
 func (f *fileNode) refresh() syscall.Errno {
-	if f.c != nil {
+	if f.c != nil && (f.c.changed() || f.attrs.set || f.mtime != f.c.mtime0) {
 		return 0
 	}
 	ino, errno := f.fsys.getInode(f.id)
@@ -135,6 +136,11 @@ func (f *fileNode) refresh() syscall.Errno {
 	f.base = ino.Ref()
 	f.mtime = ino.MtimeNs
 	f.loaded = true
+	if f.c != nil {
+		// Pending but unchanged (created, not yet written): it follows
+		// the newest version until something changes here.
+		f.c = newContent(f.fsys.node, f.v, f.mtime)
+	}
 	return 0
 }
 
@@ -168,7 +174,7 @@ func (f *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 // version. Called with mu held.
 func (f *fileNode) changes() *content {
 	if f.c == nil {
-		f.c = newContent(f.fsys.node, f.v)
+		f.c = newContent(f.fsys.node, f.v, f.mtime)
 	}
 	return f.c
 }
@@ -269,6 +275,13 @@ func (f *fileNode) publish(ctx context.Context) syscall.Errno {
 	if f.c == nil {
 		return 0
 	}
+	// Content changed, or only attributes (or nothing: a file created and
+	// closed unwritten, or opened for writing and not written).
+	contentChanged := f.c.changed() || (f.mtime != f.c.mtime0 && !f.attrs.setMtime)
+	if !contentChanged && !f.attrs.set {
+		f.c, f.attrs = nil, pendingAttrs{}
+		return 0
+	}
 	v, err := f.c.commit(ctx)
 	if err != nil {
 		return f.fsys.toErrno("upload", err)
@@ -295,6 +308,14 @@ func (f *fileNode) publish(ctx context.Context) syscall.Errno {
 	base := f.base
 	if versionOf(&ino) == f.v {
 		base = ino.Ref()
+	}
+	if !contentChanged {
+		// Attribute changes only: they apply to whatever content is
+		// current, a peer's newer version included, and supersede it.
+		v, base = versionOf(&ino), ino.Ref()
+		if !f.attrs.setMtime {
+			f.mtime = ino.MtimeNs
+		}
 	}
 	if v != versionOf(&ino) || ino.MtimeNs != f.mtime || f.attrs.set {
 		f.attrs.apply(&ino)
