@@ -3,6 +3,7 @@ package index
 import (
 	"fmt"
 	"testing"
+	"time"
 )
 
 func dirInode(id uint64) Op { return Op{Inode: &Inode{ID: id, Type: TypeDir, Mode: 0o755}} }
@@ -150,6 +151,11 @@ func TestDeleteRacingCreateKeepsCreate(t *testing.T) {
 	r1 := mustCommit(t, a, fileInode(7, 1), entry(RootID, "f", 7, TypeFile, nil))
 	f, _, _ := a.LookupDirent(RootID, "f")
 	rc := mustCommit(t, b, fileInode(8, 2), entry(RootID, "f", 8, TypeFile, nil))
+	// The delete comes later in wall time than the create (clocks tick in
+	// milliseconds: within the same one, node IDs would decide).
+	for uint64(time.Now().UnixMilli())<<16 <= rc.HLC {
+		time.Sleep(100 * time.Microsecond)
+	}
 	del := mustCommit(t, a, gone(f, refOf(r1), false))
 	if !newer(del.HLC, del.Origin, rc.HLC, rc.Origin) {
 		t.Fatal("setup: the delete should be the newest")
