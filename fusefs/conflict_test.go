@@ -27,6 +27,28 @@ func partition(t *testing.T, p, q *testPeer) {
 	}
 }
 
+// rejoin lets p and q find each other again after partition.
+func rejoin(p, q *testPeer) {
+	p.node.AddPeerAddr(q.node.Addr())
+	q.node.AddPeerAddr(p.node.Addr())
+}
+
+// waitConflictEntry waits until both peers list exactly name and one
+// entry conflict copy of it, the same on both, and returns the copy's name.
+func waitConflictEntry(t *testing.T, a, b *testPeer, name string) string {
+	t.Helper()
+	var copyName string
+	waitFor(t, 15*time.Second, "one conflict entry for "+name+" on both peers", func() bool {
+		na, nb := names(a.mnt), names(b.mnt)
+		if len(na) != 2 || na[0] != name || !strings.HasPrefix(na[1], name+".conflict-") {
+			return false
+		}
+		copyName = na[1]
+		return slices.Equal(na, nb)
+	})
+	return copyName
+}
+
 // names lists dir, without error.
 func names(dir string) []string {
 	ents, err := os.ReadDir(dir)
@@ -59,8 +81,7 @@ func TestClusterConcurrentWritesKeepConflictCopy(t *testing.T) {
 	if err := os.WriteFile(fb, []byte("from-b"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	a.node.AddPeerAddr(b.node.Addr())
-	b.node.AddPeerAddr(a.node.Addr())
+	rejoin(a, b)
 
 	de, ok, err := a.db.LookupDirent(index.RootID, "f")
 	if err != nil || !ok {
@@ -115,8 +136,7 @@ func TestClusterDeleteRacingUpdateKeepsUpdate(t *testing.T) {
 	if err := os.WriteFile(fb, []byte("updated"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	a.node.AddPeerAddr(b.node.Addr())
-	b.node.AddPeerAddr(a.node.Addr())
+	rejoin(a, b)
 	waitContent(t, fa, []byte("updated"))
 	waitContent(t, fb, []byte("updated"))
 	// A delete that has seen the update wins.
@@ -142,18 +162,9 @@ func TestClusterConcurrentCreatesKeepConflictEntry(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(b.mnt, "same"), []byte("from-b"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	a.node.AddPeerAddr(b.node.Addr())
-	b.node.AddPeerAddr(a.node.Addr())
+	rejoin(a, b)
 
-	var copyName string
-	waitFor(t, 15*time.Second, "one conflict entry on both peers", func() bool {
-		na, nb := names(a.mnt), names(b.mnt)
-		if len(na) != 2 || na[0] != "same" || !strings.HasPrefix(na[1], "same.conflict-") {
-			return false
-		}
-		copyName = na[1]
-		return slices.Equal(na, nb)
-	})
+	copyName := waitConflictEntry(t, a, b, "same")
 	winner := splitContents(t, peers, "same", copyName)
 
 	if err := os.Remove(filepath.Join(a.mnt, copyName)); err != nil {
@@ -185,17 +196,8 @@ func TestClusterRenameConflictEntryAway(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(b.mnt, "d", "y"), []byte("b"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	a.node.AddPeerAddr(b.node.Addr())
-	b.node.AddPeerAddr(a.node.Addr())
-	var copyName string
-	waitFor(t, 15*time.Second, "one conflict directory on both peers", func() bool {
-		na, nb := names(a.mnt), names(b.mnt)
-		if len(na) != 2 || na[0] != "d" || !strings.HasPrefix(na[1], "d.conflict-") {
-			return false
-		}
-		copyName = na[1]
-		return slices.Equal(na, nb)
-	})
+	rejoin(a, b)
+	copyName := waitConflictEntry(t, a, b, "d")
 	if err := os.Rename(filepath.Join(b.mnt, copyName), filepath.Join(b.mnt, "e")); err != nil {
 		t.Fatal(err)
 	}
@@ -235,8 +237,7 @@ func TestClusterRmdirRacingCreateKeepsCreate(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(b.mnt, "d", "new"), []byte("made while apart"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	a.node.AddPeerAddr(b.node.Addr())
-	b.node.AddPeerAddr(a.node.Addr())
+	rejoin(a, b)
 	waitContent(t, filepath.Join(a.mnt, "d", "new"), []byte("made while apart"))
 	waitContent(t, filepath.Join(b.mnt, "d", "new"), []byte("made while apart"))
 }
