@@ -125,7 +125,7 @@ func (f *fileNode) localAttr(ino *index.Inode) (uint64, int64) {
 // changes (close-to-open: an open sees what was published before it).
 // Called with mu held.
 func (f *fileNode) refresh() syscall.Errno {
-	if f.c != nil && (f.c.changed() || f.attrs.set || f.mtime != f.c.mtime0) {
+	if f.localChanges() {
 		return 0
 	}
 	ino, errno := f.fsys.getInode(f.id)
@@ -168,6 +168,12 @@ func (f *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 		fuseFlags = fuse.FOPEN_NOFLUSH
 	}
 	return &handle{}, fuseFlags, 0
+}
+
+// localChanges reports whether this peer has changed the file since its
+// pending state began: content, mtime or attributes. Called with mu held.
+func (f *fileNode) localChanges() bool {
+	return f.c != nil && (f.c.changed() || f.attrs.set || f.mtime != f.c.mtime0)
 }
 
 // changes returns the local change state, creating it on the current
@@ -275,13 +281,15 @@ func (f *fileNode) publish(ctx context.Context) syscall.Errno {
 	if f.c == nil {
 		return 0
 	}
-	// Content changed, or only attributes (or nothing: a file created and
-	// closed unwritten, or opened for writing and not written).
-	contentChanged := f.c.changed() || (f.mtime != f.c.mtime0 && !f.attrs.setMtime)
-	if !contentChanged && !f.attrs.set {
+	if !f.localChanges() {
+		// A file created and closed unwritten, or opened for writing
+		// and not written: nothing to publish.
 		f.c, f.attrs = nil, pendingAttrs{}
 		return 0
 	}
+	// An explicit utimens is an attribute change; any other new mtime
+	// comes from a write or a truncate.
+	contentChanged := f.c.changed() || (f.mtime != f.c.mtime0 && !f.attrs.setMtime)
 	v, err := f.c.commit(ctx)
 	if err != nil {
 		return f.fsys.toErrno("upload", err)
