@@ -139,34 +139,34 @@ func (l *chunkLog) startSegment(seg uint32) error {
 }
 
 // append writes datas contiguously to the current segment, syncs it and
-// returns each one's location. It starts a new segment when the current
-// one is full.
-func (l *chunkLog) append(datas [][]byte) ([]location, error) {
+// returns the segment and each one's offset in it. It starts a new segment
+// when the current one is full.
+func (l *chunkLog) append(datas [][]byte) (seg uint32, offs []uint64, err error) {
 	total := 0
 	for _, d := range datas {
 		total += len(d)
 	}
 	if l.curSize > 0 && l.curSize+int64(total) > l.maxSeg {
 		if err := l.startSegment(l.cur + 1); err != nil {
-			return nil, err
+			return 0, nil, err
 		}
 	}
 	buf := make([]byte, 0, total)
-	locs := make([]location, len(datas))
+	offs = make([]uint64, len(datas))
 	off := uint64(l.curSize)
 	for i, d := range datas {
-		locs[i] = location{seg: l.cur, off: off, n: uint16(len(d))}
+		offs[i] = off
 		off += uint64(len(d))
 		buf = append(buf, d...)
 	}
 	if _, err := l.curFile.WriteAt(buf, l.curSize); err != nil {
-		return nil, fmt.Errorf("index: append to chunk segment %d: %w", l.cur, err)
+		return 0, nil, fmt.Errorf("index: append to chunk segment %d: %w", l.cur, err)
 	}
 	if err := l.curFile.SyncData(); err != nil {
-		return nil, fmt.Errorf("index: sync chunk segment %d: %w", l.cur, err)
+		return 0, nil, fmt.Errorf("index: sync chunk segment %d: %w", l.cur, err)
 	}
 	l.curSize += int64(total)
-	return locs, nil
+	return l.cur, offs, nil
 }
 
 // read appends the bytes at loc to buf[:0].

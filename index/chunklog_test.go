@@ -58,7 +58,7 @@ func TestChunkLogUnindexedTail(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Garbage after the indexed bytes, as if the index batch was lost.
-	if _, err := db.chunks.append([][]byte{bytes.Repeat([]byte{0xee}, 777)}); err != nil {
+	if _, _, err := db.chunks.append([][]byte{bytes.Repeat([]byte{0xee}, 777)}); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()

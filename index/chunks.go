@@ -40,16 +40,33 @@ func (db *DB) PutChunks(chunks []Chunk) (added int, err error) {
 	if db.closed.Load() {
 		return 0, ErrClosed
 	}
-	for i := range chunks {
-		if n := len(chunks[i].Data); n > MaxChunkData {
-			return 0, fmt.Errorf("index: chunk %s is %d bytes, limit %d",
-				chunks[i].Hash.Short(), n, MaxChunkData)
-		}
+	if err := checkChunkSizes(chunks); err != nil {
+		return 0, err
 	}
 	if len(chunks) == 0 {
 		return 0, nil
 	}
 	req := &putReq{chunks: chunks, done: make(chan struct{})}
+	if err := db.enqueuePut(req); err != nil {
+		return 0, err
+	}
+	return req.added, req.err
+}
+
+func checkChunkSizes(chunks []Chunk) error {
+	for i := range chunks {
+		if n := len(chunks[i].Data); n > MaxChunkData {
+			return fmt.Errorf("index: chunk %s is %d bytes, limit %d",
+				chunks[i].Hash.Short(), n, MaxChunkData)
+		}
+	}
+	return nil
+}
+
+// enqueuePut queues req and returns when it is done: either another
+// caller, the leader, wrote it, or this caller became the leader and wrote
+// every queued request until the queue was empty.
+func (db *DB) enqueuePut(req *putReq) error {
 	db.putMu.Lock()
 	db.putQueue = append(db.putQueue, req)
 	leader := !db.putLeader
@@ -57,7 +74,7 @@ func (db *DB) PutChunks(chunks []Chunk) (added int, err error) {
 	db.putMu.Unlock()
 	if !leader {
 		<-req.done
-		return req.added, req.err
+		return nil
 	}
 	for {
 		db.putMu.Lock()
@@ -71,56 +88,79 @@ func (db *DB) PutChunks(chunks []Chunk) (added int, err error) {
 		db.putMu.Unlock()
 		db.putGroup(group)
 	}
-	return req.added, req.err
+	return nil
 }
 
-// putReq is one queued PutChunks call.
+// putReq is one queued PutChunks or PutGroups call.
 type putReq struct {
-	chunks []Chunk
-	added  int
-	err    error
-	done   chan struct{}
+	chunks      []Chunk
+	groups      []Group
+	added       int // new chunks
+	addedGroups int // new groups
+	err         error
+	done        chan struct{}
 }
 
-// putGroup writes the chunks of every request in group in one synced batch
-// and completes the requests. Only the current leader calls it.
+// putItem is one chunk or group of a write group.
+type putItem struct {
+	key   [1 + len(Hash{})]byte // chunk or group key
+	data  []byte
+	group bool
+	owner *putReq
+}
+
+// putGroup writes the chunks and groups of every request in group in one
+// synced batch and completes the requests. Only the current leader calls
+// it.
 func (db *DB) putGroup(group []*putReq) {
-	var chunks []*Chunk
-	var owner []*putReq
+	var items []putItem
 	for _, r := range group {
 		for i := range r.chunks {
-			chunks = append(chunks, &r.chunks[i])
-			owner = append(owner, r)
+			it := putItem{data: r.chunks[i].Data, owner: r}
+			it.key[0] = prefixChunk
+			copy(it.key[1:], r.chunks[i].Hash[:])
+			items = append(items, it)
+		}
+		for i := range r.groups {
+			it := putItem{data: r.groups[i].Data, group: true, owner: r}
+			it.key[0] = prefixGroup
+			copy(it.key[1:], r.groups[i].Hash[:])
+			items = append(items, it)
 		}
 	}
-	err := db.writeChunks(chunks, func(k int) { owner[k].added++ })
+	err := db.writeItems(items)
 	for _, r := range group {
 		if err != nil {
-			r.added, r.err = 0, err
+			r.added, r.addedGroups, r.err = 0, 0, err
 		}
 		close(r.done)
 	}
 }
 
-// writeChunks stores those of chunks not stored yet in one synced batch,
-// together with the updated counters, calling isNew(k) for each chunks[k]
-// it writes. Only the leader of PutChunks calls it, so the counters have a
-// single writer.
-func (db *DB) writeChunks(chunks []*Chunk, isNew func(k int)) error {
-	// Look the chunks up in hash order with one iterator: successive seeks
+// groupChunkSize is the size of every chunk of a group but its last: the
+// chunk counters count a group as that many chunks.
+const groupChunkSize = MaxGroupData / 256
+
+// writeItems stores those of items not stored yet in one synced batch,
+// together with the updated counters, and counts each new one in its
+// owner. Only the leader of PutChunks and PutGroups calls it, so the
+// counters have a single writer.
+func (db *DB) writeItems(items []putItem) error {
+	// Look the items up in key order with one iterator: successive seeks
 	// move forward through the same blocks, and SeekPrefixGE consults the
-	// bloom filters, which answer most lookups of new chunks without reading
-	// a data block. L6 filters are on: the bottom level holds most chunks.
-	order := make([]int, len(chunks))
+	// bloom filters, which answer most lookups of new items without
+	// reading a data block. L6 filters are on: the bottom level holds most
+	// keys.
+	order := make([]int, len(items))
 	for i := range order {
 		order[i] = i
 	}
 	slices.SortFunc(order, func(x, y int) int {
-		return bytes.Compare(chunks[x].Hash[:], chunks[y].Hash[:])
+		return bytes.Compare(items[x].key[:], items[y].key[:])
 	})
 	it, err := db.pdb.NewIter(&pebble.IterOptions{
 		LowerBound:   []byte{prefixChunk},
-		UpperBound:   []byte{prefixChunk + 1},
+		UpperBound:   []byte{prefixGroup + 1},
 		UseL6Filters: true,
 	})
 	if err != nil {
@@ -130,45 +170,51 @@ func (db *DB) writeChunks(chunks []*Chunk, isNew func(k int)) error {
 
 	var added, newBytes int64
 	var written []int
-	key := make([]byte, 1+len(Hash{}))
-	key[0] = prefixChunk
 	for n, i := range order {
-		c := chunks[i]
-		if n > 0 && c.Hash == chunks[order[n-1]].Hash {
-			continue // the same chunk twice in one group
+		key := items[i].key[:]
+		if n > 0 && items[i].key == items[order[n-1]].key {
+			continue // the same item twice in one write group
 		}
-		copy(key[1:], c.Hash[:])
 		if it.SeekPrefixGE(key) && bytes.Equal(it.Key(), key) {
 			continue // already stored
 		}
 		written = append(written, i)
-		added++
-		newBytes += int64(len(c.Data))
+		d := len(items[i].data)
+		if items[i].group {
+			added += int64((d + groupChunkSize - 1) / groupChunkSize)
+		} else {
+			added++
+		}
+		newBytes += int64(d)
 	}
 	if err := it.Error(); err != nil {
 		return fmt.Errorf("index: put chunks: %w", err)
 	}
-	if added == 0 {
+	if len(written) == 0 {
 		return nil
 	}
 	// The bytes go to the chunk log first (synced), then their locations
 	// to Pebble: an index entry never points at bytes not on disk. Writing
-	// in arrival order (not hash order) keeps a file's chunks together.
+	// in arrival order (not key order) keeps a file's chunks together.
 	slices.Sort(written)
 	datas := make([][]byte, len(written))
 	for k, i := range written {
-		datas[k] = chunks[i].Data
+		datas[k] = items[i].data
 	}
-	locs, err := db.chunks.append(datas)
+	seg, offs, err := db.chunks.append(datas)
 	if err != nil {
 		return err
 	}
 	b := db.pdb.NewBatch()
 	defer b.Close()
-	val := make([]byte, 0, locSize)
+	val := make([]byte, 0, groupLocSize)
 	for k, i := range written {
-		copy(key[1:], chunks[i].Hash[:])
-		if err := b.Set(key, locs[k].encode(val[:0]), nil); err != nil {
+		if items[i].group {
+			val = encodeGroupLoc(val[:0], seg, offs[k], uint32(len(items[i].data)))
+		} else {
+			val = location{seg: seg, off: offs[k], n: uint16(len(items[i].data))}.encode(val[:0])
+		}
+		if err := b.Set(items[i].key[:], val, nil); err != nil {
 			return err
 		}
 	}
@@ -186,7 +232,11 @@ func (db *DB) writeChunks(chunks []*Chunk, isNew func(k int)) error {
 	db.chunkCount.Store(count)
 	db.chunkBytes.Store(total)
 	for _, i := range written {
-		isNew(i)
+		if items[i].group {
+			items[i].owner.addedGroups++
+		} else {
+			items[i].owner.added++
+		}
 	}
 	return nil
 }

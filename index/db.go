@@ -81,6 +81,7 @@ type DB struct {
 // Key prefixes; see doc.go.
 const (
 	prefixChunk  = 'c'
+	prefixGroup  = 'g'
 	prefixInode  = 'i'
 	prefixDirent = 'd'
 	prefixLog    = 'l'

@@ -133,6 +133,7 @@
 // order. A key starts with a one-byte prefix:
 //
 //	"c" hash[32]                    → chunk location: segment[4] offset[8] length[2]
+//	"g" hash[32]                    → group location: segment[4] offset[8] length[4]
 //	"i" id[8]                       → inode value of the winner
 //	"d" parent[8] name              → dirent value of the newest entry version
 //	"h" id[8] version[8] origin[16] → every inode version received (inode value)
@@ -153,7 +154,10 @@
 //
 // Chunk bytes are not in Pebble: they are appended, in arrival order, to
 // segment files <dir>/chunks/NNNNNNNN.seg (raw bytes, nothing else), and the
-// "c" key says where (see chunklog.go). A segment is synced before the batch
+// "c" key says where (see chunklog.go). A group (groups.go: the up to 256
+// data chunks under one depth-1 node of a file's tree, named by that
+// node's hash) is stored the same way, its chunks back to back, under one
+// "g" key: a file costs one index entry per 128 KiB, not one per chunk. A segment is synced before the batch
 // holding its locations commits, so every location points at durable bytes.
 //
 // Names in dirent keys are raw bytes (no '/' or NUL), so ReadDir returns a
@@ -202,7 +206,7 @@
 //     stored values, build the batch, synced commit), so the heads of an
 //     entry or an inode, the sequence number and the clock are never
 //     raced.
-//   - PutChunks is group-committed: putMu guards a queue of calls; the first
+//   - PutChunks and PutGroups are group-committed together: putMu guards a queue of calls; the first
 //     caller to find no leader becomes the leader and writes every queued
 //     call's chunks in one synced batch, again and again until the queue is
 //     empty, while the others wait for their call to be done. The leader is
