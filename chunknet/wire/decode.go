@@ -136,6 +136,66 @@ func DecodePutChunks(p []byte) ([]Chunk, error) {
 	return chunks, nil
 }
 
+// DecodePutGroups decodes a PutGroups payload. Node and Data alias p. A node
+// must be a multiple of 32 bytes (possibly empty) and the data at least one
+// byte. Neither is checked against the group hash here: the receiver does
+// that once, where it stores the group.
+func DecodePutGroups(p []byte) ([]Group, error) {
+	d := dec{p: p}
+	n, err := d.count("PutGroups", MaxGroupsPerFrame, putGroupMin, false)
+	if err != nil {
+		return nil, err
+	}
+	groups := make([]Group, n)
+	for i := range groups {
+		g := &groups[i]
+		if err := d.need("PutGroups", "group hash", hashSize); err != nil {
+			return nil, err
+		}
+		g.Hash = index.Hash(d.bytes(hashSize))
+		if g.Node, err = d.lengthPrefixed("PutGroups node", i, MaxGroupNode); err != nil {
+			return nil, err
+		}
+		if len(g.Node)%hashSize != 0 {
+			return nil, fmt.Errorf("wire: PutGroups item %d: node length %d is not a multiple of %d: %w", i, len(g.Node), hashSize, ErrBadFrame)
+		}
+		if g.Data, err = d.lengthPrefixed("PutGroups data", i, MaxGroupData); err != nil {
+			return nil, err
+		}
+		if len(g.Data) == 0 {
+			return nil, fmt.Errorf("wire: PutGroups item %d: empty data: %w", i, ErrBadFrame)
+		}
+	}
+	if err := d.end("PutGroups"); err != nil {
+		return nil, err
+	}
+	return groups, nil
+}
+
+// DecodeGetGroups decodes a GetGroups payload. Each range must be non-empty
+// and within MaxGroupChunks.
+func DecodeGetGroups(p []byte) ([]GroupRange, error) {
+	d := dec{p: p}
+	n, err := d.count("GetGroups", MaxGroupsPerFrame, groupRangeSize, false)
+	if err != nil {
+		return nil, err
+	}
+	ranges := make([]GroupRange, n)
+	for i := range ranges {
+		g := &ranges[i]
+		g.Hash = index.Hash(d.bytes(hashSize))
+		g.First = d.u16()
+		g.N = d.u16()
+		if g.N == 0 || int(g.First)+int(g.N) > MaxGroupChunks {
+			return nil, fmt.Errorf("wire: GetGroups item %d: range [%d, %d+%d) is empty or beyond the %d chunks of a group: %w", i, g.First, g.First, g.N, MaxGroupChunks, ErrBadFrame)
+		}
+	}
+	if err := d.end("GetGroups"); err != nil {
+		return nil, err
+	}
+	return ranges, nil
+}
+
 // DecodeStatuses decodes a PutResult, HasResult or PushResult payload: the
 // returned codes alias p. The count is checked against MaxRecordsPerFrame,
 // the largest any request carries; the caller checks that it matches the
@@ -155,8 +215,18 @@ func DecodeStatuses(p []byte) ([]byte, error) {
 
 // DecodeHashes decodes a GetChunks or HasChunks payload.
 func DecodeHashes(p []byte) ([]index.Hash, error) {
+	return decodeHashes(p, "hashes", MaxChunksPerFrame)
+}
+
+// DecodeGroupHashes decodes a HasGroups payload: at most MaxGroupsPerFrame
+// group hashes.
+func DecodeGroupHashes(p []byte) ([]index.Hash, error) {
+	return decodeHashes(p, "group hashes", MaxGroupsPerFrame)
+}
+
+func decodeHashes(p []byte, what string, limit int) ([]index.Hash, error) {
 	d := dec{p: p}
-	n, err := d.count("hashes", MaxChunksPerFrame, hashSize, false)
+	n, err := d.count(what, limit, hashSize, false)
 	if err != nil {
 		return nil, err
 	}
@@ -164,7 +234,7 @@ func DecodeHashes(p []byte) ([]index.Hash, error) {
 	for i := range hs {
 		hs[i] = index.Hash(d.bytes(hashSize))
 	}
-	if err := d.end("hashes"); err != nil {
+	if err := d.end(what); err != nil {
 		return nil, err
 	}
 	return hs, nil
@@ -174,25 +244,36 @@ func DecodeHashes(p []byte) ([]index.Hash, error) {
 // items whose Status is not StatusOK. The data is NOT checked against its
 // hash here: the requester does that once, before using it.
 func DecodeGetResult(p []byte) ([]GetItem, error) {
+	return decodeItems(p, "GetResult", MaxChunksPerFrame, MaxChunkData)
+}
+
+// DecodeGroupResult decodes a GroupResult payload. Data aliases p and is nil
+// for items whose Status is not StatusOK. The data is NOT checked against
+// the group's node here: the requester does that once, before using it.
+func DecodeGroupResult(p []byte) ([]GetItem, error) {
+	return decodeItems(p, "GroupResult", MaxGroupsPerFrame, MaxGroupData)
+}
+
+func decodeItems(p []byte, what string, limit, maxData int) ([]GetItem, error) {
 	d := dec{p: p}
-	n, err := d.count("GetResult", MaxChunksPerFrame, 1, false)
+	n, err := d.count(what, limit, 1, false)
 	if err != nil {
 		return nil, err
 	}
 	items := make([]GetItem, n)
 	for i := range items {
-		if err := d.need("GetResult", "status", 1); err != nil {
+		if err := d.need(what, "status", 1); err != nil {
 			return nil, err
 		}
 		items[i].Status = d.u8()
 		if items[i].Status != StatusOK {
 			continue
 		}
-		if items[i].Data, err = d.lengthPrefixed("GetResult", i, MaxChunkData); err != nil {
+		if items[i].Data, err = d.lengthPrefixed(what, i, maxData); err != nil {
 			return nil, err
 		}
 	}
-	if err := d.end("GetResult"); err != nil {
+	if err := d.end(what); err != nil {
 		return nil, err
 	}
 	return items, nil

@@ -84,7 +84,7 @@
 //
 // Type numbers are APPEND-ONLY: never renumbered, never reused; a new frame
 // type takes the next free number (and, when old nodes could not ignore it,
-// a new Version).
+// a new Version). Version 2 added the group frames, 17 to 20.
 //
 //	 1 Ping        request   empty                                → Pong
 //	 2 Pong        response  empty
@@ -102,6 +102,10 @@
 //	14 Bye         neither   empty; the sender is leaving cleanly, no reply
 //	15 Stat        request   empty; answered by StatResult
 //	16 StatResult  response  disk total u64 | disk free u64 | chunks u64 | chunk bytes u64
+//	17 PutGroups   request   count u32 | count × {group[32] | node len u32 | node[node len] | data len u32 | data[data len]}  → PutResult
+//	18 GetGroups   request   count u32 | count × {group[32] | first u16 | n u16}  → GroupResult
+//	19 GroupResult response  count u32 | count × {status u8 | if status = 0: len u32 | data[len]}
+//	20 HasGroups   request   count u32 | count × group[32]        → HasResult
 //
 // Result frames hold one entry per item of the request they answer, in the
 // same order. Any request may be answered by Error instead of its own
@@ -110,8 +114,19 @@
 // answer holds records after those, and more = 1 says "pull again". Records
 // are opaque bytes here (chunknet and index give them meaning).
 //
-// Chunk status codes ([StatusOK] …), one byte per item, append-only; any
-// non-zero code is a failure of that item only:
+// A group is the data chunks under one depth-1 node of a file's hash tree
+// (at most [MaxGroupChunks] chunks of 512 bytes), stored together and named
+// by the hash of that node; a one-chunk file's group is named by the hash of
+// its chunk, and its node is empty. PutGroups stores groups: each item
+// carries the node (a multiple of 32 bytes, possibly empty) and the group's
+// chunks concatenated (at least one byte), and PutResult holds one status
+// per group. GetGroups asks, per group, for its stored chunks [first,
+// first+n) (n ≥ 1, first+n ≤ MaxGroupChunks); GroupResult answers one item
+// per range, the chunks concatenated. HasGroups is answered by HasResult,
+// one status per group.
+//
+// Chunk status codes ([StatusOK] …), one byte per item (chunk or group),
+// append-only; any non-zero code is a failure of that item only:
 //
 //	0 OK  1 NotFound  2 BadHash  3 TooLarge  4 StoreError
 //
@@ -129,18 +144,27 @@
 //	MaxRecordBytes      1 MiB    one record
 //	MaxErrorMsg         1024     bytes of an Error message (longer ones are truncated by the sender)
 //	MaxNetworkName      64       bytes of the hello network name
+//	MaxGroupChunks      256      chunks of one group; a GetGroups range ends at most there
+//	MaxGroupData        128 KiB  data of one group in PutGroups and of one GroupResult item (256 × 512)
+//	MaxGroupNode        8192     node of one PutGroups item (a multiple of 32, 0 allowed)
+//	MaxGroupsPerFrame   1024     count of PutGroups, GetGroups, HasGroups, GroupResult
 //
-// All limits hold at once: a frame of 4096 chunks of 8192 bytes would break
-// MaxPayload, so senders batch by bytes as well as by count.
+// All limits hold at once: a frame of 4096 chunks of 8192 bytes, or of 1024
+// full groups, would break MaxPayload, so senders batch by bytes as well as
+// by count.
 //
 // # Decoding and errors
 //
 // The Decode functions (one per payload shape) check each count against its
 // limit and against the bytes left (count × smallest item size) before
 // allocating a count-sized slice, check each length against its limit and
-// the bytes left before slicing, and reject trailing bytes. Byte slices in
-// their results alias the payload: no copy. Chunk data is not checked
-// against its hash here; the receive path does that in exactly one place.
+// the bytes left before slicing, check the fields that have a valid range
+// (a group node is a multiple of 32 bytes, group data is not empty, a
+// GetGroups range is non-empty and within a group), and reject trailing
+// bytes. Byte
+// slices in their results alias the payload: no copy. Chunk and group data
+// is not checked against its hash here; the receive path does that in
+// exactly one place.
 //
 // Go errors are sentinels ([ErrBadFrame], [ErrFrameTooLarge],
 // [ErrUnknownType], [ErrBadMagic], [ErrVersion], [ErrBadHello],

@@ -15,11 +15,29 @@ type Chunk struct {
 	Data []byte
 }
 
-// GetItem is one answer in a GetResult frame: Data is present only when
-// Status is StatusOK. Decoded Data aliases the payload.
+// GetItem is one answer in a GetResult or GroupResult frame: Data is
+// present only when Status is StatusOK. Decoded Data aliases the payload.
 type GetItem struct {
 	Status byte
 	Data   []byte
+}
+
+// Group is one PutGroups item: the data chunks under one depth-1 tree node
+// of a file, stored together and named by the hash of that node (for a
+// one-chunk file, by the hash of the chunk; Node is then empty). Decoded
+// Node and Data alias the payload.
+type Group struct {
+	Hash index.Hash
+	Node []byte // the depth-1 tree node (a multiple of 32 bytes), or empty for a one-chunk file
+	Data []byte // the group's stored chunks, concatenated
+}
+
+// GroupRange is one GetGroups item: stored chunks [First, First+N) of group
+// Hash.
+type GroupRange struct {
+	Hash  index.Hash
+	First uint16
+	N     uint16
 }
 
 // VVEntry is one entry of a version vector: the highest sequence number of
@@ -38,15 +56,23 @@ const (
 	recordFixed   = 4      // record length
 )
 
+// Sizes of the fixed parts of group items.
+const (
+	putGroupFixed  = 32 + 4 + 4        // group hash, node length, data length
+	putGroupMin    = putGroupFixed + 1 // the smallest PutGroups item: data is at least one byte
+	groupRangeSize = 32 + 2 + 2        // group hash, first, n
+)
+
 // The Append functions append one whole frame, header and payload, to dst
 // and return the extended slice, so that a connection's single writer can
 // reuse one buffer and send each frame (or a batch of frames) with one
 // Write.
 //
 // They panic when the caller breaks a limit of the protocol (a count, a
-// chunk or record length, or a payload above MaxPayload): such a frame would
-// make the peer close the connection, so it is a bug in the caller, which
-// must batch within the limits.
+// chunk, group node, group data or record length, a group range, or a
+// payload above MaxPayload): such a frame would make the peer close the
+// connection, so it is a bug in the caller, which must batch within the
+// limits.
 
 // AppendFrame appends a frame of type t with the given payload. It is the
 // general form of the typed Append functions and does not check the payload
@@ -149,6 +175,65 @@ func AppendPutChunks(dst []byte, id uint64, chunks []Chunk) []byte {
 	return finish(dst, start)
 }
 
+// AppendPutGroups appends a PutGroups frame. At most MaxGroupsPerFrame
+// groups, each with a node of at most MaxGroupNode bytes (a multiple of 32,
+// possibly empty) and 1 to MaxGroupData bytes of data, and at most
+// MaxPayload bytes in all (4 + Σ(40 + len(Node) + len(Data))).
+func AppendPutGroups(dst []byte, id uint64, groups []Group) []byte {
+	checkCount("groups", len(groups), MaxGroupsPerFrame)
+	size := HeaderSize + 4
+	for _, g := range groups {
+		if len(g.Node) > MaxGroupNode || len(g.Node)%hashSize != 0 {
+			panic(fmt.Sprintf("wire: group %v node of %d bytes is not a multiple of 32 up to MaxGroupNode", g.Hash.Short(), len(g.Node)))
+		}
+		if len(g.Data) == 0 || len(g.Data) > MaxGroupData {
+			panic(fmt.Sprintf("wire: group %v data of %d bytes, want 1..MaxGroupData", g.Hash.Short(), len(g.Data)))
+		}
+		size += putGroupFixed + len(g.Node) + len(g.Data)
+	}
+	checkSize(TypePutGroups, size)
+	dst = slices.Grow(dst, size)
+	start := len(dst)
+	dst = appendHeader(dst, TypePutGroups, id)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(groups)))
+	for _, g := range groups {
+		dst = append(dst, g.Hash[:]...)
+		dst = binary.BigEndian.AppendUint32(dst, uint32(len(g.Node)))
+		dst = append(dst, g.Node...)
+		dst = binary.BigEndian.AppendUint32(dst, uint32(len(g.Data)))
+		dst = append(dst, g.Data...)
+	}
+	return finish(dst, start)
+}
+
+// checkGroupRange panics unless [First, First+N) is a valid range of stored
+// chunks of one group.
+func checkGroupRange(g GroupRange) {
+	if g.N == 0 || int(g.First)+int(g.N) > MaxGroupChunks {
+		panic(fmt.Sprintf("wire: group %v range [%d, %d+%d) is empty or beyond MaxGroupChunks", g.Hash.Short(), g.First, g.First, g.N))
+	}
+}
+
+// AppendGetGroups appends a GetGroups frame asking for the stored chunks
+// [First, First+N) of each group (at most MaxGroupsPerFrame ranges, N at
+// least 1, First+N at most MaxGroupChunks).
+func AppendGetGroups(dst []byte, id uint64, ranges []GroupRange) []byte {
+	checkCount("group ranges", len(ranges), MaxGroupsPerFrame)
+	for _, g := range ranges {
+		checkGroupRange(g)
+	}
+	dst = slices.Grow(dst, HeaderSize+4+groupRangeSize*len(ranges))
+	start := len(dst)
+	dst = appendHeader(dst, TypeGetGroups, id)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(ranges)))
+	for _, g := range ranges {
+		dst = append(dst, g.Hash[:]...)
+		dst = binary.BigEndian.AppendUint16(dst, g.First)
+		dst = binary.BigEndian.AppendUint16(dst, g.N)
+	}
+	return finish(dst, start)
+}
+
 // appendStatuses appends a frame whose payload is count u32 | statuses.
 func appendStatuses(dst []byte, t Type, id uint64, statuses []byte, limit int) []byte {
 	checkCount("statuses", len(statuses), limit)
@@ -161,13 +246,15 @@ func appendStatuses(dst []byte, t Type, id uint64, statuses []byte, limit int) [
 }
 
 // AppendPutResult appends a PutResult frame: one Status* code per chunk of
-// the PutChunks it answers, in the same order.
+// the PutChunks, or per group of the PutGroups, it answers, in the same
+// order.
 func AppendPutResult(dst []byte, id uint64, statuses []byte) []byte {
 	return appendStatuses(dst, TypePutResult, id, statuses, MaxChunksPerFrame)
 }
 
 // AppendHasResult appends a HasResult frame: one code per hash of the
-// HasChunks it answers (StatusOK: held here, StatusNotFound: not held).
+// HasChunks or HasGroups it answers (StatusOK: held here, StatusNotFound:
+// not held).
 func AppendHasResult(dst []byte, id uint64, statuses []byte) []byte {
 	return appendStatuses(dst, TypeHasResult, id, statuses, MaxChunksPerFrame)
 }
@@ -178,8 +265,8 @@ func AppendPushResult(dst []byte, id uint64, statuses []byte) []byte {
 	return appendStatuses(dst, TypePushResult, id, statuses, MaxRecordsPerFrame)
 }
 
-func appendHashes(dst []byte, t Type, id uint64, hashes []index.Hash) []byte {
-	checkCount("hashes", len(hashes), MaxChunksPerFrame)
+func appendHashes(dst []byte, t Type, id uint64, hashes []index.Hash, limit int) []byte {
+	checkCount("hashes", len(hashes), limit)
 	dst = slices.Grow(dst, HeaderSize+4+hashSize*len(hashes))
 	start := len(dst)
 	dst = appendHeader(dst, t, id)
@@ -193,34 +280,54 @@ func appendHashes(dst []byte, t Type, id uint64, hashes []index.Hash) []byte {
 // AppendGetChunks appends a GetChunks frame asking for the chunks named by
 // hashes (at most MaxChunksPerFrame).
 func AppendGetChunks(dst []byte, id uint64, hashes []index.Hash) []byte {
-	return appendHashes(dst, TypeGetChunks, id, hashes)
+	return appendHashes(dst, TypeGetChunks, id, hashes, MaxChunksPerFrame)
 }
 
 // AppendHasChunks appends a HasChunks frame asking which of hashes (at most
 // MaxChunksPerFrame) the peer holds.
 func AppendHasChunks(dst []byte, id uint64, hashes []index.Hash) []byte {
-	return appendHashes(dst, TypeHasChunks, id, hashes)
+	return appendHashes(dst, TypeHasChunks, id, hashes, MaxChunksPerFrame)
+}
+
+// AppendHasGroups appends a HasGroups frame asking which of the groups named
+// by hashes (at most MaxGroupsPerFrame) the peer holds.
+func AppendHasGroups(dst []byte, id uint64, hashes []index.Hash) []byte {
+	return appendHashes(dst, TypeHasGroups, id, hashes, MaxGroupsPerFrame)
 }
 
 // AppendGetResult appends a GetResult frame: one item per hash of the
 // GetChunks it answers, in the same order. Data is sent only for items with
 // StatusOK and must then be at most MaxChunkData bytes.
 func AppendGetResult(dst []byte, id uint64, items []GetItem) []byte {
-	checkCount("items", len(items), MaxChunksPerFrame)
+	return appendItems(dst, TypeGetResult, id, items, MaxChunksPerFrame, MaxChunkData)
+}
+
+// AppendGroupResult appends a GroupResult frame: one item per range of the
+// GetGroups it answers, in the same order. Data (the range's stored chunks,
+// concatenated) is sent only for items with StatusOK and must then be at
+// most MaxGroupData bytes.
+func AppendGroupResult(dst []byte, id uint64, items []GetItem) []byte {
+	return appendItems(dst, TypeGroupResult, id, items, MaxGroupsPerFrame, MaxGroupData)
+}
+
+// appendItems appends a frame whose payload is
+// count u32 | count × {status u8 | if status = 0: len u32 | data[len]}.
+func appendItems(dst []byte, t Type, id uint64, items []GetItem, limit, maxData int) []byte {
+	checkCount("items", len(items), limit)
 	size := HeaderSize + 4
 	for _, it := range items {
 		size++
 		if it.Status == StatusOK {
-			if len(it.Data) > MaxChunkData {
-				panic(fmt.Sprintf("wire: chunk of %d bytes exceeds MaxChunkData", len(it.Data)))
+			if len(it.Data) > maxData {
+				panic(fmt.Sprintf("wire: %v item of %d bytes exceeds the limit of %d", t, len(it.Data), maxData))
 			}
 			size += 4 + len(it.Data)
 		}
 	}
-	checkSize(TypeGetResult, size)
+	checkSize(t, size)
 	dst = slices.Grow(dst, size)
 	start := len(dst)
-	dst = appendHeader(dst, TypeGetResult, id)
+	dst = appendHeader(dst, t, id)
 	dst = binary.BigEndian.AppendUint32(dst, uint32(len(items)))
 	for _, it := range items {
 		dst = append(dst, it.Status)

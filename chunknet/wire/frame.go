@@ -30,26 +30,36 @@ const (
 	TypeStat       Type = 15 // request, empty payload: your storage; answered by StatResult
 	TypeStatResult Type = 16 // response: disk total and free bytes, chunks and chunk bytes stored
 
-	maxType = TypeStatResult // the highest known type; raise when appending
+	// Version 2: groups.
+	TypePutGroups   Type = 17 // request: store groups; answered by PutResult
+	TypeGetGroups   Type = 18 // request: send chunk ranges of groups; answered by GroupResult
+	TypeGroupResult Type = 19 // response: one status (+ data) per range
+	TypeHasGroups   Type = 20 // request: which of these groups do you hold; answered by HasResult
+
+	maxType = TypeHasGroups // the highest known type; raise when appending
 )
 
 var typeNames = [...]string{
-	TypePing:       "Ping",
-	TypePong:       "Pong",
-	TypePutChunks:  "PutChunks",
-	TypePutResult:  "PutResult",
-	TypeGetChunks:  "GetChunks",
-	TypeGetResult:  "GetResult",
-	TypeHasChunks:  "HasChunks",
-	TypeHasResult:  "HasResult",
-	TypePull:       "Pull",
-	TypeRecords:    "Records",
-	TypePush:       "Push",
-	TypePushResult: "PushResult",
-	TypeError:      "Error",
-	TypeBye:        "Bye",
-	TypeStat:       "Stat",
-	TypeStatResult: "StatResult",
+	TypePing:        "Ping",
+	TypePong:        "Pong",
+	TypePutChunks:   "PutChunks",
+	TypePutResult:   "PutResult",
+	TypeGetChunks:   "GetChunks",
+	TypeGetResult:   "GetResult",
+	TypeHasChunks:   "HasChunks",
+	TypeHasResult:   "HasResult",
+	TypePull:        "Pull",
+	TypeRecords:     "Records",
+	TypePush:        "Push",
+	TypePushResult:  "PushResult",
+	TypeError:       "Error",
+	TypeBye:         "Bye",
+	TypeStat:        "Stat",
+	TypeStatResult:  "StatResult",
+	TypePutGroups:   "PutGroups",
+	TypeGetGroups:   "GetGroups",
+	TypeGroupResult: "GroupResult",
+	TypeHasGroups:   "HasGroups",
 }
 
 func (t Type) known() bool { return t >= TypePing && t <= maxType }
@@ -67,7 +77,7 @@ func (t Type) String() string {
 // nor a response.
 func (t Type) IsResponse() bool {
 	switch t {
-	case TypePong, TypePutResult, TypeGetResult, TypeHasResult, TypeRecords, TypePushResult, TypeError, TypeStatResult:
+	case TypePong, TypePutResult, TypeGetResult, TypeHasResult, TypeRecords, TypePushResult, TypeError, TypeStatResult, TypeGroupResult:
 		return true
 	}
 	return false
@@ -102,9 +112,22 @@ const (
 	// MaxErrorMsg bounds the message of an Error frame; AppendError
 	// truncates longer messages.
 	MaxErrorMsg = 1024
+	// MaxGroupChunks bounds the chunks of one group: a GetGroups range
+	// [First, First+N) must lie within it (N at least 1).
+	MaxGroupChunks = 256
+	// MaxGroupData bounds the data of one group in PutGroups and of one
+	// GroupResult item: MaxGroupChunks chunks of 512 bytes.
+	MaxGroupData = MaxGroupChunks * 512
+	// MaxGroupNode bounds the tree node of one PutGroups item; a node is
+	// a multiple of 32 bytes (hashes), possibly none.
+	MaxGroupNode = 8192
+	// MaxGroupsPerFrame bounds the count of PutGroups, GetGroups,
+	// HasGroups and GroupResult.
+	MaxGroupsPerFrame = 1024
 )
 
-// Chunk status codes, one per item in PutResult, GetResult and HasResult.
+// Chunk status codes, one per item in PutResult, GetResult, HasResult and
+// GroupResult.
 // Codes are append-only; a receiver treats any non-zero code as a failure of
 // that item.
 const (

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -111,9 +112,31 @@ func TestDecodeAliases(t *testing.T) {
 	}
 }
 
+// TestDecodeGroupAliases: a decoded group's node and data point into the
+// payload and are capped.
+func TestDecodeGroupAliases(t *testing.T) {
+	b := AppendPutGroups(nil, 1, []Group{{Node: make([]byte, 32), Data: []byte("ab")}, {Data: []byte("cd")}})
+	p := b[HeaderSize:]
+	gs, err := DecodePutGroups(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, data := 4+32+4, 4+32+4+32+4
+	p[node] = 'N'
+	p[data] = 'X'
+	if gs[0].Node[0] != 'N' || string(gs[0].Data) != "Xb" {
+		t.Errorf("Node and Data do not alias the payload: %q %q", gs[0].Node[:1], gs[0].Data)
+	}
+	_ = append(gs[0].Node, 'Z')
+	_ = append(gs[0].Data, 'Z')
+	if p[node+32] == 'Z' || p[data+2] == 'Z' {
+		t.Error("appending to a decoded slice overwrote the payload")
+	}
+}
+
 func TestTypes(t *testing.T) {
 	responses := map[Type]bool{TypePong: true, TypePutResult: true, TypeGetResult: true, TypeHasResult: true,
-		TypeRecords: true, TypePushResult: true, TypeError: true, TypeStatResult: true}
+		TypeRecords: true, TypePushResult: true, TypeError: true, TypeStatResult: true, TypeGroupResult: true}
 	seen := map[string]bool{}
 	for ty := Type(0); ty < 255; ty++ {
 		s := ty.String()
@@ -134,16 +157,40 @@ func TestTypes(t *testing.T) {
 			t.Errorf("%v.IsResponse() = %v", ty, ty.IsResponse())
 		}
 	}
-	if len(seen) != 16 {
-		t.Errorf("%d known types, want 16", len(seen))
+	if len(seen) != 20 {
+		t.Errorf("%d known types, want 20", len(seen))
 	}
 	// Type numbers are append-only: these must never change.
 	fixed := []Type{TypePing, TypePong, TypePutChunks, TypePutResult, TypeGetChunks, TypeGetResult,
 		TypeHasChunks, TypeHasResult, TypePull, TypeRecords, TypePush, TypePushResult, TypeError, TypeBye,
-		TypeStat, TypeStatResult}
+		TypeStat, TypeStatResult, TypePutGroups, TypeGetGroups, TypeGroupResult, TypeHasGroups}
 	for i, ty := range fixed {
 		if int(ty) != i+1 {
 			t.Errorf("%v is %d, want %d: frame type numbers are append-only", ty, ty, i+1)
+		}
+	}
+}
+
+// TestReaderAcceptsAllTypes: the Reader passes a frame of every known type
+// (empty payload where the type has none, else an empty list), and
+// testFrames, the source of goldens and fuzz seeds, covers every type.
+func TestReaderAcceptsAllTypes(t *testing.T) {
+	covered := map[Type]bool{}
+	for _, tf := range testFrames() {
+		covered[tf.t] = true
+	}
+	for ty := TypePing; ty <= maxType; ty++ {
+		if !covered[ty] {
+			t.Errorf("%v has no frame in testFrames", ty)
+		}
+		var payload []byte
+		if !ty.emptyPayload() {
+			payload = u32(0)
+		}
+		b := AppendFrame(nil, ty, uint64(ty), payload)
+		f, err := NewReader(bytes.NewReader(b), 0).Next()
+		if err != nil || f.Type != ty || f.ReqID != uint64(ty) || !bytes.Equal(f.Payload, payload) {
+			t.Errorf("%v: got %v %d %x, %v", ty, f.Type, f.ReqID, f.Payload, err)
 		}
 	}
 }
@@ -211,7 +258,7 @@ func TestReaderErrors(t *testing.T) {
 		{"payload MaxPayload+1", header(9+MaxPayload+1, TypePutChunks, 1), 0, ErrFrameTooLarge},
 		{"payload above own limit", header(9+101, TypePutChunks, 1), 100, ErrFrameTooLarge},
 		{"type 0", header(9, 0, 1), 0, ErrUnknownType},
-		{"type 17", header(9, 17, 1), 0, ErrUnknownType},
+		{"type 21", header(9, 21, 1), 0, ErrUnknownType},
 		{"type 255", header(9, 255, 1), 0, ErrUnknownType},
 		{"ping with payload", append(header(10, TypePing, 1), 0), 0, ErrBadFrame},
 		{"pong with payload", append(header(10, TypePong, 1), 0), 0, ErrBadFrame},
@@ -359,6 +406,8 @@ func TestNewReaderLimit(t *testing.T) {
 
 func TestAppendPanicsOverLimits(t *testing.T) {
 	tooBig := make([]byte, MaxChunkData+1)
+	groupData := make([]byte, MaxGroupData)
+	group := func(node, data []byte) []Group { return []Group{{Node: node, Data: data}} }
 	cases := map[string]func(){
 		"chunks count":     func() { AppendPutChunks(nil, 1, make([]Chunk, MaxChunksPerFrame+1)) },
 		"chunk data":       func() { AppendPutChunks(nil, 1, []Chunk{{Data: tooBig}}) },
@@ -377,6 +426,25 @@ func TestAppendPanicsOverLimits(t *testing.T) {
 			AppendRecords(nil, 1, false, [][]byte{make([]byte, MaxRecordBytes), make([]byte, MaxRecordBytes), make([]byte, MaxRecordBytes), make([]byte, MaxRecordBytes)})
 		},
 		"frame payload": func() { AppendFrame(nil, TypePush, 1, make([]byte, MaxPayload+1)) },
+		// Groups
+		"groups count":       func() { AppendPutGroups(nil, 1, make([]Group, MaxGroupsPerFrame+1)) },
+		"group node size":    func() { AppendPutGroups(nil, 1, group(make([]byte, MaxGroupNode+32), []byte{1})) },
+		"group node not ×32": func() { AppendPutGroups(nil, 1, group(make([]byte, 33), []byte{1})) },
+		"group data empty":   func() { AppendPutGroups(nil, 1, group(nil, nil)) },
+		"group data size":    func() { AppendPutGroups(nil, 1, group(nil, make([]byte, MaxGroupData+1))) },
+		"groups payload": func() {
+			AppendPutGroups(nil, 1, slices.Repeat(group(nil, groupData), MaxPayload/MaxGroupData))
+		},
+		"group ranges count": func() { AppendGetGroups(nil, 1, make([]GroupRange, MaxGroupsPerFrame+1)) },
+		"group range n 0":    func() { AppendGetGroups(nil, 1, []GroupRange{{First: 0, N: 0}}) },
+		"group range end":    func() { AppendGetGroups(nil, 1, []GroupRange{{First: 255, N: 2}}) },
+		"group range wraps":  func() { AppendGetGroups(nil, 1, []GroupRange{{First: 1<<16 - 1, N: 1<<16 - 1}}) },
+		"group result count": func() { AppendGroupResult(nil, 1, make([]GetItem, MaxGroupsPerFrame+1)) },
+		"group result data":  func() { AppendGroupResult(nil, 1, []GetItem{{StatusOK, make([]byte, MaxGroupData+1)}}) },
+		"group result payload": func() {
+			AppendGroupResult(nil, 1, slices.Repeat([]GetItem{{StatusOK, groupData}}, MaxPayload/MaxGroupData))
+		},
+		"has groups": func() { AppendHasGroups(nil, 1, make([]index.Hash, MaxGroupsPerFrame+1)) },
 	}
 	for name, f := range cases {
 		func() {
@@ -392,6 +460,14 @@ func TestAppendPanicsOverLimits(t *testing.T) {
 	AppendPutChunks(nil, 1, repeatChunk(MaxChunksPerFrame, 512))
 	AppendFrame(nil, TypePush, 1, make([]byte, MaxPayload))
 	AppendPushResult(nil, 1, make([]byte, MaxRecordsPerFrame))
+	AppendPutGroups(nil, 1, group(make([]byte, MaxGroupNode), groupData))
+	AppendPutGroups(nil, 1, slices.Repeat(group(nil, []byte{1}), MaxGroupsPerFrame))
+	AppendGetGroups(nil, 1, slices.Repeat([]GroupRange{{First: 0, N: MaxGroupChunks}, {First: MaxGroupChunks - 1, N: 1}}, MaxGroupsPerFrame/2))
+	AppendGroupResult(nil, 1, slices.Repeat([]GetItem{{StatusOK, groupData}}, MaxPayload/MaxGroupData-1))
+	AppendGroupResult(nil, 1, make([]GetItem, MaxGroupsPerFrame))
+	AppendHasGroups(nil, 1, make([]index.Hash, MaxGroupsPerFrame))
+	// A frame of MaxChunksPerFrame hashes is fine for chunks, not for groups.
+	AppendHasChunks(nil, 1, make([]index.Hash, MaxChunksPerFrame))
 }
 
 func repeatChunk(n, size int) []Chunk {
@@ -451,7 +527,20 @@ func TestBytesByHand(t *testing.T) {
 		{"error", AppendError(nil, 4, CodeUnsupported, "no"),
 			mustHex("0000000f 0d 0000000000000004 0003 0002 6e6f")},
 		{"hello", helloBytes(t, Hello{Node: index.NodeID{0: 0xaa}, Network: "n", ListenPort: 0x1f90}),
-			mustHex("4f415348 0001 aa000000000000000000000000000000 01 6e 1f90")},
+			mustHex("4f415348 0002 aa000000000000000000000000000000 01 6e 1f90")},
+		{"put groups", AppendPutGroups(nil, 5, []Group{{index.Hash{31: 1}, []byte{}, []byte("hi")}}),
+			mustHex(`00000037 11 0000000000000005 00000001
+				0000000000000000000000000000000000000000000000000000000000000001
+				00000000 00000002 6869`)},
+		{"get groups", AppendGetGroups(nil, 6, []GroupRange{{index.Hash{0: 0xcc}, 2, 254}}),
+			mustHex(`00000031 12 0000000000000006 00000001
+				cc00000000000000000000000000000000000000000000000000000000000000
+				0002 00fe`)},
+		{"group result", AppendGroupResult(nil, 6, []GetItem{{StatusOK, []byte{7, 8}}, {StatusNotFound, nil}}),
+			mustHex("00000015 13 0000000000000006 00000002 00 00000002 0708 01")},
+		{"has groups", AppendHasGroups(nil, 8, []index.Hash{{1: 0xee}}),
+			mustHex(`0000002d 14 0000000000000008 00000001
+				00ee000000000000000000000000000000000000000000000000000000000000`)},
 	} {
 		if !bytes.Equal(tt.got, tt.want) {
 			t.Errorf("%s:\n got %x\nwant %x", tt.name, tt.got, tt.want)

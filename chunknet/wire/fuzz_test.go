@@ -21,6 +21,9 @@ func FuzzReader(f *testing.F) {
 	}
 	f.Add(header(1<<32-1, TypePutChunks, 1))
 	f.Add(header(9, 200, 1))
+	f.Add(header(9, maxType+1, 1))
+	f.Add(AppendFrame(nil, TypePutGroups, 1, cat(u32(1), groupItem(33, 1))))
+	f.Add(AppendFrame(nil, TypeGetGroups, 1, cat(u32(1), groupRange(255, 2))))
 	const limit = 1 << 16
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := NewReader(bytes.NewReader(data), limit)
@@ -53,6 +56,12 @@ func FuzzDecode(f *testing.F) {
 	}
 	f.Add(byte(TypePutChunks), u32(1<<32-1))
 	f.Add(byte(TypeRecords), []byte{2, 0, 0, 0, 0})
+	f.Add(byte(TypePutGroups), cat(u32(1), groupItem(33, 1)))
+	f.Add(byte(TypePutGroups), cat(u32(1), groupItem(32, 0)))
+	f.Add(byte(TypeGetGroups), cat(u32(1), groupRange(255, 2)))
+	f.Add(byte(TypeGetGroups), cat(u32(1), groupRange(0, 0)))
+	f.Add(byte(TypeGroupResult), cat(u32(1), []byte{0}, u32(MaxGroupData+1)))
+	f.Add(byte(TypeHasGroups), u32(MaxGroupsPerFrame+1))
 	f.Fuzz(func(t *testing.T, typ byte, p []byte) {
 		fr := Frame{Type: Type(typ), ReqID: 42, Payload: p}
 		if !fr.Type.known() {
@@ -81,7 +90,8 @@ func FuzzReadHello(f *testing.F) {
 	_ = WriteHello(&b, testHello())
 	f.Add(b.Bytes())
 	f.Add([]byte("GET / HTTP/1.1\r\n"))
-	f.Add([]byte("OASH\x00\x02"))
+	f.Add(append([]byte(Magic), 0, byte(Version+1)))
+	f.Add(append([]byte(Magic), 0, byte(Version-1)))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := bytes.NewReader(data)
 		h, err := ReadHello(r)

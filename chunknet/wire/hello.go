@@ -14,8 +14,10 @@ const (
 	// Magic opens every hello: anything else is not an oashare peer.
 	Magic = "OASH"
 	// Version is the protocol version this package speaks. Peers of
-	// different versions refuse each other at the handshake.
-	Version uint16 = 1
+	// different versions refuse each other at the handshake. Version 2
+	// added the group frames (PutGroups, GetGroups, GroupResult,
+	// HasGroups).
+	Version uint16 = 2
 	// MaxNetworkName bounds the network name of a hello, in bytes.
 	MaxNetworkName = 64
 	// MaxHelloSize is the largest hello on the wire: magic, version, node

@@ -37,6 +37,14 @@ func decodeFrame(f Frame) (any, error) {
 		return DecodeHashes(f.Payload)
 	case TypeGetResult:
 		return DecodeGetResult(f.Payload)
+	case TypePutGroups:
+		return DecodePutGroups(f.Payload)
+	case TypeGetGroups:
+		return DecodeGetGroups(f.Payload)
+	case TypeGroupResult:
+		return DecodeGroupResult(f.Payload)
+	case TypeHasGroups:
+		return DecodeGroupHashes(f.Payload)
 	case TypePull:
 		return DecodePull(f.Payload)
 	case TypeRecords:
@@ -79,6 +87,14 @@ func encodeFrame(dst []byte, t Type, id uint64, v any) []byte {
 		return AppendHasChunks(dst, id, v.([]index.Hash))
 	case TypeGetResult:
 		return AppendGetResult(dst, id, v.([]GetItem))
+	case TypePutGroups:
+		return AppendPutGroups(dst, id, v.([]Group))
+	case TypeGetGroups:
+		return AppendGetGroups(dst, id, v.([]GroupRange))
+	case TypeGroupResult:
+		return AppendGroupResult(dst, id, v.([]GetItem))
+	case TypeHasGroups:
+		return AppendHasGroups(dst, id, v.([]index.Hash))
 	case TypePull:
 		return AppendPull(dst, id, v.([]VVEntry))
 	case TypeRecords:
@@ -132,6 +148,12 @@ func testFrames() []testFrame {
 	for i := range ff {
 		ff[i] = 0xff
 	}
+	// A two-chunk group: its node is the chunks' hashes, its name the
+	// node's hash; and a one-chunk file's group, named by its chunk.
+	c1, c2 := []byte("chunk-1"), []byte("c2")
+	h1, h2 := index.Sum(c1), index.Sum(c2)
+	node := append(h1[:], h2[:]...)
+	group := index.Sum(node)
 	node1 := index.NodeID{0: 1, 15: 0x11}
 	node2 := index.NodeID{0: 2, 15: 0x22}
 	return []testFrame{
@@ -159,6 +181,13 @@ func testFrames() []testFrame {
 		{"error_empty", TypeError, 1<<64 - 1, errorVal{CodeInternal, ""}},
 		{"stat", TypeStat, 13, nil},
 		{"stat_result", TypeStatResult, 13, StatInfo{DiskTotal: 1 << 40, DiskFree: 1<<39 + 1, Chunks: 3, ChunkBytes: 1536}},
+		{"put_groups", TypePutGroups, 14, []Group{
+			{group, node, append(bytes.Clone(c1), c2...)},
+			{index.Sum(hi), []byte{}, hi},
+		}},
+		{"get_groups", TypeGetGroups, 15, []GroupRange{{group, 0, 2}, {index.Sum(hi), 0, 1}, {ff, 255, 1}, {ff, 0, MaxGroupChunks}}},
+		{"group_result", TypeGroupResult, 15, []GetItem{{StatusOK, append(bytes.Clone(c1), c2...)}, {StatusOK, hi}, {StatusNotFound, nil}, {StatusOK, []byte{}}}},
+		{"has_groups", TypeHasGroups, 16, []index.Hash{group, index.Sum(hi)}},
 	}
 }
 
