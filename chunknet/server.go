@@ -7,6 +7,7 @@ import (
 	"sort"
 	"syscall"
 
+	"github.com/oashare/oashare/chunknet/tree"
 	"github.com/oashare/oashare/chunknet/wire"
 	"github.com/oashare/oashare/index"
 )
@@ -128,6 +129,30 @@ func (sc *serverConn) handle(f wire.Frame) (reply []byte, bad error) {
 			}
 		}
 		return wire.AppendGetResult(nil, f.ReqID, items), nil
+	case wire.TypePutGroups:
+		groups, err := wire.DecodePutGroups(f.Payload)
+		if err != nil {
+			return nil, err
+		}
+		return wire.AppendPutResult(nil, f.ReqID, n.storeGroups(groups)), nil
+	case wire.TypeGetGroups:
+		ranges, err := wire.DecodeGetGroups(f.Payload)
+		if err != nil {
+			return nil, err
+		}
+		return wire.AppendGroupResult(nil, f.ReqID, n.serveGroups(ranges)), nil
+	case wire.TypeHasGroups:
+		hashes, err := wire.DecodeGroupHashes(f.Payload)
+		if err != nil {
+			return nil, err
+		}
+		st := make([]byte, len(hashes))
+		for i, h := range hashes {
+			if ok, err := n.db.HasGroup(h); err != nil || !ok {
+				st[i] = wire.StatusNotFound
+			}
+		}
+		return wire.AppendHasResult(nil, f.ReqID, st), nil
 	case wire.TypeHasChunks:
 		hashes, err := wire.DecodeHashes(f.Payload)
 		if err != nil {
@@ -187,6 +212,82 @@ func (n *Node) storeChunks(chunks []wire.Chunk) []byte {
 		}
 	}
 	return st
+}
+
+// storeGroups verifies and stores groups a peer sent, returning a status
+// per group.
+func (n *Node) storeGroups(groups []wire.Group) []byte {
+	st := make([]byte, len(groups))
+	good := make([]upGroup, 0, len(groups))
+	for i, g := range groups {
+		if !verifyGroup(g.Hash, g.Node, g.Data) {
+			n.log.Warn("refusing group whose bytes do not match its name", "group", g.Hash.Short())
+			st[i] = wire.StatusBadHash
+			continue
+		}
+		good = append(good, upGroup{hash: g.Hash, node: g.Node, data: g.Data})
+	}
+	if err := n.storeGroupsHere(good); err != nil {
+		n.log.Error("storing groups", "err", err)
+		for i := range st {
+			if st[i] == wire.StatusOK {
+				st[i] = wire.StatusStoreError
+			}
+		}
+	}
+	return st
+}
+
+// verifyGroup checks a group received for storage against its name: node
+// hashes to g and data is exactly the chunks node names, holes (zero
+// hashes) left out, each tree.ChunkSize bytes but the last; or, with no
+// node, data is one chunk named g.
+func verifyGroup(g index.Hash, node, data []byte) bool {
+	if len(node) == 0 {
+		return len(data) <= tree.ChunkSize && verify(g, data)
+	}
+	if len(node)%len(g) != 0 || len(node) > tree.MaxNodeSize || !verify(g, node) {
+		return false
+	}
+	off := 0
+	for i := 0; i < len(node); i += len(g) {
+		h := index.Hash(node[i : i+len(g)])
+		if h.IsZero() {
+			continue
+		}
+		end := min(off+tree.ChunkSize, len(data))
+		if off >= end || !verify(h, data[off:end]) {
+			return false
+		}
+		off = end
+	}
+	return off == len(data)
+}
+
+// serveGroups reads the group ranges a peer asked for; the reply stays
+// within a frame (the asker tries what did not fit elsewhere).
+func (n *Node) serveGroups(ranges []wire.GroupRange) []wire.GetItem {
+	items := make([]wire.GetItem, len(ranges))
+	size := 4
+	for i, r := range ranges {
+		want := int(r.N) * tree.ChunkSize
+		if size+5+want > wire.MaxPayload {
+			items[i].Status = wire.StatusTooLarge
+			continue
+		}
+		data, ok, err := n.db.GetGroup(r.Hash, int(r.First)*tree.ChunkSize, want, nil)
+		switch {
+		case err != nil:
+			n.log.Error("reading a group", "group", r.Hash.Short(), "err", err)
+			items[i].Status = wire.StatusStoreError
+		case !ok:
+			items[i].Status = wire.StatusNotFound
+		default:
+			items[i] = wire.GetItem{Status: wire.StatusOK, Data: data}
+		}
+		size += 5 + len(items[i].Data)
+	}
+	return items
 }
 
 // recordsFor collects log records the requester (whose version vector is

@@ -1,11 +1,13 @@
 package chunknet
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"sync"
 	"time"
 
+	"github.com/oashare/oashare/chunknet/tree"
 	"github.com/oashare/oashare/chunknet/wire"
 	"github.com/oashare/oashare/index"
 )
@@ -21,14 +23,19 @@ const (
 	// seenMax bounds the set of chunks an Uploader remembers having queued,
 	// so repeated chunks (runs of zeros, say) are sent once: 2 MiB at most.
 	seenMax = 1 << 15
+	// groupBatchBytes closes a batch of groups: one PutGroups frame per
+	// target peer (a group's chunks all go to the same peers).
+	groupBatchBytes = 512 << 10
 )
 
-// Uploader stores a stream of chunks on their replicas: chunks are
-// collected into batches, each batch is sent to its target peers in
-// parallel while the caller goes on producing (pipelining), and Wait
-// reports whether every chunk reached min(replicas, live nodes) nodes.
+// Uploader stores a stream of chunks on their replicas: it is the
+// tree.Sink of a file being written. Data chunks are collected into their
+// group (PutLeaf, EndGroup), tree nodes into chunk batches (Put); batches
+// of groups and of chunks are sent to their target peers in parallel while
+// the caller goes on producing (pipelining), and Wait reports whether every
+// group and chunk reached min(replicas, live nodes) nodes.
 //
-// Put and Wait are called by one goroutine at a time (the file handle that
+// Its methods are called by one goroutine at a time (the file handle that
 // owns the Uploader).
 type Uploader struct {
 	n   *Node
@@ -36,7 +43,11 @@ type Uploader struct {
 
 	batch []index.Chunk
 	arena []byte
-	seen  map[index.Hash]bool // chunks already queued by this Uploader
+	seen  map[index.Hash]bool // chunks and groups already queued by this Uploader
+
+	leaves     []byte    // the stored chunks of the group being built
+	groups     []upGroup // closed groups not yet sent
+	groupBytes int       // bytes of groups
 
 	sem chan struct{}
 	wg  sync.WaitGroup
@@ -78,6 +89,77 @@ func (u *Uploader) Put(ctx context.Context, h index.Hash, data []byte) error {
 	return nil
 }
 
+// upGroup is one group to store: its name, its depth-1 node (nil for a
+// one-chunk file) and its chunks.
+type upGroup struct {
+	hash index.Hash
+	node []byte
+	data []byte
+}
+
+// PutLeaf adds a data chunk to the group being built; data is copied.
+func (u *Uploader) PutLeaf(ctx context.Context, h index.Hash, data []byte) error {
+	if err := u.firstErr(); err != nil {
+		return err
+	}
+	if len(data) > tree.ChunkSize || len(u.leaves)+len(data) > index.MaxGroupData {
+		return fmt.Errorf("group of more than %d bytes", index.MaxGroupData)
+	}
+	if u.leaves == nil {
+		u.leaves = make([]byte, 0, index.MaxGroupData)
+	}
+	u.leaves = append(u.leaves, data...)
+	return nil
+}
+
+// EndGroup closes the group being built as group g with its depth-1 node
+// (copied) and queues it; a group with no new chunk is stored already.
+func (u *Uploader) EndGroup(ctx context.Context, g index.Hash, node []byte) error {
+	if err := u.firstErr(); err != nil {
+		return err
+	}
+	data := u.leaves
+	u.leaves = nil
+	if len(data) == 0 || u.seen[g] {
+		return nil
+	}
+	u.seen[g] = true
+	u.groups = append(u.groups, upGroup{hash: g, node: bytes.Clone(node), data: data})
+	u.groupBytes += len(data) + len(node)
+	if u.groupBytes >= groupBatchBytes {
+		return u.dispatchGroups(ctx)
+	}
+	return nil
+}
+
+func (u *Uploader) dispatchGroups(ctx context.Context) error {
+	if len(u.groups) == 0 {
+		return nil
+	}
+	batch := u.groups
+	u.groups, u.groupBytes = nil, 0
+	return u.send(ctx, func() error { return u.n.replicateGroups(u.ctx, batch) })
+}
+
+// send runs one batch's replication in a goroutine, waiting while the
+// window is full.
+func (u *Uploader) send(ctx context.Context, replicate func() error) error {
+	select {
+	case u.sem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	u.wg.Add(1)
+	go func() {
+		defer u.wg.Done()
+		defer func() { <-u.sem }()
+		if err := replicate(); err != nil {
+			u.setErr(err)
+		}
+	}()
+	return nil
+}
+
 func (u *Uploader) firstErr() error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -98,26 +180,18 @@ func (u *Uploader) dispatch(ctx context.Context) error {
 	}
 	batch := u.batch
 	u.batch, u.arena = nil, nil
-	select {
-	case u.sem <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	u.wg.Add(1)
-	go func() {
-		defer u.wg.Done()
-		defer func() { <-u.sem }()
-		if err := u.n.replicate(u.ctx, batch); err != nil {
-			u.setErr(err)
-		}
-	}()
-	return nil
+	return u.send(ctx, func() error { return u.n.replicate(u.ctx, batch) })
 }
 
 // Wait sends what is queued, waits for every batch and returns the first
-// error. After Wait the Uploader may be used again.
+// error. Chunks given to PutLeaf after the last EndGroup belong to no
+// group and are dropped. After Wait the Uploader may be used again.
 func (u *Uploader) Wait() error {
-	err := u.dispatch(u.ctx)
+	u.leaves = nil
+	err := u.dispatchGroups(u.ctx)
+	if derr := u.dispatch(u.ctx); err == nil {
+		err = derr
+	}
 	u.wg.Wait()
 	if err != nil {
 		return err
@@ -125,30 +199,86 @@ func (u *Uploader) Wait() error {
 	return u.firstErr()
 }
 
-// replicate stores one batch on min(replicas, live nodes) distinct nodes
-// per chunk: first on each chunk's best-ranked nodes, then, for whatever a
-// node failed to store, on the next-ranked ones. Chunks still short are
-// retried with the then-live nodes for Config.RetryFor; if they stay short,
-// they are stored on this node so that nothing written is lost, and the
-// error says so.
+// replicate stores one batch of chunks (see replicateItems).
 func (n *Node) replicate(ctx context.Context, batch []index.Chunk) error {
-	holders := make([][]index.NodeID, len(batch)) // per chunk: nodes that stored it
+	keys := make([]index.Hash, len(batch))
+	for i, c := range batch {
+		keys[i] = c.Hash
+	}
+	send := func(ctx context.Context, id index.NodeID, p *peer, idx []int) ([]bool, error) {
+		chunks := make([]index.Chunk, len(idx))
+		for k, i := range idx {
+			chunks[k] = batch[i]
+		}
+		return n.putOn(ctx, id, p, chunks)
+	}
+	keep := func() error {
+		_, err := n.db.PutChunks(batch)
+		return err
+	}
+	return n.replicateItems(ctx, "chunks", keys, send, keep)
+}
+
+// replicateGroups stores one batch of groups, each with its node, on the
+// replicas of the group (see replicateItems).
+func (n *Node) replicateGroups(ctx context.Context, batch []upGroup) error {
+	keys := make([]index.Hash, len(batch))
+	for i, g := range batch {
+		keys[i] = g.hash
+	}
+	send := func(ctx context.Context, id index.NodeID, p *peer, idx []int) ([]bool, error) {
+		gs := make([]upGroup, len(idx))
+		for k, i := range idx {
+			gs[k] = batch[i]
+		}
+		return n.putGroupsOn(ctx, id, p, gs)
+	}
+	keep := func() error { return n.storeGroupsHere(batch) }
+	return n.replicateItems(ctx, "groups", keys, send, keep)
+}
+
+// storeGroupsHere stores groups and their nodes in the local store.
+func (n *Node) storeGroupsHere(gs []upGroup) error {
+	groups := make([]index.Group, 0, len(gs))
+	var nodes []index.Chunk
+	for _, g := range gs {
+		groups = append(groups, index.Group{Hash: g.hash, Data: g.data})
+		if len(g.node) > 0 {
+			nodes = append(nodes, index.Chunk{Hash: g.hash, Data: g.node})
+		}
+	}
+	_, err := n.db.PutGroups(groups, nodes)
+	return err
+}
+
+// sendFunc stores the items idx of a batch on node id (this node when id
+// is n.self; p is nil then) and reports which were stored.
+type sendFunc func(ctx context.Context, id index.NodeID, p *peer, idx []int) ([]bool, error)
+
+// replicateItems stores the items of one batch, item i placed by keys[i],
+// on min(replicas, live nodes) distinct nodes each: first on each item's
+// best-ranked nodes, then, for whatever a node failed to store, on the
+// next-ranked ones. Items still short are retried with the then-live nodes
+// for Config.RetryFor; if they stay short, keep stores the whole batch on
+// this node so that nothing written is lost, and the error says so.
+func (n *Node) replicateItems(ctx context.Context, what string, keys []index.Hash, send sendFunc, keep func() error) error {
+	holders := make([][]index.NodeID, len(keys)) // per item: nodes that stored it
 	var lastErr error
 	short := 0
 	err := n.retry(ctx, func() error {
 		ids, peers := n.members()
 		need := min(n.cfg.Replicas, len(ids))
-		if err := n.replicatePass(ctx, batch, holders, ids, peers, need); err != nil {
+		if err := n.replicatePass(ctx, keys, holders, ids, peers, need, send); err != nil {
 			lastErr = err
 		}
 		short = 0
-		for i := range batch {
+		for i := range keys {
 			if len(holders[i]) < need {
 				short++
 			}
 		}
 		if short > 0 {
-			return fmt.Errorf("%w: %d of %d chunks reached fewer than %d nodes (last error: %v)", ErrNotDurable, short, len(batch), need, lastErr)
+			return fmt.Errorf("%w: %d of %d %s reached fewer than %d nodes (last error: %v)", ErrNotDurable, short, len(keys), what, need, lastErr)
 		}
 		return nil
 	})
@@ -156,21 +286,21 @@ func (n *Node) replicate(ctx context.Context, batch []index.Chunk) error {
 		return nil
 	}
 	// Keep the bytes here so nothing written is lost, then report.
-	if _, perr := n.db.PutChunks(batch); perr != nil {
-		n.log.Error("storing unreplicated chunks locally", "err", perr)
+	if perr := keep(); perr != nil {
+		n.log.Error("storing unreplicated "+what+" locally", "err", perr)
 	}
 	return err
 }
 
-// replicatePass offers each chunk short of need holders to its best-ranked
+// replicatePass offers each item short of need holders to its best-ranked
 // nodes among ids that do not hold it yet, in waves: each wave sends every
-// node one frame of the chunks it is offered, in parallel.
-func (n *Node) replicatePass(ctx context.Context, batch []index.Chunk, holders [][]index.NodeID, ids []index.NodeID, peers map[index.NodeID]*peer, need int) error {
+// node one frame of the items it is offered, in parallel.
+func (n *Node) replicatePass(ctx context.Context, keys []index.Hash, holders [][]index.NodeID, ids []index.NodeID, peers map[index.NodeID]*peer, need int, send sendFunc) error {
 	r := newRanker(ids)
-	ranks := make([][]int, len(batch)) // per chunk: nodes to try, best first
-	tried := make([]int, len(batch))   // per chunk: how many of ranks tried
-	for i, c := range batch {
-		ranks[i] = append([]int(nil), r.top(c.Hash, len(ids))...)
+	ranks := make([][]int, len(keys)) // per item: nodes to try, best first
+	tried := make([]int, len(keys))   // per item: how many of ranks tried
+	for i, k := range keys {
+		ranks[i] = append([]int(nil), r.top(k, len(ids))...)
 	}
 	has := func(i int, id index.NodeID) bool {
 		for _, h := range holders[i] {
@@ -182,8 +312,8 @@ func (n *Node) replicatePass(ctx context.Context, batch []index.Chunk, holders [
 	}
 	var lastErr error
 	for {
-		byNode := make(map[int][]int) // node index → chunk indexes
-		for i := range batch {
+		byNode := make(map[int][]int) // node index → item indexes
+		for i := range keys {
 			for want := need - len(holders[i]); want > 0 && tried[i] < len(ranks[i]); {
 				node := ranks[i][tried[i]]
 				tried[i]++
@@ -203,11 +333,18 @@ func (n *Node) replicatePass(ctx context.Context, batch []index.Chunk, holders [
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				chunks := make([]index.Chunk, len(idx))
-				for k, i := range idx {
-					chunks[k] = batch[i]
+				id := ids[node]
+				var p *peer
+				if id != n.self {
+					p = peers[id]
+					if p == nil {
+						mu.Lock()
+						lastErr = fmt.Errorf("peer %s is gone", id.Short())
+						mu.Unlock()
+						return
+					}
 				}
-				ok, err := n.putOn(ctx, ids[node], peers[ids[node]], chunks)
+				ok, err := send(ctx, id, p, idx)
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {
@@ -215,7 +352,7 @@ func (n *Node) replicatePass(ctx context.Context, batch []index.Chunk, holders [
 				}
 				for k, i := range idx {
 					if ok[k] {
-						holders[i] = append(holders[i], ids[node])
+						holders[i] = append(holders[i], id)
 					}
 				}
 			}()
@@ -239,9 +376,6 @@ func (n *Node) putOn(ctx context.Context, id index.NodeID, p *peer, chunks []ind
 			ok[i] = true
 		}
 		return ok, nil
-	}
-	if p == nil {
-		return ok, fmt.Errorf("peer %s is gone", id.Short())
 	}
 	wc := make([]wire.Chunk, len(chunks))
 	for i, c := range chunks {
@@ -268,6 +402,49 @@ func (n *Node) putOn(ctx context.Context, id index.NodeID, p *peer, chunks []ind
 		ok[i] = s == wire.StatusOK
 		if !ok[i] {
 			bad = fmt.Errorf("peer %s refused chunk %s: status %d", id.Short(), chunks[i].Hash.Short(), s)
+		}
+	}
+	return ok, bad
+}
+
+// putGroupsOn stores groups on one node (this one or a peer) and reports
+// which were stored.
+func (n *Node) putGroupsOn(ctx context.Context, id index.NodeID, p *peer, gs []upGroup) ([]bool, error) {
+	ok := make([]bool, len(gs))
+	if id == n.self {
+		if err := n.storeGroupsHere(gs); err != nil {
+			return ok, err
+		}
+		for i := range ok {
+			ok[i] = true
+		}
+		return ok, nil
+	}
+	wg := make([]wire.Group, len(gs))
+	for i, g := range gs {
+		wg[i] = wire.Group{Hash: g.hash, Node: g.node, Data: g.data}
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	typ, payload, err := p.cc.call(cctx, func(dst []byte, rid uint64) []byte { return wire.AppendPutGroups(dst, rid, wg) })
+	if err != nil {
+		return ok, err
+	}
+	if err := expect(typ, wire.TypePutResult); err != nil {
+		return ok, err
+	}
+	st, err := wire.DecodeStatuses(payload)
+	if err != nil {
+		return ok, err
+	}
+	if len(st) != len(gs) {
+		return ok, fmt.Errorf("%w: stored %d groups, got %d statuses", wire.ErrBadFrame, len(gs), len(st))
+	}
+	var bad error
+	for i, s := range st {
+		ok[i] = s == wire.StatusOK
+		if !ok[i] {
+			bad = fmt.Errorf("peer %s refused group %s: status %d", id.Short(), gs[i].hash.Short(), s)
 		}
 	}
 	return ok, bad

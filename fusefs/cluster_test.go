@@ -203,19 +203,24 @@ func TestClusterReplicasAndPlacement(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(peers[0].mnt, "f"), data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	// Every data chunk must be on exactly 3 distinct nodes.
-	var hashes []index.Hash
+	// The data chunks form one group, named by the tree's one node, which
+	// must be on exactly 3 distinct nodes, and the node with it.
+	var node []byte
 	for off := 0; off < len(data); off += 512 {
-		hashes = append(hashes, index.Sum(data[off:off+512]))
+		h := index.Sum(data[off : off+512])
+		node = append(node, h[:]...)
 	}
-	holders, err := peers[1].node.Holders(t.Context(), hashes)
+	group := index.Sum(node)
+	holders, err := peers[1].node.GroupHolders(t.Context(), []index.Hash{group})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, h := range holders {
-		if len(h) != 3 {
-			t.Errorf("chunk %d on %d nodes, want 3", i, len(h))
-		}
+	nodeHolders, err := peers[1].node.Holders(t.Context(), []index.Hash{group})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(holders[0]) != 3 || len(nodeHolders[0]) != 3 {
+		t.Errorf("the group on %d nodes, its tree node on %d, want 3 and 3", len(holders[0]), len(nodeHolders[0]))
 	}
 	var total int64
 	for _, p := range peers {

@@ -177,47 +177,52 @@ func (c *content) commit(ctx context.Context) (tree.Version, error) {
 	up := c.node.NewUploader(c.node.Context())
 	b := tree.NewBuilder(ctx, up)
 	n := tree.LeafCount(c.size)
-	baseLeaves := tree.LeafCount(c.base.Size)
-	var leaves []index.Hash
-	var leavesFrom uint64
-	const leafBatch = 4096
-	for i := uint64(0); i < n; i++ {
-		sz := tree.LeafSize(c.size, i)
-		if buf, ok := c.dirty[i]; ok {
-			if _, err := b.Write(buf[:sz]); err != nil {
-				return tree.Version{}, err
+	// Chunks are stored by group (the Fanout chunks under one depth-1
+	// node): a group of the new version is either exactly a group of the
+	// base, reused by its leaf hashes, or written out whole, its unchanged
+	// chunks read from the base.
+	var buf []byte
+	for g := uint64(0); g < n; g += tree.Fanout {
+		end := min(g+tree.Fanout, n)
+		switch c.groupKind(g, end) {
+		case groupHoles:
+			for i := g; i < end; i++ {
+				if err := b.AddLeaf(index.Hash{}, tree.LeafSize(c.size, i)); err != nil {
+					return tree.Version{}, err
+				}
 			}
-			continue
-		}
-		if i*tree.ChunkSize >= c.limit {
-			// Past the valid bytes and not written: a hole.
-			if err := b.AddLeaf(index.Hash{}, sz); err != nil {
-				return tree.Version{}, err
-			}
-			continue
-		}
-		reusable := i < baseLeaves && sz == tree.LeafSize(c.base.Size, i) && i*tree.ChunkSize+uint64(sz) <= c.limit
-		if !reusable {
-			buf, err := c.chunk(ctx, i)
+		case groupReused:
+			leaves, err := tree.Leaves(ctx, c.node, c.base, g, end-g)
 			if err != nil {
 				return tree.Version{}, err
 			}
-			if _, err := b.Write(buf[:sz]); err != nil {
+			for k, h := range leaves {
+				if err := b.AddLeaf(h, tree.LeafSize(c.size, g+uint64(k))); err != nil {
+					return tree.Version{}, err
+				}
+			}
+		default:
+			from, to := g*tree.ChunkSize, min(end*tree.ChunkSize, c.size)
+			if buf == nil {
+				buf = make([]byte, tree.Fanout*tree.ChunkSize)
+			}
+			p := buf[:to-from]
+			if valid := min(c.limit, to); valid > from {
+				if _, err := tree.ReadAt(ctx, c.node, c.base, p[:valid-from], int64(from)); err != nil && err != io.EOF {
+					return tree.Version{}, err
+				}
+				clear(p[valid-from:])
+			} else {
+				clear(p)
+			}
+			for i := g; i < end; i++ {
+				if d, ok := c.dirty[i]; ok {
+					copy(p[(i-g)*tree.ChunkSize:], d[:tree.LeafSize(c.size, i)])
+				}
+			}
+			if _, err := b.Write(p); err != nil {
 				return tree.Version{}, err
 			}
-			continue
-		}
-		if i < leavesFrom || i >= leavesFrom+uint64(len(leaves)) {
-			cnt := min(uint64(leafBatch), baseLeaves-i)
-			var err error
-			leaves, err = tree.Leaves(ctx, c.node, c.base, i, cnt)
-			if err != nil {
-				return tree.Version{}, err
-			}
-			leavesFrom = i
-		}
-		if err := b.AddLeaf(leaves[i-leavesFrom], sz); err != nil {
-			return tree.Version{}, err
 		}
 	}
 	v, err := b.Finish()
@@ -232,6 +237,39 @@ func (c *content) commit(ctx context.Context) (tree.Version, error) {
 	}
 	c.base, c.limit, c.dirty = v, v.Size, nil
 	return v, nil
+}
+
+// How commit builds one group of the new version.
+const (
+	groupWritten = iota // written out whole
+	groupReused         // the same as the base's: reused by leaf hashes
+	groupHoles          // all holes: past the valid bytes and not written
+)
+
+// groupKind says how commit builds the group of chunks [g, end) of the
+// new version. The group can be reused when none of its chunks changed
+// and it holds the same chunks as the base's group at that place: a full
+// group of the base, or the base's last group with the same last chunk.
+func (c *content) groupKind(g, end uint64) int {
+	dirty := false
+	for i := g; i < end && !dirty; i++ {
+		_, dirty = c.dirty[i]
+	}
+	switch {
+	case dirty:
+		return groupWritten
+	case g*tree.ChunkSize >= c.limit:
+		return groupHoles
+	}
+	baseLeaves := tree.LeafCount(c.base.Size)
+	if end > baseLeaves || end != min(g+tree.Fanout, baseLeaves) {
+		return groupWritten // not the same chunks as the base's group here
+	}
+	last := tree.LeafSize(c.size, end-1)
+	if last != tree.LeafSize(c.base.Size, end-1) || (end-1)*tree.ChunkSize+uint64(last) > c.limit {
+		return groupWritten // a different last chunk, or cut by a truncate
+	}
+	return groupReused
 }
 
 // readAt reads the current bytes (base plus changes).

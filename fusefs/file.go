@@ -259,9 +259,9 @@ func (f *fileNode) readAhead(h *handle, v tree.Version, off int64, n int) {
 	node.Go(func(ctx context.Context) {
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		hashes, err := tree.Leaves(ctx, node, v, first, last-first)
+		spans, err := tree.Spans(ctx, node, v, first, last-first)
 		if err == nil {
-			err = node.Prefetch(ctx, hashes)
+			err = node.PrefetchSpans(ctx, spans)
 		}
 		if err != nil {
 			f.fsys.log.Debug("read-ahead failed", "err", err)

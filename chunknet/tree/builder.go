@@ -9,11 +9,23 @@ import (
 	"github.com/oashare/oashare/index"
 )
 
-// Sink receives every chunk (data chunks and tree nodes) a Builder makes.
-// data is valid only during the call (the sink copies what it keeps). Put
-// may return before the chunk is durable (the sink pipelines uploads) and
-// may block to apply back-pressure. Errors stop the Builder.
+// Sink receives every chunk a Builder makes, grouped: the data chunks
+// under one depth-1 node form a group, stored together and named by that
+// node's hash (a one-chunk file's group is that chunk, named by its hash).
+// data and node are valid only during the call (the sink copies what it
+// keeps). Calls may return before anything is durable (the sink pipelines
+// uploads) and may block to apply back-pressure. Errors stop the Builder.
 type Sink interface {
+	// PutLeaf receives the next data chunk of the group being built.
+	PutLeaf(ctx context.Context, h index.Hash, data []byte) error
+	// EndGroup closes the group: the chunks PutLeaf received since the
+	// previous EndGroup, in order, are the stored chunks of group g (holes
+	// are not stored). node is g's depth-1 node, to be stored with the
+	// group, or nil when g is the single chunk of a depth-0 file. If PutLeaf
+	// received nothing since the previous EndGroup, every chunk of g came
+	// from AddLeaf: g is an existing group, stored already.
+	EndGroup(ctx context.Context, g index.Hash, node []byte) error
+	// Put receives a tree node of depth 2 or more.
 	Put(ctx context.Context, h index.Hash, data []byte) error
 }
 
@@ -36,9 +48,12 @@ type Builder struct {
 
 	size   uint64
 	levels []level // levels[k]: pending hashes of level k (0 = leaves)
-	closed bool    // a chunk shorter than ChunkSize was added by AddLeaf
-	done   bool    // Finish was called
-	err    error
+	// Whether the pending group (the pending hashes of level 0) has
+	// chunks from Write and chunks from AddLeaf; holes count as neither.
+	fresh, reused bool
+	closed        bool // a chunk shorter than ChunkSize was added by AddLeaf
+	done          bool // Finish was called
+	err           error
 }
 
 // level holds the not yet packed hashes of one tree level.
@@ -101,9 +116,14 @@ func (b *Builder) Write(p []byte) (int, error) {
 }
 
 // AddLeaf appends an existing data chunk of size bytes, named h, without
-// putting it again; the zero hash appends a hole (zeros, not stored). It is allowed only at a chunk boundary (no partial chunk
-// buffered by Write); size must be 1..ChunkSize, and a chunk shorter than
-// ChunkSize must be the last one: any later Write or AddLeaf fails.
+// putting it again; the zero hash appends a hole (zeros, not stored). It
+// is allowed only at a chunk boundary (no partial chunk buffered by
+// Write); size must be 1..ChunkSize, and a chunk shorter than ChunkSize
+// must be the last one: any later Write or AddLeaf fails. Chunks are
+// stored by group, so the chunks of one group (the Fanout leaves under
+// one depth-1 node) must be all new (Write, or holes) or all existing
+// (AddLeaf, or holes) and then exactly those of an existing group, whose
+// node is therefore the same: a group that mixes the two fails.
 func (b *Builder) AddLeaf(h index.Hash, size int) error {
 	if err := b.usable(); err != nil {
 		return err
@@ -114,12 +134,23 @@ func (b *Builder) AddLeaf(h index.Hash, size int) error {
 	case size < 1 || size > ChunkSize:
 		return fmt.Errorf("tree: AddLeaf of %d bytes, want 1..%d", size, ChunkSize)
 	}
+	if !h.IsZero() {
+		if b.fresh {
+			return b.mixed()
+		}
+		b.reused = true
+	}
 	if err := b.addHash(0, h); err != nil {
 		return err
 	}
 	b.size += uint64(size)
 	b.closed = size < ChunkSize
 	return nil
+}
+
+func (b *Builder) mixed() error {
+	b.err = fmt.Errorf("tree: the group of chunk %d mixes new and existing chunks", b.levels[0].count)
+	return b.err
 }
 
 // Finish puts the last partial chunk and every pending node and returns the
@@ -147,7 +178,14 @@ func (b *Builder) Finish() (Version, error) {
 		if lv.count == 1 {
 			// The single entry of the top level is the root. It is
 			// still buffered: a level is emitted only when full.
-			return Version{Size: b.size, Root: hashAt(lv.buf, 0), Depth: uint8(k)}, nil
+			root := hashAt(lv.buf, 0)
+			if k == 0 && !root.IsZero() {
+				// A one-chunk file: the chunk is its own group.
+				if err := b.endGroup(root, nil); err != nil {
+					return Version{}, err
+				}
+			}
+			return Version{Size: b.size, Root: root, Depth: uint8(k)}, nil
 		}
 		if len(lv.buf) > 0 {
 			if err := b.emit(k); err != nil {
@@ -165,12 +203,26 @@ func (b *Builder) putLeaf(data []byte) error {
 	if bytes.Equal(data, zeros[:len(data)]) {
 		return b.addHash(0, index.Hash{})
 	}
+	if b.reused {
+		return b.mixed()
+	}
+	b.fresh = true
 	h := index.Sum(data)
-	if err := b.sink.Put(b.ctx, h, data); err != nil {
+	if err := b.sink.PutLeaf(b.ctx, h, data); err != nil {
 		b.err = err
 		return err
 	}
 	return b.addHash(0, h)
+}
+
+// endGroup hands the pending group to the sink as group g.
+func (b *Builder) endGroup(g index.Hash, node []byte) error {
+	b.fresh, b.reused = false, false
+	if err := b.sink.EndGroup(b.ctx, g, node); err != nil {
+		b.err = err
+		return err
+	}
+	return nil
 }
 
 // addHash appends h to level k, emitting the node when it is full.
@@ -195,7 +247,15 @@ func (b *Builder) addHash(k int, h index.Hash) error {
 func (b *Builder) emit(k int) error {
 	lv := &b.levels[k]
 	var h index.Hash // a node of holes is a hole
-	if !allZero(lv.buf) {
+	switch {
+	case allZero(lv.buf):
+		b.fresh, b.reused = false, false
+	case k == 0:
+		h = index.Sum(lv.buf)
+		if err := b.endGroup(h, lv.buf); err != nil {
+			return err
+		}
+	default:
 		h = index.Sum(lv.buf)
 		if err := b.sink.Put(b.ctx, h, lv.buf); err != nil {
 			b.err = err

@@ -9,11 +9,36 @@ import (
 	"github.com/oashare/oashare/index"
 )
 
-// Fetcher returns the verified bytes of each hash in order, or an error if
-// any cannot be had. hashes may repeat (identical chunks or nodes). The
-// caller does not modify the returned slices.
+// Fetcher gets chunks: Fetch by their own names (tree nodes), FetchSpans
+// by their place in a group (data chunks). Both return verified bytes, in
+// order, or an error if any cannot be had. hashes may repeat (identical
+// chunks or nodes). The caller does not modify the returned slices.
 type Fetcher interface {
 	Fetch(ctx context.Context, hashes []index.Hash) ([][]byte, error)
+	// FetchSpans returns one entry per leaf of every span, in order:
+	// the bytes of that data chunk, nil for a hole (zero hash).
+	FetchSpans(ctx context.Context, spans []Span) ([][]byte, error)
+}
+
+// Span is a run of consecutive leaves of one group: where a reader finds
+// their bytes. A group stores its non-hole chunks back to back, so the
+// chunk Leaves[i] (when not a hole) is stored chunk First + (the number of
+// non-hole leaves before it in Leaves) of the group.
+type Span struct {
+	Group  index.Hash   // the depth-1 node's hash; for a depth-0 file, its chunk's
+	First  int          // stored index in Group of the first non-hole leaf of Leaves
+	Leaves []index.Hash // leaf hashes, zero for a hole
+}
+
+// Stored returns how many of s.Leaves are stored (not holes).
+func (s Span) Stored() int {
+	n := 0
+	for _, h := range s.Leaves {
+		if !h.IsZero() {
+			n++
+		}
+	}
+	return n
 }
 
 // maxNodesPerFetch bounds the nodes Nodes asks for in one Fetch (2 MiB).
@@ -50,6 +75,48 @@ func fetch(ctx context.Context, f Fetcher, hashes []index.Hash) ([][]byte, error
 	return out, nil
 }
 
+// fetchSpans calls f.FetchSpans for the spans that have a stored chunk
+// and checks it kept its side of the contract; it returns one entry per
+// leaf of all spans (leaves in all), nil for holes.
+func fetchSpans(ctx context.Context, f Fetcher, spans []Span, leaves int) ([][]byte, error) {
+	want := make([]Span, 0, len(spans))
+	n := 0
+	for _, s := range spans {
+		if s.Stored() > 0 {
+			want = append(want, s)
+			n += len(s.Leaves)
+		}
+	}
+	out := make([][]byte, 0, leaves)
+	if len(want) == 0 {
+		return out[:leaves], nil
+	}
+	data, err := f.FetchSpans(ctx, want)
+	if err != nil {
+		return nil, err
+	}
+	if len(data) != n {
+		return nil, fmt.Errorf("tree: fetcher returned %d chunks for %d leaves", len(data), n)
+	}
+	for _, s := range spans {
+		if s.Stored() == 0 {
+			out = append(out, make([][]byte, len(s.Leaves))...)
+			continue
+		}
+		for i, h := range s.Leaves {
+			d := data[i]
+			if h.IsZero() {
+				d = nil
+			} else if d == nil {
+				return nil, fmt.Errorf("tree: fetcher returned no bytes for chunk %s", h.Short())
+			}
+			out = append(out, d)
+		}
+		data = data[len(s.Leaves):]
+	}
+	return out, nil
+}
+
 // children returns the child count of node j of level k and the child
 // hashes' bytes: a hole node (zero hash) has all-zero children.
 func children(h index.Hash, k uint8, j uint64, b []byte, below uint64) (int, []byte, error) {
@@ -67,6 +134,21 @@ func children(h index.Hash, k uint8, j uint64, b []byte, below uint64) (int, []b
 // layout (ErrCorrupt otherwise). n may be 0; a range past the last chunk is
 // an error.
 func Leaves(ctx context.Context, f Fetcher, v Version, first, n uint64) ([]index.Hash, error) {
+	spans, err := Spans(ctx, f, v, first, n)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]index.Hash, 0, n)
+	for _, s := range spans {
+		out = append(out, s.Leaves...)
+	}
+	return out, nil
+}
+
+// Spans returns the leaves of chunks [first, first+n) of v as Leaves does,
+// cut by group: one Span per depth-1 node the range touches (one in all
+// for a depth-0 version), in order.
+func Spans(ctx context.Context, f Fetcher, v Version, first, n uint64) ([]Span, error) {
 	if err := v.Validate(); err != nil {
 		return nil, err
 	}
@@ -75,10 +157,10 @@ func Leaves(ctx context.Context, f Fetcher, v Version, first, n uint64) ([]index
 		return nil, fmt.Errorf("tree: chunks [%d, %d+%d) out of range: file has %d", first, first, n, leaves)
 	}
 	if n == 0 {
-		return []index.Hash{}, nil
+		return []Span{}, nil
 	}
 	if v.Depth == 0 {
-		return []index.Hash{v.Root}, nil
+		return []Span{{Group: v.Root, Leaves: []index.Hash{v.Root}}}, nil
 	}
 	counts := levelCounts(leaves, v.Depth)
 	last := first + n - 1
@@ -92,6 +174,7 @@ func Leaves(ctx context.Context, f Fetcher, v Version, first, n uint64) ([]index
 		lo, hi := first>>shift, last>>shift+1 // wanted entries of level k-1
 		node := lo >> fanoutBits              // index of hashes[0] in level k
 		next := make([]index.Hash, 0, hi-lo)
+		var spans []Span
 		for i, b := range data {
 			j := node + uint64(i)
 			nc, b, err := children(hashes[i], k, j, b, counts[k-1])
@@ -101,22 +184,35 @@ func Leaves(ctx context.Context, f Fetcher, v Version, first, n uint64) ([]index
 			base := j << fanoutBits
 			from := max(lo, base) - base
 			to := min(hi, base+uint64(nc)) - base
+			start := len(next)
 			for c := from; c < to; c++ {
 				next = append(next, hashAt(b, int(c)))
+			}
+			if k == 1 {
+				stored := 0
+				for c := uint64(0); c < from; c++ {
+					if !hashAt(b, int(c)).IsZero() {
+						stored++
+					}
+				}
+				spans = append(spans, Span{Group: hashes[i], First: stored, Leaves: next[start:len(next):len(next)]})
 			}
 		}
 		if uint64(len(next)) != hi-lo {
 			// Unreachable when every node passed checkNode.
 			return nil, fmt.Errorf("%w: depth %d gave %d entries, want %d", ErrCorrupt, k-1, len(next), hi-lo)
 		}
+		if k == 1 {
+			return spans, nil
+		}
 		hashes = next
 	}
-	return hashes, nil
+	panic("unreachable: the walk returns at depth 1")
 }
 
 // ReadAt reads into p the bytes of v from offset off, like io.ReaderAt: it
-// fetches the leaves covering [off, off+len(p)) ∩ [0, Size) (see Leaves),
-// then the data chunks in one Fetch, checks each has exactly LeafSize bytes
+// fetches the leaves covering [off, off+len(p)) ∩ [0, Size) (see Spans),
+// then the data chunks in one FetchSpans, checks each has exactly LeafSize bytes
 // (ErrCorrupt otherwise) and copies. It returns n < len(p) and io.EOF when
 // the range passes Size.
 func ReadAt(ctx context.Context, f Fetcher, v Version, p []byte, off int64) (int, error) {
@@ -141,11 +237,15 @@ func ReadAt(ctx context.Context, f Fetcher, v Version, p []byte, off int64) (int
 		end = start + uint64(len(p))
 	}
 	first, last := start/ChunkSize, (end-1)/ChunkSize
-	hashes, err := Leaves(ctx, f, v, first, last-first+1)
+	spans, err := Spans(ctx, f, v, first, last-first+1)
 	if err != nil {
 		return 0, err
 	}
-	data, err := fetch(ctx, f, hashes)
+	hashes := make([]index.Hash, 0, last-first+1)
+	for _, s := range spans {
+		hashes = append(hashes, s.Leaves...)
+	}
+	data, err := fetchSpans(ctx, f, spans, len(hashes))
 	if err != nil {
 		return 0, err
 	}

@@ -146,6 +146,9 @@ func TestRoundTrip(t *testing.T) {
 			}
 			checkRange(t, store, v, content, size, 0)
 			checkRange(t, store, v, content, size, 10)
+			if store.Fallbacks() != 0 {
+				t.Errorf("%d spans read by chunk names: the builder's groups are wrong", store.Fallbacks())
+			}
 
 			// TestReader makes one ReadAt per byte in places: keep it to
 			// small files and one depth-2 file.
@@ -317,6 +320,17 @@ func (s *recSink) Put(_ context.Context, h index.Hash, data []byte) error {
 	return nil
 }
 
+func (s *recSink) PutLeaf(ctx context.Context, h index.Hash, data []byte) error {
+	return s.Put(ctx, h, data)
+}
+
+func (s *recSink) EndGroup(ctx context.Context, g index.Hash, node []byte) error {
+	if node == nil {
+		return nil
+	}
+	return s.Put(ctx, g, node)
+}
+
 func TestDeterminism(t *testing.T) {
 	content := randBytes(9, 300*512+77)
 	var s1, s2 recSink
@@ -382,12 +396,33 @@ func TestAddLeaf(t *testing.T) {
 			}
 		}
 
-		// Mixed: Write a prefix, AddLeaf a middle, Write the rest.
-		if len(leaves) < 3 {
+		// Within one group, new and existing chunks do not mix.
+		if len(leaves) >= 2 {
+			b = tree.NewBuilder(ctx, store)
+			if _, err := b.Write(content[:tree.ChunkSize]); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.AddLeaf(leaves[1], tree.LeafSize(uint64(size), 1)); err == nil {
+				t.Errorf("size %d: AddLeaf after Write in one group accepted", size)
+			}
+			b = tree.NewBuilder(ctx, store)
+			if err := b.AddLeaf(leaves[0], tree.ChunkSize); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.Write(content[tree.ChunkSize:]); err == nil {
+				if _, err := b.Finish(); err == nil {
+					t.Errorf("size %d: Write after AddLeaf in one group accepted", size)
+				}
+			}
+		}
+
+		// Mixed by group: Write the first groups, AddLeaf a middle
+		// group, Write the rest; the data reads back from groups only.
+		if len(leaves) < 3*tree.Fanout {
 			continue
 		}
 		b = tree.NewBuilder(ctx, store)
-		mid := len(leaves) / 3
+		mid := tree.Fanout
 		if _, err := b.Write(content[:mid*tree.ChunkSize]); err != nil {
 			t.Fatal(err)
 		}
@@ -401,6 +436,10 @@ func TestAddLeaf(t *testing.T) {
 		}
 		if got, err := b.Finish(); err != nil || got != want {
 			t.Fatalf("size %d: mixed version %+v, %v; want %+v", size, got, err, want)
+		}
+		checkRange(t, store, want, content, 0, size)
+		if store.Fallbacks() != 0 {
+			t.Errorf("size %d: %d spans read by chunk names, not from their group", size, store.Fallbacks())
 		}
 	}
 }
@@ -426,7 +465,7 @@ func TestBuilderMisuse(t *testing.T) {
 		t.Errorf("AddLeaf of a hole (zero hash): %v", err)
 	}
 
-	b = tree.NewBuilder(ctx, store)
+	b = tree.NewBuilder(ctx, discard{})
 	if err := b.AddLeaf(h, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -465,6 +504,17 @@ func (s *failSink) Put(context.Context, index.Hash, []byte) error {
 	}
 	s.ok--
 	return nil
+}
+
+func (s *failSink) PutLeaf(ctx context.Context, h index.Hash, data []byte) error {
+	return s.Put(ctx, h, data)
+}
+
+func (s *failSink) EndGroup(ctx context.Context, g index.Hash, node []byte) error {
+	if node == nil {
+		return nil
+	}
+	return s.Put(ctx, g, node)
 }
 
 func TestBuilderSinkError(t *testing.T) {
@@ -645,7 +695,8 @@ func TestCorrupt(t *testing.T) {
 // badFetcher returns the wrong number of chunks.
 type badFetcher struct{}
 
-func (badFetcher) Fetch(context.Context, []index.Hash) ([][]byte, error) { return nil, nil }
+func (badFetcher) Fetch(context.Context, []index.Hash) ([][]byte, error)     { return nil, nil }
+func (badFetcher) FetchSpans(context.Context, []tree.Span) ([][]byte, error) { return nil, nil }
 
 func TestBadFetcher(t *testing.T) {
 	v := tree.Version{Size: 1000, Depth: 1, Root: index.Sum([]byte("r"))}
@@ -685,7 +736,9 @@ func TestMemStore(t *testing.T) {
 
 type discard struct{}
 
-func (discard) Put(context.Context, index.Hash, []byte) error { return nil }
+func (discard) Put(context.Context, index.Hash, []byte) error      { return nil }
+func (discard) PutLeaf(context.Context, index.Hash, []byte) error  { return nil }
+func (discard) EndGroup(context.Context, index.Hash, []byte) error { return nil }
 
 func TestBuilderMemory(t *testing.T) {
 	const total = 64 << 20
@@ -796,6 +849,15 @@ func TestHoles(t *testing.T) {
 	got := make([]byte, n)
 	if _, err := tree.ReadAt(ctx, store, v, got, 0); err != nil {
 		t.Fatal(err)
+	}
+	// The last chunk is stored chunk 0 of its group: the holes before it
+	// in the group take no place.
+	spans, err := tree.Spans(ctx, store, v, 299, 1)
+	if err != nil || len(spans) != 1 || spans[0].First != 0 || spans[0].Stored() != 1 {
+		t.Errorf("Spans of the last chunk = %+v, %v; want one span, stored chunk 0", spans, err)
+	}
+	if store.Fallbacks() != 0 {
+		t.Errorf("%d spans read by chunk names", store.Fallbacks())
 	}
 	if !bytes.Equal(got, src) {
 		t.Fatal("holes read back wrong")

@@ -179,31 +179,47 @@ func (c *control) where(rel string) (*whereJSON, error) {
 		w.Root = v.Root.String()
 	}
 	n := tree.LeafCount(v.Size)
-	leaves, err := tree.Leaves(ctx, c.node, v, 0, n)
+	spans, err := tree.Spans(ctx, c.node, v, 0, n)
 	if err != nil {
 		return nil, err
+	}
+	// A data chunk is held by the holders of its group.
+	groups := make([]index.Hash, len(spans))
+	for i, s := range spans {
+		groups[i] = s.Group
+	}
+	groupHolders, err := c.node.GroupHolders(ctx, groups)
+	if err != nil {
+		return nil, err
+	}
+	holderStrings := func(ids []index.NodeID) []string {
+		out := []string{}
+		for _, id := range ids {
+			out = append(out, id.String())
+		}
+		return out
+	}
+	var i uint64
+	for k, s := range spans {
+		for _, h := range s.Leaves {
+			cj := chunkJSON{Index: i, Size: tree.LeafSize(v.Size, i), Hash: h.String(), Holders: []string{}}
+			if !h.IsZero() {
+				cj.Holders = holderStrings(groupHolders[k])
+			}
+			w.Chunks = append(w.Chunks, cj)
+			i++
+		}
 	}
 	var nodes []index.Hash
 	if err := tree.Nodes(ctx, c.node, v, func(_ uint8, h index.Hash) error { nodes = append(nodes, h); return nil }); err != nil {
 		return nil, err
 	}
-	all := append(append([]index.Hash(nil), leaves...), nodes...)
-	holders, err := c.node.Holders(ctx, all)
+	holders, err := c.node.Holders(ctx, nodes)
 	if err != nil {
 		return nil, err
 	}
-	for i, h := range all {
-		cj := chunkJSON{Hash: h.String(), Holders: []string{}}
-		for _, id := range holders[i] {
-			cj.Holders = append(cj.Holders, id.String())
-		}
-		if uint64(i) < n {
-			cj.Index, cj.Size = uint64(i), tree.LeafSize(v.Size, uint64(i))
-			w.Chunks = append(w.Chunks, cj)
-		} else {
-			cj.Index = uint64(i) - n
-			w.Nodes = append(w.Nodes, cj)
-		}
+	for k, h := range nodes {
+		w.Nodes = append(w.Nodes, chunkJSON{Index: uint64(k), Hash: h.String(), Holders: holderStrings(holders[k])})
 	}
 	return w, nil
 }

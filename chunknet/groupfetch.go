@@ -1,0 +1,507 @@
+package chunknet
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/oashare/oashare/chunknet/tree"
+	"github.com/oashare/oashare/chunknet/wire"
+	"github.com/oashare/oashare/index"
+)
+
+// Data chunks are read by group: a tree.Span names a run of a group's
+// chunks, which sit back to back in the stores of the group's replicas.
+// One GetGroups item (or one local index lookup) then reads a whole run,
+// and every chunk cut out of it is verified against its hash from the
+// depth-1 node.
+
+// groupsPerFrame bounds the items of one GetGroups frame, so that the
+// reply (at most a full group each) stays well inside a frame.
+const groupsPerFrame = 16
+
+// groupRun is a run of stored chunks of one group that a read wants:
+// stored chunks [first, first+len(hashes)) of group, named hashes.
+type groupRun struct {
+	group  index.Hash
+	first  int
+	hashes []index.Hash
+}
+
+// FetchSpans returns the verified bytes of every leaf of spans, in order,
+// nil for holes: from the memory cache, the local store, or the group's
+// replicas among the live peers in placement order, falling back to the
+// next replica on any failure, then to the chunks' own names (files stored
+// chunk by chunk) and retrying for Config.RetryFor. It fails
+// (ErrUnavailable) only if no source serves a chunk correctly; it never
+// returns bad bytes. The returned slices may be shared with the cache.
+//
+// As with Fetch, the chunks of groups this node is a replica of are read
+// from its store and not cached; the others come from peers at the same
+// time and are cached, and a chunk another FetchSpans is already getting
+// (read-ahead) is waited for, not fetched twice.
+func (n *Node) FetchSpans(ctx context.Context, spans []tree.Span) ([][]byte, error) {
+	var out [][]byte
+	got := make(map[index.Hash][]byte)
+	var runs []groupRun
+	for _, s := range spans {
+		rank := s.First
+		var run *groupRun
+		for _, h := range s.Leaves {
+			out = append(out, nil)
+			if h.IsZero() {
+				run = nil // a hole takes no place: the next chunk goes on the run
+				continue
+			}
+			k := rank
+			rank++
+			if d, ok := n.cache.get(h); ok {
+				got[h] = d
+				run = nil
+				continue
+			}
+			if run == nil || run.first+len(run.hashes) != k {
+				runs = append(runs, groupRun{group: s.Group, first: k})
+				run = &runs[len(runs)-1]
+			}
+			run.hashes = append(run.hashes, h)
+		}
+	}
+	if len(runs) > 0 {
+		if err := n.fetchRuns(ctx, runs, got); err != nil {
+			return nil, err
+		}
+	}
+	i := 0
+	for _, s := range spans {
+		for _, h := range s.Leaves {
+			if !h.IsZero() {
+				d, ok := got[h]
+				if !ok {
+					return nil, fmt.Errorf("internal: chunk %s fetched by nobody", h.Short())
+				}
+				out[i] = d
+			}
+			i++
+		}
+	}
+	return out, nil
+}
+
+// PrefetchSpans gets into the cache the chunks of spans whose group this
+// node is not a replica of and that are not cached yet: read-ahead.
+func (n *Node) PrefetchSpans(ctx context.Context, spans []tree.Span) error {
+	ids, _ := n.members()
+	r := newRanker(ids)
+	self := indexOf(ids, n.self)
+	var todo []tree.Span
+	for _, s := range spans {
+		if s.Stored() == 0 || containsInt(r.top(s.Group, n.cfg.Replicas), self) {
+			continue
+		}
+		for _, h := range s.Leaves {
+			if !h.IsZero() && !n.cache.has(h) {
+				todo = append(todo, s)
+				break
+			}
+		}
+	}
+	if len(todo) == 0 {
+		return nil
+	}
+	_, err := n.FetchSpans(ctx, todo)
+	return err
+}
+
+// fetchRuns gets every chunk of runs into got.
+func (n *Node) fetchRuns(ctx context.Context, runs []groupRun, got map[index.Hash][]byte) error {
+	local, remote := n.splitRuns(runs)
+	// Claim the remote chunks nobody is fetching; note the others' flights.
+	var mine []groupRun
+	var waits []chan struct{}
+	var theirs []index.Hash
+	var claimed []index.Hash
+	done := make(chan struct{})
+	n.flightMu.Lock()
+	for _, r := range remote {
+		var cur *groupRun
+		for k, h := range r.hashes {
+			if ch, ok := n.flight[h]; ok {
+				waits = append(waits, ch)
+				theirs = append(theirs, h)
+				cur = nil
+				continue
+			}
+			n.flight[h] = done
+			claimed = append(claimed, h)
+			if cur == nil {
+				mine = append(mine, groupRun{group: r.group, first: r.first + k})
+				cur = &mine[len(mine)-1]
+			}
+			cur.hashes = append(cur.hashes, h)
+		}
+	}
+	n.flightMu.Unlock()
+	err := n.retry(ctx, func() error { return n.runsAttempt(ctx, local, mine, got) })
+	n.flightMu.Lock()
+	for _, h := range claimed {
+		delete(n.flight, h)
+	}
+	n.flightMu.Unlock()
+	close(done)
+	if err != nil {
+		return err
+	}
+	for _, ch := range waits {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	// What the other flights got is in the cache, unless it was evicted or
+	// the flight failed: fetch those ourselves, by name.
+	var again []index.Hash
+	for _, h := range theirs {
+		if d, ok := n.cache.get(h); ok {
+			got[h] = d
+		} else if _, ok := got[h]; !ok {
+			again = append(again, h)
+		}
+	}
+	if len(again) == 0 {
+		return nil
+	}
+	var rest []groupRun
+	for _, r := range remote {
+		for k, h := range r.hashes {
+			if _, ok := got[h]; !ok && containsHash(again, h) {
+				rest = append(rest, groupRun{group: r.group, first: r.first + k, hashes: []index.Hash{h}})
+			}
+		}
+	}
+	return n.retry(ctx, func() error { return n.runsAttempt(ctx, nil, rest, got) })
+}
+
+// splitRuns divides runs into those of groups this node is one of the
+// replicas of, by placement over the live members, and the others.
+func (n *Node) splitRuns(runs []groupRun) (local, remote []groupRun) {
+	ids, _ := n.members()
+	r := newRanker(ids)
+	self := indexOf(ids, n.self)
+	for _, run := range runs {
+		if containsInt(r.top(run.group, n.cfg.Replicas), self) {
+			local = append(local, run)
+		} else {
+			remote = append(remote, run)
+		}
+	}
+	return local, remote
+}
+
+// runsAttempt is one try at every chunk of local and remote not yet in
+// got: local runs from this node's store while the remote ones are asked
+// of their groups' replicas; then what is still missing from this node's
+// store whatever the placement, from the other replicas, and finally by
+// the chunks' own names (chunks stored one by one). It fails if some chunk
+// was found nowhere.
+func (n *Node) runsAttempt(ctx context.Context, local, remote []groupRun, got map[index.Hash][]byte) error {
+	var mu sync.Mutex // guards got while the remote round runs
+	roundDone := make(chan struct{})
+	go func() {
+		defer close(roundDone)
+		n.groupRounds(ctx, pending(remote, got, &mu), got, &mu)
+	}()
+	n.readLocalRuns(pending(local, got, &mu), got, &mu, false)
+	<-roundDone
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// A group may be here though this node is not one of its replicas (it
+	// was written while too few peers were alive); one held here may have
+	// lost a chunk, which its other replicas still serve.
+	n.readLocalRuns(pending(remote, got, &mu), got, &mu, true)
+	n.groupRounds(ctx, pending(local, got, &mu), got, &mu)
+	var names []index.Hash
+	for _, r := range append(pending(local, got, &mu), pending(remote, got, &mu)...) {
+		names = append(names, r.hashes...)
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	for i, d := range n.readLocal(names) {
+		if d != nil {
+			got[names[i]] = d
+		}
+	}
+	var byName []index.Hash
+	for _, h := range names {
+		if _, ok := got[h]; !ok {
+			byName = append(byName, h)
+		}
+	}
+	if len(byName) == 0 {
+		return nil
+	}
+	if err := n.fetchRound(ctx, byName, got, &mu); err != nil {
+		return fmt.Errorf("%w: %d chunks (first %s) not served correctly by their groups' replicas or by name", ErrUnavailable, len(byName), byName[0].Short())
+	}
+	return nil
+}
+
+// pending returns the parts of runs whose chunks are not in got, as runs.
+func pending(runs []groupRun, got map[index.Hash][]byte, mu *sync.Mutex) []groupRun {
+	mu.Lock()
+	defer mu.Unlock()
+	var out []groupRun
+	for _, r := range runs {
+		var cur *groupRun
+		for k, h := range r.hashes {
+			if _, ok := got[h]; ok {
+				cur = nil
+				continue
+			}
+			if cur == nil {
+				out = append(out, groupRun{group: r.group, first: r.first + k})
+				cur = &out[len(out)-1]
+			}
+			cur.hashes = append(cur.hashes, h)
+		}
+	}
+	return out
+}
+
+// readLocalRuns reads runs from the local store into got; chunks from
+// groups this node is not a replica of (cache true) are cached.
+func (n *Node) readLocalRuns(runs []groupRun, got map[index.Hash][]byte, mu *sync.Mutex, cache bool) {
+	if len(runs) == 0 {
+		return
+	}
+	workers := min(localWorkers, len(runs))
+	next := make(chan groupRun)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var buf []byte
+			for r := range next {
+				data, ok, err := n.db.GetGroup(r.group, r.first*tree.ChunkSize, len(r.hashes)*tree.ChunkSize, buf[:0])
+				if err != nil {
+					n.log.Error("reading a local group", "group", r.group.Short(), "err", err)
+				}
+				if !ok {
+					continue
+				}
+				chunks := n.cutRun(r, data, "local store")
+				mu.Lock()
+				for h, d := range chunks {
+					got[h] = d
+					if cache {
+						n.cache.add(h, d)
+					}
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, r := range runs {
+		next <- r
+	}
+	close(next)
+	wg.Wait()
+}
+
+// cutRun cuts the bytes of run r into chunks (tree.ChunkSize each, the
+// group's last one possibly shorter) and returns those that match their
+// hash; a mismatch is logged, with from saying where the bytes came from.
+// This is where group bytes are verified.
+func (n *Node) cutRun(r groupRun, data []byte, from string) map[index.Hash][]byte {
+	out := make(map[index.Hash][]byte, len(r.hashes))
+	for k, h := range r.hashes {
+		lo := k * tree.ChunkSize
+		if lo >= len(data) {
+			break
+		}
+		d := data[lo:min(lo+tree.ChunkSize, len(data)):min(lo+tree.ChunkSize, len(data))]
+		if !verify(h, d) {
+			n.log.Warn("corrupt chunk in a group; trying another replica", "from", from, "group", r.group.Short(), "chunk", h.Short())
+			continue
+		}
+		out[h] = d
+	}
+	return out
+}
+
+// groupRounds asks the live peers for every chunk of runs, adding what it
+// gets to got (under mu) and to the cache: round j asks each run of the
+// j-th replica of its group, among the peers other than this node, in
+// placement order.
+func (n *Node) groupRounds(ctx context.Context, runs []groupRun, got map[index.Hash][]byte, mu *sync.Mutex) {
+	if len(runs) == 0 {
+		return
+	}
+	ids, peers := n.members()
+	others := make([]index.NodeID, 0, len(ids))
+	for _, id := range ids {
+		if id != n.self {
+			others = append(others, id)
+		}
+	}
+	r := newRanker(others)
+	for round := 0; round < len(others) && len(runs) > 0; round++ {
+		byPeer := make(map[index.NodeID][]groupRun)
+		for _, run := range runs {
+			top := r.top(run.group, round+1)
+			if len(top) <= round {
+				continue
+			}
+			id := others[top[round]]
+			byPeer[id] = append(byPeer[id], run)
+		}
+		var wg sync.WaitGroup
+		for id, rs := range byPeer {
+			p := peers[id]
+			if p == nil {
+				continue
+			}
+			for start := 0; start < len(rs); start += groupsPerFrame {
+				part := rs[start:min(start+groupsPerFrame, len(rs))]
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					res, err := n.getGroupsFrom(ctx, p, part)
+					if err != nil {
+						n.log.Debug("group fetch from peer failed", "peer", p.id.Short(), "groups", len(part), "err", err)
+						return
+					}
+					mu.Lock()
+					for h, d := range res {
+						got[h] = d
+					}
+					mu.Unlock()
+				}()
+			}
+		}
+		wg.Wait()
+		if ctx.Err() != nil {
+			return
+		}
+		runs = pending(runs, got, mu)
+	}
+}
+
+// getGroupsFrom asks one peer for runs and returns the chunks it served
+// correctly, verified and cached.
+func (n *Node) getGroupsFrom(ctx context.Context, p *peer, runs []groupRun) (map[index.Hash][]byte, error) {
+	ranges := make([]wire.GroupRange, len(runs))
+	for i, r := range runs {
+		ranges[i] = wire.GroupRange{Hash: r.group, First: uint16(r.first), N: uint16(len(r.hashes))}
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	typ, payload, err := p.cc.call(cctx, func(dst []byte, id uint64) []byte { return wire.AppendGetGroups(dst, id, ranges) })
+	if err != nil {
+		return nil, err
+	}
+	if err := expect(typ, wire.TypeGroupResult); err != nil {
+		return nil, err
+	}
+	items, err := wire.DecodeGroupResult(payload)
+	if err != nil {
+		p.cc.close(fmt.Errorf("%w: bad group reply: %v", ErrClosed, err))
+		return nil, err
+	}
+	if len(items) != len(runs) {
+		return nil, fmt.Errorf("%w: asked %d groups, got %d answers", wire.ErrBadFrame, len(runs), len(items))
+	}
+	res := make(map[index.Hash][]byte)
+	for i, it := range items {
+		if it.Status != wire.StatusOK {
+			continue
+		}
+		// it.Data aliases the frame payload, which this call owns alone.
+		for h, d := range n.cutRun(runs[i], it.Data, "peer "+p.id.Short()) {
+			n.cache.add(h, d)
+			res[h] = d
+		}
+	}
+	return res, nil
+}
+
+// GroupHolders reports, for each group, which nodes (this one included)
+// hold it right now, by asking every live peer.
+func (n *Node) GroupHolders(ctx context.Context, groups []index.Hash) ([][]index.NodeID, error) {
+	out := make([][]index.NodeID, len(groups))
+	for i, g := range groups {
+		if ok, err := n.db.HasGroup(g); err == nil && ok {
+			out[i] = append(out[i], n.self)
+		}
+	}
+	_, peers := n.members()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, p := range peers {
+		for start := 0; start < len(groups); start += wire.MaxGroupsPerFrame {
+			part := groups[start:min(start+wire.MaxGroupsPerFrame, len(groups))]
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				defer cancel()
+				typ, payload, err := p.cc.call(cctx, func(dst []byte, id uint64) []byte { return wire.AppendHasGroups(dst, id, part) })
+				if err == nil {
+					err = expect(typ, wire.TypeHasResult)
+				}
+				var st []byte
+				if err == nil {
+					st, err = wire.DecodeStatuses(payload)
+				}
+				if err != nil || len(st) != len(part) {
+					n.log.Debug("has-groups query failed", "peer", p.id.Short(), "err", err)
+					return
+				}
+				mu.Lock()
+				for i, s := range st {
+					if s == wire.StatusOK {
+						out[start+i] = append(out[start+i], p.id)
+					}
+				}
+				mu.Unlock()
+			}()
+		}
+	}
+	wg.Wait()
+	for i := range out {
+		sortIDs(out[i])
+	}
+	return out, ctx.Err()
+}
+
+func indexOf(ids []index.NodeID, id index.NodeID) int {
+	for i, x := range ids {
+		if x == id {
+			return i
+		}
+	}
+	return -1
+}
+
+func containsInt(xs []int, x int) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
+
+func containsHash(hs []index.Hash, h index.Hash) bool {
+	for _, x := range hs {
+		if x == h {
+			return true
+		}
+	}
+	return false
+}
