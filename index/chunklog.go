@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"sort"
 	"strconv"
@@ -13,19 +14,38 @@ import (
 	"github.com/cockroachdb/pebble/vfs"
 )
 
-// The chunk log keeps chunk bytes out of Pebble. Chunks are appended, in
-// the order they arrive, to segment files chunks/NNNNNNNN.seg; Pebble maps
-// each chunk's hash to its location (segment, offset, length). So:
-//   - Pebble's values are 14 bytes instead of up to 8 KiB, and compactions
-//     rewrite locations, not data: the chunk bytes are written once;
+// The chunk log keeps chunk bytes out of Pebble. Chunks and groups are
+// appended, in the order they arrive, to segment files
+// chunks/NNNNNNNN.seg; Pebble maps each one's key to its location
+// (segment, offset, length). So:
+//   - Pebble's values are 14 or 16 bytes instead of up to 128 KiB, and
+//     compactions rewrite locations, not data: the bytes are written once;
 //   - the chunks of one file, stored together, sit together on disk, and a
 //     sequential read of the file is a sequential read of the segment;
-//   - disk use is the chunk bytes plus about 60 bytes of index per chunk.
+//   - disk use is the bytes plus a small index entry per chunk or group.
 //
-// A segment holds raw chunk bytes and nothing else; the index is the only
-// map of it. Bytes appended but not yet indexed when a node dies are never
-// referenced: they cost space, not correctness. Appends come only from the
-// PutChunks leader (one writer); reads may run concurrently with it.
+// Each write group of PutChunks/PutGroups is one batch in the log,
+// self-describing so that the log alone is enough to rebuild the index
+// entries it holds (all integers big endian):
+//
+//	magic[4]="OASB" count u32 datalen u32 crc u32
+//	count × {key[33] len u32}
+//	data[datalen]   the items' bytes back to back, in the order above
+//
+// crc is the CRC-32C of everything but itself. The batch is synced before
+// its index entries are committed, and that commit is not synced: the
+// synced log is what makes a write durable, one fsync per write group.
+// The "m/chunk-log" key, committed with the entries, says up to where the
+// log is indexed; Open reads the batches after that point, checks their
+// CRC and indexes what a crash left unindexed. The first batch that does
+// not check (a write torn by the crash) ends the scan, and appends go on
+// in a new segment, so a segment never holds bytes after a bad batch.
+//
+// Segments older than this format (numbered below the first one the
+// "m/chunk-log" key names) hold raw chunk bytes only; their index entries
+// were committed synced, so they are never scanned. Appends come only from
+// the PutChunks/PutGroups leader (one writer); reads may run concurrently
+// with it.
 
 const (
 	chunkLogDir = "chunks"
@@ -34,7 +54,18 @@ const (
 	segmentMax = 1 << 30
 	// locSize is the encoded size of a location.
 	locSize = 4 + 8 + 2
+
+	batchMagic      = "OASB"
+	batchHeaderSize = 4 + 4 + 4 + 4
+	batchItemSize   = 1 + 32 + 4
+	// batchMaxItems bounds the count a scanned batch header may claim.
+	batchMaxItems = 1 << 20
+	// logStateSize is the size of the "m/chunk-log" value: first batch
+	// segment[4], indexed up to segment[4] offset[8].
+	logStateSize = 4 + 4 + 8
 )
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 // location says where a chunk's bytes are.
 type location struct {
@@ -71,6 +102,8 @@ type chunkLog struct {
 	mu    sync.RWMutex // guards files
 	files map[uint32]vfs.File
 
+	segs []uint32 // the segments found at open, in order
+
 	// The appender's state; only the PutChunks leader touches it.
 	maxSeg  int64 // segment size at which the next one starts
 	cur     uint32
@@ -81,10 +114,14 @@ type chunkLog struct {
 func segName(seg uint32) string { return fmt.Sprintf("%08d%s", seg, segSuffix) }
 
 func openChunkLog(fs vfs.FS, dir string) (*chunkLog, error) {
+	parent := dir
 	dir = fs.PathJoin(dir, chunkLogDir)
 	if err := fs.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("index: create %s: %w", dir, err)
 	}
+	// Make the directory's entry durable, as startSegment does for the
+	// segments in it.
+	syncDir(fs, parent)
 	names, err := fs.List(dir)
 	if err != nil {
 		return nil, fmt.Errorf("index: list %s: %w", dir, err)
@@ -101,15 +138,104 @@ func openChunkLog(fs vfs.FS, dir string) (*chunkLog, error) {
 		segs = append(segs, uint32(v))
 	}
 	sort.Slice(segs, func(i, j int) bool { return segs[i] < segs[j] })
-	l := &chunkLog{fs: fs, dir: dir, files: make(map[uint32]vfs.File), maxSeg: segmentMax}
-	cur := uint32(1)
-	if len(segs) > 0 {
-		cur = segs[len(segs)-1]
+	return &chunkLog{fs: fs, dir: dir, files: make(map[uint32]vfs.File), maxSeg: segmentMax, segs: segs}, nil
+}
+
+// segSize returns the size of segment seg, 0 if it does not exist.
+func (l *chunkLog) segSize(seg uint32) int64 {
+	st, err := l.fs.Stat(l.fs.PathJoin(l.dir, segName(seg)))
+	if err != nil {
+		return 0
 	}
-	if err := l.startSegment(cur); err != nil {
-		return nil, err
+	return st.Size()
+}
+
+// logState is where the batch log stands: the first segment of the batch
+// format and the position up to which the batches are indexed.
+type logState struct {
+	first uint32
+	seg   uint32
+	off   uint64
+}
+
+func (s logState) encode() []byte {
+	b := binary.BigEndian.AppendUint32(nil, s.first)
+	b = binary.BigEndian.AppendUint32(b, s.seg)
+	return binary.BigEndian.AppendUint64(b, s.off)
+}
+
+func decodeLogState(b []byte) (logState, error) {
+	if len(b) != logStateSize {
+		return logState{}, fmt.Errorf("%w: chunk log state is %d bytes, want %d", ErrCorrupt, len(b), logStateSize)
 	}
-	return l, nil
+	s := logState{first: binary.BigEndian.Uint32(b), seg: binary.BigEndian.Uint32(b[4:]), off: binary.BigEndian.Uint64(b[8:])}
+	if s.seg < s.first {
+		return logState{}, fmt.Errorf("%w: chunk log indexed up to segment %d, before its first %d", ErrCorrupt, s.seg, s.first)
+	}
+	return s, nil
+}
+
+// batchItem is one item of a scanned batch.
+type batchItem struct {
+	key []byte
+	loc location // n unused: items may exceed 16 bits
+	len uint32
+}
+
+// scan reads the batches of segment seg from offset off on and calls fn
+// for each item of each batch that checks; it returns the offset after the
+// last such batch and whether the segment ends there (false: a batch did
+// not check, the segment's bytes after end are garbage).
+func (l *chunkLog) scan(seg uint32, off uint64, fn func(batchItem) error) (end uint64, clean bool, err error) {
+	size := uint64(l.segSize(seg))
+	f, err := l.file(seg)
+	if err != nil {
+		return off, false, err
+	}
+	var hdr [batchHeaderSize]byte
+	for {
+		if off == size {
+			return off, true, nil
+		}
+		if off+batchHeaderSize > size {
+			return off, false, nil
+		}
+		if _, err := f.ReadAt(hdr[:], int64(off)); err != nil {
+			return off, false, fmt.Errorf("index: read chunk segment %d at %d: %w", seg, off, err)
+		}
+		count := uint64(binary.BigEndian.Uint32(hdr[4:]))
+		dataLen := uint64(binary.BigEndian.Uint32(hdr[8:]))
+		if string(hdr[:4]) != batchMagic || count > batchMaxItems ||
+			off+batchHeaderSize+count*batchItemSize+dataLen > size {
+			return off, false, nil
+		}
+		body := make([]byte, count*batchItemSize+dataLen)
+		if _, err := f.ReadAt(body, int64(off+batchHeaderSize)); err != nil {
+			return off, false, fmt.Errorf("index: read chunk segment %d at %d: %w", seg, off, err)
+		}
+		crc := crc32.Update(crc32.Checksum(hdr[:12], crcTable), crcTable, body)
+		if crc != binary.BigEndian.Uint32(hdr[12:]) {
+			return off, false, nil
+		}
+		dataOff := off + batchHeaderSize + count*batchItemSize
+		var sum uint64
+		items := make([]batchItem, count)
+		for i := range items {
+			e := body[uint64(i)*batchItemSize:]
+			n := binary.BigEndian.Uint32(e[33:])
+			items[i] = batchItem{key: e[:33:33], loc: location{seg: seg, off: dataOff + sum}, len: n}
+			sum += uint64(n)
+		}
+		if sum != dataLen {
+			return off, false, nil
+		}
+		for _, it := range items {
+			if err := fn(it); err != nil {
+				return off, false, err
+			}
+		}
+		off = dataOff + dataLen
+	}
 }
 
 // startSegment opens (creating if needed) segment seg for appending.
@@ -129,44 +255,51 @@ func (l *chunkLog) startSegment(seg uint32) error {
 	l.mu.Unlock()
 	l.cur, l.curFile, l.curSize = seg, f, st.Size()
 	if seg > 1 || st.Size() == 0 {
-		// Make the new file's directory entry durable.
-		if d, err := l.fs.OpenDir(l.dir); err == nil {
-			d.Sync()
-			d.Close()
-		}
+		syncDir(l.fs, l.dir) // make the new file's entry durable
 	}
 	return nil
 }
 
-// append writes datas contiguously to the current segment, syncs it and
-// returns the segment and each one's offset in it. It starts a new segment
+// append writes one batch of items (keys[i] naming datas[i]) to the
+// current segment, syncs it and returns the segment, each item's data
+// offset in it and the offset after the batch. It starts a new segment
 // when the current one is full.
-func (l *chunkLog) append(datas [][]byte) (seg uint32, offs []uint64, err error) {
+func (l *chunkLog) append(keys [][]byte, datas [][]byte) (seg uint32, offs []uint64, end uint64, err error) {
 	total := 0
 	for _, d := range datas {
 		total += len(d)
 	}
-	if l.curSize > 0 && l.curSize+int64(total) > l.maxSeg {
+	size := batchHeaderSize + len(datas)*batchItemSize + total
+	if l.curSize > 0 && l.curSize+int64(size) > l.maxSeg {
 		if err := l.startSegment(l.cur + 1); err != nil {
-			return 0, nil, err
+			return 0, nil, 0, err
 		}
 	}
-	buf := make([]byte, 0, total)
+	buf := make([]byte, batchHeaderSize, size)
+	copy(buf, batchMagic)
+	binary.BigEndian.PutUint32(buf[4:], uint32(len(datas)))
+	binary.BigEndian.PutUint32(buf[8:], uint32(total))
+	for i, d := range datas {
+		buf = append(buf, keys[i]...)
+		buf = binary.BigEndian.AppendUint32(buf, uint32(len(d)))
+	}
 	offs = make([]uint64, len(datas))
-	off := uint64(l.curSize)
+	off := uint64(l.curSize) + uint64(len(buf))
 	for i, d := range datas {
 		offs[i] = off
 		off += uint64(len(d))
 		buf = append(buf, d...)
 	}
+	crc := crc32.Update(crc32.Checksum(buf[:12], crcTable), crcTable, buf[batchHeaderSize:])
+	binary.BigEndian.PutUint32(buf[12:], crc)
 	if _, err := l.curFile.WriteAt(buf, l.curSize); err != nil {
-		return 0, nil, fmt.Errorf("index: append to chunk segment %d: %w", l.cur, err)
+		return 0, nil, 0, fmt.Errorf("index: append to chunk segment %d: %w", l.cur, err)
 	}
 	if err := l.curFile.SyncData(); err != nil {
-		return 0, nil, fmt.Errorf("index: sync chunk segment %d: %w", l.cur, err)
+		return 0, nil, 0, fmt.Errorf("index: sync chunk segment %d: %w", l.cur, err)
 	}
-	l.curSize += int64(total)
-	return l.cur, offs, nil
+	l.curSize += int64(len(buf))
+	return l.cur, offs, uint64(l.curSize), nil
 }
 
 // read appends the bytes at loc to buf[:0].

@@ -2,6 +2,7 @@ package index
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -197,11 +198,12 @@ func (db *DB) writeItems(items []putItem) error {
 	// to Pebble: an index entry never points at bytes not on disk. Writing
 	// in arrival order (not key order) keeps a file's chunks together.
 	slices.Sort(written)
+	keys := make([][]byte, len(written))
 	datas := make([][]byte, len(written))
 	for k, i := range written {
-		datas[k] = items[i].data
+		keys[k], datas[k] = items[i].key[:], items[i].data
 	}
-	seg, offs, err := db.chunks.append(datas)
+	seg, offs, end, err := db.chunks.append(keys, datas)
 	if err != nil {
 		return err
 	}
@@ -226,7 +228,12 @@ func (db *DB) writeItems(items []putItem) error {
 	if err := b.Set(keyChunkBytes, putU64(uint64(total)), nil); err != nil {
 		return err
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := b.Set(keyChunkLog, logState{first: db.logFirst, seg: seg, off: end}.encode(), nil); err != nil {
+		return err
+	}
+	// The batch in the log is synced: it is what makes the items durable
+	// (Open indexes it again if this commit is lost), so the commit is not.
+	if err := b.Commit(pebble.NoSync); err != nil {
 		return fmt.Errorf("index: put chunks: %w", err)
 	}
 	db.chunkCount.Store(count)
@@ -310,7 +317,7 @@ func (db *DB) getChunks(hashes []Hash) (out [][]byte, lookups int, err error) {
 				ahead = min(2*ahead, getAheadMax)
 				continue
 			}
-			if got > 0 && !gapped {
+			if (got > 0 || used > 0) && !gapped {
 				continue // the read ended first: scan on from there
 			}
 			// hashes[i] is not among the chunks that follow.
@@ -359,7 +366,7 @@ func (db *DB) getChunks(hashes []Hash) (out [][]byte, lookups int, err error) {
 			switch {
 			case m == k:
 				ahead = min(2*ahead, getAheadMax)
-			case m == 0 || gapped:
+			case m == 0 && used == 0 || gapped:
 				guess = false
 			}
 		}
@@ -407,27 +414,51 @@ func spreadOf(used, n, matched int) int {
 
 // matchScan cuts buf into pieces of n bytes and walks them in order: a
 // piece that hashes to the next of hashes is taken (out[j] = piece) and
-// the next hash is looked for; any other piece (a chunk stored here that
-// the asker did not ask for) is skipped, up to maxGap in a row. It returns
-// how many hashes matched, how many bytes of buf lie up to the end of the
-// last piece taken, and whether it stopped at a gap longer than maxGap
-// (rather than at the end of hashes or of buf).
+// the next hash is looked for; the header of the next batch of the log
+// (see chunklog.go) is stepped over; any other piece (a chunk stored here
+// that the asker did not ask for) is skipped, up to maxGap in a row. It
+// returns how many hashes matched, how many bytes of buf lie up to the end
+// of the last piece taken or batch header stepped over (possibly past the
+// end of buf, for a header longer than what was read), and whether it
+// stopped at a gap longer than maxGap (rather than at the end of hashes or
+// of buf).
 func matchScan(buf []byte, n int, hashes []Hash, out [][]byte, maxGap int) (matched, used int, gapped bool) {
 	j, gap := 0, 0
-	for p := 0; j < len(hashes) && (p+1)*n <= len(buf); p++ {
-		d := buf[p*n : (p+1)*n : (p+1)*n]
+	for pos := 0; j < len(hashes) && pos+n <= len(buf); {
+		d := buf[pos : pos+n : pos+n]
 		if Sum(d) == hashes[j] {
 			out[j] = d
 			j++
 			gap = 0
-			used = (p + 1) * n
+			pos += n
+			used = pos
+			continue
+		}
+		if skip := batchHeaderLen(buf[pos:]); skip > 0 {
+			pos += skip
+			used = pos
 			continue
 		}
 		if gap++; gap > maxGap {
 			return j, used, true
 		}
+		pos += n
 	}
 	return j, used, false
+}
+
+// batchHeaderLen returns the length of the batch header (items included)
+// that b starts with, or 0 if b does not start with one. A chunk whose
+// bytes look like a header only costs the guess.
+func batchHeaderLen(b []byte) int {
+	if len(b) < batchHeaderSize || string(b[:4]) != batchMagic {
+		return 0
+	}
+	count := binary.BigEndian.Uint32(b[4:])
+	if count == 0 || count > batchMaxItems {
+		return 0
+	}
+	return batchHeaderSize + int(count)*batchItemSize
 }
 
 // locate looks chunk h up in Pebble.

@@ -76,6 +76,7 @@ type DB struct {
 	putLeader  bool
 	chunkCount atomic.Int64
 	chunkBytes atomic.Int64
+	logFirst   uint32 // the first segment of batches (see chunklog.go)
 }
 
 // Key prefixes; see doc.go.
@@ -121,6 +122,7 @@ func Open(dir string, opts Options) (*DB, error) {
 	if err := fs.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("index: create %s: %w", dir, err)
 	}
+	syncDir(fs, fs.PathDir(dir)) // a new directory's entry must be durable
 
 	cache := pebble.NewCache(blockCacheSize)
 	defer cache.Unref() // Pebble holds its own reference while open
@@ -165,7 +167,10 @@ func Open(dir string, opts Options) (*DB, error) {
 	if opts.OnApply != nil {
 		db.onApply.Store(&opts.OnApply)
 	}
-	if err := db.load(); err != nil {
+	if err := db.load(); err == nil {
+		err = db.openLog()
+	}
+	if err != nil {
 		pdb.Close()
 		chunks.close()
 		return nil, fmt.Errorf("index: open %s: %w", dir, err)
@@ -292,6 +297,15 @@ func prefixEnd(prefix []byte) []byte {
 		}
 	}
 	return nil
+}
+
+// syncDir makes the entries of directory dir durable, as far as it can:
+// a failure shows later, as a missing file on the next open.
+func syncDir(fs vfs.FS, dir string) {
+	if d, err := fs.OpenDir(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
 }
 
 func putU64(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }

@@ -219,6 +219,10 @@
 //   - Options.OnApply runs on the goroutine that called Apply, after every
 //     lock is released, so it may call back into the DB.
 //
-// All writes are committed with pebble.Sync: a method that returned nil has
-// put its change on stable storage.
+// Writes of this node's own changes (Commit, PutChunks, PutGroups) are
+// durable when the method returns nil. Apply of a peer's record is not
+// synced: its origin has made it durable before sending it, and a record
+// lost here in a crash is lost together with the version vector entry that
+// counted it (same batch), so the node pulls it again from any peer. It
+// becomes durable here with the next synced write.
 package index

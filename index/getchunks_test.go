@@ -171,7 +171,11 @@ func TestGetChunksCorruptBytes(t *testing.T) {
 	}
 	// Damage chunk 0 (the one looked up) and chunk 10 (a guessed one).
 	for _, i := range []int{0, 10} {
-		if _, err := seg.WriteAt([]byte{0xff}, int64(i*512+100)); err != nil {
+		loc, ok, err := db.locate(f[i].Hash)
+		if err != nil || !ok {
+			t.Fatal(ok, err)
+		}
+		if _, err := seg.WriteAt([]byte{0xff}, int64(loc.off+100)); err != nil {
 			t.Fatal(err)
 		}
 	}

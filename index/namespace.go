@@ -140,7 +140,7 @@ func (db *DB) Commit(ops []Op) (*Record, error) {
 		return nil, fmt.Errorf("index: commit: %w: record is %d bytes, limit %d",
 			ErrInvalid, len(enc), MaxRecordBytes)
 	}
-	if err := db.commitRecord(rec, enc, hlc); err != nil {
+	if err := db.commitRecord(rec, enc, hlc, pebble.Sync); err != nil {
 		return nil, err
 	}
 	return rec, nil
@@ -150,7 +150,8 @@ func (db *DB) Commit(ops []Op) (*Record, error) {
 // expected from its origin (rec.Seq == VersionVector()[rec.Origin]+1): it
 // raises the clock to the record's, applies the ops (see doc.go),
 // appends the record to the log and advances the version vector, in one
-// synced batch, then calls Options.OnApply. A record already applied
+// batch, then calls Options.OnApply. The batch is not synced (see
+// doc.go). A record already applied
 // returns (false, nil); one beyond the next expected returns (false,
 // ErrGap). An invalid record returns an error wrapping ErrInvalid and
 // changes nothing.
@@ -190,7 +191,10 @@ func (db *DB) Apply(rec *Record) (applied bool, err error) {
 			clock = max(clock, op.Dirent.Version)
 		}
 	}
-	err = db.commitRecord(rec, enc, clock)
+	// Not synced: the origin synced the record before sending it, and
+	// if this node loses it in a crash, its version vector (committed in
+	// the same batch) goes back with it, and it pulls the record again.
+	err = db.commitRecord(rec, enc, clock, pebble.NoSync)
 	db.writeMu.Unlock()
 	if err != nil {
 		return false, err
@@ -202,10 +206,10 @@ func (db *DB) Apply(rec *Record) (applied bool, err error) {
 }
 
 // commitRecord writes rec (encoded as enc) with its ops applied, the
-// version vector entry of its origin and the clock value clock, in one synced
-// batch, then updates the in-memory state. The caller holds writeMu and
+// version vector entry of its origin and the clock value clock, in one
+// batch committed with opts, then updates the in-memory state. The caller holds writeMu and
 // has checked that rec.Seq is the next for its origin.
-func (db *DB) commitRecord(rec *Record, enc []byte, clock uint64) error {
+func (db *DB) commitRecord(rec *Record, enc []byte, clock uint64, opts *pebble.WriteOptions) error {
 	b := db.pdb.NewBatch()
 	defer b.Close()
 	skipped := 0
@@ -227,7 +231,7 @@ func (db *DB) commitRecord(rec *Record, enc []byte, clock uint64) error {
 	if err := b.Set(keyHLC, putU64(clock), nil); err != nil {
 		return err
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := b.Commit(opts); err != nil {
 		return fmt.Errorf("index: commit record %s/%d: %w", rec.Origin.Short(), rec.Seq, err)
 	}
 	db.hlc.Store(clock)
