@@ -64,6 +64,9 @@ type Node struct {
 
 	flightMu sync.Mutex
 	flight   map[index.Hash]chan struct{} // chunks being fetched, closed when done
+
+	out       outbox        // own records not yet sent to peers
+	flushKick chan struct{} // wakes flushLoop
 }
 
 type dialer struct {
@@ -133,9 +136,12 @@ func New(cfg Config) (*Node, error) {
 		inbound: make(map[*serverConn]struct{}),
 		cache:   newCache(cfg.CacheBytes),
 		flight:  make(map[index.Hash]chan struct{}),
+
+		flushKick: make(chan struct{}, 1),
 	}
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go n.acceptLoop()
+	go n.flushLoop()
 	return n, nil
 }
 
@@ -190,6 +196,13 @@ func (n *Node) Close() error {
 		return nil
 	}
 	n.closed = true
+	n.mu.Unlock()
+	// Lazily published changes become durable, and go to the peers,
+	// before the node leaves.
+	if err := n.Sync(); err != nil && !errors.Is(err, index.ErrClosed) {
+		n.log.Error("making namespace changes durable", "err", err)
+	}
+	n.mu.Lock()
 	var ins []*serverConn
 	for sc := range n.inbound {
 		ins = append(ins, sc)

@@ -298,6 +298,10 @@ func (n *Node) recordsFor(vv []wire.VVEntry) (more bool, recs [][]byte, err erro
 		theirs[e.Node] = e.Seq
 	}
 	ours := n.db.VersionVector()
+	// This node's records go out only once durable (see PublishLazy).
+	if d := n.db.DurableSeq(); ours[n.self] > d {
+		ours[n.self] = d
+	}
 	origins := make([]index.NodeID, 0, len(ours))
 	for o := range ours {
 		origins = append(origins, o)
@@ -312,7 +316,7 @@ func (n *Node) recordsFor(vv []wire.VVEntry) (more bool, recs [][]byte, err erro
 		if budget <= 0 {
 			return true, recs, nil
 		}
-		got, err := n.db.LogSince(o, after, 65536, budget)
+		got, err := n.db.LogSince(o, after, int(min(65536, ours[o]-after)), budget)
 		if err != nil {
 			return false, nil, err
 		}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/oashare/oashare/chunknet/wire"
@@ -41,17 +43,106 @@ func (n *Node) Publish(_ context.Context, ops []index.Op) (*index.Record, error)
 	if err != nil {
 		return nil, err
 	}
-	enc := index.EncodeRecord(rec)
-	n.mu.Lock()
-	for _, p := range n.peers {
+	n.out.add(rec)
+	n.flushOut()
+	return rec, nil
+}
+
+// PublishLazy is Publish for changes a program does not expect to be
+// durable before it syncs (creates, renames, deletes, attribute changes,
+// as on a local disk): it returns once the change is in the local index,
+// without waiting for the disk. A background sync makes it durable, and
+// sends it to the peers, right away (or the next Publish or Sync does).
+// Records never leave the node before they are durable: a crash could
+// lose them, and their sequence numbers would be used again.
+func (n *Node) PublishLazy(_ context.Context, ops []index.Op) (*index.Record, error) {
+	rec, err := n.db.CommitLazy(ops)
+	if err != nil {
+		return nil, err
+	}
+	n.out.add(rec)
+	select {
+	case n.flushKick <- struct{}{}:
+	default: // a flush is due already
+	}
+	return rec, nil
+}
+
+// Sync makes every local change durable and sends what it made durable to
+// the peers (fsync of a directory, or of a file with nothing to upload).
+func (n *Node) Sync() error {
+	if err := n.db.Sync(); err != nil {
+		return err
+	}
+	n.flushOut()
+	return nil
+}
+
+// flushLoop makes lazily published changes durable and sends them, at
+// once: peers see changes in the order they were made, one sync after
+// they were made, as when every change was synced before returning (a
+// delay here would let a peer see, say, a database file's new content
+// long before the unlink of the journal that followed it). Changes made
+// while a sync runs share the next one.
+func (n *Node) flushLoop() {
+	defer n.wg.Done()
+	for {
 		select {
-		case p.pushq <- enc:
-		default:
-			// The queue is full: the peer's next pull carries the record.
+		case <-n.ctx.Done():
+			return
+		case <-n.flushKick:
+		}
+		if err := n.Sync(); err != nil && n.ctx.Err() == nil {
+			n.log.Error("making namespace changes durable", "err", err)
 		}
 	}
-	n.mu.Unlock()
-	return rec, nil
+}
+
+// outbox holds this node's records committed but not yet sent, by Seq.
+type outbox struct {
+	mu      sync.Mutex
+	pending map[uint64][]byte // Seq → encoded record
+}
+
+func (o *outbox) add(rec *index.Record) {
+	enc := index.EncodeRecord(rec)
+	o.mu.Lock()
+	if o.pending == nil {
+		o.pending = make(map[uint64][]byte)
+	}
+	o.pending[rec.Seq] = enc
+	o.mu.Unlock()
+}
+
+// flushOut queues to every live peer, in Seq order, the records of the
+// outbox that are durable.
+func (n *Node) flushOut() {
+	durable := n.db.DurableSeq()
+	n.out.mu.Lock()
+	defer n.out.mu.Unlock()
+	var seqs []uint64
+	for seq := range n.out.pending {
+		if seq <= durable {
+			seqs = append(seqs, seq)
+		}
+	}
+	if len(seqs) == 0 {
+		return
+	}
+	slices.Sort(seqs)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, seq := range seqs {
+		enc := n.out.pending[seq]
+		delete(n.out.pending, seq)
+		for _, p := range n.peers {
+			select {
+			case p.pushq <- enc:
+			default:
+				// The queue is full: the peer's next pull carries the record.
+			}
+		}
+	}
 }
 
 func (n *Node) pushLoop(ctx context.Context, p *peer) {

@@ -267,3 +267,44 @@ func connectRawAs(t *testing.T, addr string, id index.NodeID) *rawPeer {
 	}
 	return &rawPeer{conn: conn, rd: wire.NewReader(conn, wire.MaxPayload)}
 }
+
+// TestPublishLazy: a change published lazily is in the local index at
+// once and reaches every peer without any further call; a record that is
+// not durable yet is neither pushed nor served to a puller.
+func TestPublishLazy(t *testing.T) {
+	nodes := startCluster(t, 3, Config{})
+	a := nodes[0]
+
+	// A commit straight into the index, not synced (nothing lazy was
+	// published yet, so nothing syncs behind the test's back): a puller
+	// does not get it until it is durable.
+	rec, err := a.db.CommitLazy(fileOps(50))
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs := []wire.VVEntry{{Node: a.node.ID(), Seq: rec.Seq - 1}}
+	if _, recs, err := a.node.recordsFor(theirs); err != nil || len(recs) != 0 {
+		t.Fatalf("a puller got %d records (%v) before the record was durable", len(recs), err)
+	}
+	if err := a.db.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if _, recs, err := a.node.recordsFor(theirs); err != nil || len(recs) != 1 {
+		t.Fatalf("a puller got %d records (%v) after Sync, want 1", len(recs), err)
+	}
+
+	for i := range 20 {
+		if _, err := a.node.PublishLazy(t.Context(), fileOps(i)); err != nil {
+			t.Fatal(err)
+		}
+		if !hasFiles(t, a.db, i+1) {
+			t.Fatalf("file %d not in the local index after PublishLazy", i)
+		}
+	}
+	for _, tn := range nodes[1:] {
+		waitFor(t, 5*time.Second, "lazily published files on a peer", func() bool { return hasFiles(t, tn.db, 20) })
+	}
+	waitFor(t, 5*time.Second, "every record durable", func() bool {
+		return a.db.DurableSeq() == a.db.VersionVector()[a.node.ID()]
+	})
+}

@@ -168,7 +168,7 @@ func (fsys *FS) setattr(ctx context.Context, id uint64, f *fileNode, in *fuse.Se
 				ino.Gid = fsys.gid
 			}
 		}
-		if _, err := fsys.node.Publish(ctx, []index.Op{{Inode: &ino}}); err != nil {
+		if _, err := fsys.node.PublishLazy(ctx, []index.Op{{Inode: &ino}}); err != nil {
 			return fsys.toErrno("setattr", err)
 		}
 	}
@@ -233,7 +233,7 @@ func (d *dirNode) create(ctx context.Context, name string, ino index.Inode, out 
 	if errno != 0 {
 		return nil, errno
 	}
-	if _, err := fsys.node.Publish(ctx, ops); err != nil {
+	if _, err := fsys.node.PublishLazy(ctx, ops); err != nil {
 		return nil, fsys.toErrno("create", err)
 	}
 	child := fsys.newNode(ctx, d.EmbeddedInode(), &ino)
@@ -318,7 +318,7 @@ func (d *dirNode) remove(ctx context.Context, name string, wantDir bool) syscall
 		if errno != 0 {
 			return errno
 		}
-		if _, err := fsys.node.Publish(ctx, []index.Op{op}); err != nil {
+		if _, err := fsys.node.PublishLazy(ctx, []index.Op{op}); err != nil {
 			return fsys.toErrno("resolve", err)
 		}
 		return 0
@@ -356,7 +356,7 @@ func (d *dirNode) remove(ctx context.Context, name string, wantDir bool) syscall
 	if errno != 0 {
 		return errno
 	}
-	if _, err := fsys.node.Publish(ctx, ops); err != nil {
+	if _, err := fsys.node.PublishLazy(ctx, ops); err != nil {
 		return fsys.toErrno("remove", err)
 	}
 	return 0
@@ -558,7 +558,7 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 	if errno != 0 {
 		return errno
 	}
-	if _, err := fsys.node.Publish(ctx, ops); err != nil {
+	if _, err := fsys.node.PublishLazy(ctx, ops); err != nil {
 		return fsys.toErrno("rename", err)
 	}
 	return 0
@@ -626,4 +626,17 @@ func (d *dirNode) Mknod(ctx context.Context, name string, mode uint32, dev uint3
 		return nil, syscall.EINVAL
 	}
 	return d.create(ctx, name, index.Inode{Type: t, Mode: mode & 0o7777, Rdev: dev}, out)
+}
+
+var _ = (fs.NodeFsyncer)((*dirNode)(nil))
+
+// Fsync of a directory makes every namespace change this node made
+// durable: creates, renames and deletes are published lazily (see
+// chunknet.Node.PublishLazy), as a local disk keeps them in its journal
+// until a sync.
+func (d *dirNode) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscall.Errno {
+	if err := d.fsys.node.Sync(); err != nil {
+		return d.fsys.toErrno("fsync", err)
+	}
+	return 0
 }

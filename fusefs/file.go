@@ -349,8 +349,17 @@ func (f *fileNode) Flush(ctx context.Context, fh fs.FileHandle) syscall.Errno {
 	return f.publish(ctx)
 }
 
+// Fsync uploads and publishes the file's changes, then makes every
+// namespace change this node made durable too (its create, say), as
+// fsync(2) of a file on a local disk does for the file's metadata.
 func (f *fileNode) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscall.Errno {
-	return f.publish(ctx)
+	if errno := f.publish(ctx); errno != 0 {
+		return errno
+	}
+	if err := f.fsys.node.Sync(); err != nil {
+		return f.fsys.toErrno("fsync", err)
+	}
+	return 0
 }
 
 func (f *fileNode) Release(ctx context.Context, fh fs.FileHandle) syscall.Errno {

@@ -77,6 +77,8 @@ type DB struct {
 	chunkCount atomic.Int64
 	chunkBytes atomic.Int64
 	logFirst   uint32 // the first segment of batches (see chunklog.go)
+
+	durable atomic.Uint64 // this node's records are durable up to this Seq
 }
 
 // Key prefixes; see doc.go.
@@ -170,6 +172,7 @@ func Open(dir string, opts Options) (*DB, error) {
 	if err := db.load(); err == nil {
 		err = db.openLog()
 	}
+	db.durable.Store(db.applied(db.self)) // what survived is on disk
 	if err != nil {
 		pdb.Close()
 		chunks.close()

@@ -105,6 +105,55 @@ func (db *DB) applied(origin NodeID) uint64 {
 // one synced batch. It returns the record, for the caller to push to peers.
 // The caller's ops are not modified.
 func (db *DB) Commit(ops []Op) (*Record, error) {
+	return db.commit(ops, true)
+}
+
+// CommitLazy is Commit without waiting for the disk: the change is in
+// the index at once, and durable with the next synced write (Commit,
+// Sync). DurableSeq says how far this node's records are durable; a
+// record beyond it must not leave the node, since a crash may lose it and
+// its sequence number would be used again.
+func (db *DB) CommitLazy(ops []Op) (*Record, error) {
+	return db.commit(ops, false)
+}
+
+// Sync makes every change committed so far durable.
+func (db *DB) Sync() error {
+	if db.closed.Load() {
+		return ErrClosed
+	}
+	seq := db.applied(db.self)
+	if seq <= db.durable.Load() {
+		return nil
+	}
+	// A log-only entry: written to the WAL and synced with everything
+	// before it, applied to nothing.
+	b := db.pdb.NewBatch()
+	defer b.Close()
+	if err := b.LogData([]byte("sync"), nil); err != nil {
+		return err
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("index: sync: %w", err)
+	}
+	db.raiseDurable(seq)
+	return nil
+}
+
+// DurableSeq returns the highest sequence number of this node's records
+// up to which all are durable.
+func (db *DB) DurableSeq() uint64 { return db.durable.Load() }
+
+func (db *DB) raiseDurable(seq uint64) {
+	for {
+		cur := db.durable.Load()
+		if seq <= cur || db.durable.CompareAndSwap(cur, seq) {
+			return
+		}
+	}
+}
+
+func (db *DB) commit(ops []Op, sync bool) (*Record, error) {
 	if db.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -140,8 +189,17 @@ func (db *DB) Commit(ops []Op) (*Record, error) {
 		return nil, fmt.Errorf("index: commit: %w: record is %d bytes, limit %d",
 			ErrInvalid, len(enc), MaxRecordBytes)
 	}
-	if err := db.commitRecord(rec, enc, hlc, pebble.Sync); err != nil {
+	opts := pebble.NoSync
+	if sync {
+		opts = pebble.Sync
+	}
+	if err := db.commitRecord(rec, enc, hlc, opts); err != nil {
 		return nil, err
+	}
+	if sync {
+		// Records commit in sequence order under writeMu, and a synced
+		// commit syncs every earlier one.
+		db.raiseDurable(rec.Seq)
 	}
 	return rec, nil
 }

@@ -583,3 +583,59 @@ func TestConcurrentUse(t *testing.T) {
 		t.Fatalf("own seq %d; want %d", vv[db.NodeID()], workers*20)
 	}
 }
+
+// TestCommitLazyDurability: a lazy commit is in the index at once; a crash
+// before the next sync loses it (and its sequence number is used again),
+// a Sync or a synced Commit makes it durable.
+func TestCommitLazyDurability(t *testing.T) {
+	fs := vfs.NewStrictMem()
+	db := openAt(t, fs, "/db", Options{Logger: quietLogger})
+	root := Op{Inode: &Inode{ID: RootID, Type: TypeDir, Mode: 0o755}}
+	if _, err := db.Commit([]Op{root}); err != nil {
+		t.Fatal(err)
+	}
+	lazy := func(id uint64) *Record {
+		t.Helper()
+		rec, err := db.CommitLazy([]Op{{Inode: &Inode{ID: id, Type: TypeFile, Mode: 0o644}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok, _ := db.GetInode(id); !ok {
+			t.Fatalf("inode %d not visible after CommitLazy", id)
+		}
+		return rec
+	}
+	crash := func() {
+		t.Helper()
+		fs.SetIgnoreSyncs(true)
+		db.Close()
+		fs.ResetToSyncedState()
+		fs.SetIgnoreSyncs(false)
+		db = openAt(t, fs, "/db", Options{Logger: quietLogger})
+	}
+	r := lazy(10)
+	if db.DurableSeq() != r.Seq-1 {
+		t.Fatalf("DurableSeq %d after a lazy commit of %d", db.DurableSeq(), r.Seq)
+	}
+	crash()
+	if _, ok, _ := db.GetInode(10); ok {
+		t.Fatal("an unsynced lazy commit survived the crash")
+	}
+	if got := db.VersionVector()[db.NodeID()]; got != r.Seq-1 || db.DurableSeq() != got {
+		t.Fatalf("after the crash: seq %d, durable %d; want %d", got, db.DurableSeq(), r.Seq-1)
+	}
+	r = lazy(11)
+	if err := db.Sync(); err != nil || db.DurableSeq() != r.Seq {
+		t.Fatalf("Sync: %v, durable %d, want %d", err, db.DurableSeq(), r.Seq)
+	}
+	lazy(12)
+	if _, err := db.Commit([]Op{{Inode: &Inode{ID: 13, Type: TypeFile}}}); err != nil {
+		t.Fatal(err)
+	}
+	crash()
+	for _, id := range []uint64{11, 12, 13} {
+		if _, ok, _ := db.GetInode(id); !ok {
+			t.Fatalf("inode %d lost though synced", id)
+		}
+	}
+}
