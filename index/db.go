@@ -66,6 +66,10 @@ type DB struct {
 	wallMs func() int64
 
 	writeMu sync.Mutex    // serializes Commit and Apply
+	// Heads of recently written inodes (see writerHeads), and those of the
+	// batch being built; both guarded by writeMu.
+	headsCache   map[uint64][]VersionRef
+	headsPending map[uint64][]VersionRef
 	hlc     atomic.Uint64 // last HLC value used or seen; written under writeMu
 
 	stateMu sync.RWMutex
@@ -165,6 +169,9 @@ func Open(dir string, opts Options) (*DB, error) {
 		log:    log,
 		wallMs: func() int64 { return time.Now().UnixMilli() },
 		vv:     make(map[NodeID]uint64),
+
+		headsCache:   make(map[uint64][]VersionRef),
+		headsPending: make(map[uint64][]VersionRef),
 	}
 	if opts.OnApply != nil {
 		db.onApply.Store(&opts.OnApply)

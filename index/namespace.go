@@ -270,6 +270,8 @@ func (db *DB) Apply(rec *Record) (applied bool, err error) {
 func (db *DB) commitRecord(rec *Record, enc []byte, clock uint64, opts *pebble.WriteOptions) error {
 	b := db.pdb.NewBatch()
 	defer b.Close()
+	committed := false
+	defer func() { db.settleHeads(committed) }()
 	skipped := 0
 	for i, op := range rec.Ops {
 		won, err := db.applyOp(b, op)
@@ -292,6 +294,7 @@ func (db *DB) commitRecord(rec *Record, enc []byte, clock uint64, opts *pebble.W
 	if err := b.Commit(opts); err != nil {
 		return fmt.Errorf("index: commit record %s/%d: %w", rec.Origin.Short(), rec.Seq, err)
 	}
+	committed = true
 	db.hlc.Store(clock)
 	db.stateMu.Lock()
 	db.vv[rec.Origin] = rec.Seq

@@ -157,10 +157,20 @@ func (db *DB) applyInode(b *pebble.Batch, in *Inode) (bool, error) {
 			return false, err
 		}
 	}
-	heads, err := headRefs(r, in.ID)
+	heads, err := db.writerHeads(in.ID)
 	if err != nil {
 		return false, err
 	}
+	next := make([]VersionRef, 0, len(heads)+1)
+	for _, h := range heads {
+		if !replaced[h] && h != self {
+			next = append(next, h)
+		}
+	}
+	if !named {
+		next = append(next, self)
+	}
+	db.headsPending[in.ID] = next
 	var win VersionRef
 	if !named {
 		win = self
@@ -195,6 +205,36 @@ func (db *DB) applyInode(b *pebble.Batch, in *Inode) (bool, error) {
 		}
 	}
 	return true, nil
+}
+
+// headsCacheMax bounds the inodes whose heads the writer keeps in memory.
+const headsCacheMax = 4096
+
+// writerHeads returns the heads of inode id as committed, for Commit and
+// Apply (the caller holds writeMu). Reading them from Pebble iterates over
+// the head keys of every version the inode ever had (deleted keys stay
+// until a compaction drops them), and a directory gets a version with
+// every entry created in it: so the heads of the inodes written lately are
+// kept in memory, updated by every committed batch (see commitRecord).
+func (db *DB) writerHeads(id uint64) ([]VersionRef, error) {
+	if h, ok := db.headsCache[id]; ok {
+		return h, nil
+	}
+	return headRefs(db.pdb, id)
+}
+
+// settleHeads records in the cache the heads the batch just built gives,
+// once it is committed (ok), or forgets them (the batch failed).
+func (db *DB) settleHeads(ok bool) {
+	if ok {
+		if len(db.headsCache)+len(db.headsPending) > headsCacheMax {
+			clear(db.headsCache)
+		}
+		for id, h := range db.headsPending {
+			db.headsCache[id] = h
+		}
+	}
+	clear(db.headsPending)
 }
 
 // Heads returns the versions of inode id that no received version replaces:
