@@ -65,12 +65,12 @@ type DB struct {
 	// wallMs returns the physical clock in unix milliseconds; tests replace it.
 	wallMs func() int64
 
-	writeMu sync.Mutex    // serializes Commit and Apply
+	writeMu sync.Mutex // serializes Commit and Apply
 	// Heads of recently written inodes (see writerHeads), and those of the
 	// batch being built; both guarded by writeMu.
 	headsCache   map[uint64][]VersionRef
 	headsPending map[uint64][]VersionRef
-	hlc     atomic.Uint64 // last HLC value used or seen; written under writeMu
+	hlc          atomic.Uint64 // last HLC value used or seen; written under writeMu
 
 	stateMu sync.RWMutex
 	vv      map[NodeID]uint64 // guarded by stateMu; written under writeMu too
