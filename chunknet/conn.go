@@ -179,6 +179,8 @@ func (c *clientConn) closedErr() error {
 // readLoop owns reading from the connection until it fails.
 func (c *clientConn) readLoop(maxPayload int) {
 	rd := wire.NewReader(c.w.conn, maxPayload)
+	// A response's payload goes to its caller as it was read, uncopied.
+	rd.Alloc = func(n int) []byte { return make([]byte, n) }
 	for {
 		f, err := rd.Next()
 		if err != nil {
@@ -201,7 +203,7 @@ func (c *clientConn) readLoop(maxPayload int) {
 		if !ok {
 			continue // the caller gave up (context cancelled)
 		}
-		ch <- response{typ: f.Type, payload: append([]byte(nil), f.Payload...)}
+		ch <- response{typ: f.Type, payload: f.Payload}
 	}
 }
 

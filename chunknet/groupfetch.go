@@ -44,32 +44,43 @@ type groupRun struct {
 func (n *Node) FetchSpans(ctx context.Context, spans []tree.Span) ([][]byte, error) {
 	var out [][]byte
 	got := make(map[index.Hash][]byte)
-	var runs []groupRun
+	ids, _ := n.members()
+	r := newRanker(ids)
+	self := indexOf(ids, n.self)
+	var local, remote []groupRun
 	for _, s := range spans {
+		// Chunks of groups held here are read from the store, not cached.
+		isLocal := s.Stored() > 0 && containsInt(r.top(s.Group, n.cfg.Replicas), self)
 		rank := s.First
 		var run *groupRun
 		for _, h := range s.Leaves {
 			out = append(out, nil)
 			if h.IsZero() {
-				run = nil // a hole takes no place: the next chunk goes on the run
-				continue
+				continue // a hole takes no place: the next chunk goes on the run
 			}
 			k := rank
 			rank++
-			if d, ok := n.cache.get(h); ok {
-				got[h] = d
-				run = nil
-				continue
+			if !isLocal {
+				if d, ok := n.cache.get(h); ok {
+					got[h] = d
+					run = nil
+					continue
+				}
 			}
 			if run == nil || run.first+len(run.hashes) != k {
-				runs = append(runs, groupRun{group: s.Group, first: k})
-				run = &runs[len(runs)-1]
+				if isLocal {
+					local = append(local, groupRun{group: s.Group, first: k})
+					run = &local[len(local)-1]
+				} else {
+					remote = append(remote, groupRun{group: s.Group, first: k})
+					run = &remote[len(remote)-1]
+				}
 			}
 			run.hashes = append(run.hashes, h)
 		}
 	}
-	if len(runs) > 0 {
-		if err := n.fetchRuns(ctx, runs, got); err != nil {
+	if len(local)+len(remote) > 0 {
+		if err := n.fetchRuns(ctx, local, remote, got); err != nil {
 			return nil, err
 		}
 	}
@@ -114,9 +125,9 @@ func (n *Node) PrefetchSpans(ctx context.Context, spans []tree.Span) error {
 	return err
 }
 
-// fetchRuns gets every chunk of runs into got.
-func (n *Node) fetchRuns(ctx context.Context, runs []groupRun, got map[index.Hash][]byte) error {
-	local, remote := n.splitRuns(runs)
+// fetchRuns gets every chunk of local (runs of groups this node is a
+// replica of) and remote (the others) into got.
+func (n *Node) fetchRuns(ctx context.Context, local, remote []groupRun, got map[index.Hash][]byte) error {
 	// Claim the remote chunks nobody is fetching; note the others' flights.
 	var mine []groupRun
 	var waits []chan struct{}
@@ -182,22 +193,6 @@ func (n *Node) fetchRuns(ctx context.Context, runs []groupRun, got map[index.Has
 		}
 	}
 	return n.retry(ctx, func() error { return n.runsAttempt(ctx, nil, rest, got) })
-}
-
-// splitRuns divides runs into those of groups this node is one of the
-// replicas of, by placement over the live members, and the others.
-func (n *Node) splitRuns(runs []groupRun) (local, remote []groupRun) {
-	ids, _ := n.members()
-	r := newRanker(ids)
-	self := indexOf(ids, n.self)
-	for _, run := range runs {
-		if containsInt(r.top(run.group, n.cfg.Replicas), self) {
-			local = append(local, run)
-		} else {
-			remote = append(remote, run)
-		}
-	}
-	return local, remote
 }
 
 // runsAttempt is one try at every chunk of local and remote not yet in

@@ -65,6 +65,7 @@ type Node struct {
 	flightMu sync.Mutex
 	flight   map[index.Hash]chan struct{} // chunks being fetched, closed when done
 
+	payloads  payloadPool   // request payload buffers of the servers
 	out       outbox        // own records not yet sent to peers
 	flushKick chan struct{} // wakes flushLoop
 }

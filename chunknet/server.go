@@ -34,6 +34,9 @@ type serverConn struct {
 func (sc *serverConn) serve() {
 	defer sc.conn.Close()
 	rd := wire.NewReader(sc.conn, wire.MaxPayload)
+	// Each request's payload is its own, handed to the goroutine serving
+	// it and recycled when it has answered.
+	rd.Alloc = sc.n.payloads.get
 	sem := make(chan struct{}, serverConcurrency)
 	done := make(chan struct{})
 	defer close(done)
@@ -60,13 +63,15 @@ func (sc *serverConn) serve() {
 			sc.n.log.Warn("closing connection: response frame sent as a request", "peer", sc.peer.Node.Short(), "type", f.Type)
 			break
 		}
-		req := wire.Frame{Type: f.Type, ReqID: f.ReqID, Payload: append([]byte(nil), f.Payload...)}
+		req := f
 		sem <- struct{}{}
 		sc.n.wg.Add(1)
 		go func() {
 			defer sc.n.wg.Done()
 			defer func() { <-sem }()
 			reply, bad := sc.handle(req)
+			// Nothing a handler returns aliases the request.
+			sc.n.payloads.put(req.Payload)
 			if bad != nil {
 				sc.n.log.Warn("closing connection: malformed request", "peer", sc.peer.Node.Short(), "type", req.Type, "err", bad)
 				sc.conn.Close()

@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/cockroachdb/pebble/vfs"
+	"golang.org/x/sys/unix"
 )
 
 // The chunk log keeps chunk bytes out of Pebble. Chunks and groups are
@@ -275,32 +276,75 @@ func (l *chunkLog) append(keys [][]byte, datas [][]byte) (seg uint32, offs []uin
 			return 0, nil, 0, err
 		}
 	}
-	buf := make([]byte, batchHeaderSize, size)
-	copy(buf, batchMagic)
-	binary.BigEndian.PutUint32(buf[4:], uint32(len(datas)))
-	binary.BigEndian.PutUint32(buf[8:], uint32(total))
+	head := make([]byte, batchHeaderSize, batchHeaderSize+len(datas)*batchItemSize)
+	copy(head, batchMagic)
+	binary.BigEndian.PutUint32(head[4:], uint32(len(datas)))
+	binary.BigEndian.PutUint32(head[8:], uint32(total))
 	for i, d := range datas {
-		buf = append(buf, keys[i]...)
-		buf = binary.BigEndian.AppendUint32(buf, uint32(len(d)))
+		head = append(head, keys[i]...)
+		head = binary.BigEndian.AppendUint32(head, uint32(len(d)))
 	}
 	offs = make([]uint64, len(datas))
-	off := uint64(l.curSize) + uint64(len(buf))
+	off := uint64(l.curSize) + uint64(len(head))
+	crc := crc32.Update(crc32.Checksum(head[:12], crcTable), crcTable, head[batchHeaderSize:])
 	for i, d := range datas {
 		offs[i] = off
 		off += uint64(len(d))
-		buf = append(buf, d...)
+		crc = crc32.Update(crc, crcTable, d)
 	}
-	crc := crc32.Update(crc32.Checksum(buf[:12], crcTable), crcTable, buf[batchHeaderSize:])
-	binary.BigEndian.PutUint32(buf[12:], crc)
-	if _, err := l.curFile.WriteAt(buf, l.curSize); err != nil {
+	binary.BigEndian.PutUint32(head[12:], crc)
+	if err := writeVec(l.curFile, l.curSize, head, datas); err != nil {
 		return 0, nil, 0, fmt.Errorf("index: append to chunk segment %d: %w", l.cur, err)
 	}
 	if err := l.curFile.SyncData(); err != nil {
 		return 0, nil, 0, fmt.Errorf("index: sync chunk segment %d: %w", l.cur, err)
 	}
-	l.curSize += int64(len(buf))
+	l.curSize += int64(size)
 	return l.cur, offs, uint64(l.curSize), nil
 }
+
+// writeVec writes head and then datas, back to back, at offset off of f:
+// with pwritev(2) straight from the callers' buffers where f is a real
+// file, else through one copy.
+func writeVec(f vfs.File, off int64, head []byte, datas [][]byte) error {
+	if fd := f.Fd(); fd != vfs.InvalidFd {
+		iovs := make([][]byte, 0, 1+len(datas))
+		iovs = append(iovs, head)
+		for _, d := range datas {
+			if len(d) > 0 {
+				iovs = append(iovs, d)
+			}
+		}
+		for len(iovs) > 0 {
+			k := min(len(iovs), maxIovecs)
+			n, err := unix.Pwritev(int(fd), iovs[:k], off)
+			if err != nil {
+				return err
+			}
+			off += int64(n)
+			// Drop what was written; a short write leaves part of one.
+			for n > 0 {
+				if n >= len(iovs[0]) {
+					n -= len(iovs[0])
+					iovs = iovs[1:]
+				} else {
+					iovs[0] = iovs[0][n:]
+					n = 0
+				}
+			}
+		}
+		return nil
+	}
+	buf := append([]byte(nil), head...)
+	for _, d := range datas {
+		buf = append(buf, d...)
+	}
+	_, err := f.WriteAt(buf, off)
+	return err
+}
+
+// maxIovecs is the most buffers one pwritev takes (IOV_MAX on Linux).
+const maxIovecs = 1024
 
 // read appends the bytes at loc to buf[:0].
 func (l *chunkLog) read(loc location, buf []byte) ([]byte, error) {

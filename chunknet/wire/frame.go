@@ -150,7 +150,8 @@ type Frame struct {
 	Type  Type
 	ReqID uint64
 	// Payload aliases the Reader's buffer: it is valid only until the next
-	// call of Next. Decode functions return slices that alias it too.
+	// call of Next (unless the Reader has an Alloc). Decode functions
+	// return slices that alias it too.
 	Payload []byte
 }
 
@@ -161,6 +162,12 @@ type Frame struct {
 // The Reader issues two reads per frame (header, payload); give it a
 // bufio.Reader when it reads a net.Conn.
 type Reader struct {
+	// Alloc, if set, gives the buffer each payload is read into, of at
+	// least n bytes: the payload is then the caller's, never reused by the
+	// Reader (a server hands it to the goroutine serving the request
+	// without copying it). Nil means one buffer reused across frames.
+	Alloc func(n int) []byte
+
 	r   io.Reader
 	max int
 	hdr [HeaderSize]byte
@@ -221,13 +228,19 @@ func (r *Reader) next() (Frame, error) {
 	if n > 0 && t.emptyPayload() {
 		return Frame{}, fmt.Errorf("wire: %v frame with a %d-byte payload, want none: %w", t, n, ErrBadFrame)
 	}
-	if uint64(cap(r.buf)) < n {
-		// Grow at least geometrically so a slowly rising size does not
-		// reallocate on every frame, but never past the limit.
-		c := max(int(n), 2*cap(r.buf))
-		r.buf = make([]byte, min(c, r.max))
+	var p []byte
+	switch {
+	case r.Alloc != nil && n > 0:
+		p = r.Alloc(int(n))[:n]
+	default:
+		if uint64(cap(r.buf)) < n {
+			// Grow at least geometrically so a slowly rising size does not
+			// reallocate on every frame, but never past the limit.
+			c := max(int(n), 2*cap(r.buf))
+			r.buf = make([]byte, min(c, r.max))
+		}
+		p = r.buf[:n]
 	}
-	p := r.buf[:n]
 	if _, err := io.ReadFull(r.r, p); err != nil {
 		return Frame{}, fmt.Errorf("wire: reading %v frame payload of %d bytes: %w", t, n, noEOF(err))
 	}

@@ -547,3 +547,35 @@ func TestBytesByHand(t *testing.T) {
 		}
 	}
 }
+
+// TestReaderAlloc: with Alloc, every payload is read into a buffer of
+// Alloc's, which later frames leave alone.
+func TestReaderAlloc(t *testing.T) {
+	b, tfs := stream()
+	r := NewReader(iotest.HalfReader(bytes.NewReader(b)), 0)
+	var asked []int
+	r.Alloc = func(n int) []byte { asked = append(asked, n); return make([]byte, n, n+7) }
+	var frames []Frame
+	var copies [][]byte
+	for range tfs {
+		f, err := r.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		frames = append(frames, f)
+		copies = append(copies, bytes.Clone(f.Payload))
+	}
+	for i, f := range frames {
+		if !bytes.Equal(f.Payload, copies[i]) {
+			t.Fatalf("frame %d (%v): payload changed by later frames", i, f.Type)
+		}
+		if len(f.Payload) > 0 && cap(f.Payload) != len(f.Payload)+7 {
+			t.Fatalf("frame %d: payload not in the buffer Alloc gave", i)
+		}
+	}
+	for _, n := range asked {
+		if n <= 0 {
+			t.Fatalf("Alloc asked for %d bytes", n)
+		}
+	}
+}
