@@ -27,6 +27,19 @@ type groupRun struct {
 	group  index.Hash
 	first  int
 	hashes []index.Hash
+	// dst, if set, is where the chunks go (dst[k] for hashes[k]): the
+	// caller's result slots, for chunks read from the local store, which
+	// need neither the map of results nor the cache.
+	dst [][]byte
+}
+
+// done reports whether chunk k of r is had.
+func (r *groupRun) done(k int, got map[index.Hash][]byte) bool {
+	if r.dst != nil && r.dst[k] != nil {
+		return true
+	}
+	_, ok := got[r.hashes[k]]
+	return ok
 }
 
 // FetchSpans returns the verified bytes of every leaf of spans, in order,
@@ -42,7 +55,12 @@ type groupRun struct {
 // time and are cached, and a chunk another FetchSpans is already getting
 // (read-ahead) is waited for, not fetched twice.
 func (n *Node) FetchSpans(ctx context.Context, spans []tree.Span) ([][]byte, error) {
-	var out [][]byte
+	total := 0
+	for _, s := range spans {
+		total += len(s.Leaves)
+	}
+	// Local runs keep slices of out: it must not move.
+	out := make([][]byte, 0, total)
 	got := make(map[index.Hash][]byte)
 	ids, _ := n.members()
 	r := newRanker(ids)
@@ -56,6 +74,9 @@ func (n *Node) FetchSpans(ctx context.Context, spans []tree.Span) ([][]byte, err
 		for _, h := range s.Leaves {
 			out = append(out, nil)
 			if h.IsZero() {
+				if isLocal {
+					run = nil // local runs fill consecutive result slots
+				}
 				continue // a hole takes no place: the next chunk goes on the run
 			}
 			k := rank
@@ -77,6 +98,9 @@ func (n *Node) FetchSpans(ctx context.Context, spans []tree.Span) ([][]byte, err
 				}
 			}
 			run.hashes = append(run.hashes, h)
+			if isLocal {
+				run.dst = out[len(out)-len(run.hashes) : len(out) : len(out)]
+			}
 		}
 	}
 	if len(local)+len(remote) > 0 {
@@ -87,7 +111,7 @@ func (n *Node) FetchSpans(ctx context.Context, spans []tree.Span) ([][]byte, err
 	i := 0
 	for _, s := range spans {
 		for _, h := range s.Leaves {
-			if !h.IsZero() {
+			if !h.IsZero() && out[i] == nil {
 				d, ok := got[h]
 				if !ok {
 					return nil, fmt.Errorf("internal: chunk %s fetched by nobody", h.Short())
@@ -252,16 +276,20 @@ func pending(runs []groupRun, got map[index.Hash][]byte, mu *sync.Mutex) []group
 	var out []groupRun
 	for _, r := range runs {
 		var cur *groupRun
+		from := 0 // k of cur's first chunk
 		for k, h := range r.hashes {
-			if _, ok := got[h]; ok {
+			if r.done(k, got) {
 				cur = nil
 				continue
 			}
 			if cur == nil {
 				out = append(out, groupRun{group: r.group, first: r.first + k})
-				cur = &out[len(out)-1]
+				cur, from = &out[len(out)-1], k
 			}
 			cur.hashes = append(cur.hashes, h)
+			if r.dst != nil {
+				cur.dst = r.dst[from : k+1 : k+1]
+			}
 		}
 	}
 	return out
@@ -289,14 +317,18 @@ func (n *Node) readLocalRuns(runs []groupRun, got map[index.Hash][]byte, mu *syn
 				if !ok {
 					continue
 				}
-				chunks := n.cutRun(r, data, "local store")
+				if r.dst != nil && !cache {
+					// Each slot belongs to this run alone.
+					n.cutRun(r, data, "local store", func(k int, _ index.Hash, d []byte) { r.dst[k] = d })
+					continue
+				}
 				mu.Lock()
-				for h, d := range chunks {
+				n.cutRun(r, data, "local store", func(_ int, h index.Hash, d []byte) {
 					got[h] = d
 					if cache {
 						n.cache.add(h, d)
 					}
-				}
+				})
 				mu.Unlock()
 			}
 		}()
@@ -309,24 +341,23 @@ func (n *Node) readLocalRuns(runs []groupRun, got map[index.Hash][]byte, mu *syn
 }
 
 // cutRun cuts the bytes of run r into chunks (tree.ChunkSize each, the
-// group's last one possibly shorter) and returns those that match their
-// hash; a mismatch is logged, with from saying where the bytes came from.
-// This is where group bytes are verified.
-func (n *Node) cutRun(r groupRun, data []byte, from string) map[index.Hash][]byte {
-	out := make(map[index.Hash][]byte, len(r.hashes))
+// group's last one possibly shorter) and calls keep for each that matches
+// its hash; a mismatch is logged, with from saying where the bytes came
+// from. This is where group bytes are verified.
+func (n *Node) cutRun(r groupRun, data []byte, from string, keep func(k int, h index.Hash, d []byte)) {
 	for k, h := range r.hashes {
 		lo := k * tree.ChunkSize
 		if lo >= len(data) {
 			break
 		}
-		d := data[lo:min(lo+tree.ChunkSize, len(data)):min(lo+tree.ChunkSize, len(data))]
+		hi := min(lo+tree.ChunkSize, len(data))
+		d := data[lo:hi:hi]
 		if !verify(h, d) {
 			n.log.Warn("corrupt chunk in a group; trying another replica", "from", from, "group", r.group.Short(), "chunk", h.Short())
 			continue
 		}
-		out[h] = d
+		keep(k, h, d)
 	}
-	return out
 }
 
 // groupRounds asks the live peers for every chunk of runs, adding what it
@@ -417,10 +448,10 @@ func (n *Node) getGroupsFrom(ctx context.Context, p *peer, runs []groupRun) (map
 			continue
 		}
 		// it.Data aliases the frame payload, which this call owns alone.
-		for h, d := range n.cutRun(runs[i], it.Data, "peer "+p.id.Short()) {
+		n.cutRun(runs[i], it.Data, "peer "+p.id.Short(), func(_ int, h index.Hash, d []byte) {
 			n.cache.add(h, d)
 			res[h] = d
-		}
+		})
 	}
 	return res, nil
 }
