@@ -634,3 +634,24 @@ func TestClusterUnwrittenDescriptorKeepsPeersWrite(t *testing.T) {
 		}
 	}
 }
+
+// TestMountReadAhead: the mount's kernel read-ahead is raised from the
+// kernel's 128 KiB default for FUSE to what one read carries.
+func TestMountReadAhead(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("only root may set a mount's read-ahead")
+	}
+	peers := startCluster(t, 1, 1)
+	var st syscall.Stat_t
+	if err := syscall.Stat(peers[0].mnt, &st); err != nil {
+		t.Fatal(err)
+	}
+	path := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(b)); got != fmt.Sprint(readAheadKiB) {
+		t.Fatalf("%s = %s, want %d", path, got, readAheadKiB)
+	}
+}

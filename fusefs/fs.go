@@ -70,7 +70,7 @@ func KernelOptions(name, fsName string, cacheTimeout time.Duration, allowOther b
 			FsName:        fsName,
 			Name:          name,
 			MaxWrite:      1 << 20,
-			MaxReadAhead:  1 << 20,
+			MaxReadAhead:  readAheadKiB << 10,
 			DisableXAttrs: true,
 			AllowOther:    allowOther,
 			// The kernel checks access against owner and mode, as on a
@@ -113,6 +113,9 @@ func Mount(dir string, opts Options) (*fuse.Server, error) {
 	server, err := fs.Mount(dir, root, fopts)
 	if err != nil {
 		return nil, err
+	}
+	if err := SetReadAhead(dir); err != nil {
+		opts.Logger.Debug("kernel read-ahead left at its default", "err", err)
 	}
 	fsys.track(root.EmbeddedInode())
 	opts.Node.Go(fsys.notifyLoop)

@@ -91,7 +91,11 @@ func Mount(dir, mnt string, allowOther bool) (interface {
 		return nil, errors.New("go-fuse's loopback root is not a *fs.LoopbackNode")
 	}
 	opts := fusefs.KernelOptions("oashare-loopback", dir, time.Second, allowOther)
-	return fs.Mount(mnt, &node{ln}, opts)
+	srv, err := fs.Mount(mnt, &node{ln}, opts)
+	if err == nil {
+		fusefs.SetReadAhead(mnt) // as oashare's mount does; fails quietly when not root
+	}
+	return srv, err
 }
 
 // node is a loopback node whose files never ask for kernel passthrough.
