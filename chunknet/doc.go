@@ -27,6 +27,8 @@
 //   - runPeer, per live peer: the clientConn's readLoop (hands responses to
 //     waiters by request ID), pingLoop (liveness), pushLoop (namespace
 //     records in commit order) and pullLoop (anti-entropy).
+//   - flushLoop: makes lazily published namespace changes durable and
+//     pushes them.
 //   - Uploader batches run in goroutines bounded by uploadWindow; Node.Go
 //     runs background work such as read-ahead.
 //
@@ -42,12 +44,34 @@
 // exported methods of Node are safe for concurrent use; an Uploader belongs
 // to one goroutine at a time.
 //
+// # Groups
+//
+// Data chunks are placed, stored and fetched by group (see the tree
+// package): the chunks under one depth-1 tree node go, with that node, to
+// the replicas of the group's hash in one PutGroups item, and are read
+// back by GetGroups ranges (FetchSpans), verified chunk by chunk against
+// the node's hashes. Placement, index entries and requests are thus per
+// 128 KiB, not per 512 bytes. Tree nodes above depth 1 still travel by
+// name (Put, Fetch); so do chunks of files stored before groups, which
+// FetchSpans falls back to when no replica of a group holds it.
+//
+// # Namespace publication
+//
+// Publish commits a change durably, then queues it to every peer; it is
+// what a file's close and fsync use. PublishLazy (creates, renames,
+// deletes, attribute changes) commits without waiting for the disk and
+// wakes flushLoop, which syncs at once and pushes; changes made meanwhile
+// share that sync. A record leaves the node (push or pull) only once it is
+// durable here (index.DB.DurableSeq), so a crash can never take back a
+// record a peer has seen.
+//
 // # Integrity and failure
 //
 // verify (fetch.go) is the one place a chunk is checked against its hash:
-// chunks received for storage, chunks read from the local store and chunks
-// fetched from peers all pass through it, so bad bytes are never stored or
-// returned. A fetch tries each chunk's replicas in placement order and
+// chunks received for storage (by name, or cut out of a group by
+// verifyGroup), chunks read from the local store and chunks fetched from
+// peers (cutRun, for groups) all pass through it, so bad bytes are never
+// stored or returned. A fetch tries each chunk's replicas in placement order and
 // retries for Config.RetryFor; a chunk no peer serves correctly is
 // ErrUnavailable, which the file system turns into EIO. An upload succeeds
 // only when each chunk is stored on min(replicas, live nodes) nodes;

@@ -151,14 +151,19 @@
 //	    "m/hlc"                     → last HLC value used or seen[8]
 //	    "m/chunk-count"             → number of chunks in the store[8]
 //	    "m/chunk-bytes"             → total bytes of those chunks[8]
+//	    "m/chunk-log"               → where the chunk log stands (below)
 //
 // Chunk bytes are not in Pebble: they are appended, in arrival order, to
-// segment files <dir>/chunks/NNNNNNNN.seg (raw bytes, nothing else), and the
-// "c" key says where (see chunklog.go). A group (groups.go: the up to 256
-// data chunks under one depth-1 node of a file's tree, named by that
-// node's hash) is stored the same way, its chunks back to back, under one
-// "g" key: a file costs one index entry per 128 KiB, not one per chunk. A segment is synced before the batch
-// holding its locations commits, so every location points at durable bytes.
+// segment files <dir>/chunks/NNNNNNNN.seg, one self-describing batch per
+// write (chunklog.go has the format), and the "c" key says where. A group
+// (groups.go: the up to 256 data chunks under one depth-1 node of a
+// file's tree, named by that node's hash) is stored the same way, its
+// chunks back to back, under one "g" key: a file costs one index entry per
+// 128 KiB, not one per chunk. A batch is synced before its index entries
+// commit (unsynced: one fsync per write), and "m/chunk-log" (first batch
+// segment[4], indexed up to segment[4] offset[8]) says where Open resumes
+// indexing after a crash, so every location points at durable bytes and
+// every durable batch is indexed.
 //
 // Names in dirent keys are raw bytes (no '/' or NUL), so ReadDir returns a
 // directory in bytewise name order, and the 0 after a name in "e", "E" and
@@ -202,13 +207,15 @@
 //   - Reads (GetChunk, GetChunks, HasChunk, GetInode, LookupDirent, ReadDir, Heads,
 //     ConflictOf, ConflictEntry, StoredDirent, LogSince) take no lock of this package; each sees a
 //     consistent Pebble state (the namespace views read one snapshot).
-//   - writeMu serializes Commit and Apply for their whole length (read
-//     stored values, build the batch, synced commit), so the heads of an
-//     entry or an inode, the sequence number and the clock are never
-//     raced.
-//   - PutChunks and PutGroups are group-committed together: putMu guards a queue of calls; the first
-//     caller to find no leader becomes the leader and writes every queued
-//     call's chunks in one synced batch, again and again until the queue is
+//   - writeMu serializes Commit, CommitLazy and Apply for their whole
+//     length (read stored values, build the batch, commit), so the heads
+//     of an entry or an inode, the sequence number and the clock are never
+//     raced; it also guards the writer's cache of inode heads
+//     (writerHeads), updated only by batches that committed.
+//   - PutChunks and PutGroups are group-committed together: putMu guards
+//     a queue of calls; the first caller to find no leader becomes the
+//     leader and writes every queued call's chunks and groups as one log
+//     batch with one sync, again and again until the queue is
 //     empty, while the others wait for their call to be done. The leader is
 //     the only writer of chunks and counters, so the existence check and the
 //     counters agree. It is independent of writeMu: chunk uploads never wait

@@ -209,9 +209,8 @@ func (db *DB) commit(ops []Op, sync bool) (*Record, error) {
 // raises the clock to the record's, applies the ops (see doc.go),
 // appends the record to the log and advances the version vector, in one
 // batch, then calls Options.OnApply. The batch is not synced (see
-// doc.go). A record already applied
-// returns (false, nil); one beyond the next expected returns (false,
-// ErrGap). An invalid record returns an error wrapping ErrInvalid and
+// doc.go). A record already applied returns (false, nil); one beyond the
+// next expected returns (false, ErrGap). An invalid record returns an error wrapping ErrInvalid and
 // changes nothing.
 func (db *DB) Apply(rec *Record) (applied bool, err error) {
 	if db.closed.Load() {

@@ -57,12 +57,24 @@
 // Example: a 2 GiB file has 4194304 leaves, 16384 full level-1 nodes, 64
 // full level-2 nodes and one level-3 root with 64 children: Depth 3.
 //
+// Groups. The data chunks under one level-1 node (at most Fanout of them,
+// 128 KiB) form a group, named by that node's hash; the single chunk of a
+// depth-0 file is a group of its own, named by its hash. Stores keep and
+// place a group as one unit, its chunks back to back with holes left out,
+// so the Builder hands chunks to the [Sink] by group (PutLeaf, EndGroup),
+// and readers ask for [Span]s: runs of a group's leaves with the place of
+// the first stored one. A group is either built from new bytes or reused
+// whole from an existing version (AddLeaf of exactly its leaves); the
+// Builder refuses a group that mixes the two, whose chunks no store would
+// hold together.
+//
 // # Costs
 //
 // A [Builder] holds at most one partial chunk and one partial node per level
 // (Depth × MaxNodeSize bytes), whatever the file size: each node goes to the
-// Sink as soon as it is full. [Leaves] and [ReadAt] fetch one batch per tree
-// level plus one batch of data chunks, never one request per chunk.
+// Sink as soon as it is full. [Leaves], [Spans] and [ReadAt] fetch one
+// batch per tree level plus one batch of data chunks (FetchSpans), never
+// one request per chunk.
 //
 // # Concurrency
 //
