@@ -336,3 +336,20 @@ func TestChunkLogDirect(t *testing.T) {
 		t.Fatalf("the rescan found a bad batch: appending to segment %d", db.chunks.cur)
 	}
 }
+
+// TestOpenRefusesDamagedLogState: a chunk log state that does not decode
+// fails Open with ErrCorrupt instead of being ignored.
+func TestOpenRefusesDamagedLogState(t *testing.T) {
+	fs := vfs.NewMem()
+	db := openAt(t, fs, "/db", Options{Logger: quietLogger})
+	if err := db.pdb.Set(keyChunkLog, []byte{1, 2, 3}, nil); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if db, err := Open("/db", Options{FS: fs, Logger: quietLogger}); !errors.Is(err, ErrCorrupt) {
+		if err == nil {
+			db.Close()
+		}
+		t.Fatalf("Open with a damaged chunk log state: %v, want ErrCorrupt", err)
+	}
+}

@@ -176,15 +176,16 @@ func Open(dir string, opts Options) (*DB, error) {
 	if opts.OnApply != nil {
 		db.onApply.Store(&opts.OnApply)
 	}
-	if err := db.load(); err == nil {
+	err = db.load()
+	if err == nil {
 		err = db.openLog()
 	}
-	db.durable.Store(db.applied(db.self)) // what survived is on disk
 	if err != nil {
 		pdb.Close()
 		chunks.close()
 		return nil, fmt.Errorf("index: open %s: %w", dir, err)
 	}
+	db.durable.Store(db.applied(db.self)) // what survived is on disk
 	log.Debug("opened", "dir", dir, "node", db.self.Short(),
 		"chunks", db.chunkCount.Load(), "origins", len(db.vv))
 	return db, nil
