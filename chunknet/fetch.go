@@ -262,13 +262,7 @@ const stripeChunks = 128
 // the next rounds go down each chunk's placement order.
 // It fails if some chunk was served correctly by no live peer.
 func (n *Node) fetchRound(ctx context.Context, want []index.Hash, got map[index.Hash][]byte, mu *sync.Mutex) error {
-	ids, peers := n.members()
-	others := make([]index.NodeID, 0, len(ids))
-	for _, id := range ids {
-		if id != n.self {
-			others = append(others, id)
-		}
-	}
+	others, peers := n.otherMembers()
 	r := newRanker(others)
 	mu.Lock()
 	remaining := make([]index.Hash, 0, len(want))
@@ -307,28 +301,7 @@ func (n *Node) fetchRound(ctx context.Context, want []index.Hash, got map[index.
 			}
 			byPeer[others[pick]] = append(byPeer[others[pick]], h)
 		}
-		var wg sync.WaitGroup
-		for id, hs := range byPeer {
-			p := peers[id]
-			for start := 0; start < len(hs); start += getFrameHashes {
-				part := hs[start:min(start+getFrameHashes, len(hs))]
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					res, err := n.getFrom(ctx, p, part)
-					if err != nil {
-						n.log.Debug("fetch from peer failed", "peer", p.id.Short(), "chunks", len(part), "err", err)
-						return
-					}
-					mu.Lock()
-					for h, d := range res {
-						got[h] = d
-					}
-					mu.Unlock()
-				}()
-			}
-		}
-		wg.Wait()
+		askPeers(ctx, n, peers, byPeer, getFrameHashes, "chunks", n.getFrom, got, mu)
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -349,25 +322,85 @@ func (n *Node) fetchRound(ctx context.Context, want []index.Hash, got map[index.
 	return nil
 }
 
+// otherMembers returns the live members other than this node, by ID,
+// and the peer table.
+func (n *Node) otherMembers() ([]index.NodeID, map[index.NodeID]*peer) {
+	ids, peers := n.members()
+	others := make([]index.NodeID, 0, len(ids))
+	for _, id := range ids {
+		if id != n.self {
+			others = append(others, id)
+		}
+	}
+	return others, peers
+}
+
+// askPeers sends every peer of byPeer its items, at most perFrame per
+// request, all requests at once, and adds what the peers served (get
+// returns it verified) to got, under mu. A failed request is logged; its
+// items stay missing for the caller's next round.
+func askPeers[T any](ctx context.Context, n *Node, peers map[index.NodeID]*peer, byPeer map[index.NodeID][]T, perFrame int, what string,
+	get func(ctx context.Context, p *peer, part []T) (map[index.Hash][]byte, error), got map[index.Hash][]byte, mu *sync.Mutex) {
+	var wg sync.WaitGroup
+	for id, items := range byPeer {
+		p := peers[id]
+		if p == nil {
+			continue
+		}
+		for start := 0; start < len(items); start += perFrame {
+			part := items[start:min(start+perFrame, len(items))]
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				res, err := get(ctx, p, part)
+				if err != nil {
+					n.log.Debug("fetch from peer failed", "peer", p.id.Short(), what, len(part), "err", err)
+					return
+				}
+				mu.Lock()
+				for h, d := range res {
+					got[h] = d
+				}
+				mu.Unlock()
+			}()
+		}
+	}
+	wg.Wait()
+}
+
+// getItems sends peer p one get request of count items (built by build)
+// and returns the items of its reply (of type want, decoded by decode),
+// one per item asked. A reply that does not decode closes the connection:
+// the peer is out of step.
+func getItems(ctx context.Context, p *peer, what string, count int, want wire.Type, decode func([]byte) ([]wire.GetItem, error),
+	build func(dst []byte, id uint64) []byte) ([]wire.GetItem, error) {
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	typ, payload, err := p.cc.call(cctx, build)
+	if err != nil {
+		return nil, err
+	}
+	if err := expect(typ, want); err != nil {
+		return nil, err
+	}
+	items, err := decode(payload)
+	if err != nil {
+		p.cc.close(fmt.Errorf("%w: bad %v reply: %v", ErrClosed, want, err))
+		return nil, err
+	}
+	if len(items) != count {
+		return nil, fmt.Errorf("%w: asked %d %s, got %d answers", wire.ErrBadFrame, count, what, len(items))
+	}
+	return items, nil
+}
+
 // getFrom fetches hashes from one peer and returns the ones it served
 // correctly, verified and cached.
 func (n *Node) getFrom(ctx context.Context, p *peer, hashes []index.Hash) (map[index.Hash][]byte, error) {
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	typ, payload, err := p.cc.call(cctx, func(dst []byte, id uint64) []byte { return wire.AppendGetChunks(dst, id, hashes) })
+	items, err := getItems(ctx, p, "chunks", len(hashes), wire.TypeGetResult, wire.DecodeGetResult,
+		func(dst []byte, id uint64) []byte { return wire.AppendGetChunks(dst, id, hashes) })
 	if err != nil {
 		return nil, err
-	}
-	if err := expect(typ, wire.TypeGetResult); err != nil {
-		return nil, err
-	}
-	items, err := wire.DecodeGetResult(payload)
-	if err != nil {
-		p.cc.close(fmt.Errorf("%w: bad get reply: %v", ErrClosed, err))
-		return nil, err
-	}
-	if len(items) != len(hashes) {
-		return nil, fmt.Errorf("%w: asked %d chunks, got %d answers", wire.ErrBadFrame, len(hashes), len(items))
 	}
 	res := make(map[index.Hash][]byte, len(hashes))
 	for i, it := range items {
@@ -386,11 +419,19 @@ func (n *Node) getFrom(ctx context.Context, p *peer, hashes []index.Hash) (map[i
 }
 
 // Holders reports, for each chunk, which nodes (this one included) hold a
-// copy right now, by asking every live peer.
+// copy by its name right now, by asking every live peer.
 func (n *Node) Holders(ctx context.Context, hashes []index.Hash) ([][]index.NodeID, error) {
+	return n.whoHolds(ctx, hashes, getFrameHashes, n.db.HasChunk, wire.AppendHasChunks)
+}
+
+// whoHolds asks this node (has) and every live peer (frames built by
+// appendHas, at most perFrame hashes each, answered by HasResult) which of
+// hashes they hold, and returns the holders of each, sorted.
+func (n *Node) whoHolds(ctx context.Context, hashes []index.Hash, perFrame int, has func(index.Hash) (bool, error),
+	appendHas func(dst []byte, id uint64, hashes []index.Hash) []byte) ([][]index.NodeID, error) {
 	out := make([][]index.NodeID, len(hashes))
 	for i, h := range hashes {
-		if ok, err := n.db.HasChunk(h); err == nil && ok {
+		if ok, err := has(h); err == nil && ok {
 			out[i] = append(out[i], n.self)
 		}
 	}
@@ -398,14 +439,14 @@ func (n *Node) Holders(ctx context.Context, hashes []index.Hash) ([][]index.Node
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, p := range peers {
-		for start := 0; start < len(hashes); start += getFrameHashes {
-			part := hashes[start:min(start+getFrameHashes, len(hashes))]
+		for start := 0; start < len(hashes); start += perFrame {
+			part := hashes[start:min(start+perFrame, len(hashes))]
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 				defer cancel()
-				typ, payload, err := p.cc.call(cctx, func(dst []byte, id uint64) []byte { return wire.AppendHasChunks(dst, id, part) })
+				typ, payload, err := p.cc.call(cctx, func(dst []byte, id uint64) []byte { return appendHas(dst, id, part) })
 				if err == nil {
 					err = expect(typ, wire.TypeHasResult)
 				}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"time"
 
 	"github.com/oashare/oashare/chunknet/tree"
 	"github.com/oashare/oashare/chunknet/wire"
@@ -368,13 +367,7 @@ func (n *Node) groupRounds(ctx context.Context, runs []groupRun, got map[index.H
 	if len(runs) == 0 {
 		return
 	}
-	ids, peers := n.members()
-	others := make([]index.NodeID, 0, len(ids))
-	for _, id := range ids {
-		if id != n.self {
-			others = append(others, id)
-		}
-	}
+	others, peers := n.otherMembers()
 	r := newRanker(others)
 	for round := 0; round < len(others) && len(runs) > 0; round++ {
 		byPeer := make(map[index.NodeID][]groupRun)
@@ -386,31 +379,7 @@ func (n *Node) groupRounds(ctx context.Context, runs []groupRun, got map[index.H
 			id := others[top[round]]
 			byPeer[id] = append(byPeer[id], run)
 		}
-		var wg sync.WaitGroup
-		for id, rs := range byPeer {
-			p := peers[id]
-			if p == nil {
-				continue
-			}
-			for start := 0; start < len(rs); start += groupsPerFrame {
-				part := rs[start:min(start+groupsPerFrame, len(rs))]
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					res, err := n.getGroupsFrom(ctx, p, part)
-					if err != nil {
-						n.log.Debug("group fetch from peer failed", "peer", p.id.Short(), "groups", len(part), "err", err)
-						return
-					}
-					mu.Lock()
-					for h, d := range res {
-						got[h] = d
-					}
-					mu.Unlock()
-				}()
-			}
-		}
-		wg.Wait()
+		askPeers(ctx, n, peers, byPeer, groupsPerFrame, "groups", n.getGroupsFrom, got, mu)
 		if ctx.Err() != nil {
 			return
 		}
@@ -425,22 +394,10 @@ func (n *Node) getGroupsFrom(ctx context.Context, p *peer, runs []groupRun) (map
 	for i, r := range runs {
 		ranges[i] = wire.GroupRange{Hash: r.group, First: uint16(r.first), N: uint16(len(r.hashes))}
 	}
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	typ, payload, err := p.cc.call(cctx, func(dst []byte, id uint64) []byte { return wire.AppendGetGroups(dst, id, ranges) })
+	items, err := getItems(ctx, p, "groups", len(runs), wire.TypeGroupResult, wire.DecodeGroupResult,
+		func(dst []byte, id uint64) []byte { return wire.AppendGetGroups(dst, id, ranges) })
 	if err != nil {
 		return nil, err
-	}
-	if err := expect(typ, wire.TypeGroupResult); err != nil {
-		return nil, err
-	}
-	items, err := wire.DecodeGroupResult(payload)
-	if err != nil {
-		p.cc.close(fmt.Errorf("%w: bad group reply: %v", ErrClosed, err))
-		return nil, err
-	}
-	if len(items) != len(runs) {
-		return nil, fmt.Errorf("%w: asked %d groups, got %d answers", wire.ErrBadFrame, len(runs), len(items))
 	}
 	res := make(map[index.Hash][]byte)
 	for i, it := range items {
@@ -459,50 +416,7 @@ func (n *Node) getGroupsFrom(ctx context.Context, p *peer, runs []groupRun) (map
 // GroupHolders reports, for each group, which nodes (this one included)
 // hold it right now, by asking every live peer.
 func (n *Node) GroupHolders(ctx context.Context, groups []index.Hash) ([][]index.NodeID, error) {
-	out := make([][]index.NodeID, len(groups))
-	for i, g := range groups {
-		if ok, err := n.db.HasGroup(g); err == nil && ok {
-			out[i] = append(out[i], n.self)
-		}
-	}
-	_, peers := n.members()
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, p := range peers {
-		for start := 0; start < len(groups); start += wire.MaxGroupsPerFrame {
-			part := groups[start:min(start+wire.MaxGroupsPerFrame, len(groups))]
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				defer cancel()
-				typ, payload, err := p.cc.call(cctx, func(dst []byte, id uint64) []byte { return wire.AppendHasGroups(dst, id, part) })
-				if err == nil {
-					err = expect(typ, wire.TypeHasResult)
-				}
-				var st []byte
-				if err == nil {
-					st, err = wire.DecodeStatuses(payload)
-				}
-				if err != nil || len(st) != len(part) {
-					n.log.Debug("has-groups query failed", "peer", p.id.Short(), "err", err)
-					return
-				}
-				mu.Lock()
-				for i, s := range st {
-					if s == wire.StatusOK {
-						out[start+i] = append(out[start+i], p.id)
-					}
-				}
-				mu.Unlock()
-			}()
-		}
-	}
-	wg.Wait()
-	for i := range out {
-		sortIDs(out[i])
-	}
-	return out, ctx.Err()
+	return n.whoHolds(ctx, groups, wire.MaxGroupsPerFrame, n.db.HasGroup, wire.AppendHasGroups)
 }
 
 func indexOf(ids []index.NodeID, id index.NodeID) int {

@@ -381,9 +381,18 @@ func (n *Node) putOn(ctx context.Context, id index.NodeID, p *peer, chunks []ind
 	for i, c := range chunks {
 		wc[i] = wire.Chunk{Hash: c.Hash, Data: c.Data}
 	}
+	return n.putRemote(ctx, p, "chunk", func(i int) index.Hash { return chunks[i].Hash }, len(chunks),
+		func(dst []byte, rid uint64) []byte { return wire.AppendPutChunks(dst, rid, wc) })
+}
+
+// putRemote sends peer p one put request of count items (built by build)
+// and reports, from its PutResult, which items it stored; name(i) names
+// item i for the error about a refused one.
+func (n *Node) putRemote(ctx context.Context, p *peer, what string, name func(i int) index.Hash, count int, build func(dst []byte, rid uint64) []byte) ([]bool, error) {
+	ok := make([]bool, count)
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	typ, payload, err := p.cc.call(cctx, func(dst []byte, rid uint64) []byte { return wire.AppendPutChunks(dst, rid, wc) })
+	typ, payload, err := p.cc.call(cctx, build)
 	if err != nil {
 		return ok, err
 	}
@@ -394,14 +403,14 @@ func (n *Node) putOn(ctx context.Context, id index.NodeID, p *peer, chunks []ind
 	if err != nil {
 		return ok, err
 	}
-	if len(st) != len(chunks) {
-		return ok, fmt.Errorf("%w: stored %d chunks, got %d statuses", wire.ErrBadFrame, len(chunks), len(st))
+	if len(st) != count {
+		return ok, fmt.Errorf("%w: stored %d %ss, got %d statuses", wire.ErrBadFrame, count, what, len(st))
 	}
 	var bad error
 	for i, s := range st {
 		ok[i] = s == wire.StatusOK
 		if !ok[i] {
-			bad = fmt.Errorf("peer %s refused chunk %s: status %d", id.Short(), chunks[i].Hash.Short(), s)
+			bad = fmt.Errorf("peer %s refused %s %s: status %d", p.id.Short(), what, name(i).Short(), s)
 		}
 	}
 	return ok, bad
@@ -424,28 +433,6 @@ func (n *Node) putGroupsOn(ctx context.Context, id index.NodeID, p *peer, gs []u
 	for i, g := range gs {
 		wg[i] = wire.Group{Hash: g.hash, Node: g.node, Data: g.data}
 	}
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	typ, payload, err := p.cc.call(cctx, func(dst []byte, rid uint64) []byte { return wire.AppendPutGroups(dst, rid, wg) })
-	if err != nil {
-		return ok, err
-	}
-	if err := expect(typ, wire.TypePutResult); err != nil {
-		return ok, err
-	}
-	st, err := wire.DecodeStatuses(payload)
-	if err != nil {
-		return ok, err
-	}
-	if len(st) != len(gs) {
-		return ok, fmt.Errorf("%w: stored %d groups, got %d statuses", wire.ErrBadFrame, len(gs), len(st))
-	}
-	var bad error
-	for i, s := range st {
-		ok[i] = s == wire.StatusOK
-		if !ok[i] {
-			bad = fmt.Errorf("peer %s refused group %s: status %d", id.Short(), gs[i].hash.Short(), s)
-		}
-	}
-	return ok, bad
+	return n.putRemote(ctx, p, "group", func(i int) index.Hash { return gs[i].hash }, len(gs),
+		func(dst []byte, rid uint64) []byte { return wire.AppendPutGroups(dst, rid, wg) })
 }
