@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/oashare/oashare/chunknet/wire"
@@ -65,9 +66,10 @@ type Node struct {
 	flightMu sync.Mutex
 	flight   map[index.Hash]chan struct{} // chunks being fetched, closed when done
 
-	payloads  payloadPool   // request payload buffers of the servers
-	out       outbox        // own records not yet sent to peers
-	flushKick chan struct{} // wakes flushLoop
+	payloads   payloadPool   // request payload buffers of the servers
+	out        outbox        // own records not yet sent to peers
+	flushKick  chan struct{} // wakes flushLoop
+	flushArmed atomic.Bool   // a wake-up of flushLoop is due (PublishNew)
 }
 
 type dialer struct {

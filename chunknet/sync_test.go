@@ -308,3 +308,28 @@ func TestPublishLazy(t *testing.T) {
 		return a.db.DurableSeq() == a.db.VersionVector()[a.node.ID()]
 	})
 }
+
+// TestPublishNew: new entries published without a sync reach every peer by
+// themselves (the flusher's delayed wake-up), and a synced Publish right
+// after one makes both durable and sends them in order.
+func TestPublishNew(t *testing.T) {
+	nodes := startCluster(t, 2, Config{})
+	a, b := nodes[0], nodes[1]
+	for i := range 30 {
+		if _, err := a.node.PublishNew(t.Context(), fileOps(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 5*time.Second, "new entries on the peer", func() bool { return hasFiles(t, b.db, 30) })
+	rec, err := a.node.PublishNew(t.Context(), fileOps(30))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.node.Publish(t.Context(), fileOps(31)); err != nil {
+		t.Fatal(err)
+	}
+	if d := a.db.DurableSeq(); d < rec.Seq+1 {
+		t.Fatalf("durable up to %d after a synced Publish, want at least %d", d, rec.Seq+1)
+	}
+	waitFor(t, 5*time.Second, "both on the peer", func() bool { return hasFiles(t, b.db, 32) })
+}
