@@ -56,6 +56,11 @@ func TestHostileFramesCloseOnlyThatConnection(t *testing.T) {
 	one := randChunks(t, 1, 512)
 	putPayload := wire.AppendPutChunks(nil, 0, []wire.Chunk{{Hash: one[0].Hash, Data: one[0].Data}})[wire.HeaderSize:]
 	pullPayload := wire.AppendPull(nil, 0, []wire.VVEntry{{Node: target.node.ID(), Seq: 1}})[wire.HeaderSize:]
+	gdata := one[0].Data
+	gnode := one[0].Hash[:]
+	group := wire.Group{Hash: index.Sum(gnode), Node: gnode, Data: gdata}
+	putGroupsPayload := wire.AppendPutGroups(nil, 0, []wire.Group{group})[wire.HeaderSize:]
+	getGroupsPayload := wire.AppendGetGroups(nil, 0, []wire.GroupRange{{Hash: group.Hash, N: 1}})[wire.HeaderSize:]
 	cases := []struct {
 		name  string
 		frame []byte
@@ -71,6 +76,12 @@ func TestHostileFramesCloseOnlyThatConnection(t *testing.T) {
 		{"PutChunks count beyond payload", frameOf(wire.TypePutChunks, 2, binary.BigEndian.AppendUint32(nil, 4000))},
 		{"GetChunks with a partial hash", frameOf(wire.TypeGetChunks, 2, append(binary.BigEndian.AppendUint32(nil, 1), make([]byte, 31)...))},
 		{"Pull with truncated payload", frameOf(wire.TypePull, 2, pullPayload[:len(pullPayload)-1])},
+		{"PutGroups with truncated payload", frameOf(wire.TypePutGroups, 2, putGroupsPayload[:len(putGroupsPayload)-10])},
+		{"PutGroups with trailing bytes", frameOf(wire.TypePutGroups, 2, append(bytes.Clone(putGroupsPayload), 0))},
+		{"PutGroups count beyond payload", frameOf(wire.TypePutGroups, 2, binary.BigEndian.AppendUint32(nil, 1000))},
+		{"GetGroups with a truncated range", frameOf(wire.TypeGetGroups, 2, getGroupsPayload[:len(getGroupsPayload)-2])},
+		{"HasGroups with a partial hash", frameOf(wire.TypeHasGroups, 2, append(binary.BigEndian.AppendUint32(nil, 1), make([]byte, 31)...))},
+		{"GroupResult as a request", wire.AppendGroupResult(nil, 2, []wire.GetItem{{Status: wire.StatusNotFound}})},
 		{"Push of a count beyond payload", frameOf(wire.TypePush, 2, binary.BigEndian.AppendUint32(nil, 9))},
 		{"PutResult as a request", wire.AppendPutResult(nil, 2, []byte{0})},
 		{"Pong as a request", wire.AppendPong(nil, 2)},
@@ -92,6 +103,9 @@ func TestHostileFramesCloseOnlyThatConnection(t *testing.T) {
 	}
 	if ok, _ := target.db.HasChunk(one[0].Hash); ok {
 		t.Error("a malformed PutChunks stored its chunk")
+	}
+	if ok, _ := target.db.HasGroup(group.Hash); ok {
+		t.Error("a malformed PutGroups stored its group")
 	}
 	if got := target.node.Peers(); len(got) != 1 || got[0].ID != peer.node.ID() {
 		t.Errorf("peers after the hostile connections: %v, want only the regular peer", got)
