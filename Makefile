@@ -66,7 +66,7 @@ fmt-check:
 
 # oashare against local disk, a FUSE loopback and sshfs on a 4-peer testbed
 # (needs root; installs fio, sshfs and openssh-server if missing; about
-# 20 minutes with the defaults). BENCH_RUNS, BENCH_SIZE_MIB... : see
+# 8 minutes with the defaults on a 2-core machine). BENCH_RUNS, BENCH_SIZE_MIB... : see
 # scripts/bench. The table goes to results/.
 bench:
 	scripts/bench
