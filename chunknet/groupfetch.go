@@ -58,7 +58,7 @@ func (n *Node) FetchSpans(ctx context.Context, spans []tree.Span) ([][]byte, err
 	for _, s := range spans {
 		total += len(s.Leaves)
 	}
-	// Local runs keep slices of out: it must not move.
+	// Runs keep slices of out (their result slots): it must not move.
 	out := make([][]byte, 0, total)
 	got := make(map[index.Hash][]byte)
 	ids, _ := n.members()
@@ -73,16 +73,14 @@ func (n *Node) FetchSpans(ctx context.Context, spans []tree.Span) ([][]byte, err
 		for _, h := range s.Leaves {
 			out = append(out, nil)
 			if h.IsZero() {
-				if isLocal {
-					run = nil // local runs fill consecutive result slots
-				}
-				continue // a hole takes no place: the next chunk goes on the run
+				run = nil // runs fill consecutive result slots
+				continue
 			}
 			k := rank
 			rank++
 			if !isLocal {
 				if d, ok := n.cache.get(h); ok {
-					got[h] = d
+					out[len(out)-1] = d
 					run = nil
 					continue
 				}
@@ -97,9 +95,7 @@ func (n *Node) FetchSpans(ctx context.Context, spans []tree.Span) ([][]byte, err
 				}
 			}
 			run.hashes = append(run.hashes, h)
-			if isLocal {
-				run.dst = out[len(out)-len(run.hashes) : len(out) : len(out)]
-			}
+			run.dst = out[len(out)-len(run.hashes) : len(out) : len(out)]
 		}
 	}
 	if len(local)+len(remote) > 0 {
@@ -149,42 +145,37 @@ func (n *Node) PrefetchSpans(ctx context.Context, spans []tree.Span) error {
 }
 
 // fetchRuns gets every chunk of local (runs of groups this node is a
-// replica of) and remote (the others) into got.
+// replica of) and remote (the others) into the runs' result slots (or got,
+// for chunks found by name).
 func (n *Node) fetchRuns(ctx context.Context, local, remote []groupRun, got map[index.Hash][]byte) error {
-	// Claim the remote chunks nobody is fetching; note the others' flights.
-	var mine []groupRun
+	// Claim the groups of remote runs nobody is fetching; note the
+	// others' flights (read-ahead racing the read it runs ahead of).
+	var mine, theirs []groupRun
 	var waits []chan struct{}
-	var theirs []index.Hash
 	var claimed []index.Hash
 	done := make(chan struct{})
 	n.flightMu.Lock()
 	for _, r := range remote {
-		var cur *groupRun
-		for k, h := range r.hashes {
-			if ch, ok := n.flight[h]; ok {
-				waits = append(waits, ch)
-				theirs = append(theirs, h)
-				cur = nil
-				continue
-			}
-			n.flight[h] = done
-			claimed = append(claimed, h)
-			if cur == nil {
-				mine = append(mine, groupRun{group: r.group, first: r.first + k})
-				cur = &mine[len(mine)-1]
-			}
-			cur.hashes = append(cur.hashes, h)
+		if ch, ok := n.groupFlight[r.group]; ok && ch != done {
+			waits = append(waits, ch)
+			theirs = append(theirs, r)
+			continue
 		}
+		if _, ok := n.groupFlight[r.group]; !ok {
+			n.groupFlight[r.group] = done
+			claimed = append(claimed, r.group)
+		}
+		mine = append(mine, r)
 	}
 	n.flightMu.Unlock()
 	err := n.retry(ctx, func() error { return n.runsAttempt(ctx, local, mine, got) })
 	n.flightMu.Lock()
-	for _, h := range claimed {
-		delete(n.flight, h)
+	for _, g := range claimed {
+		delete(n.groupFlight, g)
 	}
 	n.flightMu.Unlock()
 	close(done)
-	if err != nil {
+	if err != nil || len(theirs) == 0 {
 		return err
 	}
 	for _, ch := range waits {
@@ -194,26 +185,22 @@ func (n *Node) fetchRuns(ctx context.Context, local, remote []groupRun, got map[
 			return ctx.Err()
 		}
 	}
-	// What the other flights got is in the cache, unless it was evicted or
-	// the flight failed: fetch those ourselves, by name.
-	var again []index.Hash
-	for _, h := range theirs {
-		if d, ok := n.cache.get(h); ok {
-			got[h] = d
-		} else if _, ok := got[h]; !ok {
-			again = append(again, h)
-		}
-	}
-	if len(again) == 0 {
-		return nil
-	}
-	var rest []groupRun
-	for _, r := range remote {
+	// What the other flights got is in the cache, unless it was evicted,
+	// the flight failed or wanted other chunks of the group: fetch the
+	// rest ourselves.
+	for _, r := range theirs {
 		for k, h := range r.hashes {
-			if _, ok := got[h]; !ok && containsHash(again, h) {
-				rest = append(rest, groupRun{group: r.group, first: r.first + k, hashes: []index.Hash{h}})
+			if r.dst[k] == nil {
+				if d, ok := n.cache.get(h); ok {
+					r.dst[k] = d
+				}
 			}
 		}
+	}
+	var mu sync.Mutex
+	rest := pending(theirs, got, &mu)
+	if len(rest) == 0 {
+		return nil
 	}
 	return n.retry(ctx, func() error { return n.runsAttempt(ctx, nil, rest, got) })
 }
@@ -316,9 +303,14 @@ func (n *Node) readLocalRuns(runs []groupRun, got map[index.Hash][]byte, mu *syn
 				if !ok {
 					continue
 				}
-				if r.dst != nil && !cache {
+				if r.dst != nil {
 					// Each slot belongs to this run alone.
-					n.cutRun(r, data, "local store", func(k int, _ index.Hash, d []byte) { r.dst[k] = d })
+					n.cutRun(r, data, "local store", func(k int, h index.Hash, d []byte) {
+						r.dst[k] = d
+						if cache {
+							n.cache.add(h, d)
+						}
+					})
 					continue
 				}
 				mu.Lock()
@@ -405,9 +397,14 @@ func (n *Node) getGroupsFrom(ctx context.Context, p *peer, runs []groupRun) (map
 			continue
 		}
 		// it.Data aliases the frame payload, which this call owns alone.
-		n.cutRun(runs[i], it.Data, "peer "+p.id.Short(), func(_ int, h index.Hash, d []byte) {
+		r := runs[i]
+		n.cutRun(r, it.Data, "peer "+p.id.Short(), func(k int, h index.Hash, d []byte) {
 			n.cache.add(h, d)
-			res[h] = d
+			if r.dst != nil {
+				r.dst[k] = d // this run's slots are this call's alone
+			} else {
+				res[h] = d
+			}
 		})
 	}
 	return res, nil
@@ -431,15 +428,6 @@ func indexOf(ids []index.NodeID, id index.NodeID) int {
 func containsInt(xs []int, x int) bool {
 	for _, y := range xs {
 		if y == x {
-			return true
-		}
-	}
-	return false
-}
-
-func containsHash(hs []index.Hash, h index.Hash) bool {
-	for _, x := range hs {
-		if x == h {
 			return true
 		}
 	}

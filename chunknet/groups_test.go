@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync"
 	"testing"
 	"time"
 
@@ -286,6 +287,38 @@ func TestFetchSpansReadsChunksStoredByName(t *testing.T) {
 	for _, tn := range nodes {
 		if got, err := readWhole(t, tn.node, v); err != nil || !bytes.Equal(got, content) {
 			t.Fatalf("node %s: %v, equal %v", tn.node.ID().Short(), err, bytes.Equal(got, content))
+		}
+	}
+}
+
+// TestFetchSpansConcurrentOverlap: reads of overlapping ranges of groups
+// held elsewhere, at once (read-ahead racing the read it runs ahead of),
+// each return their bytes exactly: one waits for the other's flight of a
+// group and fetches what it still lacks itself.
+func TestFetchSpansConcurrentOverlap(t *testing.T) {
+	nodes := startCluster(t, 4, Config{Replicas: 3, CacheBytes: 1 << 20})
+	content := randBytes(t, 1024*tree.ChunkSize)
+	v := writeFile(t, nodes[0].node, content)
+	for _, reader := range nodes {
+		for round := range 5 {
+			var wg sync.WaitGroup
+			for _, r := range [][2]int{{0, 1024}, {100, 300}, {250, 700}, {900, 124}} {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					off := (r[0] + round) * tree.ChunkSize
+					n := min(r[1]*tree.ChunkSize, len(content)-off)
+					p := make([]byte, n)
+					if _, err := tree.ReadAt(t.Context(), reader.node, v, p, int64(off)); err != nil && err != io.EOF {
+						t.Error(err)
+						return
+					}
+					if !bytes.Equal(p, content[off:off+n]) {
+						t.Errorf("bytes [%d, +%d) differ", off, n)
+					}
+				}()
+			}
+			wg.Wait()
 		}
 	}
 }

@@ -64,7 +64,10 @@ type Node struct {
 	cache *cache
 
 	flightMu sync.Mutex
-	flight   map[index.Hash]chan struct{} // chunks being fetched, closed when done
+	flight   map[index.Hash]chan struct{} // chunks being fetched by name, closed when done
+	// groupFlight: groups some of whose chunks are being fetched from
+	// peers (FetchSpans), closed when done.
+	groupFlight map[index.Hash]chan struct{}
 
 	payloads   payloadPool   // request payload buffers of the servers
 	out        outbox        // own records not yet sent to peers
@@ -125,20 +128,21 @@ func New(cfg Config) (*Node, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{
-		cfg:     cfg,
-		db:      cfg.DB,
-		self:    cfg.DB.NodeID(),
-		log:     cfg.Logger,
-		tr:      cfg.Transport,
-		ln:      ln,
-		port:    uint16(port),
-		ctx:     ctx,
-		cancel:  cancel,
-		peers:   make(map[index.NodeID]*peer),
-		dialers: make(map[string]*dialer),
-		inbound: make(map[*serverConn]struct{}),
-		cache:   newCache(cfg.CacheBytes),
-		flight:  make(map[index.Hash]chan struct{}),
+		cfg:         cfg,
+		db:          cfg.DB,
+		self:        cfg.DB.NodeID(),
+		log:         cfg.Logger,
+		tr:          cfg.Transport,
+		ln:          ln,
+		port:        uint16(port),
+		ctx:         ctx,
+		cancel:      cancel,
+		peers:       make(map[index.NodeID]*peer),
+		dialers:     make(map[string]*dialer),
+		inbound:     make(map[*serverConn]struct{}),
+		cache:       newCache(cfg.CacheBytes),
+		flight:      make(map[index.Hash]chan struct{}),
+		groupFlight: make(map[index.Hash]chan struct{}),
 
 		flushKick: make(chan struct{}, 1),
 	}
