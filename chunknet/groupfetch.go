@@ -27,8 +27,8 @@ type groupRun struct {
 	first  int
 	hashes []index.Hash
 	// dst, if set, is where the chunks go (dst[k] for hashes[k]): the
-	// caller's result slots, for chunks read from the local store, which
-	// need neither the map of results nor the cache.
+	// caller's result slots, so that chunks need no map of results. Runs
+	// without it (none that FetchSpans makes) put chunks in the map.
 	dst [][]byte
 }
 
@@ -51,8 +51,9 @@ func (r *groupRun) done(k int, got map[index.Hash][]byte) bool {
 //
 // As with Fetch, the chunks of groups this node is a replica of are read
 // from its store and not cached; the others come from peers at the same
-// time and are cached, and a chunk another FetchSpans is already getting
-// (read-ahead) is waited for, not fetched twice.
+// time and are cached, and a group another FetchSpans is already getting
+// chunks of from peers (read-ahead) is waited for; what that fetch did not
+// bring is then fetched here.
 func (n *Node) FetchSpans(ctx context.Context, spans []tree.Span) ([][]byte, error) {
 	total := 0
 	for _, s := range spans {
