@@ -353,3 +353,52 @@ func TestOpenRefusesDamagedLogState(t *testing.T) {
 		t.Fatalf("Open with a damaged chunk log state: %v, want ErrCorrupt", err)
 	}
 }
+
+// TestChunkLogRawSegmentsOfOlderStores: a store written before the log had
+// batches (raw chunk bytes in its segments, locations committed synced, no
+// "m/chunk-log" key) opens as it was: its chunks read back, its segments
+// are never scanned, and new batches go to a new segment.
+func TestChunkLogRawSegmentsOfOlderStores(t *testing.T) {
+	fs := vfs.NewMem()
+	db := openAt(t, fs, "/db", Options{Logger: quietLogger})
+	old := chunkSeq(0, 4, 512)
+	// Make segment 1 what an older store left: raw bytes, no batch header.
+	f, err := fs.OpenReadWrite("/db/chunks/" + segName(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range old {
+		if _, err := f.WriteAt(c.Data, int64(i*512)); err != nil {
+			t.Fatal(err)
+		}
+		loc := location{seg: 1, off: uint64(i * 512), n: 512}
+		if err := db.pdb.Set(chunkKey(c.Hash), loc.encode(nil), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Close()
+	if err := db.pdb.Delete(keyChunkLog, nil); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	for range 2 {
+		db = openAt(t, fs, "/db", Options{Logger: quietLogger})
+		if db.logFirst != 2 || db.chunks.cur < 2 {
+			t.Fatalf("batches start at segment %d, appending to %d; want 2 and beyond", db.logFirst, db.chunks.cur)
+		}
+		out, err := db.GetChunks(hashesOf(old))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, d := range out {
+			if !bytes.Equal(d, old[i].Data) {
+				t.Fatalf("old chunk %d lost", i)
+			}
+		}
+		if _, err := db.PutChunks(chunkSeq(100, 2, 512)); err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+	}
+}
