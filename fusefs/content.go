@@ -179,27 +179,44 @@ func (c *content) commit(ctx context.Context) (tree.Version, error) {
 	n := tree.LeafCount(c.size)
 	// Chunks are stored by group (the Fanout chunks under one depth-1
 	// node): a group of the new version is either exactly a group of the
-	// base, reused by its leaf hashes, or written out whole, its unchanged
-	// chunks read from the base.
+	// base, reused whole by its name (nothing fetched but the nodes above
+	// it), a group of holes, or written out whole, its unchanged chunks
+	// read from the base.
 	var buf []byte
+	var names []index.Hash // the base's group names from namesFrom on
+	var namesFrom uint64
 	for g := uint64(0); g < n; g += tree.Fanout {
 		end := min(g+tree.Fanout, n)
-		switch c.groupKind(g, end) {
-		case groupHoles:
-			for i := g; i < end; i++ {
-				if err := b.AddLeaf(index.Hash{}, tree.LeafSize(c.size, i)); err != nil {
-					return tree.Version{}, err
-				}
+		gsize := min(end*tree.ChunkSize, c.size) - g*tree.ChunkSize
+		kind := c.groupKind(g, end)
+		if kind != groupWritten && n == 1 {
+			// A one-chunk file has no group node: its chunk is all.
+			h := index.Hash{}
+			if kind == groupReused {
+				h = c.base.Root
 			}
-		case groupReused:
-			leaves, err := tree.Leaves(ctx, c.node, c.base, g, end-g)
-			if err != nil {
+			if err := b.AddLeaf(h, int(gsize)); err != nil {
 				return tree.Version{}, err
 			}
-			for k, h := range leaves {
-				if err := b.AddLeaf(h, tree.LeafSize(c.size, g+uint64(k))); err != nil {
+			continue
+		}
+		switch kind {
+		case groupHoles:
+			if err := b.AddGroup(index.Hash{}, int(end-g), gsize); err != nil {
+				return tree.Version{}, err
+			}
+		case groupReused:
+			j := g / tree.Fanout
+			if j < namesFrom || j >= namesFrom+uint64(len(names)) {
+				cnt := min(uint64(groupBatch), (tree.LeafCount(c.base.Size)+tree.Fanout-1)/tree.Fanout-j)
+				var err error
+				if names, err = tree.Groups(ctx, c.node, c.base, j, cnt); err != nil {
 					return tree.Version{}, err
 				}
+				namesFrom = j
+			}
+			if err := b.AddGroup(names[j-namesFrom], int(end-g), gsize); err != nil {
+				return tree.Version{}, err
 			}
 		default:
 			from, to := g*tree.ChunkSize, min(end*tree.ChunkSize, c.size)
@@ -239,10 +256,13 @@ func (c *content) commit(ctx context.Context) (tree.Version, error) {
 	return v, nil
 }
 
+// groupBatch is how many group names of the base commit reads at once.
+const groupBatch = 4096
+
 // How commit builds one group of the new version.
 const (
 	groupWritten = iota // written out whole
-	groupReused         // the same as the base's: reused by leaf hashes
+	groupReused         // the same as the base's: reused whole, by its name
 	groupHoles          // all holes: past the valid bytes and not written
 )
 

@@ -148,6 +148,40 @@ func (b *Builder) AddLeaf(h index.Hash, size int) error {
 	return nil
 }
 
+// AddGroup appends an existing group whole: the leaves leaves (1 ..
+// Fanout, 2 or more for the first group) under depth-1 node h, size bytes in all, without fetching or
+// putting anything; the zero hash appends a group of holes. It is allowed
+// only at a group boundary (every leaf so far in full groups); a group of
+// fewer than Fanout leaves, or whose last leaf is short, must be the
+// file's last. The node of the new version at this place is h, so the
+// group is stored already. A file of one leaf has no depth-1 node: use
+// AddLeaf. Reusing groups whole instead of leaf by leaf is what makes a
+// small change to a large file cost its changed groups only.
+func (b *Builder) AddGroup(h index.Hash, leaves int, size uint64) error {
+	if err := b.usable(); err != nil {
+		return err
+	}
+	var pending uint64
+	if len(b.levels) > 0 {
+		pending = b.levels[0].count % Fanout
+	}
+	switch {
+	case b.nchunk != 0 || pending != 0:
+		return fmt.Errorf("tree: AddGroup at offset %d, not a group boundary", b.size)
+	case leaves < 1 || leaves > Fanout || leaves == 1 && (len(b.levels) == 0 || b.levels[0].count == 0):
+		return fmt.Errorf("tree: AddGroup of %d leaves, want 1..%d (2 or more for a file's first group)", leaves, Fanout)
+	case size <= uint64(leaves-1)*ChunkSize || size > uint64(leaves)*ChunkSize:
+		return fmt.Errorf("tree: AddGroup of %d bytes for %d leaves", size, leaves)
+	}
+	if len(b.levels) == 0 {
+		b.levels = append(b.levels, level{buf: make([]byte, 0, MaxNodeSize)})
+	}
+	b.levels[0].count += uint64(leaves)
+	b.size += size
+	b.closed = leaves < Fanout || size < uint64(leaves)*ChunkSize
+	return b.addHash(1, h)
+}
+
 func (b *Builder) mixed() error {
 	b.err = fmt.Errorf("tree: the group of chunk %d mixes new and existing chunks", b.levels[0].count)
 	return b.err

@@ -145,6 +145,55 @@ func Leaves(ctx context.Context, f Fetcher, v Version, first, n uint64) ([]index
 	return out, nil
 }
 
+// Groups returns the names of groups [first, first+n) of v (group j holds
+// chunks [j*Fanout, (j+1)*Fanout)): its depth-1 node hashes, zero for a
+// group of holes. It fetches the nodes above depth 1 only, one Fetch per
+// level. v must have depth 1 or more (a one-chunk file has no depth-1
+// node).
+func Groups(ctx context.Context, f Fetcher, v Version, first, n uint64) ([]index.Hash, error) {
+	if err := v.Validate(); err != nil {
+		return nil, err
+	}
+	if v.Depth == 0 {
+		return nil, errors.New("tree: a depth-0 version has no groups")
+	}
+	counts := levelCounts(LeafCount(v.Size), v.Depth)
+	if first > counts[1] || n > counts[1]-first {
+		return nil, fmt.Errorf("tree: groups [%d, %d+%d) out of range: file has %d", first, first, n, counts[1])
+	}
+	if n == 0 {
+		return []index.Hash{}, nil
+	}
+	last := first + n - 1
+	hashes := []index.Hash{v.Root} // the level-k entries covering the range
+	for k := v.Depth; k >= 2; k-- {
+		data, err := fetch(ctx, f, hashes)
+		if err != nil {
+			return nil, err
+		}
+		shift := fanoutBits * uint(k-2)
+		lo, hi := first>>shift, last>>shift+1 // wanted entries of level k-1
+		node := lo >> fanoutBits
+		next := make([]index.Hash, 0, hi-lo)
+		for i, b := range data {
+			j := node + uint64(i)
+			nc, b, err := children(hashes[i], k, j, b, counts[k-1])
+			if err != nil {
+				return nil, err
+			}
+			base := j << fanoutBits
+			for c := max(lo, base) - base; c < min(hi, base+uint64(nc))-base; c++ {
+				next = append(next, hashAt(b, int(c)))
+			}
+		}
+		if uint64(len(next)) != hi-lo {
+			return nil, fmt.Errorf("%w: depth %d gave %d entries, want %d", ErrCorrupt, k-1, len(next), hi-lo)
+		}
+		hashes = next
+	}
+	return hashes, nil
+}
+
 // Spans returns the leaves of chunks [first, first+n) of v as Leaves does,
 // cut by group: one Span per depth-1 node the range touches (one in all
 // for a depth-0 version), in order.

@@ -899,3 +899,85 @@ func TestHoles(t *testing.T) {
 		t.Errorf("%d fetches for a file that is one hole", empty.Fetches())
 	}
 }
+
+// TestAddGroup: a version rebuilt from another's groups, by name, is that
+// version, and costs one Fetch per level above depth 1; groups of holes
+// read as zeros; AddGroup refuses what would not be a group of the file.
+func TestAddGroup(t *testing.T) {
+	ctx := context.Background()
+	for _, size := range []int{2 * 512, 256 * 512, 257*512 + 3, depth2Size, 700*512 + 5} {
+		content := randBytes(uint64(size)+3, size)
+		store := tree.NewMemStore()
+		want := build(t, store, content, 4096)
+		leaves := tree.LeafCount(uint64(size))
+		ngroups := (leaves + tree.Fanout - 1) / tree.Fanout
+		before := store.Fetches()
+		names, err := tree.Groups(ctx, store, want, 0, ngroups)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, wantF := store.Fetches()-before, max(0, int(want.Depth)-1); got != wantF {
+			t.Errorf("size %d: Groups made %d Fetch calls, want %d", size, got, wantF)
+		}
+		b := tree.NewBuilder(ctx, store)
+		for j, h := range names {
+			first := uint64(j) * tree.Fanout
+			n := min(tree.Fanout, leaves-first)
+			bytes := min((first+n)*tree.ChunkSize, uint64(size)) - first*tree.ChunkSize
+			if err := b.AddGroup(h, int(n), bytes); err != nil {
+				t.Fatalf("size %d: AddGroup %d: %v", size, j, err)
+			}
+		}
+		if got, err := b.Finish(); err != nil || got != want {
+			t.Fatalf("size %d: rebuilt %+v, %v; want %+v", size, got, err, want)
+		}
+	}
+
+	// A group of holes between data.
+	store := tree.NewMemStore()
+	b := tree.NewBuilder(ctx, store)
+	head := randBytes(1, 256*512)
+	if _, err := b.Write(head); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AddGroup(index.Hash{}, 256, 256*512); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Write([]byte("tail")); err != nil {
+		t.Fatal(err)
+	}
+	v, err := b.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := append(append(bytes.Clone(head), make([]byte, 256*512)...), "tail"...)
+	checkRange(t, store, v, want, 0, len(want))
+
+	h := index.Sum([]byte("a node"))
+	for _, tc := range []struct {
+		name  string
+		setup func(b *tree.Builder)
+		n     int
+		size  uint64
+	}{
+		{"mid-group", func(b *tree.Builder) { b.Write(head[:512]) }, 256, 256 * 512},
+		{"mid-chunk", func(b *tree.Builder) { b.Write(head[:100]) }, 256, 256 * 512},
+		{"one leaf first", func(*tree.Builder) {}, 1, 512},
+		{"too many leaves", func(*tree.Builder) {}, 257, 257 * 512},
+		{"size too large", func(*tree.Builder) {}, 4, 4*512 + 1},
+		{"size too small", func(*tree.Builder) {}, 4, 3 * 512},
+	} {
+		b := tree.NewBuilder(ctx, tree.NewMemStore())
+		tc.setup(b)
+		if err := b.AddGroup(h, tc.n, tc.size); err == nil {
+			t.Errorf("AddGroup %s accepted", tc.name)
+		}
+	}
+	b = tree.NewBuilder(ctx, tree.NewMemStore())
+	if err := b.AddGroup(h, 10, 10*512); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Write([]byte("x")); err == nil {
+		t.Error("Write after a short group accepted")
+	}
+}

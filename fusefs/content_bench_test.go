@@ -1,0 +1,53 @@
+package fusefs
+
+import (
+	"context"
+	"crypto/rand"
+	"log/slog"
+	"path/filepath"
+	"testing"
+
+	"github.com/oashare/oashare/chunknet"
+	"github.com/oashare/oashare/chunknet/tree"
+	"github.com/oashare/oashare/index"
+)
+
+// BenchmarkSmallChangeBigFile commits a 4 KiB write into a 64 MiB file,
+// as an editor or a database does, on one real node and index (no mount):
+// one op is one write and commit. Only the changed group should cost
+// anything.
+func BenchmarkSmallChangeBigFile(b *testing.B) {
+	dir := b.TempDir()
+	db, err := index.Open(filepath.Join(dir, "data"), index.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	node, err := chunknet.New(chunknet.Config{DB: db, Network: "test", Listen: "127.0.0.1:0", Replicas: 1,
+		Logger: slog.New(slog.DiscardHandler), DataDir: dir})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { node.Close(); db.Close() })
+	ctx := context.Background()
+	const size = 64 << 20
+	c := newContent(node, tree.Version{}, 0)
+	big := make([]byte, size)
+	rand.Read(big)
+	if err := c.write(ctx, 0, big); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := c.commit(ctx); err != nil {
+		b.Fatal(err)
+	}
+	p := make([]byte, 4096)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		rand.Read(p)
+		if err := c.write(ctx, uint64(i*7919*4096)%(size-4096), p); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.commit(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
