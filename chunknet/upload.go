@@ -26,6 +26,8 @@ const (
 	// groupBatchBytes closes a batch of groups: one PutGroups frame per
 	// target peer (a group's chunks all go to the same peers).
 	groupBatchBytes = 512 << 10
+	// smallGroupCap is the first capacity of a group's buffer.
+	smallGroupCap = 16 << 10
 )
 
 // Uploader stores a stream of chunks on their replicas: it is the
@@ -46,6 +48,7 @@ type Uploader struct {
 	seen  map[index.Hash]bool // chunks and groups already queued by this Uploader
 
 	leaves     []byte    // the stored chunks of the group being built
+	leavesCap  int       // capacity to give the next group's buffer
 	groups     []upGroup // closed groups not yet sent
 	groupBytes int       // bytes of groups
 
@@ -106,7 +109,9 @@ func (u *Uploader) PutLeaf(ctx context.Context, h index.Hash, data []byte) error
 		return fmt.Errorf("group of more than %d bytes", index.MaxGroupData)
 	}
 	if u.leaves == nil {
-		u.leaves = make([]byte, 0, index.MaxGroupData)
+		// A small file's group stays small; once a group came close to
+		// full, the next ones get room for a whole group at once.
+		u.leaves = make([]byte, 0, max(u.leavesCap, smallGroupCap))
 	}
 	u.leaves = append(u.leaves, data...)
 	return nil
@@ -120,6 +125,9 @@ func (u *Uploader) EndGroup(ctx context.Context, g index.Hash, node []byte) erro
 	}
 	data := u.leaves
 	u.leaves = nil
+	if len(data) > index.MaxGroupData/2 {
+		u.leavesCap = index.MaxGroupData
+	}
 	if len(data) == 0 || u.seen[g] {
 		return nil
 	}
