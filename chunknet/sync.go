@@ -56,16 +56,7 @@ func (n *Node) Publish(_ context.Context, ops []index.Op) (*index.Record, error)
 // Records never leave the node before they are durable: a crash could
 // lose them, and their sequence numbers would be used again.
 func (n *Node) PublishLazy(_ context.Context, ops []index.Op) (*index.Record, error) {
-	rec, err := n.db.CommitLazy(ops)
-	if err != nil {
-		return nil, err
-	}
-	n.out.add(rec)
-	select {
-	case n.flushKick <- struct{}{}:
-	default: // a flush is due already
-	}
-	return rec, nil
+	return n.publishUnsynced(ops, n.kickFlush)
 }
 
 // PublishNew is PublishLazy for a new entry (create, mkdir, mknod,
@@ -77,23 +68,36 @@ func (n *Node) PublishLazy(_ context.Context, ops []index.Op) (*index.Record, er
 // (the journal a database deletes after its commit) must reach the peers
 // right after it.
 func (n *Node) PublishNew(_ context.Context, ops []index.Op) (*index.Record, error) {
+	return n.publishUnsynced(ops, func() {
+		// At most newEntryDelay after the first entry not yet synced,
+		// however many follow.
+		if n.flushArmed.CompareAndSwap(false, true) {
+			time.AfterFunc(newEntryDelay, func() {
+				n.flushArmed.Store(false)
+				n.kickFlush()
+			})
+		}
+	})
+}
+
+// publishUnsynced commits ops without a sync, queues the record for the
+// peers and calls wake to have flushLoop sync it.
+func (n *Node) publishUnsynced(ops []index.Op, wake func()) (*index.Record, error) {
 	rec, err := n.db.CommitLazy(ops)
 	if err != nil {
 		return nil, err
 	}
 	n.out.add(rec)
-	// At most newEntryDelay after the first entry not yet synced, however
-	// many follow.
-	if n.flushArmed.CompareAndSwap(false, true) {
-		time.AfterFunc(newEntryDelay, func() {
-			n.flushArmed.Store(false)
-			select {
-			case n.flushKick <- struct{}{}:
-			default:
-			}
-		})
-	}
+	wake()
 	return rec, nil
+}
+
+// kickFlush wakes flushLoop (unless a wake-up is pending already).
+func (n *Node) kickFlush() {
+	select {
+	case n.flushKick <- struct{}{}:
+	default:
+	}
 }
 
 // newEntryDelay is the longest a new entry waits for a sync (PublishNew).
