@@ -3,6 +3,7 @@ package fusefs
 import (
 	"context"
 	"errors"
+	"log"
 	"log/slog"
 	"os"
 	"sync"
@@ -100,13 +101,18 @@ func Mount(dir string, opts Options) (*fuse.Server, error) {
 		gid:  uint32(os.Getgid()),
 
 		started: time.Now().UnixNano(),
-		live:    make(map[uint64]*fs.Inode),
-		notes:   make(chan *index.Record, notifyQueue),
+		live:        make(map[uint64]*fs.Inode),
+		notes:       make(chan *index.Record, notifyQueue),
 	}
 
 	root := &dirNode{fsys: fsys, id: index.RootID}
 	fopts := KernelOptions("oashare", opts.FsName, opts.CacheTimeout, opts.AllowOther)
 	fopts.MountOptions.Debug = opts.Debug
+	if opts.Debug {
+		// Microsecond stamps: the request log then shows each request's
+		// latency, from its rx line to its tx line.
+		fopts.MountOptions.Logger = log.New(os.Stderr, "fuse: ", log.Ldate|log.Lmicroseconds)
+	}
 	fopts.RootStableAttr = &fs.StableAttr{Ino: index.RootID, Mode: syscall.S_IFDIR}
 	fopts.UID = fsys.uid
 	fopts.GID = fsys.gid
