@@ -112,7 +112,10 @@ type chunkLog struct {
 	maxSeg  int64 // segment size at which the next one starts
 	cur     uint32
 	curFile vfs.File
-	curSize int64
+	curSize int64 // where the next batch goes
+	// zeroedTo is the size of the current segment's file: the bytes from
+	// curSize to it are zeros written ahead (see zeroAhead).
+	zeroedTo int64
 	// direct is the current segment opened with O_DIRECT, for large
 	// batches (see appendDirect); nil where the file system has no such
 	// thing (tests' MemFS, tmpfs). dbuf is its reused aligned buffer.
@@ -195,7 +198,8 @@ type batchItem struct {
 // scan reads the batches of segment seg from offset off on and calls fn
 // for each item of each batch that checks; it returns the offset after the
 // last such batch and whether the segment ends there (false: a batch did
-// not check, the segment's bytes after end are garbage).
+// not check, the segment's bytes after end are garbage). Zeros up to the
+// end of the file (written ahead, see zeroAhead) end the segment cleanly.
 func (l *chunkLog) scan(seg uint32, off uint64, fn func(batchItem) error) (end uint64, clean bool, err error) {
 	size := uint64(l.segSize(seg))
 	f, err := l.file(seg)
@@ -204,6 +208,19 @@ func (l *chunkLog) scan(seg uint32, off uint64, fn func(batchItem) error) (end u
 	}
 	var hdr [batchHeaderSize]byte
 	for {
+		// A batch's magic is not zero: zeros here are the end, if only
+		// zeros follow.
+		if zero, err := zerosFrom(f, off, min(size, off+batchHeaderSize)); err != nil || zero {
+			if err == nil {
+				zero, err = zerosFrom(f, off, size)
+			}
+			if err != nil {
+				return off, false, fmt.Errorf("index: read chunk segment %d at %d: %w", seg, off, err)
+			}
+			if zero {
+				return off, true, nil
+			}
+		}
 		// A batch written with O_DIRECT starts at the next multiple of
 		// directAlign; the bytes before it are zeros.
 		if next := uint64(alignUp(int64(off))); next != off && next <= size {
@@ -259,8 +276,36 @@ func (l *chunkLog) scan(seg uint32, off uint64, fn func(batchItem) error) (end u
 	}
 }
 
-// startSegment opens (creating if needed) segment seg for appending.
-func (l *chunkLog) startSegment(seg uint32) error {
+// zerosFrom reports whether the bytes [off, size) of f are all zeros.
+func zerosFrom(f vfs.File, off, size uint64) (bool, error) {
+	buf := make([]byte, min(size-min(off, size), 64<<10))
+	for off < size {
+		n := min(uint64(len(buf)), size-off)
+		if _, err := f.ReadAt(buf[:n], int64(off)); err != nil {
+			return false, err
+		}
+		if !isZero(buf[:n]) {
+			return false, nil
+		}
+		off += n
+	}
+	return true, nil
+}
+
+// zeroAhead is how far the buffered appender writes zeros past the end of
+// the log. A batch then overwrites zeros already on disk rather than
+// growing the file, and its fdatasync has no file size to commit: on ext4,
+// no journal commit, which every peer's syncs on one file system would
+// otherwise queue for (measured: 4 writers syncing 4 KiB appends, 359 µs
+// per sync; overwrites, 228 µs). Large batches (O_DIRECT) grow the file
+// as before; a zero tail costs at most this much disk per segment.
+const zeroAhead = 1 << 20
+
+var zeroBlock [64 << 10]byte
+
+// startSegment opens (creating if needed) segment seg for appending at
+// end, or at the end of the file if end is negative.
+func (l *chunkLog) startSegment(seg uint32, end int64) error {
 	path := l.fs.PathJoin(l.dir, segName(seg))
 	f, err := l.fs.OpenReadWrite(path)
 	if err != nil {
@@ -274,7 +319,10 @@ func (l *chunkLog) startSegment(seg uint32) error {
 	l.mu.Lock()
 	l.files[seg] = f
 	l.mu.Unlock()
-	l.cur, l.curFile, l.curSize = seg, f, st.Size()
+	if end < 0 || end > st.Size() {
+		end = st.Size()
+	}
+	l.cur, l.curFile, l.curSize, l.zeroedTo = seg, f, end, st.Size()
 	if l.direct != nil {
 		l.direct.Close()
 		l.direct = nil
@@ -301,7 +349,7 @@ func (l *chunkLog) append(keys [][]byte, datas [][]byte) (seg uint32, offs []uin
 	}
 	size := batchHeaderSize + len(datas)*batchItemSize + total
 	if l.curSize > 0 && l.curSize+int64(size) > l.maxSeg {
-		if err := l.startSegment(l.cur + 1); err != nil {
+		if err := l.startSegment(l.cur+1, -1); err != nil {
 			return 0, nil, 0, err
 		}
 	}
@@ -324,6 +372,9 @@ func (l *chunkLog) append(keys [][]byte, datas [][]byte) (seg uint32, offs []uin
 		if err := writeVec(l.curFile, at, head, datas); err != nil {
 			return 0, nil, 0, fmt.Errorf("index: append to chunk segment %d: %w", l.cur, err)
 		}
+		if err := l.zeroTail(stop); err != nil {
+			return 0, nil, 0, err
+		}
 		if err := l.curFile.SyncData(); err != nil {
 			return 0, nil, 0, fmt.Errorf("index: sync chunk segment %d: %w", l.cur, err)
 		}
@@ -335,7 +386,28 @@ func (l *chunkLog) append(keys [][]byte, datas [][]byte) (seg uint32, offs []uin
 		off += uint64(len(d))
 	}
 	l.curSize = stop
+	l.zeroedTo = max(l.zeroedTo, stop)
 	return l.cur, offs, uint64(stop), nil
+}
+
+// zeroTail writes zeros from the end of the current segment's file to
+// zeroAhead past stop (within the segment's size bound) when the file
+// ends less than that past it. The batch's sync makes them durable.
+func (l *chunkLog) zeroTail(stop int64) error {
+	to := min(alignUp(stop)+zeroAhead, max(l.maxSeg, stop))
+	if l.zeroedTo >= stop+zeroAhead/4 || to <= l.zeroedTo {
+		return nil
+	}
+	from := max(l.zeroedTo, stop)
+	var zeros [][]byte
+	for left := to - from; left > 0; left -= int64(len(zeroBlock)) {
+		zeros = append(zeros, zeroBlock[:min(left, int64(len(zeroBlock)))])
+	}
+	if err := writeVec(l.curFile, from, nil, zeros); err != nil {
+		return fmt.Errorf("index: write zeros ahead in chunk segment %d: %w", l.cur, err)
+	}
+	l.zeroedTo = to
+	return nil
 }
 
 const (

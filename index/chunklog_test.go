@@ -188,11 +188,17 @@ func TestDiskUsage(t *testing.T) {
 		t.Fatalf("ChunkStats bytes %d, want %d", b, held)
 	}
 	seg, peb := db.DiskUsage()
-	if want := held + n*(batchHeaderSize+2*batchItemSize); seg != want {
-		t.Errorf("segments hold %d bytes, want %d (the bytes and one batch header each)", seg, want)
+	want := held + n*(batchHeaderSize+2*batchItemSize)
+	if zeros := seg - want; zeros < 0 || zeros > zeroAhead {
+		t.Errorf("segments hold %d bytes, want %d (the bytes and one batch header each) plus at most %d zeros written ahead",
+			seg, want, zeroAhead)
 	}
-	ratio := float64(seg+peb) / float64(held)
-	t.Logf("disk bytes per byte held: %.4f (segments %d, pebble %d)", ratio, seg, peb)
+	if db.chunks.zeroedTo != seg || db.chunks.curSize != want {
+		t.Errorf("segment file ends at %d, batches at %d; want %d, %d", db.chunks.zeroedTo, db.chunks.curSize, seg, want)
+	}
+	ratio := float64(want+peb) / float64(held)
+	t.Logf("disk bytes per byte held: %.4f without the zeros ahead, %.4f with (segments %d, pebble %d)",
+		ratio, float64(seg+peb)/float64(held), seg, peb)
 	if ratio > 1.02 {
 		t.Errorf("disk use %.3f× the bytes held", ratio)
 	}
@@ -400,5 +406,95 @@ func TestChunkLogRawSegmentsOfOlderStores(t *testing.T) {
 			t.Fatal(err)
 		}
 		db.Close()
+	}
+}
+
+// TestChunkLogZerosAhead: small batches overwrite zeros written ahead of
+// them instead of growing the segment; a reopen appends after the last
+// batch, over the zeros, in the same segment; a rescan of the segment
+// (every index entry lost) ends cleanly at the zeros; and a batch torn
+// inside the zeros still ends the segment.
+func TestChunkLogZerosAhead(t *testing.T) {
+	dir := t.TempDir()
+	db := openAt(t, vfs.Default, dir, Options{Logger: quietLogger})
+	a := chunkSeq(0, 30, 300)
+	for i := 0; i < len(a); i += 3 {
+		before := db.chunks.zeroedTo
+		if _, err := db.PutChunks(a[i : i+3]); err != nil {
+			t.Fatal(err)
+		}
+		if i > 0 && db.chunks.zeroedTo != before {
+			t.Fatalf("batch %d grew the segment file from %d to %d: it did not land in the zeros ahead", i/3, before, db.chunks.zeroedTo)
+		}
+	}
+	end, size := db.chunks.curSize, db.chunks.zeroedTo
+	if size < end+zeroAhead/2 {
+		t.Fatalf("segment file ends at %d, batches at %d: no zeros written ahead", size, end)
+	}
+	seg := db.chunks.cur
+	db.Close()
+
+	db = openAt(t, vfs.Default, dir, Options{Logger: quietLogger})
+	if db.chunks.cur != seg || db.chunks.curSize != end || db.chunks.zeroedTo != size {
+		t.Fatalf("after reopen: appending to segment %d at %d (file %d), want %d at %d (file %d)",
+			db.chunks.cur, db.chunks.curSize, db.chunks.zeroedTo, seg, end, size)
+	}
+	b := chunkSeq(100, 3, 200)
+	if _, err := db.PutChunks(b); err != nil {
+		t.Fatal(err)
+	}
+	all := append(a, b...)
+	checkChunks(t, db, all)
+
+	// Lose every index entry: the rescan finds every batch and stops at
+	// the zeros, cleanly.
+	batch := db.pdb.NewBatch()
+	for _, c := range all {
+		batch.Delete(chunkKey(c.Hash), nil)
+	}
+	batch.Set(keyChunkLog, logState{first: 1, seg: 1}.encode(), nil)
+	batch.Set(keyChunkCount, putU64(0), nil)
+	batch.Set(keyChunkBytes, putU64(0), nil)
+	if err := batch.Commit(nil); err != nil {
+		t.Fatal(err)
+	}
+	end = db.chunks.curSize
+	db.Close()
+	db = openAt(t, vfs.Default, dir, Options{Logger: quietLogger})
+	checkChunks(t, db, all)
+	if c, _ := db.ChunkStats(); c != int64(len(all)) {
+		t.Fatalf("%d chunks counted after the rescan, want %d", c, len(all))
+	}
+	if db.chunks.cur != seg || db.chunks.curSize != end {
+		t.Fatalf("after the rescan: appending to segment %d at %d, want %d at %d", db.chunks.cur, db.chunks.curSize, seg, end)
+	}
+	db.Close()
+
+	// A batch torn inside the zeros: its header is there, its bytes not.
+	f, err := vfs.Default.OpenReadWrite(vfs.Default.PathJoin(dir, chunkLogDir, segName(seg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(append([]byte(batchMagic), 0, 0, 0, 1, 0, 0, 1, 0), end); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	db = openAt(t, vfs.Default, dir, Options{Logger: quietLogger})
+	if db.chunks.cur != seg+1 {
+		t.Fatalf("appending to segment %d after a batch torn in segment %d, want a new segment", db.chunks.cur, seg)
+	}
+	checkChunks(t, db, all)
+}
+
+func checkChunks(t *testing.T, db *DB, cs []Chunk) {
+	t.Helper()
+	out, err := db.GetChunks(hashesOf(cs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, d := range out {
+		if !bytes.Equal(d, cs[i].Data) {
+			t.Fatalf("chunk %d (%s) wrong", i, cs[i].Hash.Short())
+		}
 	}
 }

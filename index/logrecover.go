@@ -45,6 +45,7 @@ func (db *DB) openLog() error {
 	seen := make(map[string]bool)
 	var added, addedBytes int64
 	end, clean := st, true
+	lastEnd := int64(-1) // where the last segment's batches end
 	for _, seg := range l.segs {
 		if seg < st.seg {
 			continue
@@ -83,6 +84,9 @@ func (db *DB) openLog() error {
 			return err
 		}
 		end = logState{first: st.first, seg: seg, off: e}
+		if seg == l.segs[len(l.segs)-1] {
+			lastEnd = int64(e)
+		}
 		if !ok {
 			clean = false
 			if seg != l.segs[len(l.segs)-1] {
@@ -113,18 +117,19 @@ func (db *DB) openLog() error {
 			db.log.Info("indexed chunks a crash left unindexed", "items", len(seen), "bytes", addedBytes)
 		}
 	}
-	// Append after the last batch that checked, or in a new segment if
-	// bytes that do not check follow it.
+	// Append after the last batch that checked (over the zeros written
+	// ahead of it), or in a new segment if bytes that do not check
+	// follow it.
 	last := uint32(0)
 	if n := len(l.segs); n > 0 {
 		last = l.segs[n-1]
 	}
 	switch {
 	case last < st.first:
-		return l.startSegment(st.first)
+		return l.startSegment(st.first, -1)
 	case !clean:
-		return l.startSegment(last + 1)
+		return l.startSegment(last+1, -1)
 	default:
-		return l.startSegment(last)
+		return l.startSegment(last, lastEnd)
 	}
 }
