@@ -139,7 +139,7 @@ func Open(dir string, opts Options) (*DB, error) {
 	comparer := *pebble.DefaultComparer
 	comparer.Split = func(key []byte) int { return len(key) }
 	popts := &pebble.Options{
-		FS:           fs,
+		FS:           walFS{fs},
 		Comparer:     &comparer,
 		Cache:        cache,
 		Logger:       pebbleLogger{log},
