@@ -57,11 +57,12 @@
 //
 // # Namespace publication
 //
-// Publish commits a change durably, then queues it to every peer; it is
-// what a file's close and fsync use. PublishLazy (creates, renames,
-// deletes, attribute changes) commits without waiting for the disk and
-// wakes flushLoop, which syncs at once and pushes; changes made meanwhile
-// share that sync. A record leaves the node (push or pull) only once it is
+// Publish commits a change durably, then queues it to every peer.
+// PublishLazy (a file's new version at close, once its chunks are durable
+// on their replicas; creates, renames, deletes, attribute changes) commits
+// without waiting for the disk and wakes flushLoop, which syncs at once and
+// pushes; changes made meanwhile share that sync. Sync (fsync) waits for
+// it. A record leaves the node (push or pull) only once it is
 // durable here (index.DB.DurableSeq), so a crash can never take back a
 // record a peer has seen.
 //

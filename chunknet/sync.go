@@ -49,8 +49,9 @@ func (n *Node) Publish(_ context.Context, ops []index.Op) (*index.Record, error)
 }
 
 // PublishLazy is Publish for changes a program does not expect to be
-// durable before it syncs (creates, renames, deletes, attribute changes,
-// as on a local disk): it returns once the change is in the local index,
+// durable before it syncs (a file's new version at close, whose chunks
+// are durable already; creates, renames, deletes, attribute changes, as
+// on a local disk): it returns once the change is in the local index,
 // without waiting for the disk. A background sync makes it durable, and
 // sends it to the peers, right away (or the next Publish or Sync does).
 // Records never leave the node before they are durable: a crash could
