@@ -46,11 +46,13 @@ func entryHeadRefs(r pebble.Reader, parent uint64, name string) ([]VersionRef, e
 // "C" mark iff the entry has two heads or more, and stores the newest
 // version received (always a head) under the "d" key. It reports whether
 // the version was new.
-func (db *DB) applyEntry(b *pebble.Batch, de *Dirent) (bool, error) {
+func (db *DB) applyEntry(b *pebble.Batch, de *Dirent, fresh bool) (bool, error) {
 	r := db.pdb
 	self := de.Ref()
-	if seen, err := has(r, entryVerKey(prefixEntryHist, de.Parent, de.Name, self)); err != nil || seen {
-		return false, err
+	if !fresh {
+		if seen, err := has(r, entryVerKey(prefixEntryHist, de.Parent, de.Name, self)); err != nil || seen {
+			return false, err
+		}
 	}
 	val := encodeDirentValue(de)
 	if err := b.Set(entryVerKey(prefixEntryHist, de.Parent, de.Name, self), val, nil); err != nil {
@@ -72,9 +74,11 @@ func (db *DB) applyEntry(b *pebble.Batch, de *Dirent) (bool, error) {
 			n--
 		}
 	}
-	named, err := has(r, entryVerKey(prefixEntryNamed, de.Parent, de.Name, self))
-	if err != nil {
-		return false, err
+	named := false
+	if !fresh {
+		if named, err = has(r, entryVerKey(prefixEntryNamed, de.Parent, de.Name, self)); err != nil {
+			return false, err
+		}
 	}
 	if !named {
 		if err := b.Set(entryVerKey(prefixEntryHead, de.Parent, de.Name, self), nil, nil); err != nil {

@@ -193,7 +193,7 @@ func (db *DB) commit(ops []Op, sync bool) (*Record, error) {
 	if sync {
 		opts = pebble.Sync
 	}
-	if err := db.commitRecord(rec, enc, hlc, opts); err != nil {
+	if err := db.commitRecord(rec, enc, hlc, opts, true); err != nil {
 		return nil, err
 	}
 	if sync {
@@ -251,7 +251,7 @@ func (db *DB) Apply(rec *Record) (applied bool, err error) {
 	// Not synced: the origin synced the record before sending it, and
 	// if this node loses it in a crash, its version vector (committed in
 	// the same batch) goes back with it, and it pulls the record again.
-	err = db.commitRecord(rec, enc, clock, pebble.NoSync)
+	err = db.commitRecord(rec, enc, clock, pebble.NoSync, false)
 	db.writeMu.Unlock()
 	if err != nil {
 		return false, err
@@ -265,15 +265,17 @@ func (db *DB) Apply(rec *Record) (applied bool, err error) {
 // commitRecord writes rec (encoded as enc) with its ops applied, the
 // version vector entry of its origin and the clock value clock, in one
 // batch committed with opts, then updates the in-memory state. The caller holds writeMu and
-// has checked that rec.Seq is the next for its origin.
-func (db *DB) commitRecord(rec *Record, enc []byte, clock uint64, opts *pebble.WriteOptions) error {
+// has checked that rec.Seq is the next for its origin. fresh says rec is
+// this node's own, just made: its versions are stamped with a clock value
+// no version stored here has, so nothing stored names them yet.
+func (db *DB) commitRecord(rec *Record, enc []byte, clock uint64, opts *pebble.WriteOptions, fresh bool) error {
 	b := db.pdb.NewBatch()
 	defer b.Close()
 	committed := false
 	defer func() { db.settleHeads(committed) }()
 	skipped := 0
 	for i, op := range rec.Ops {
-		won, err := db.applyOp(b, op)
+		won, err := db.applyOp(b, op, fresh)
 		if err != nil {
 			return fmt.Errorf("index: record %s/%d op %d: %w", rec.Origin.Short(), rec.Seq, i, err)
 		}
@@ -307,11 +309,11 @@ func (db *DB) commitRecord(rec *Record, enc []byte, clock uint64, opts *pebble.W
 // the version (of an inode or an entry) is new (see applyInode,
 // applyEntry). Ops of one record touch distinct keys and inodes, so reading
 // the committed state (not b) is enough.
-func (db *DB) applyOp(b *pebble.Batch, op Op) (bool, error) {
+func (db *DB) applyOp(b *pebble.Batch, op Op, fresh bool) (bool, error) {
 	if in := op.Inode; in != nil {
-		return db.applyInode(b, in)
+		return db.applyInode(b, in, fresh)
 	}
-	return db.applyEntry(b, op.Dirent)
+	return db.applyEntry(b, op.Dirent, fresh)
 }
 
 // getInode reads the stored inode under key, if any.

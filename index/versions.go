@@ -121,11 +121,13 @@ func refsUnder(r pebble.Reader, prefix []byte, what func() string) ([]VersionRef
 // names (base, Supersedes) as replaced, makes it a head unless a version
 // received earlier names it, and stores the winning head under the "i"
 // key. It reports whether the version was new.
-func (db *DB) applyInode(b *pebble.Batch, in *Inode) (bool, error) {
+func (db *DB) applyInode(b *pebble.Batch, in *Inode, fresh bool) (bool, error) {
 	r := db.pdb
 	self := in.Ref()
-	if seen, err := has(r, histKey(in.ID, self)); err != nil || seen {
-		return false, err
+	if !fresh {
+		if seen, err := has(r, histKey(in.ID, self)); err != nil || seen {
+			return false, err
+		}
 	}
 	enc := encodeInodeValue(in)
 	if err := b.Set(histKey(in.ID, self), enc, nil); err != nil {
@@ -148,9 +150,12 @@ func (db *DB) applyInode(b *pebble.Batch, in *Inode) (bool, error) {
 			return false, err
 		}
 	}
-	named, err := has(r, namedKey(in.ID, self))
-	if err != nil {
-		return false, err
+	named := false
+	if !fresh {
+		var err error
+		if named, err = has(r, namedKey(in.ID, self)); err != nil {
+			return false, err
+		}
 	}
 	if !named {
 		if err := b.Set(headKey(in.ID, self), nil, nil); err != nil {
