@@ -101,8 +101,8 @@ func Mount(dir string, opts Options) (*fuse.Server, error) {
 		gid:  uint32(os.Getgid()),
 
 		started: time.Now().UnixNano(),
-		live:        make(map[uint64]*fs.Inode),
-		notes:       make(chan *index.Record, notifyQueue),
+		live:    make(map[uint64]*fs.Inode),
+		notes:   make(chan *index.Record, notifyQueue),
 	}
 
 	root := &dirNode{fsys: fsys, id: index.RootID}
