@@ -58,11 +58,12 @@
 // # Namespace publication
 //
 // Publish commits a change durably, then queues it to every peer.
-// PublishLazy (a file's new version at close, once its chunks are durable
-// on their replicas; creates, renames, deletes, attribute changes) commits
-// without waiting for the disk and wakes flushLoop, which syncs at once and
-// pushes; changes made meanwhile share that sync. Sync (fsync) waits for
-// it. A record leaves the node (push or pull) only once it is
+// PublishLazy (renames, deletes, attribute changes) commits without
+// waiting for the disk and wakes flushLoop, which syncs at once and
+// pushes; changes made meanwhile share that sync. PublishSoon (new
+// entries; a file's new version at close, once its chunks are durable on
+// their replicas) wakes it at most 5 ms later, so that a burst of small
+// files shares one sync. Sync (fsync) syncs at once. A record leaves the node (push or pull) only once it is
 // durable here (index.DB.DurableSeq), so a crash can never take back a
 // record a peer has seen.
 //

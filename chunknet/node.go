@@ -72,7 +72,7 @@ type Node struct {
 	payloads   payloadPool   // request payload buffers of the servers
 	out        outbox        // own records not yet sent to peers
 	flushKick  chan struct{} // wakes flushLoop
-	flushArmed atomic.Bool   // a wake-up of flushLoop is due (PublishNew)
+	flushArmed atomic.Bool   // a wake-up of flushLoop is due (PublishSoon)
 }
 
 type dialer struct {

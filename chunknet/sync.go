@@ -49,9 +49,8 @@ func (n *Node) Publish(_ context.Context, ops []index.Op) (*index.Record, error)
 }
 
 // PublishLazy is Publish for changes a program does not expect to be
-// durable before it syncs (a file's new version at close, whose chunks
-// are durable already; creates, renames, deletes, attribute changes, as
-// on a local disk): it returns once the change is in the local index,
+// durable before it syncs (renames, deletes, attribute changes, as on a
+// local disk): it returns once the change is in the local index,
 // without waiting for the disk. A background sync makes it durable, and
 // sends it to the peers, right away (or the next Publish or Sync does).
 // Records never leave the node before they are durable: a crash could
@@ -60,20 +59,21 @@ func (n *Node) PublishLazy(_ context.Context, ops []index.Op) (*index.Record, er
 	return n.publishUnsynced(ops, n.kickFlush)
 }
 
-// PublishNew is PublishLazy for a new entry (create, mkdir, mknod,
-// symlink): its sync may wait up to newEntryDelay for a synced Publish to
-// make it durable on the way (a file's close, typically, right after its
-// create), which saves the disk a flush per small file. Only new entries
-// wait: no peer can have seen them, so no peer sees them late against
-// anything else, while a rename or a delete that followed a synced change
-// (the journal a database deletes after its commit) must reach the peers
-// right after it.
-func (n *Node) PublishNew(_ context.Context, ops []index.Op) (*index.Record, error) {
+// PublishSoon is PublishLazy for changes whose sync may wait up to
+// soonDelay, so that the changes of that time share one flush (and one
+// push to each peer): a new entry (create, mkdir, mknod, symlink), which
+// no peer can have seen, and a file's new version at close, whose chunks
+// are durable on their replicas already. tar x of small files makes one
+// sync for several files instead of one per file. Nothing is reordered:
+// a sync makes every earlier change durable, and PublishLazy (a rename or
+// a delete, such as of the journal a database deletes after its commit)
+// and Sync (fsync) still sync at once, taking these changes along.
+func (n *Node) PublishSoon(_ context.Context, ops []index.Op) (*index.Record, error) {
 	return n.publishUnsynced(ops, func() {
-		// At most newEntryDelay after the first entry not yet synced,
+		// At most soonDelay after the first change not yet synced,
 		// however many follow.
 		if n.flushArmed.CompareAndSwap(false, true) {
-			time.AfterFunc(newEntryDelay, func() {
+			time.AfterFunc(soonDelay, func() {
 				n.flushArmed.Store(false)
 				n.kickFlush()
 			})
@@ -101,8 +101,8 @@ func (n *Node) kickFlush() {
 	}
 }
 
-// newEntryDelay is the longest a new entry waits for a sync (PublishNew).
-const newEntryDelay = 5 * time.Millisecond
+// soonDelay is the longest a change waits for a sync (PublishSoon).
+const soonDelay = 5 * time.Millisecond
 
 // Sync makes every local change durable and sends what it made durable to
 // the peers (fsync of a directory, or of a file with nothing to upload).

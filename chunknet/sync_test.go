@@ -309,19 +309,19 @@ func TestPublishLazy(t *testing.T) {
 	})
 }
 
-// TestPublishNew: new entries published without a sync reach every peer by
+// TestPublishSoon: new entries published without a sync reach every peer by
 // themselves (the flusher's delayed wake-up), and a synced Publish right
 // after one makes both durable and sends them in order.
-func TestPublishNew(t *testing.T) {
+func TestPublishSoon(t *testing.T) {
 	nodes := startCluster(t, 2, Config{})
 	a, b := nodes[0], nodes[1]
 	for i := range 30 {
-		if _, err := a.node.PublishNew(t.Context(), fileOps(i)); err != nil {
+		if _, err := a.node.PublishSoon(t.Context(), fileOps(i)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	waitFor(t, 5*time.Second, "new entries on the peer", func() bool { return hasFiles(t, b.db, 30) })
-	rec, err := a.node.PublishNew(t.Context(), fileOps(30))
+	rec, err := a.node.PublishSoon(t.Context(), fileOps(30))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -233,7 +233,7 @@ func (d *dirNode) create(ctx context.Context, name string, ino index.Inode, out 
 	if errno != 0 {
 		return nil, errno
 	}
-	if _, err := fsys.node.PublishNew(ctx, ops); err != nil {
+	if _, err := fsys.node.PublishSoon(ctx, ops); err != nil {
 		return nil, fsys.toErrno("create", err)
 	}
 	child := fsys.newNode(ctx, d.EmbeddedInode(), &ino)

@@ -272,8 +272,8 @@ func (f *fileNode) readAhead(h *handle, v tree.Version, off int64, n int) {
 // publish uploads local changes and publishes the new version. It returns
 // success only when every chunk is durable on its replicas and the version
 // is in the local index; otherwise EIO, and the changes stay here. The
-// version is published lazily: the background sync that makes it durable
-// starts at once, and Fsync waits for it.
+// version is published lazily (chunknet.Node.PublishSoon): a background
+// sync makes it durable within a few milliseconds, and Fsync waits for it.
 func (f *fileNode) publish(ctx context.Context) syscall.Errno {
 	// close(2) cannot be retried, so an interrupt must not abandon the
 	// upload: it runs to completion (or to a real failure, EIO).
@@ -334,7 +334,7 @@ func (f *fileNode) publish(ctx context.Context) syscall.Errno {
 		ino.CtimeNs = time.Now().UnixNano()
 		ino.BaseVersion, ino.BaseOrigin = base.Version, base.Origin
 		ino.Supersedes = nil
-		rec, err := fsys.node.PublishLazy(ctx, []index.Op{{Inode: &ino}})
+		rec, err := fsys.node.PublishSoon(ctx, []index.Op{{Inode: &ino}})
 		if err != nil {
 			return fsys.toErrno("publish", err)
 		}
