@@ -111,6 +111,17 @@ func (w *frameWriter) write(frame []byte) error {
 	return err
 }
 
+// writev writes one frame given as pieces, with writev(2) on a TCP
+// connection.
+func (w *frameWriter) writev(frame [][]byte) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+	bufs := net.Buffers(frame)
+	_, err := bufs.WriteTo(w.conn)
+	return err
+}
+
 type response struct {
 	typ     wire.Type
 	payload []byte
@@ -212,6 +223,32 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 64<<10); return &
 // call sends one request built by build and waits for its response. An
 // Error frame becomes a *RemoteError.
 func (c *clientConn) call(ctx context.Context, build func(dst []byte, id uint64) []byte) (wire.Type, []byte, error) {
+	return c.roundTrip(ctx, func(id uint64) error {
+		bp := bufPool.Get().(*[]byte)
+		frame := build((*bp)[:0], id)
+		err := c.w.write(frame)
+		*bp = frame[:0]
+		bufPool.Put(bp)
+		return err
+	})
+}
+
+// callv is call for a frame built as pieces (see wire.PutGroupsVec) and
+// written with one writev: bulk data is sent from the caller's buffers,
+// not copied into a frame.
+func (c *clientConn) callv(ctx context.Context, build func(dst []byte, id uint64) ([]byte, [][]byte)) (wire.Type, []byte, error) {
+	return c.roundTrip(ctx, func(id uint64) error {
+		bp := bufPool.Get().(*[]byte)
+		buf, frame := build((*bp)[:0], id)
+		err := c.w.writev(frame)
+		*bp = buf[:0]
+		bufPool.Put(bp)
+		return err
+	})
+}
+
+// roundTrip sends request id with send and waits for its response.
+func (c *clientConn) roundTrip(ctx context.Context, send func(id uint64) error) (wire.Type, []byte, error) {
 	ch := make(chan response, 1)
 	c.mu.Lock()
 	if c.err != nil {
@@ -224,12 +261,7 @@ func (c *clientConn) call(ctx context.Context, build func(dst []byte, id uint64)
 	c.pending[id] = ch
 	c.mu.Unlock()
 
-	bp := bufPool.Get().(*[]byte)
-	frame := build((*bp)[:0], id)
-	err := c.w.write(frame)
-	*bp = frame[:0]
-	bufPool.Put(bp)
-	if err != nil {
+	if err := send(id); err != nil {
 		c.close(fmt.Errorf("%w: write: %v", ErrClosed, err))
 	}
 	select {

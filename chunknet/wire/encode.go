@@ -180,6 +180,23 @@ func AppendPutChunks(dst []byte, id uint64, chunks []Chunk) []byte {
 // possibly empty) and 1 to MaxGroupData bytes of data, and at most
 // MaxPayload bytes in all (4 + Σ(40 + len(Node) + len(Data))).
 func AppendPutGroups(dst []byte, id uint64, groups []Group) []byte {
+	_, frame := PutGroupsVec(nil, id, groups)
+	n := 0
+	for _, p := range frame {
+		n += len(p)
+	}
+	dst = slices.Grow(dst, n)
+	for _, p := range frame {
+		dst = append(dst, p...)
+	}
+	return dst
+}
+
+// PutGroupsVec is AppendPutGroups for a vectored write: it appends the
+// frame's own bytes (header, hashes, nodes, lengths) to buf and returns
+// buf and the frame as pieces in order, slices of buf alternating with the
+// groups' Data, which it does not copy.
+func PutGroupsVec(buf []byte, id uint64, groups []Group) ([]byte, [][]byte) {
 	checkCount("groups", len(groups), MaxGroupsPerFrame)
 	size := HeaderSize + 4
 	for _, g := range groups {
@@ -192,18 +209,28 @@ func AppendPutGroups(dst []byte, id uint64, groups []Group) []byte {
 		size += putGroupFixed + len(g.Node) + len(g.Data)
 	}
 	checkSize(TypePutGroups, size)
-	dst = slices.Grow(dst, size)
-	start := len(dst)
-	dst = appendHeader(dst, TypePutGroups, id)
-	dst = binary.BigEndian.AppendUint32(dst, uint32(len(groups)))
-	for _, g := range groups {
-		dst = append(dst, g.Hash[:]...)
-		dst = binary.BigEndian.AppendUint32(dst, uint32(len(g.Node)))
-		dst = append(dst, g.Node...)
-		dst = binary.BigEndian.AppendUint32(dst, uint32(len(g.Data)))
-		dst = append(dst, g.Data...)
+	start := len(buf)
+	buf = appendHeader(buf, TypePutGroups, id)
+	binary.BigEndian.PutUint32(buf[start:], uint32(size-4))
+	buf = binary.BigEndian.AppendUint32(buf, uint32(len(groups)))
+	cuts := make([]int, len(groups)) // where in buf each group's data goes
+	for i, g := range groups {
+		buf = append(buf, g.Hash[:]...)
+		buf = binary.BigEndian.AppendUint32(buf, uint32(len(g.Node)))
+		buf = append(buf, g.Node...)
+		buf = binary.BigEndian.AppendUint32(buf, uint32(len(g.Data)))
+		cuts[i] = len(buf)
 	}
-	return finish(dst, start)
+	frame := make([][]byte, 0, 2*len(groups)+1)
+	from := start
+	for i, g := range groups {
+		frame = append(frame, buf[from:cuts[i]], g.Data)
+		from = cuts[i]
+	}
+	if len(groups) == 0 {
+		frame = append(frame, buf[start:])
+	}
+	return buf, frame
 }
 
 // checkGroupRange panics unless [First, First+N) is a valid range of stored

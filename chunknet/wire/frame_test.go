@@ -112,6 +112,36 @@ func TestDecodeAliases(t *testing.T) {
 	}
 }
 
+// TestPutGroupsVec: the pieces of a vectored PutGroups frame are the
+// bytes of AppendPutGroups's frame, in order, with each group's data the
+// caller's own slice (not a copy) and everything else in the buffer.
+func TestPutGroupsVec(t *testing.T) {
+	gs := []Group{{Hash: index.Hash{1}, Node: make([]byte, 64), Data: []byte("abc")}, {Hash: index.Hash{2}, Data: []byte("d")}}
+	want := AppendPutGroups(nil, 9, gs)
+	buf, frame := PutGroupsVec([]byte("prefix"), 9, gs)
+	if string(buf[:6]) != "prefix" {
+		t.Fatalf("PutGroupsVec did not append to its buffer: %q", buf[:6])
+	}
+	var got []byte
+	for _, p := range frame {
+		got = append(got, p...)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("pieces make\n%x\nwant\n%x", got, want)
+	}
+	if len(frame) != 2*len(gs) {
+		t.Fatalf("%d pieces for %d groups, want %d", len(frame), len(gs), 2*len(gs))
+	}
+	for i, g := range gs {
+		if &frame[2*i+1][0] != &g.Data[0] {
+			t.Errorf("group %d's data was copied", i)
+		}
+	}
+	if _, empty := PutGroupsVec(nil, 3, nil); !bytes.Equal(empty[0], AppendPutGroups(nil, 3, nil)) {
+		t.Errorf("a frame of no groups: %x", empty)
+	}
+}
+
 // TestDecodeGroupAliases: a decoded group's node and data point into the
 // payload and are capped.
 func TestDecodeGroupAliases(t *testing.T) {
