@@ -238,25 +238,7 @@ func TestChunkLogOnDisk(t *testing.T) {
 	// Lose every index entry, as if the commit had been lost: the reopen
 	// scans the whole batch again, which must check (CRC, lengths) as
 	// written, and indexes and counts everything again.
-	for _, c := range cs {
-		if err := db.pdb.Delete(chunkKey(c.Hash), nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, g := range gs {
-		if err := db.pdb.Delete(groupKey(g.Hash), nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, kv := range [][2][]byte{
-		{keyChunkLog, logState{first: 1, seg: 1}.encode()},
-		{keyChunkCount, putU64(0)},
-		{keyChunkBytes, putU64(0)},
-	} {
-		if err := db.pdb.Set(kv[0], kv[1], nil); err != nil {
-			t.Fatal(err)
-		}
-	}
+	forgetIndex(t, db, cs, gs)
 	db.Close()
 	db = openAt(t, vfs.Default, dir, Options{Logger: quietLogger})
 	check()
@@ -320,19 +302,7 @@ func TestChunkLogDirect(t *testing.T) {
 	}
 	check()
 	wantCount, wantBytes := db.ChunkStats()
-	b := db.pdb.NewBatch()
-	for _, g := range groups {
-		b.Delete(groupKey(g.Hash), nil)
-	}
-	for _, c := range small {
-		b.Delete(chunkKey(c.Hash), nil)
-	}
-	b.Set(keyChunkLog, logState{first: 1, seg: 1}.encode(), nil)
-	b.Set(keyChunkCount, putU64(0), nil)
-	b.Set(keyChunkBytes, putU64(0), nil)
-	if err := b.Commit(nil); err != nil {
-		t.Fatal(err)
-	}
+	forgetIndex(t, db, small, groups)
 	db.Close()
 	db = openAt(t, vfs.Default, dir, Options{Logger: quietLogger})
 	check()
@@ -449,16 +419,7 @@ func TestChunkLogZerosAhead(t *testing.T) {
 
 	// Lose every index entry: the rescan finds every batch and stops at
 	// the zeros, cleanly.
-	batch := db.pdb.NewBatch()
-	for _, c := range all {
-		batch.Delete(chunkKey(c.Hash), nil)
-	}
-	batch.Set(keyChunkLog, logState{first: 1, seg: 1}.encode(), nil)
-	batch.Set(keyChunkCount, putU64(0), nil)
-	batch.Set(keyChunkBytes, putU64(0), nil)
-	if err := batch.Commit(nil); err != nil {
-		t.Fatal(err)
-	}
+	forgetIndex(t, db, all, nil)
 	end = db.chunks.curSize
 	db.Close()
 	db = openAt(t, vfs.Default, dir, Options{Logger: quietLogger})
@@ -485,6 +446,26 @@ func TestChunkLogZerosAhead(t *testing.T) {
 		t.Fatalf("appending to segment %d after a batch torn in segment %d, want a new segment", db.chunks.cur, seg)
 	}
 	checkChunks(t, db, all)
+}
+
+// forgetIndex deletes the index entries of chunks and groups and resets
+// the chunk log state and counters, as if every commit since the log's
+// first batch had been lost: the next Open scans the whole log again.
+func forgetIndex(t *testing.T, db *DB, chunks []Chunk, groups []Group) {
+	t.Helper()
+	b := db.pdb.NewBatch()
+	for _, c := range chunks {
+		b.Delete(chunkKey(c.Hash), nil)
+	}
+	for _, g := range groups {
+		b.Delete(groupKey(g.Hash), nil)
+	}
+	b.Set(keyChunkLog, logState{first: 1, seg: 1}.encode(), nil)
+	b.Set(keyChunkCount, putU64(0), nil)
+	b.Set(keyChunkBytes, putU64(0), nil)
+	if err := b.Commit(nil); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func checkChunks(t *testing.T, db *DB, cs []Chunk) {
