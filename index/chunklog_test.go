@@ -219,15 +219,7 @@ func TestChunkLogOnDisk(t *testing.T) {
 	}
 	check := func() {
 		t.Helper()
-		out, err := db.GetChunks(hashesOf(cs))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i, d := range out {
-			if !bytes.Equal(d, cs[i].Data) {
-				t.Fatalf("chunk %d wrong", i)
-			}
-		}
+		checkChunks(t, db, cs)
 		for _, g := range gs {
 			if got, ok, err := db.GetGroup(g.Hash, 0, MaxGroupData, nil); err != nil || !ok || !bytes.Equal(got, g.Data) {
 				t.Fatalf("group %s: ok=%v err=%v", g.Hash.Short(), ok, err)
@@ -290,15 +282,7 @@ func TestChunkLogDirect(t *testing.T) {
 				t.Fatalf("group %s: ok=%v err=%v", g.Hash.Short(), ok, err)
 			}
 		}
-		out, err := db.GetChunks(hashesOf(small))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i, d := range out {
-			if !bytes.Equal(d, small[i].Data) {
-				t.Fatalf("small chunk %d wrong", i)
-			}
-		}
+		checkChunks(t, db, small)
 	}
 	check()
 	wantCount, wantBytes := db.ChunkStats()
