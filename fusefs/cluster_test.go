@@ -655,3 +655,37 @@ func TestMountReadAhead(t *testing.T) {
 		t.Fatalf("%s = %s, want %d", path, got, readAheadKiB)
 	}
 }
+
+// TestVersionDurability: close returns with the file's new version in the
+// local index and its sync under way: it becomes durable within moments,
+// and reaches the peers once it is; fsync returns only with it durable.
+func TestVersionDurability(t *testing.T) {
+	peers := startCluster(t, 2, 2)
+	a, b := peers[0], peers[1]
+	self := a.node.ID()
+	p := filepath.Join(a.mnt, "f")
+	if err := os.WriteFile(p, []byte("closed"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	seq := a.db.VersionVector()[self]
+	waitFor(t, 5*time.Second, "the version of the close durable", func() bool { return a.db.DurableSeq() >= seq })
+	waitFor(t, 5*time.Second, "the closed file on the peer", func() bool {
+		got, err := os.ReadFile(filepath.Join(b.mnt, "f"))
+		return err == nil && string(got) == "closed"
+	})
+
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write([]byte("synced")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if d, s := a.db.DurableSeq(), a.db.VersionVector()[self]; d < s || s <= seq {
+		t.Fatalf("fsync returned with this node's records durable up to %d of %d (%d before the write)", d, s, seq)
+	}
+}
