@@ -372,9 +372,7 @@ func (l *chunkLog) append(keys [][]byte, datas [][]byte) (seg uint32, offs []uin
 		if err := writeVec(l.curFile, at, head, datas); err != nil {
 			return 0, nil, 0, fmt.Errorf("index: append to chunk segment %d: %w", l.cur, err)
 		}
-		if err := l.zeroTail(stop); err != nil {
-			return 0, nil, 0, err
-		}
+		l.zeroTail(stop)
 		if err := l.curFile.SyncData(); err != nil {
 			return 0, nil, 0, fmt.Errorf("index: sync chunk segment %d: %w", l.cur, err)
 		}
@@ -392,22 +390,22 @@ func (l *chunkLog) append(keys [][]byte, datas [][]byte) (seg uint32, offs []uin
 
 // zeroTail writes zeros from the end of the current segment's file to
 // zeroAhead past stop (within the segment's size bound) when the file
-// ends less than that past it. The batch's sync makes them durable.
-func (l *chunkLog) zeroTail(stop int64) error {
+// ends less than that past it. The batch's sync makes them durable. The
+// zeros only make later syncs cheaper: if they cannot be written (a full
+// disk), the log grows as it would without them.
+func (l *chunkLog) zeroTail(stop int64) {
 	to := min(alignUp(stop)+zeroAhead, max(l.maxSeg, stop))
 	if l.zeroedTo >= stop+zeroAhead/4 || to <= l.zeroedTo {
-		return nil
+		return
 	}
 	from := max(l.zeroedTo, stop)
 	var zeros [][]byte
 	for left := to - from; left > 0; left -= int64(len(zeroBlock)) {
 		zeros = append(zeros, zeroBlock[:min(left, int64(len(zeroBlock)))])
 	}
-	if err := writeVec(l.curFile, from, nil, zeros); err != nil {
-		return fmt.Errorf("index: write zeros ahead in chunk segment %d: %w", l.cur, err)
+	if writeVec(l.curFile, from, nil, zeros) == nil {
+		l.zeroedTo = to
 	}
-	l.zeroedTo = to
-	return nil
 }
 
 const (
