@@ -164,16 +164,26 @@ func Groups(ctx context.Context, f Fetcher, v Version, first, n uint64) ([]index
 	if n == 0 {
 		return []index.Hash{}, nil
 	}
-	last := first + n - 1
+	return descend(ctx, f, v, counts, 1, first, first+n-1, nil)
+}
+
+// descend walks v from its root down to level bottom, one Fetch per
+// level for the whole range, checking every node against the layout
+// (counts, see levelCounts), and returns the entries [first, last] of
+// level bottom. If at is not nil, it is called for each node of level
+// bottom+1 the range touches, in order, with the node's hash, its entries
+// and the range [from, to) of them taken (taken, a part of the result).
+func descend(ctx context.Context, f Fetcher, v Version, counts []uint64, bottom uint8, first, last uint64,
+	at func(h index.Hash, entries []byte, from uint64, taken []index.Hash)) ([]index.Hash, error) {
 	hashes := []index.Hash{v.Root} // the level-k entries covering the range
-	for k := v.Depth; k >= 2; k-- {
+	for k := v.Depth; k > bottom; k-- {
 		data, err := fetch(ctx, f, hashes)
 		if err != nil {
 			return nil, err
 		}
-		shift := fanoutBits * uint(k-2)
+		shift := fanoutBits * uint(k-1-bottom)
 		lo, hi := first>>shift, last>>shift+1 // wanted entries of level k-1
-		node := lo >> fanoutBits
+		node := lo >> fanoutBits              // index of hashes[0] in level k
 		next := make([]index.Hash, 0, hi-lo)
 		for i, b := range data {
 			j := node + uint64(i)
@@ -182,11 +192,17 @@ func Groups(ctx context.Context, f Fetcher, v Version, first, n uint64) ([]index
 				return nil, err
 			}
 			base := j << fanoutBits
-			for c := max(lo, base) - base; c < min(hi, base+uint64(nc))-base; c++ {
+			from, to := max(lo, base)-base, min(hi, base+uint64(nc))-base
+			start := len(next)
+			for c := from; c < to; c++ {
 				next = append(next, hashAt(b, int(c)))
+			}
+			if at != nil && k == bottom+1 {
+				at(hashes[i], b, from, next[start:len(next):len(next)])
 			}
 		}
 		if uint64(len(next)) != hi-lo {
+			// Unreachable when every node passed checkNode.
 			return nil, fmt.Errorf("%w: depth %d gave %d entries, want %d", ErrCorrupt, k-1, len(next), hi-lo)
 		}
 		hashes = next
@@ -211,52 +227,21 @@ func Spans(ctx context.Context, f Fetcher, v Version, first, n uint64) ([]Span, 
 	if v.Depth == 0 {
 		return []Span{{Group: v.Root, Leaves: []index.Hash{v.Root}}}, nil
 	}
-	counts := levelCounts(leaves, v.Depth)
-	last := first + n - 1
-	hashes := []index.Hash{v.Root} // the level-k entries covering the range
-	for k := v.Depth; k >= 1; k-- {
-		data, err := fetch(ctx, f, hashes)
-		if err != nil {
-			return nil, err
-		}
-		shift := fanoutBits * uint(k-1)
-		lo, hi := first>>shift, last>>shift+1 // wanted entries of level k-1
-		node := lo >> fanoutBits              // index of hashes[0] in level k
-		next := make([]index.Hash, 0, hi-lo)
-		var spans []Span
-		for i, b := range data {
-			j := node + uint64(i)
-			nc, b, err := children(hashes[i], k, j, b, counts[k-1])
-			if err != nil {
-				return nil, err
-			}
-			base := j << fanoutBits
-			from := max(lo, base) - base
-			to := min(hi, base+uint64(nc)) - base
-			start := len(next)
-			for c := from; c < to; c++ {
-				next = append(next, hashAt(b, int(c)))
-			}
-			if k == 1 {
-				stored := 0
-				for c := uint64(0); c < from; c++ {
-					if !hashAt(b, int(c)).IsZero() {
-						stored++
-					}
+	var spans []Span
+	_, err := descend(ctx, f, v, levelCounts(leaves, v.Depth), 0, first, first+n-1,
+		func(g index.Hash, entries []byte, from uint64, taken []index.Hash) {
+			stored := 0 // the group's stored chunks before the range: holes are not stored
+			for c := uint64(0); c < from; c++ {
+				if !hashAt(entries, int(c)).IsZero() {
+					stored++
 				}
-				spans = append(spans, Span{Group: hashes[i], First: stored, Leaves: next[start:len(next):len(next)]})
 			}
-		}
-		if uint64(len(next)) != hi-lo {
-			// Unreachable when every node passed checkNode.
-			return nil, fmt.Errorf("%w: depth %d gave %d entries, want %d", ErrCorrupt, k-1, len(next), hi-lo)
-		}
-		if k == 1 {
-			return spans, nil
-		}
-		hashes = next
+			spans = append(spans, Span{Group: g, First: stored, Leaves: taken})
+		})
+	if err != nil {
+		return nil, err
 	}
-	panic("unreachable: the walk returns at depth 1")
+	return spans, nil
 }
 
 // ReadAt reads into p the bytes of v from offset off, like io.ReaderAt: it
