@@ -3,13 +3,9 @@ package fusefs
 import (
 	"context"
 	"crypto/rand"
-	"log/slog"
-	"path/filepath"
 	"testing"
 
-	"github.com/oashare/oashare/chunknet"
 	"github.com/oashare/oashare/chunknet/tree"
-	"github.com/oashare/oashare/index"
 )
 
 // BenchmarkSmallChangeBigFile commits a 4 KiB write into a 64 MiB file,
@@ -17,17 +13,7 @@ import (
 // one op is one write and commit. Only the changed group should cost
 // anything.
 func BenchmarkSmallChangeBigFile(b *testing.B) {
-	dir := b.TempDir()
-	db, err := index.Open(filepath.Join(dir, "data"), index.Options{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	node, err := chunknet.New(chunknet.Config{DB: db, Network: "test", Listen: "127.0.0.1:0", Replicas: 1,
-		Logger: slog.New(slog.DiscardHandler), DataDir: dir})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { node.Close(); db.Close() })
+	node := loneNode(b)
 	ctx := context.Background()
 	const size = 64 << 20
 	c := newContent(node, tree.Version{}, 0)

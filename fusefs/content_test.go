@@ -21,17 +21,7 @@ import (
 // chunks is stored as a group: reused groups are exactly the base's, and
 // every other group was written out whole.
 func TestContentGroups(t *testing.T) {
-	dir := t.TempDir()
-	db, err := index.Open(filepath.Join(dir, "data"), index.Options{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	node, err := chunknet.New(chunknet.Config{DB: db, Network: "test", Listen: "127.0.0.1:0", Replicas: 1,
-		Logger: slog.New(slog.DiscardHandler), DataDir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { node.Close(); db.Close() })
+	node := loneNode(t)
 	ctx := context.Background()
 	r := rand.New(rand.NewPCG(4, 2))
 	const group = tree.Fanout * tree.ChunkSize
@@ -72,7 +62,7 @@ func TestContentGroups(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, s := range spans {
-			if ok, _ := db.HasGroup(s.Group); s.Stored() > 0 && !ok {
+			if ok, _ := node.DB().HasGroup(s.Group); s.Stored() > 0 && !ok {
 				t.Fatalf("step %d: group %s of the version is not stored as a group", step, s.Group.Short())
 			}
 		}
@@ -108,4 +98,22 @@ func TestContentGroups(t *testing.T) {
 		}
 	}
 	check(301)
+}
+
+// loneNode starts a real node and index with no peers and no mount, for
+// driving content directly; both close at the end of the test.
+func loneNode(t testing.TB) *chunknet.Node {
+	t.Helper()
+	dir := t.TempDir()
+	db, err := index.Open(filepath.Join(dir, "data"), index.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, err := chunknet.New(chunknet.Config{DB: db, Network: "test", Listen: "127.0.0.1:0", Replicas: 1,
+		Logger: slog.New(slog.DiscardHandler), DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { node.Close(); db.Close() })
+	return node
 }
