@@ -43,18 +43,7 @@ func BenchmarkFileWrite(b *testing.B) {
 func BenchmarkFileRead(b *testing.B) {
 	nodes := startCluster(b, 4, Config{Replicas: 3, CacheBytes: -1})
 	content := randBytes(b, 16<<20)
-	up := nodes[0].node.NewUploader(b.Context())
-	bl := tree.NewBuilder(b.Context(), up)
-	if _, err := bl.Write(content); err != nil {
-		b.Fatal(err)
-	}
-	v, err := bl.Finish()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := up.Wait(); err != nil {
-		b.Fatal(err)
-	}
+	v := writeFile(b, nodes[0].node, content)
 	reader := nodes[3].node
 	p := make([]byte, 1<<20)
 	b.SetBytes(int64(len(p)))

@@ -16,7 +16,7 @@ import (
 
 // writeFile cuts content into a file tree on n, uploading it as a file
 // handle does, and returns its version.
-func writeFile(t *testing.T, n *Node, content []byte) tree.Version {
+func writeFile(t testing.TB, n *Node, content []byte) tree.Version {
 	t.Helper()
 	up := n.NewUploader(t.Context())
 	b := tree.NewBuilder(t.Context(), up)
