@@ -116,21 +116,7 @@ func TestChunkLogCrashRecovery(t *testing.T) {
 	fs.SetIgnoreSyncs(false)
 
 	db = openAt(t, fs, "/db", Options{Logger: quietLogger})
-	for _, g := range groups {
-		got, ok, err := db.GetGroup(g.Hash, 0, MaxGroupData, nil)
-		if err != nil || !ok || !bytes.Equal(got, g.Data) {
-			t.Fatalf("group %s after the crash: ok=%v err=%v", g.Hash.Short(), ok, err)
-		}
-	}
-	out, err := db.GetChunks(hashesOf(chunks))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, d := range out {
-		if !bytes.Equal(d, chunks[i].Data) {
-			t.Fatalf("chunk %d lost in the crash", i)
-		}
-	}
+	checkStored(t, db, groups, chunks) // nothing lost in the crash
 	if c, b := db.ChunkStats(); c != wantCount || b != wantBytes {
 		t.Fatalf("ChunkStats after the crash = %d, %d; want %d, %d", c, b, wantCount, wantBytes)
 	}
@@ -217,15 +203,7 @@ func TestChunkLogOnDisk(t *testing.T) {
 	if _, err := db.PutGroups(gs, cs); err != nil {
 		t.Fatal(err)
 	}
-	check := func() {
-		t.Helper()
-		checkChunks(t, db, cs)
-		for _, g := range gs {
-			if got, ok, err := db.GetGroup(g.Hash, 0, MaxGroupData, nil); err != nil || !ok || !bytes.Equal(got, g.Data) {
-				t.Fatalf("group %s: ok=%v err=%v", g.Hash.Short(), ok, err)
-			}
-		}
-	}
+	check := func() { t.Helper(); checkStored(t, db, gs, cs) }
 	check()
 	// Lose every index entry, as if the commit had been lost: the reopen
 	// scans the whole batch again, which must check (CRC, lengths) as
@@ -275,15 +253,7 @@ func TestChunkLogDirect(t *testing.T) {
 			t.Fatalf("segment end %d after a direct batch is not aligned", db.chunks.curSize)
 		}
 	}
-	check := func() {
-		t.Helper()
-		for _, g := range groups {
-			if got, ok, err := db.GetGroup(g.Hash, 0, MaxGroupData, nil); err != nil || !ok || !bytes.Equal(got, g.Data) {
-				t.Fatalf("group %s: ok=%v err=%v", g.Hash.Short(), ok, err)
-			}
-		}
-		checkChunks(t, db, small)
-	}
+	check := func() { t.Helper(); checkStored(t, db, groups, small) }
 	check()
 	wantCount, wantBytes := db.ChunkStats()
 	forgetIndex(t, db, small, groups)
@@ -399,7 +369,7 @@ func TestChunkLogZerosAhead(t *testing.T) {
 		t.Fatal(err)
 	}
 	all := append(a, b...)
-	checkChunks(t, db, all)
+	checkStored(t, db, nil, all)
 
 	// Lose every index entry: the rescan finds every batch and stops at
 	// the zeros, cleanly.
@@ -407,7 +377,7 @@ func TestChunkLogZerosAhead(t *testing.T) {
 	end = db.chunks.curSize
 	db.Close()
 	db = openAt(t, vfs.Default, dir, Options{Logger: quietLogger})
-	checkChunks(t, db, all)
+	checkStored(t, db, nil, all)
 	if c, _ := db.ChunkStats(); c != int64(len(all)) {
 		t.Fatalf("%d chunks counted after the rescan, want %d", c, len(all))
 	}
@@ -429,7 +399,7 @@ func TestChunkLogZerosAhead(t *testing.T) {
 	if db.chunks.cur != seg+1 {
 		t.Fatalf("appending to segment %d after a batch torn in segment %d, want a new segment", db.chunks.cur, seg)
 	}
-	checkChunks(t, db, all)
+	checkStored(t, db, nil, all)
 }
 
 // forgetIndex deletes the index entries of chunks and groups and resets
@@ -452,15 +422,21 @@ func forgetIndex(t *testing.T, db *DB, chunks []Chunk, groups []Group) {
 	}
 }
 
-func checkChunks(t *testing.T, db *DB, cs []Chunk) {
+// checkStored fails unless every group and chunk reads back as stored.
+func checkStored(t *testing.T, db *DB, groups []Group, chunks []Chunk) {
 	t.Helper()
-	out, err := db.GetChunks(hashesOf(cs))
+	for _, g := range groups {
+		if got, ok, err := db.GetGroup(g.Hash, 0, MaxGroupData, nil); err != nil || !ok || !bytes.Equal(got, g.Data) {
+			t.Fatalf("group %s: ok=%v err=%v", g.Hash.Short(), ok, err)
+		}
+	}
+	out, err := db.GetChunks(hashesOf(chunks))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i, d := range out {
-		if !bytes.Equal(d, cs[i].Data) {
-			t.Fatalf("chunk %d (%s) wrong", i, cs[i].Hash.Short())
+		if !bytes.Equal(d, chunks[i].Data) {
+			t.Fatalf("chunk %d (%s) wrong", i, chunks[i].Hash.Short())
 		}
 	}
 }

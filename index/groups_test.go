@@ -134,19 +134,5 @@ func TestGroupsConcurrentWithChunks(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	for _, g := range groups {
-		got, ok, err := db.GetGroup(g.Hash, 0, MaxGroupData, nil)
-		if err != nil || !ok || !bytes.Equal(got, g.Data) {
-			t.Fatalf("group %s: ok=%v err=%v", g.Hash.Short(), ok, err)
-		}
-	}
-	out, err := db.GetChunks(hashesOf(chunks))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, d := range out {
-		if !bytes.Equal(d, chunks[i].Data) {
-			t.Fatalf("chunk %d wrong after concurrent group writes", i)
-		}
-	}
+	checkStored(t, db, groups, chunks)
 }
