@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/oashare/oashare/chunknet/multisha"
 	"github.com/oashare/oashare/chunknet/tree"
 	"github.com/oashare/oashare/chunknet/wire"
 	"github.com/oashare/oashare/index"
@@ -337,14 +338,14 @@ func (n *Node) readLocalRuns(runs []groupRun, got map[index.Hash][]byte, mu *syn
 // its hash; a mismatch is logged, with from saying where the bytes came
 // from. This is where group bytes are verified.
 func (n *Node) cutRun(r groupRun, data []byte, from string, keep func(k int, h index.Hash, d []byte)) {
-	for k, h := range r.hashes {
+	data = data[:min(len(data), len(r.hashes)*tree.ChunkSize)]
+	var buf [tree.Fanout][multisha.Size]byte
+	for k, sum := range multisha.Chunks(buf[:0], data, tree.ChunkSize) {
+		h := r.hashes[k]
 		lo := k * tree.ChunkSize
-		if lo >= len(data) {
-			break
-		}
 		hi := min(lo+tree.ChunkSize, len(data))
 		d := data[lo:hi:hi]
-		if !verify(h, d) {
+		if index.Hash(sum) != h {
 			n.log.Warn("corrupt chunk in a group; trying another replica", "from", from, "group", r.group.Short(), "chunk", h.Short())
 			continue
 		}

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"syscall"
 
+	"github.com/oashare/oashare/chunknet/multisha"
 	"github.com/oashare/oashare/chunknet/tree"
 	"github.com/oashare/oashare/chunknet/wire"
 	"github.com/oashare/oashare/index"
@@ -254,19 +255,22 @@ func verifyGroup(g index.Hash, node, data []byte) bool {
 	if len(node)%len(g) != 0 || len(node) > tree.MaxNodeSize || !verify(g, node) {
 		return false
 	}
-	off := 0
+	// The non-hole hashes of the node name the chunks of data in order,
+	// all but the last tree.ChunkSize bytes long.
+	var buf [tree.Fanout][multisha.Size]byte
+	sums := multisha.Chunks(buf[:0], data, tree.ChunkSize)
+	k := 0
 	for i := 0; i < len(node); i += len(g) {
 		h := index.Hash(node[i : i+len(g)])
 		if h.IsZero() {
 			continue
 		}
-		end := min(off+tree.ChunkSize, len(data))
-		if off >= end || !verify(h, data[off:end]) {
+		if k == len(sums) || index.Hash(sums[k]) != h {
 			return false
 		}
-		off = end
+		k++
 	}
-	return off == len(data)
+	return k == len(sums)
 }
 
 // serveGroups reads the group ranges a peer asked for; the reply stays
