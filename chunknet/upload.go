@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/oashare/oashare/chunknet/tree"
@@ -55,8 +56,7 @@ type Uploader struct {
 	sem chan struct{}
 	wg  sync.WaitGroup
 
-	mu  sync.Mutex
-	err error
+	err atomic.Pointer[error] // the first error of a background send
 }
 
 // NewUploader returns an Uploader whose requests run under ctx.
@@ -200,18 +200,19 @@ func (u *Uploader) send(ctx context.Context, replicate func() error) error {
 	return nil
 }
 
+// firstErr returns the first error of a background send, if any. It is
+// called for every chunk, so it takes no lock.
 func (u *Uploader) firstErr() error {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.err
+	if p := u.err.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 func (u *Uploader) setErr(err error) {
-	u.mu.Lock()
-	if u.err == nil {
-		u.err = err
+	if err != nil {
+		u.err.CompareAndSwap(nil, &err)
 	}
-	u.mu.Unlock()
 }
 
 func (u *Uploader) dispatch(ctx context.Context) error {

@@ -361,13 +361,9 @@ func (l *chunkLog) append(keys [][]byte, datas [][]byte) (seg uint32, offs []uin
 		head = append(head, keys[i]...)
 		head = binary.BigEndian.AppendUint32(head, uint32(len(d)))
 	}
-	crc := crc32.Update(crc32.Checksum(head[:12], crcTable), crcTable, head[batchHeaderSize:])
-	for _, d := range datas {
-		crc = crc32.Update(crc, crcTable, d)
-	}
-	binary.BigEndian.PutUint32(head[12:], crc)
 	at, stop, ok := l.appendDirect(head, datas, size)
 	if !ok {
+		binary.BigEndian.PutUint32(head[12:], batchCRC(head, datas, nil))
 		at, stop = l.curSize, l.curSize+int64(size)
 		if err := writeVec(l.curFile, at, head, datas); err != nil {
 			return 0, nil, 0, fmt.Errorf("index: append to chunk segment %d: %w", l.cur, err)
@@ -420,6 +416,31 @@ const (
 	directMin = 256 << 10
 )
 
+// batchCRC returns the CRC-32C of a batch: head's first 12 bytes, its
+// items, then datas. With dst not nil it also copies head and datas there,
+// back to back, a few KiB at a time right after their CRC while they are
+// in the CPU's cache: one pass over the bytes instead of two.
+func batchCRC(head []byte, datas [][]byte, dst []byte) uint32 {
+	crc := crc32.Update(crc32.Checksum(head[:12], crcTable), crcTable, head[batchHeaderSize:])
+	n := copy(dst, head)
+	for _, d := range datas {
+		if dst == nil {
+			crc = crc32.Update(crc, crcTable, d)
+			continue
+		}
+		for len(d) > 0 {
+			k := min(len(d), crcPiece)
+			crc = crc32.Update(crc, crcTable, d[:k])
+			n += copy(dst[n:], d[:k])
+			d = d[k:]
+		}
+	}
+	return crc
+}
+
+// crcPiece is how many bytes batchCRC checksums before it copies them.
+const crcPiece = 4 << 10
+
 func alignUp(n int64) int64 { return (n + directAlign - 1) &^ (directAlign - 1) }
 
 func isZero(b []byte) bool {
@@ -449,11 +470,8 @@ func (l *chunkLog) appendDirect(head []byte, datas [][]byte, size int) (pos, end
 		l.dbuf = raw[skip : skip+padded : skip+padded]
 	}
 	buf := l.dbuf[:padded]
-	n := copy(buf, head)
-	for _, d := range datas {
-		n += copy(buf[n:], d)
-	}
-	clear(buf[n:])
+	binary.BigEndian.PutUint32(buf[12:], batchCRC(head, datas, buf))
+	clear(buf[size:])
 	_, err := l.direct.WriteAt(buf, pos)
 	if err == nil {
 		err = unix.Fdatasync(int(l.direct.Fd()))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"testing"
 
 	"github.com/cockroachdb/pebble/vfs"
@@ -465,4 +466,37 @@ func BenchmarkSmallWritesDisk(b *testing.B) {
 			mustCommit(b, db, fileInode(uint64(1000+i), 4096))
 		}
 	})
+}
+
+// TestBatchCRCCopies: the CRC batchCRC computes while it copies is the one
+// it computes alone, and the copy is head and datas back to back, for
+// datas shorter and longer than the pieces it copies and of odd lengths.
+func TestBatchCRCCopies(t *testing.T) {
+	head := make([]byte, batchHeaderSize+3*batchItemSize)
+	for i := range head {
+		head[i] = byte(3 * i)
+	}
+	var datas [][]byte
+	for _, n := range []int{1, crcPiece - 1, crcPiece, 3*crcPiece + 17, 0, 300} {
+		d := make([]byte, n)
+		for i := range d {
+			d[i] = byte(i*7 + n)
+		}
+		datas = append(datas, d)
+	}
+	want := append([]byte(nil), head...)
+	for _, d := range datas {
+		want = append(want, d...)
+	}
+	dst := make([]byte, len(want)+10)
+	alone := batchCRC(head, datas, nil)
+	if got := batchCRC(head, datas, dst); got != alone {
+		t.Fatalf("CRC while copying %08x, alone %08x", got, alone)
+	}
+	if !bytes.Equal(dst[:len(want)], want) {
+		t.Fatal("batchCRC's copy is not head and datas back to back")
+	}
+	if wantCRC := crc32.Update(crc32.Checksum(want[:12], crcTable), crcTable, want[batchHeaderSize:]); alone != wantCRC {
+		t.Fatalf("batchCRC %08x, CRC-32C of the batch's bytes %08x", alone, wantCRC)
+	}
 }
