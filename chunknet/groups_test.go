@@ -322,3 +322,26 @@ func TestFetchSpansConcurrentOverlap(t *testing.T) {
 		}
 	}
 }
+
+// TestGroupBatchFitsOneFrame: the largest batch of groups an Uploader
+// closes (whole groups with whole nodes, added until groupBatchBytes is
+// reached: only a file's last group is smaller) is one PutGroups frame
+// within wire.MaxPayload, so a target peer always gets its share of a
+// batch in one frame.
+func TestGroupBatchFitsOneFrame(t *testing.T) {
+	data := make([]byte, wire.MaxGroupData)
+	node := make([]byte, wire.MaxGroupNode)
+	var groups []wire.Group
+	for size := 0; size < groupBatchBytes; size += len(data) + len(node) {
+		groups = append(groups, wire.Group{Hash: index.Sum([]byte{byte(len(groups))}), Node: node, Data: data})
+	}
+	n := 0
+	_, frame := wire.PutGroupsVec(nil, 1, groups) // panics past MaxPayload
+	for _, p := range frame {
+		n += len(p)
+	}
+	if n-wire.HeaderSize > wire.MaxPayload {
+		t.Fatalf("a batch of %d groups is a frame of %d bytes, over the payload bound %d", len(groups), n, wire.MaxPayload)
+	}
+	t.Logf("largest batch: %d groups, a frame of %d bytes (payload bound %d)", len(groups), n, wire.MaxPayload)
+}
