@@ -65,8 +65,7 @@ func main() {
 // operand); X1, X2 are stream p's state as ABEF and CDGH, X3..X6 its
 // message words in a ring of four; X7, X8 and X9..X12 the same for
 // stream q; X13 is scratch, X14 the byte order shuffle; 0..63(SP) hold
-// both states at the start of a block for the final addition. X15 is left
-// alone: Go code expects it to hold zero.
+// both states at the start of a block for the final addition.
 func blocks2() {
 	ss := []struct {
 		abef, cdgh string
