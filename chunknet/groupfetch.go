@@ -339,13 +339,13 @@ func (n *Node) readLocalRuns(runs []groupRun, got map[index.Hash][]byte, mu *syn
 // from. This is where group bytes are verified.
 func (n *Node) cutRun(r groupRun, data []byte, from string, keep func(k int, h index.Hash, d []byte)) {
 	data = data[:min(len(data), len(r.hashes)*tree.ChunkSize)]
-	var buf [tree.Fanout][multisha.Size]byte
+	var buf [tree.Fanout]index.Hash
 	for k, sum := range multisha.Chunks(buf[:0], data, tree.ChunkSize) {
 		h := r.hashes[k]
 		lo := k * tree.ChunkSize
 		hi := min(lo+tree.ChunkSize, len(data))
 		d := data[lo:hi:hi]
-		if index.Hash(sum) != h {
+		if sum != h {
 			n.log.Warn("corrupt chunk in a group; trying another replica", "from", from, "group", r.group.Short(), "chunk", h.Short())
 			continue
 		}

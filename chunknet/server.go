@@ -257,7 +257,7 @@ func verifyGroup(g index.Hash, node, data []byte) bool {
 	}
 	// The non-hole hashes of the node name the chunks of data in order,
 	// all but the last tree.ChunkSize bytes long.
-	var buf [tree.Fanout][multisha.Size]byte
+	var buf [tree.Fanout]index.Hash
 	sums := multisha.Chunks(buf[:0], data, tree.ChunkSize)
 	k := 0
 	for i := 0; i < len(node); i += len(g) {
@@ -265,7 +265,7 @@ func verifyGroup(g index.Hash, node, data []byte) bool {
 		if h.IsZero() {
 			continue
 		}
-		if k == len(sums) || index.Hash(sums[k]) != h {
+		if k == len(sums) || sums[k] != h {
 			return false
 		}
 		k++

@@ -72,8 +72,9 @@ func pad(b []byte, n int) int {
 }
 
 // Chunks appends to dst the sums of data cut into chunks of size bytes,
-// the last of which may be shorter, and returns dst.
-func Chunks(dst [][Size]byte, data []byte, size int) [][Size]byte {
+// the last of which may be shorter, and returns dst. H is any type of 32
+// bytes (the callers' hash types).
+func Chunks[H ~[Size]byte](dst []H, data []byte, size int) []H {
 	if size <= 0 {
 		panic("multisha: chunk size must be positive")
 	}
@@ -90,13 +91,13 @@ func Chunks(dst [][Size]byte, data []byte, size int) [][Size]byte {
 	}
 	for ; i+2 <= full; i += 2 {
 		hp, hq := Sum2(data[i*size:(i+1)*size], data[(i+1)*size:(i+2)*size])
-		dst = append(dst, hp, hq)
+		dst = append(dst, H(hp), H(hq))
 	}
 	if i < full {
-		dst = append(dst, sha256.Sum256(data[i*size:(i+1)*size]))
+		dst = append(dst, H(sha256.Sum256(data[i*size:(i+1)*size])))
 	}
 	if len(data)%size != 0 {
-		dst = append(dst, sha256.Sum256(data[full*size:]))
+		dst = append(dst, H(sha256.Sum256(data[full*size:])))
 	}
 	return dst
 }
@@ -114,7 +115,7 @@ const (
 // sum16 appends the sums of the first n chunks of size bytes in data,
 // 1 <= n <= 16, size a multiple of the block size. Lanes past n hash the
 // last chunk again and are dropped.
-func sum16(dst [][Size]byte, data []byte, size, n int) [][Size]byte {
+func sum16[H ~[Size]byte](dst []H, data []byte, size, n int) []H {
 	var st [8][lanes]uint32
 	for r := range 8 {
 		for j := range lanes {
@@ -132,7 +133,7 @@ func sum16(dst [][Size]byte, data []byte, size, n int) [][Size]byte {
 	t := pad(tail[:], size)
 	blocks16(&st, &tail[0], &[lanes]uint32{}, t/blockSize)
 	for j := range n {
-		var h [Size]byte
+		var h H
 		for r := range 8 {
 			binary.BigEndian.PutUint32(h[4*r:], st[r][j])
 		}

@@ -52,9 +52,9 @@ type Builder struct {
 	// Whether the pending group (the pending hashes of level 0) has
 	// chunks from Write and chunks from AddLeaf; holes count as neither.
 	fresh, reused bool
-	closed        bool                  // a chunk shorter than ChunkSize was added by AddLeaf
-	sums          [][multisha.Size]byte // Write's sums of the chunks it puts
-	done          bool                  // Finish was called
+	closed        bool         // a chunk shorter than ChunkSize was added by AddLeaf
+	hashes        []index.Hash // Write's sums of the chunks it puts
+	done          bool         // Finish was called
 	err           error
 }
 
@@ -120,12 +120,12 @@ func (b *Builder) Write(p []byte) (int, error) {
 			n, p = n+ChunkSize, p[ChunkSize:]
 			continue
 		}
-		if b.sums == nil {
-			b.sums = make([][multisha.Size]byte, 0, Fanout)
+		if b.hashes == nil {
+			b.hashes = make([]index.Hash, 0, Fanout)
 		}
-		b.sums = multisha.Chunks(b.sums[:0], p[:k*ChunkSize], ChunkSize)
-		for _, h := range b.sums {
-			if err := b.putData(p[:ChunkSize], index.Hash(h)); err != nil {
+		b.hashes = multisha.Chunks(b.hashes[:0], p[:k*ChunkSize], ChunkSize)
+		for _, h := range b.hashes {
+			if err := b.putData(p[:ChunkSize], h); err != nil {
 				return n, err
 			}
 			b.size += ChunkSize
