@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/oashare/oashare/chunknet/tree"
+	"github.com/oashare/oashare/index"
 )
 
 // The file benchmarks move a file as the mount does, through tree.Builder
@@ -70,6 +71,26 @@ func BenchmarkFileRead(b *testing.B) {
 		off := int64(i%16) << 20
 		if n, err := tree.ReadAt(b.Context(), reader, v, p, off); n != len(p) || (err != nil && err != io.EOF) {
 			b.Fatalf("read %d bytes: %v", n, err)
+		}
+	}
+}
+
+// BenchmarkUploaderPutLeaf is the Uploader's cost per data chunk the
+// builder hands it (one op is one 512-byte chunk), the group's buffer
+// emptied every 256 chunks instead of sent.
+func BenchmarkUploaderPutLeaf(b *testing.B) {
+	nodes := startCluster(b, 1, Config{Replicas: 1, CacheBytes: -1})
+	up := nodes[0].node.NewUploader(b.Context())
+	chunk := randBytes(b, tree.ChunkSize)
+	h := index.Sum(chunk)
+	b.SetBytes(tree.ChunkSize)
+	i := 0
+	for b.Loop() {
+		if err := up.PutLeaf(b.Context(), h, chunk); err != nil {
+			b.Fatal(err)
+		}
+		if i++; i == tree.Fanout {
+			up.leaves, i = up.leaves[:0], 0
 		}
 	}
 }
