@@ -13,6 +13,11 @@
 // The sums are those of crypto/sha256; the tests compare them on every
 // padding case, on random data and on every path this machine has.
 //
+// github.com/minio/sha256-simd (v1.0.1) has an AVX-512 server for sixteen
+// streams, fed by sixteen goroutines through channels: it suits long
+// streams. Hashing one group of 256 chunks of 512 bytes that way took
+// 1.6-2.1 ms on the machine of results/, against 38 µs with Chunks.
+//
 // gen.go writes the assembly (go generate).
 package multisha
 
