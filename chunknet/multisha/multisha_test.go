@@ -7,25 +7,39 @@ import (
 	"testing"
 )
 
-// paths runs f once for every way of hashing this machine has: AVX-512,
-// SHA-NI and crypto/sha256 alone, each with the faster ones turned off.
-func paths(t *testing.T, f func(t *testing.T)) {
+// hashPath is one way of hashing: which of the faster paths it turns on.
+type hashPath struct {
+	name       string
+	shani, avx bool
+	available  bool
+}
+
+// hashPaths lists every way of hashing, fastest first: AVX-512, SHA-NI,
+// and crypto/sha256 alone, each with the faster ones turned off.
+func hashPaths() []hashPath {
+	return []hashPath{
+		{"avx512", useSHANI, useAVX512, useAVX512},
+		{"shani", useSHANI, false, useSHANI},
+		{"generic", false, false, true},
+	}
+}
+
+// use turns on path p for the rest of tb (and what it runs), or skips tb
+// if this CPU lacks it.
+func use(tb testing.TB, p hashPath) {
+	if !p.available {
+		tb.Skipf("this CPU lacks %s", p.name)
+	}
 	shani, avx := useSHANI, useAVX512
-	defer func() { useSHANI, useAVX512 = shani, avx }()
-	for _, c := range []struct {
-		name        string
-		shani, avx  bool
-		unavailable bool
-	}{
-		{"avx512", shani, avx, !avx},
-		{"shani", shani, false, !shani},
-		{"generic", false, false, false},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			if c.unavailable {
-				t.Skipf("this CPU lacks %s", c.name)
-			}
-			useSHANI, useAVX512 = c.shani, c.avx
+	tb.Cleanup(func() { useSHANI, useAVX512 = shani, avx })
+	useSHANI, useAVX512 = p.shani, p.avx
+}
+
+// paths runs f once for every way of hashing this machine has.
+func paths(t *testing.T, f func(t *testing.T)) {
+	for _, p := range hashPaths() {
+		t.Run(p.name, func(t *testing.T) {
+			use(t, p)
 			f(t)
 		})
 	}
@@ -130,17 +144,9 @@ func random(rng *rand.Rand, n int) []byte {
 // crypto/sha256 one chunk at a time ("generic") being the baseline.
 func BenchmarkChunks(b *testing.B) {
 	data := random(rand.New(rand.NewPCG(7, 8)), 256*512)
-	shani, avx := useSHANI, useAVX512
-	defer func() { useSHANI, useAVX512 = shani, avx }()
-	for _, c := range []struct {
-		name       string
-		shani, avx bool
-	}{{"avx512", shani, avx}, {"shani", shani, false}, {"generic", false, false}} {
-		if (c.name == "avx512" && !avx) || (c.name == "shani" && !shani) {
-			continue
-		}
-		b.Run(c.name, func(b *testing.B) {
-			useSHANI, useAVX512 = c.shani, c.avx
+	for _, p := range hashPaths() {
+		b.Run(p.name, func(b *testing.B) {
+			use(b, p)
 			dst := make([][Size]byte, 0, 256)
 			b.SetBytes(int64(len(data)))
 			for b.Loop() {
@@ -154,18 +160,13 @@ func BenchmarkChunks(b *testing.B) {
 // few chunks, which sets minLanes.
 func BenchmarkFewChunks(b *testing.B) {
 	data := random(rand.New(rand.NewPCG(9, 10)), 16*512)
-	shani, avx := useSHANI, useAVX512
-	defer func() { useSHANI, useAVX512 = shani, avx }()
 	for _, n := range []int{2, 4, 6, 8, 12} {
-		for _, path := range []string{"avx512", "shani"} {
-			if (path == "avx512" && !avx) || !shani {
-				continue
-			}
-			b.Run(fmt.Sprintf("%d/%s", n, path), func(b *testing.B) {
-				useAVX512 = path == "avx512"
+		for _, p := range hashPaths()[:2] {
+			b.Run(fmt.Sprintf("%d/%s", n, p.name), func(b *testing.B) {
+				use(b, p)
 				dst := make([][Size]byte, 0, 16)
 				for b.Loop() {
-					if path == "avx512" {
+					if p.avx {
 						dst = sum16(dst[:0], data, 512, n)
 					} else {
 						dst = Chunks(dst[:0], data[:n*512], 512)
