@@ -42,8 +42,12 @@ import (
 // The "m/chunk-log" key, committed with the entries, says up to where the
 // log is indexed; Open reads the batches after that point, checks their
 // CRC and indexes what a crash left unindexed. The first batch that does
-// not check (a write torn by the crash) ends the scan, and appends go on
-// in a new segment, so a segment never holds bytes after a bad batch.
+// not check (a write torn by the crash) ends its segment, and appends go
+// on in a new segment, so a segment never holds bytes after a bad batch.
+// The scan itself goes on past such a tail into the later segments: they
+// were started by the recovery from that crash, and their synced batches
+// must be found again if a later crash loses their index entries (any
+// number of crashes in a row lose nothing acknowledged: TestChunkLogCrashes).
 //
 // Segments older than this format (numbered below the first one the
 // "m/chunk-log" key names) hold raw chunk bytes only; their index entries

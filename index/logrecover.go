@@ -87,13 +87,14 @@ func (db *DB) openLog() error {
 		if seg == l.segs[len(l.segs)-1] {
 			lastEnd = int64(e)
 		}
-		if !ok {
-			clean = false
-			if seg != l.segs[len(l.segs)-1] {
-				db.log.Error("chunk log segment damaged before the end of the log; later segments not scanned",
-					"segment", seg, "offset", e)
-			}
-			break
+		clean = ok
+		if !ok && seg != l.segs[len(l.segs)-1] {
+			// A batch torn by a crash ends its segment: the recovery
+			// after that crash went on in a new segment, whose batches
+			// were synced and acknowledged. Their index entries may
+			// have been lost in a later crash, so the scan goes on.
+			db.log.Info("chunk log segment ends in a batch torn by an earlier crash; scanning the segments after it",
+				"segment", seg, "offset", e)
 		}
 	}
 	if len(seen) > 0 || end != st {
