@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/vfs"
+
 	"github.com/oashare/oashare/chunknet/wire"
 	"github.com/oashare/oashare/index"
 )
@@ -51,7 +53,13 @@ func startNode(t testing.TB, cfg Config) *testNode {
 // startNodeIn is startNode on an existing data directory (a restart).
 func startNodeIn(t testing.TB, dir string, cfg Config) *testNode {
 	t.Helper()
-	db, err := index.Open(dir, index.Options{Logger: quietLogger()})
+	return startNodeOn(t, dir, nil, cfg)
+}
+
+// startNodeOn is startNodeIn with the index on fs (nil: the disk).
+func startNodeOn(t testing.TB, dir string, fs vfs.FS, cfg Config) *testNode {
+	t.Helper()
+	db, err := index.Open(dir, index.Options{FS: fs, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}

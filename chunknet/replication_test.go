@@ -2,12 +2,15 @@ package chunknet
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/oashare/oashare/chunknet/wire"
 	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/faultfs"
 )
 
 func nodeIDs(nodes []*testNode) []index.NodeID {
@@ -143,6 +146,87 @@ func TestUploadFailoverWhenPeerLeaves(t *testing.T) {
 	for i, c := range chunks {
 		if !bytes.Equal(got[i], c.Data) {
 			t.Fatalf("chunk %d: wrong bytes", i)
+		}
+	}
+}
+
+// A copy counts only while its holder is alive: when a replica stored a
+// batch and then left while another refused it (a full disk), the retry
+// does not count the copy on the node that is gone, and the upload
+// succeeds only once min(replicas, live nodes) live nodes hold every
+// chunk. A replica that cannot store answers with an error, never OK.
+func TestUploadCountsOnlyLiveHolders(t *testing.T) {
+	cfg := Config{Replicas: 3, RetryFor: 20 * time.Second}
+	src := startNode(t, cfg)
+	leaving := startNode(t, cfg)
+	disk := faultfs.New(nil)
+	disk.Fail.Store(true)
+	full := startNodeOn(t, t.TempDir(), disk, cfg)
+	connectAll(t, src, leaving, full)
+
+	chunks := randChunks(t, 100, 512)
+	done := make(chan error, 1)
+	go func() { done <- upload(t, src.node, chunks) }()
+	waitFor(t, 10*time.Second, "the full replica to refuse a batch", func() bool { return disk.Failed.Load() > 0 })
+	leaving.closeNode()
+	waitFor(t, 5*time.Second, "the node that left to leave the peer list", func() bool {
+		return !hasPeer(src.node, leaving.node.ID())
+	})
+	disk.Fail.Store(false) // room again
+	if err := <-done; err != nil {
+		t.Fatalf("upload: %v", err)
+	}
+	live := []*testNode{src, full}
+	for i, c := range chunks {
+		if on := holders(t, c.Hash, live); len(on) != 2 {
+			t.Fatalf("chunk %d is on %d live nodes (%v) after a successful upload, want 2", i, len(on), on)
+		}
+	}
+}
+
+// A replica whose stored copy of a chunk went bad (a bad sector) does not
+// acknowledge that copy when the chunk is uploaded again: it stores the
+// chunk anew, so the acknowledgement means a copy it can serve.
+func TestUploadReplacesDamagedCopy(t *testing.T) {
+	nodes := startCluster(t, 2, Config{Replicas: 2})
+	src, replica := nodes[0], nodes[1]
+	chunks := randChunks(t, 20, 512)
+	if err := upload(t, src.node, chunks); err != nil {
+		t.Fatal(err)
+	}
+	// Damage the replica's copy of chunk 5 in its segment file.
+	victim := chunks[5]
+	segs, _ := filepath.Glob(filepath.Join(replica.dir, "chunks", "*.seg"))
+	damaged := false
+	for _, seg := range segs {
+		b, err := os.ReadFile(seg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i := bytes.Index(b, victim.Data); i >= 0 {
+			b[i+100] ^= 0xff
+			if err := os.WriteFile(seg, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			damaged = true
+		}
+	}
+	if !damaged {
+		t.Fatal("the chunk's bytes are in no segment of the replica")
+	}
+	if out, _ := replica.db.GetChunks([]index.Hash{victim.Hash}); out[0] != nil {
+		t.Fatal("the damaged copy still reads as good")
+	}
+	if err := upload(t, src.node, chunks); err != nil {
+		t.Fatal(err)
+	}
+	out, err := replica.db.GetChunks(hashesOf(chunks))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range chunks {
+		if !bytes.Equal(out[i], c.Data) {
+			t.Fatalf("chunk %d: the replica acknowledged it but holds no good copy", i)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -318,6 +319,13 @@ func (n *Node) replicateItems(ctx context.Context, what string, keys []index.Has
 	err := n.retry(ctx, func() error {
 		ids, peers := n.members()
 		need := min(n.cfg.Replicas, len(ids))
+		// A copy counts only on a live node: a holder of an earlier pass
+		// that has gone since holds nothing anyone can read.
+		for i := range holders {
+			holders[i] = slices.DeleteFunc(holders[i], func(id index.NodeID) bool {
+				return id != n.self && peers[id] == nil
+			})
+		}
 		if err := n.replicatePass(ctx, keys, holders, ids, peers, need, send); err != nil {
 			lastErr = err
 		}

@@ -27,9 +27,11 @@ func chunkKey(h Hash) []byte {
 	return k
 }
 
-// PutChunks stores chunks durably (a synced Pebble batch). Chunks already
-// stored (or repeated within chunks) are skipped: a chunk is stored once
-// however many files contain it. The caller has verified every hash. If any
+// PutChunks stores chunks durably (a synced batch of the chunk log).
+// Chunks already stored intact (or repeated within chunks) are skipped: a
+// chunk is stored once however many files contain it. A chunk whose stored
+// copy is damaged is written again, so that success always means a good
+// copy here. The caller has verified every hash. If any
 // chunk is larger than MaxChunkData, PutChunks writes nothing and returns an
 // error. It returns how many chunks were new.
 //
@@ -171,13 +173,27 @@ func (db *DB) writeItems(items []putItem) error {
 
 	var added, newBytes int64
 	var written []int
+	replaced := make(map[int]bool) // items stored already, but damaged
+	var buf []byte
 	for n, i := range order {
 		key := items[i].key[:]
 		if n > 0 && items[i].key == items[order[n-1]].key {
 			continue // the same item twice in one write group
 		}
 		if it.SeekPrefixGE(key) && bytes.Equal(it.Key(), key) {
-			continue // already stored
+			// Stored already. The caller verified the new bytes: the
+			// stored copy counts only if it is the same. A damaged one
+			// (bit rot, a bad sector) is written again, so that a
+			// replica never acknowledges a copy it cannot serve.
+			var same bool
+			same, buf = db.storedEquals(items[i].group, it.Value(), items[i].data, buf)
+			if same {
+				continue
+			}
+			db.log.Warn("stored copy is damaged; storing it again", "key", fmt.Sprintf("%x", key))
+			replaced[i] = true
+			written = append(written, i)
+			continue
 		}
 		written = append(written, i)
 		d := len(items[i].data)
@@ -239,6 +255,9 @@ func (db *DB) writeItems(items []putItem) error {
 	db.chunkCount.Store(count)
 	db.chunkBytes.Store(total)
 	for _, i := range written {
+		if replaced[i] {
+			continue
+		}
 		if items[i].group {
 			items[i].owner.addedGroups++
 		} else {
@@ -246,6 +265,37 @@ func (db *DB) writeItems(items []putItem) error {
 		}
 	}
 	return nil
+}
+
+// storedEquals reports whether the stored copy at loc (the encoded
+// location of a group or a chunk) holds exactly data. A location that does
+// not decode, or bytes that cannot be read, are no copy. buf is reused for
+// the read and returned for the next call.
+func (db *DB) storedEquals(group bool, loc, data, buf []byte) (bool, []byte) {
+	var seg uint32
+	var off uint64
+	var n int
+	if group {
+		s, o, size, err := decodeGroupLoc(loc)
+		if err != nil {
+			return false, buf
+		}
+		seg, off, n = s, o, int(size)
+	} else {
+		l, err := decodeLocation(loc)
+		if err != nil {
+			return false, buf
+		}
+		seg, off, n = l.seg, l.off, int(l.n)
+	}
+	if n != len(data) {
+		return false, buf
+	}
+	if cap(buf) < n {
+		buf = make([]byte, n)
+	}
+	got, err := db.chunks.readSpan(seg, off, buf[:n])
+	return err == nil && got == n && bytes.Equal(buf[:n], data), buf
 }
 
 // GetChunk appends the stored bytes of chunk h to buf[:0] and returns them;

@@ -58,7 +58,8 @@ func decodeGroupLoc(b []byte) (seg uint32, off uint64, n uint32, err error) {
 // PutGroups stores groups durably, together with chunks (tree nodes,
 // typically the groups' own depth-1 nodes), in one synced batch: the bytes
 // go to the chunk log, one index entry per group and per chunk. Groups and
-// chunks already stored are skipped. The caller has verified every chunk
+// chunks already stored intact are skipped; damaged stored copies are
+// written again (see PutChunks). The caller has verified every chunk
 // of every group and every chunk. If any group is empty or larger than
 // MaxGroupData, or any chunk larger than MaxChunkData, it writes nothing
 // and returns an error. It returns how many groups were new.

@@ -2,6 +2,7 @@ package index
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"sync"
 	"testing"
@@ -135,4 +136,65 @@ func TestGroupsConcurrentWithChunks(t *testing.T) {
 	}
 	wg.Wait()
 	checkStored(t, db, groups, chunks)
+}
+
+// TestPutRepairsDamagedCopy: putting a group or chunk whose stored copy
+// was damaged on disk stores it again, so that a successful put always
+// means an intact copy here (a replica's acknowledgement counts as a
+// holder); the counters do not count it twice.
+func TestPutRepairsDamagedCopy(t *testing.T) {
+	fs := vfs.NewMem()
+	db := openAt(t, fs, "/db", Options{Logger: quietLogger})
+	g := mkGroup(3, 10, 512)
+	c := mkChunk("a tree node")
+	if _, err := db.PutGroups([]Group{g}, []Chunk{c}); err != nil {
+		t.Fatal(err)
+	}
+	count, size := db.ChunkStats()
+	// Flip a byte of each stored copy, as a bad sector would.
+	damage := func(key []byte) {
+		t.Helper()
+		v, ok, err := db.getMeta(key)
+		if err != nil || !ok {
+			t.Fatalf("no location for %x: %v", key, err)
+		}
+		seg, off := binary.BigEndian.Uint32(v), binary.BigEndian.Uint64(v[4:])
+		f, err := fs.OpenReadWrite("/db/chunks/" + segName(seg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b [1]byte
+		f.ReadAt(b[:], int64(off)+7)
+		b[0] ^= 0x55
+		if _, err := f.WriteAt(b[:], int64(off)+7); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+	damage(groupKey(g.Hash))
+	damage(chunkKey(c.Hash))
+	if got, ok, _ := db.GetGroup(g.Hash, 0, MaxGroupData, nil); ok && bytes.Equal(got, g.Data) {
+		t.Fatal("the damage did not reach the stored group")
+	}
+	if out, _ := db.GetChunks([]Hash{c.Hash}); out[0] != nil {
+		t.Fatal("a damaged chunk reads back as good")
+	}
+	if n, err := db.PutGroups([]Group{g}, []Chunk{c}); err != nil || n != 0 {
+		t.Fatalf("PutGroups of damaged copies = %d, %v; want 0 new, nil", n, err)
+	}
+	checkStored(t, db, []Group{g}, []Chunk{c})
+	if n, m := db.ChunkStats(); n != count || m != size {
+		t.Fatalf("ChunkStats after the repair = %d, %d; want %d, %d", n, m, count, size)
+	}
+	// Intact copies are not written again.
+	before := db.chunks.curSize
+	if _, err := db.PutGroups([]Group{g}, []Chunk{c}); err != nil {
+		t.Fatal(err)
+	}
+	if db.chunks.curSize != before {
+		t.Fatalf("an intact copy was written again: the log grew from %d to %d", before, db.chunks.curSize)
+	}
+	db.Close()
+	db = openAt(t, fs, "/db", Options{Logger: quietLogger})
+	checkStored(t, db, []Group{g}, []Chunk{c})
 }
