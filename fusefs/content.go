@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 
 	"github.com/oashare/oashare/chunknet"
 	"github.com/oashare/oashare/chunknet/tree"
@@ -43,6 +45,8 @@ type content struct {
 	up     *chunknet.Uploader
 
 	dirty map[uint64][]byte // chunk index → ChunkSize bytes
+
+	buf []byte // one group's bytes, reused by commit
 }
 
 func newContent(node *chunknet.Node, base tree.Version, mtime int64) *content {
@@ -176,73 +180,7 @@ func (c *content) commit(ctx context.Context) (tree.Version, error) {
 	}
 	up := c.node.NewUploader(c.node.Context())
 	b := tree.NewBuilder(ctx, up)
-	n := tree.LeafCount(c.size)
-	// Chunks are stored by group (the Fanout chunks under one depth-1
-	// node): a group of the new version is either exactly a group of the
-	// base, reused whole by its name (nothing fetched but the nodes above
-	// it), a group of holes, or written out whole, its unchanged chunks
-	// read from the base.
-	var buf []byte
-	var names []index.Hash // the base's group names from namesFrom on
-	var namesFrom uint64
-	for g := uint64(0); g < n; g += tree.Fanout {
-		end := min(g+tree.Fanout, n)
-		gsize := min(end*tree.ChunkSize, c.size) - g*tree.ChunkSize
-		kind := c.groupKind(g, end)
-		if kind != groupWritten && n == 1 {
-			// A one-chunk file has no group node: its chunk is all.
-			h := index.Hash{}
-			if kind == groupReused {
-				h = c.base.Root
-			}
-			if err := b.AddLeaf(h, int(gsize)); err != nil {
-				return tree.Version{}, err
-			}
-			continue
-		}
-		switch kind {
-		case groupHoles:
-			if err := b.AddGroup(index.Hash{}, int(end-g), gsize); err != nil {
-				return tree.Version{}, err
-			}
-		case groupReused:
-			j := g / tree.Fanout
-			if j < namesFrom || j >= namesFrom+uint64(len(names)) {
-				cnt := min(uint64(groupBatch), (tree.LeafCount(c.base.Size)+tree.Fanout-1)/tree.Fanout-j)
-				var err error
-				if names, err = tree.Groups(ctx, c.node, c.base, j, cnt); err != nil {
-					return tree.Version{}, err
-				}
-				namesFrom = j
-			}
-			if err := b.AddGroup(names[j-namesFrom], int(end-g), gsize); err != nil {
-				return tree.Version{}, err
-			}
-		default:
-			from, to := g*tree.ChunkSize, min(end*tree.ChunkSize, c.size)
-			if buf == nil {
-				buf = make([]byte, tree.Fanout*tree.ChunkSize)
-			}
-			p := buf[:to-from]
-			if valid := min(c.limit, to); valid > from {
-				if _, err := tree.ReadAt(ctx, c.node, c.base, p[:valid-from], int64(from)); err != nil && err != io.EOF {
-					return tree.Version{}, err
-				}
-				clear(p[valid-from:])
-			} else {
-				clear(p)
-			}
-			for i := g; i < end; i++ {
-				if d, ok := c.dirty[i]; ok {
-					copy(p[(i-g)*tree.ChunkSize:], d[:tree.LeafSize(c.size, i)])
-				}
-			}
-			if _, err := b.Write(p); err != nil {
-				return tree.Version{}, err
-			}
-		}
-	}
-	v, err := b.Finish()
+	v, err := c.build(ctx, b)
 	if werr := up.Wait(); err == nil {
 		err = werr
 	}
@@ -256,40 +194,145 @@ func (c *content) commit(ctx context.Context) (tree.Version, error) {
 	return v, nil
 }
 
-// groupBatch is how many group names of the base commit reads at once.
-const groupBatch = 4096
+// build makes the new version in b: base (valid up to limit) with the
+// dirty chunks on top, at size. It walks the file in aligned blocks, so
+// that its work is O(depth) per changed group, whatever the size:
+//   - a run of groups past the valid bytes with no dirty chunk is added
+//     as holes, whole subtrees at a time (AddHoles);
+//   - a subtree with no dirty chunk that holds the same leaves as the
+//     base's at that place is reused whole, by its name, at the highest
+//     level where that is true (AddNode): nothing under it is fetched or
+//     stored again;
+//   - any other group is written out whole: the base's valid bytes, the
+//     dirty chunks on top, zeros past limit. Chunks are stored by group
+//     (the Fanout chunks under one depth-1 node), so a group is never
+//     half reused.
+func (c *content) build(ctx context.Context, b *tree.Builder) (tree.Version, error) {
+	n := tree.LeafCount(c.size)
+	dirty := slices.Sorted(maps.Keys(c.dirty))
+	base, err := tree.NewEntries(c.node, c.base)
+	if err != nil {
+		return tree.Version{}, err
+	}
+	if n == 1 {
+		// A one-chunk file has no group node: its chunk is all.
+		switch {
+		case len(dirty) > 0:
+		case c.limit == 0:
+			return c.finish(b, b.AddLeaf(index.Hash{}, int(c.size)))
+		case c.base.Depth == 0 && c.base.Size == c.size && c.limit == c.size:
+			return c.finish(b, b.AddLeaf(c.base.Root, int(c.size)))
+		}
+		return c.finish(b, c.writeGroup(ctx, b, 0, 1))
+	}
+	bytesOf := func(from, to uint64) uint64 { return min(to*tree.ChunkSize, c.size) - from*tree.ChunkSize }
+	for pos, d := uint64(0), 0; pos < n; {
+		for d < len(dirty) && dirty[d] < pos {
+			d++
+		}
+		next := n // the next dirty chunk
+		if d < len(dirty) {
+			next = dirty[d]
+		}
+		if pos*tree.ChunkSize >= c.limit {
+			// Past the base's valid bytes: holes up to the group of the
+			// next dirty chunk, or to the end.
+			to := n
+			if next < n {
+				to = next - next%tree.Fanout
+			}
+			if to > pos {
+				if err := b.AddHoles(bytesOf(pos, to)); err != nil {
+					return tree.Version{}, err
+				}
+				pos = to
+				continue
+			}
+		}
+		level, leaves, ok := c.reusable(pos, next, n)
+		if ok {
+			span := uint64(1) << (8 * uint(level))
+			h, err := base.At(ctx, level, pos/span)
+			if err != nil {
+				return tree.Version{}, err
+			}
+			if err := b.AddNode(level, h, leaves, bytesOf(pos, pos+leaves)); err != nil {
+				return tree.Version{}, err
+			}
+			pos += leaves
+			continue
+		}
+		end := min(pos+tree.Fanout, n)
+		if err := c.writeGroup(ctx, b, pos, end); err != nil {
+			return tree.Version{}, err
+		}
+		pos = end
+	}
+	return b.Finish()
+}
 
-// How commit builds one group of the new version.
-const (
-	groupWritten = iota // written out whole
-	groupReused         // the same as the base's: reused whole, by its name
-	groupHoles          // all holes: past the valid bytes and not written
-)
+// finish is b.Finish after a last step that returned err.
+func (c *content) finish(b *tree.Builder, err error) (tree.Version, error) {
+	if err != nil {
+		return tree.Version{}, err
+	}
+	return b.Finish()
+}
 
-// groupKind says how commit builds the group of chunks [g, end) of the
-// new version. The group can be reused when none of its chunks changed
-// and it holds the same chunks as the base's group at that place: a full
-// group of the base, or the base's last group with the same last chunk.
-func (c *content) groupKind(g, end uint64) int {
-	dirty := false
-	for i := g; i < end && !dirty; i++ {
-		_, dirty = c.dirty[i]
+// reusable returns the highest level (1 or more) of a subtree of the new
+// version that starts at leaf pos, holds no dirty chunk (the next one is
+// next) and is the base's subtree at that place: the same leaves, all
+// valid (below limit), the same last chunk where it ends either file.
+// leaves is how many leaves it covers (fewer than a whole subtree only at
+// the end of the file).
+func (c *content) reusable(pos, next, n uint64) (level uint8, leaves uint64, ok bool) {
+	baseN := tree.LeafCount(c.base.Size)
+	top := min(c.base.Depth, tree.DepthFor(n), tree.MaxDepth-1)
+	for k := top; k >= 1; k-- {
+		span := uint64(1) << (8 * uint(k))
+		if pos%span != 0 {
+			continue
+		}
+		end := min(pos+span, n)
+		if end > next || end != min(pos+span, baseN) {
+			continue // a dirty chunk inside, or other leaves than the base's
+		}
+		last := tree.LeafSize(c.size, end-1)
+		if last != tree.LeafSize(c.base.Size, end-1) || (end-1)*tree.ChunkSize+uint64(last) > c.limit {
+			continue // a different last chunk, or cut by a truncate
+		}
+		if pos == 0 && end-pos <= span>>8 {
+			continue // not a node of this level: the file is shallower
+		}
+		return k, end - pos, true
 	}
-	switch {
-	case dirty:
-		return groupWritten
-	case g*tree.ChunkSize >= c.limit:
-		return groupHoles
+	return 0, 0, false
+}
+
+// writeGroup writes the chunks [from, to) (one group, or a one-chunk
+// file) out whole: the base's valid bytes, the dirty chunks on top,
+// zeros past limit.
+func (c *content) writeGroup(ctx context.Context, b *tree.Builder, from, to uint64) error {
+	lo, hi := from*tree.ChunkSize, min(to*tree.ChunkSize, c.size)
+	if c.buf == nil {
+		c.buf = make([]byte, tree.Fanout*tree.ChunkSize)
 	}
-	baseLeaves := tree.LeafCount(c.base.Size)
-	if end > baseLeaves || end != min(g+tree.Fanout, baseLeaves) {
-		return groupWritten // not the same chunks as the base's group here
+	p := c.buf[:hi-lo]
+	if valid := min(c.limit, hi); valid > lo {
+		if _, err := tree.ReadAt(ctx, c.node, c.base, p[:valid-lo], int64(lo)); err != nil && err != io.EOF {
+			return err
+		}
+		clear(p[valid-lo:])
+	} else {
+		clear(p)
 	}
-	last := tree.LeafSize(c.size, end-1)
-	if last != tree.LeafSize(c.base.Size, end-1) || (end-1)*tree.ChunkSize+uint64(last) > c.limit {
-		return groupWritten // a different last chunk, or cut by a truncate
+	for i := from; i < to; i++ {
+		if d, ok := c.dirty[i]; ok {
+			copy(p[(i-from)*tree.ChunkSize:], d[:tree.LeafSize(c.size, i)])
+		}
 	}
-	return groupReused
+	_, err := b.Write(p)
+	return err
 }
 
 // readAt reads the current bytes (base plus changes).

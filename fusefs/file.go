@@ -189,6 +189,9 @@ func (f *fileNode) Write(ctx context.Context, fh fs.FileHandle, data []byte, off
 	if off < 0 {
 		return 0, syscall.EINVAL
 	}
+	if uint64(off)+uint64(len(data)) > tree.MaxFileSize {
+		return 0, syscall.EFBIG
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.loaded {
@@ -403,6 +406,9 @@ func (f *fileNode) Allocate(ctx context.Context, fh fs.FileHandle, off uint64, s
 			return errno
 		}
 	}
+	if off+size < off || off+size > tree.MaxFileSize {
+		return syscall.EFBIG
+	}
 	c := f.changes()
 	if end := off + size; end > c.size {
 		if err := c.truncate(ctx, end); err != nil {
@@ -418,6 +424,9 @@ func (f *fileNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAt
 		return syscall.EROFS
 	}
 	if size, ok := in.GetSize(); ok {
+		if size > tree.MaxFileSize {
+			return syscall.EFBIG // as ext4 above 16 TiB
+		}
 		f.mu.Lock()
 		errno := f.refreshIfIdle()
 		if errno == 0 {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/oashare/oashare/chunknet/tree"
 )
 
 // TestLocalDiskBehaviour checks behaviours programs rely on that the
@@ -260,4 +263,103 @@ func TestReadUpdatesAtime(t *testing.T) {
 		}
 		return time.Unix(st.Atim.Unix()).After(before.Add(-time.Second)) && st.Mtim.Sec == old.Unix()
 	})
+}
+
+// TestTruncateHuge: sizes above the largest file oashare supports are
+// EFBIG at once, as ext4 answers above 16 TiB; every size up to it is a
+// hole that costs nothing: truncate, a write at the far end, a read in the
+// middle and the same file on another peer all return at once (the
+// test's deadline is what would catch a request that walks the size).
+func TestTruncateHuge(t *testing.T) {
+	peers := startCluster(t, 2, 2)
+	a, b := peers[0].mnt, peers[1].mnt
+	const maxSize = int64(tree.MaxFileSize)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, size := range []int64{1<<63 - 1, maxSize + 1} {
+			p := filepath.Join(a, fmt.Sprintf("big-%d", size))
+			if err := os.WriteFile(p, []byte("head"), 0o644); err != nil {
+				t.Error(err)
+				return
+			}
+			if err := os.Truncate(p, size); !errors.Is(err, syscall.EFBIG) {
+				t.Errorf("truncate to %d: %v, want EFBIG", size, err)
+			}
+			f, err := os.OpenFile(p, os.O_WRONLY, 0)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if _, err := f.WriteAt([]byte("x"), maxSize); !errors.Is(err, syscall.EFBIG) {
+				t.Errorf("write at %d: %v, want EFBIG", maxSize, err)
+			}
+			f.Close()
+			if st, err := os.Stat(p); err != nil || st.Size() != 4 {
+				t.Errorf("after the refused truncate: %v, %v; want 4 bytes", st, err)
+			}
+		}
+		for _, size := range []int64{1 << 50, maxSize} {
+			name := fmt.Sprintf("sparse-%d", size)
+			p := filepath.Join(a, name)
+			if err := os.WriteFile(p, []byte("head"), 0o644); err != nil {
+				t.Error(err)
+				return
+			}
+			if err := os.Truncate(p, size); err != nil {
+				t.Errorf("truncate to %d: %v", size, err)
+				return
+			}
+			f, err := os.OpenFile(p, os.O_RDWR, 0)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if _, err := f.WriteAt([]byte("tail"), size-4); err != nil {
+				t.Errorf("write at the end of %d bytes: %v", size, err)
+			}
+			if err := f.Close(); err != nil {
+				t.Errorf("close: %v", err)
+			}
+			for _, mnt := range []string{a, b} {
+				q := filepath.Join(mnt, name)
+				waitFor(t, 5*time.Second, "the file's last version on "+mnt, func() bool {
+					st, serr := os.Stat(q)
+					if serr != nil || st.Size() != size {
+						return false
+					}
+					f, err := os.Open(q)
+					if err != nil {
+						return false
+					}
+					defer f.Close()
+					tail := make([]byte, 4)
+					_, err = f.ReadAt(tail, size-4)
+					return (err == nil || errors.Is(err, io.EOF)) && string(tail) == "tail"
+				})
+				f, err := os.Open(q)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				for _, c := range []struct {
+					off  int64
+					want string
+				}{{0, "head\x00\x00"}, {size / 3, "\x00\x00\x00\x00\x00\x00"}, {size - 6, "\x00\x00tail"}} {
+					buf := make([]byte, len(c.want))
+					if _, err := f.ReadAt(buf, c.off); err != nil && !errors.Is(err, io.EOF) {
+						t.Errorf("%s: read at %d: %v", q, c.off, err)
+					} else if string(buf) != c.want {
+						t.Errorf("%s: at %d read %q, want %q", q, c.off, buf, c.want)
+					}
+				}
+				f.Close()
+			}
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("huge truncates are still running after 2 minutes")
+	}
 }

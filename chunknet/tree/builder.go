@@ -90,6 +90,9 @@ func (b *Builder) Write(p []byte) (int, error) {
 	if err := b.usable(); err != nil {
 		return 0, err
 	}
+	if uint64(len(p)) > MaxFileSize-b.size {
+		return 0, fmt.Errorf("%w: %d bytes", ErrTooLarge, b.size+uint64(len(p)))
+	}
 	n := 0
 	if b.nchunk > 0 {
 		c := copy(b.chunk[b.nchunk:], p)
@@ -155,6 +158,8 @@ func (b *Builder) AddLeaf(h index.Hash, size int) error {
 		return fmt.Errorf("tree: AddLeaf at offset %d, not a chunk boundary", b.size)
 	case size < 1 || size > ChunkSize:
 		return fmt.Errorf("tree: AddLeaf of %d bytes, want 1..%d", size, ChunkSize)
+	case uint64(size) > MaxFileSize-b.size:
+		return fmt.Errorf("%w: %d bytes", ErrTooLarge, b.size+uint64(size))
 	}
 	if !h.IsZero() {
 		if b.fresh {
@@ -171,38 +176,115 @@ func (b *Builder) AddLeaf(h index.Hash, size int) error {
 }
 
 // AddGroup appends an existing group whole: the leaves leaves (1 ..
-// Fanout, 2 or more for the first group) under depth-1 node h, size bytes in all, without fetching or
-// putting anything; the zero hash appends a group of holes. It is allowed
-// only at a group boundary (every leaf so far in full groups); a group of
-// fewer than Fanout leaves, or whose last leaf is short, must be the
-// file's last. The node of the new version at this place is h, so the
-// group is stored already. A file of one leaf has no depth-1 node: use
-// AddLeaf. Reusing groups whole instead of leaf by leaf is what makes a
-// small change to a large file cost its changed groups only.
+// Fanout, 2 or more for the first group) under depth-1 node h, size bytes
+// in all, without fetching or putting anything; the zero hash appends a
+// group of holes. It is AddNode at level 1: reusing groups whole instead
+// of leaf by leaf is what makes a small change to a large file cost its
+// changed groups only. A file of one leaf has no depth-1 node: use
+// AddLeaf.
 func (b *Builder) AddGroup(h index.Hash, leaves int, size uint64) error {
+	if leaves < 1 {
+		return fmt.Errorf("tree: AddGroup of %d leaves", leaves)
+	}
+	return b.AddNode(1, h, uint64(leaves), size)
+}
+
+// AddNode appends an existing subtree whole: the node h of the given
+// level (1 .. MaxDepth-1), covering leaves leaves (1 .. Fanout^level) and
+// size bytes, without fetching or putting anything; the zero hash appends
+// that many holes. It is allowed only where such a node starts: every
+// leaf so far in whole nodes of that level. A node covering fewer than
+// Fanout^level leaves, or whose last leaf is short, must be the file's
+// last; the file's first node must cover more than Fanout^(level-1)
+// leaves (or it would not be a node of that level). The node of the new
+// version at this place is h, so everything under it is stored already.
+// Holes and unchanged parts of a huge file thus cost O(depth) each,
+// whatever their size.
+func (b *Builder) AddNode(level uint8, h index.Hash, leaves, size uint64) error {
 	if err := b.usable(); err != nil {
 		return err
 	}
-	var pending uint64
+	if level < 1 || level >= MaxDepth {
+		return fmt.Errorf("tree: AddNode at level %d, want 1..%d", level, MaxDepth-1)
+	}
+	span := uint64(1) << (fanoutBits * uint(level))
+	var done uint64 // leaves so far
 	if len(b.levels) > 0 {
-		pending = b.levels[0].count % Fanout
+		done = b.levels[0].count
 	}
 	switch {
-	case b.nchunk != 0 || pending != 0:
-		return fmt.Errorf("tree: AddGroup at offset %d, not a group boundary", b.size)
-	case leaves < 1 || leaves > Fanout || leaves == 1 && (len(b.levels) == 0 || b.levels[0].count == 0):
-		return fmt.Errorf("tree: AddGroup of %d leaves, want 1..%d (2 or more for a file's first group)", leaves, Fanout)
-	case size <= uint64(leaves-1)*ChunkSize || size > uint64(leaves)*ChunkSize:
-		return fmt.Errorf("tree: AddGroup of %d bytes for %d leaves", size, leaves)
+	case b.nchunk != 0 || done%span != 0:
+		return fmt.Errorf("tree: AddNode of level %d at offset %d, not a node boundary", level, b.size)
+	case leaves < 1 || leaves > span || done == 0 && leaves <= span>>fanoutBits:
+		return fmt.Errorf("tree: AddNode of level %d with %d leaves, want 1..%d (more than %d for a file's first node)",
+			level, leaves, span, span>>fanoutBits)
+	case size > MaxFileSize-b.size || leaves > MaxFileSize/ChunkSize:
+		return fmt.Errorf("%w: %d bytes", ErrTooLarge, b.size+size)
+	case size <= (leaves-1)*ChunkSize || size > leaves*ChunkSize:
+		return fmt.Errorf("tree: AddNode of %d bytes for %d leaves", size, leaves)
 	}
-	if len(b.levels) == 0 {
-		b.levels = append(b.levels, level{buf: make([]byte, 0, MaxNodeSize)})
+	for len(b.levels) < int(level) {
+		b.levels = append(b.levels, newLevel())
 	}
-	b.levels[0].count += uint64(leaves)
+	// The entries the node stands for at each level below it.
+	for k := range int(level) {
+		unit := uint64(1) << (fanoutBits * uint(k))
+		b.levels[k].count += (leaves + unit - 1) / unit
+	}
+	b.fresh, b.reused = false, false
 	b.size += size
-	b.closed = leaves < Fanout || size < uint64(leaves)*ChunkSize
-	return b.addHash(1, h)
+	b.closed = leaves < span || size < leaves*ChunkSize
+	return b.addHash(int(level), h)
 }
+
+// AddHoles appends size bytes of holes (zeros, never stored) at a chunk
+// boundary, in O(depth) whatever the size: runs of holes go in as hole
+// nodes of the highest level that fits (AddNode). A run whose last chunk
+// is short must end the file.
+func (b *Builder) AddHoles(size uint64) error {
+	if err := b.usable(); err != nil {
+		return err
+	}
+	switch {
+	case b.nchunk != 0:
+		return fmt.Errorf("tree: AddHoles at offset %d, not a chunk boundary", b.size)
+	case size > MaxFileSize-b.size:
+		return fmt.Errorf("%w: %d bytes", ErrTooLarge, b.size+size)
+	}
+	for size > 0 {
+		var done uint64 // leaves so far
+		if len(b.levels) > 0 {
+			done = b.levels[0].count
+		}
+		// The highest level whose whole node fits here.
+		k := uint8(0)
+		for k+1 < MaxDepth {
+			span := uint64(1) << (fanoutBits * uint(k+1))
+			if done%span != 0 || size/ChunkSize < span {
+				break
+			}
+			k++
+		}
+		if k == 0 {
+			n := min(size, ChunkSize)
+			if err := b.addHash(0, index.Hash{}); err != nil {
+				return err
+			}
+			b.size += n
+			b.closed = n < ChunkSize
+			size -= n
+			continue
+		}
+		span := uint64(1) << (fanoutBits * uint(k))
+		if err := b.AddNode(k, index.Hash{}, span, span*ChunkSize); err != nil {
+			return err
+		}
+		size -= span * ChunkSize
+	}
+	return nil
+}
+
+func newLevel() level { return level{buf: make([]byte, 0, MaxNodeSize)} }
 
 func (b *Builder) mixed() error {
 	b.err = fmt.Errorf("tree: the group of chunk %d mixes new and existing chunks", b.levels[0].count)
@@ -295,7 +377,7 @@ func (b *Builder) addHash(k int, h index.Hash) error {
 			b.err = fmt.Errorf("tree: file exceeds depth %d", MaxDepth)
 			return b.err
 		}
-		b.levels = append(b.levels, level{buf: make([]byte, 0, MaxNodeSize)})
+		b.levels = append(b.levels, newLevel())
 	}
 	lv := &b.levels[k]
 	lv.buf = append(lv.buf, h[:]...)

@@ -43,8 +43,8 @@
 //	                  node of level d
 //
 // Depth is therefore a function of Size ([DepthFor](LeafCount(Size))) and
-// [Version.Validate] rejects any other value; a uint64 Size never needs more
-// than depth 7, and MaxDepth = 8 is the hard limit.
+// [Version.Validate] rejects any other value. Size is at most MaxFileSize =
+// 2^60 (depth 7); MaxDepth = 8 is the hard limit of the layout.
 //
 // Addressing. Because nodes are left-packed, the path to chunk i is pure
 // arithmetic: at level k its ancestor is entry i / Fanout^k, which is child

@@ -305,6 +305,66 @@ func ReadAt(ctx context.Context, f Fetcher, v Version, p []byte, off int64) (int
 	return n, nil
 }
 
+// Entries looks up the entries of one version's tree by level and index:
+// entry j of level 0 is leaf j, the single entry of level Depth is the
+// root. It keeps the last node it fetched at each level, so a walk along
+// a level costs one Fetch per node it crosses, and every node is checked
+// as Leaves checks them. An entry under a hole is the zero hash, found
+// without fetching anything. An Entries is not safe for concurrent use.
+type Entries struct {
+	f      Fetcher
+	v      Version
+	counts []uint64
+	// last[k] is the node of level k fetched last (k ≥ 1): its index
+	// and entries; ok says whether there is one.
+	last []lastNode
+}
+
+type lastNode struct {
+	ok      bool
+	j       uint64
+	entries []byte
+}
+
+// NewEntries returns the Entries of v.
+func NewEntries(f Fetcher, v Version) (*Entries, error) {
+	if err := v.Validate(); err != nil {
+		return nil, err
+	}
+	return &Entries{f: f, v: v, counts: levelCounts(LeafCount(v.Size), v.Depth), last: make([]lastNode, int(v.Depth)+1)}, nil
+}
+
+// At returns entry j of level k.
+func (e *Entries) At(ctx context.Context, k uint8, j uint64) (index.Hash, error) {
+	if k > e.v.Depth || j >= e.counts[k] {
+		return index.Hash{}, fmt.Errorf("tree: entry %d of level %d out of range (depth %d, %d entries)",
+			j, k, e.v.Depth, e.counts[min(k, e.v.Depth)])
+	}
+	if k == e.v.Depth {
+		return e.v.Root, nil
+	}
+	pj := j >> fanoutBits
+	up := &e.last[k+1]
+	if !up.ok || up.j != pj {
+		ph, err := e.At(ctx, k+1, pj)
+		if err != nil {
+			return index.Hash{}, err
+		}
+		if ph.IsZero() {
+			return index.Hash{}, nil // under a hole
+		}
+		data, err := fetch(ctx, e.f, []index.Hash{ph})
+		if err != nil {
+			return index.Hash{}, err
+		}
+		if _, err := checkNode(ph, k+1, pj, data[0], e.counts[k]); err != nil {
+			return index.Hash{}, err
+		}
+		*up = lastNode{ok: true, j: pj, entries: data[0]}
+	}
+	return hashAt(up.entries, int(j-pj<<fanoutBits)), nil
+}
+
 // Nodes calls fn for every tree node hash of v: all depths ≥ 1, root first,
 // level by level, left to right. It fetches every node above depth 1 (in
 // batches) to learn the hashes below, and checks each as Leaves does. A
@@ -317,13 +377,16 @@ func Nodes(ctx context.Context, f Fetcher, v Version, fn func(depth uint8, h ind
 	if v.Depth == 0 {
 		return nil
 	}
+	if v.Root.IsZero() {
+		return nil // one hole
+	}
 	counts := levelCounts(LeafCount(v.Size), v.Depth)
-	hashes := []index.Hash{v.Root} // all entries of level k
+	// The entries of level k that are not holes, and their indexes: a
+	// hole's subtree is all holes, never stored, and is not walked (a
+	// huge sparse file costs what it stores).
+	hashes, at := []index.Hash{v.Root}, []uint64{0}
 	for k := v.Depth; k >= 1; k-- {
 		for _, h := range hashes {
-			if h.IsZero() {
-				continue // a hole: not stored
-			}
 			if err := fn(k, h); err != nil {
 				return err
 			}
@@ -331,26 +394,87 @@ func Nodes(ctx context.Context, f Fetcher, v Version, fn func(depth uint8, h ind
 		if k == 1 {
 			break // depth-1 nodes hold leaf hashes: nothing more to list
 		}
-		next := make([]index.Hash, 0, counts[k-1])
-		for i := 0; i < len(hashes); i += maxNodesPerFetch {
-			batch := hashes[i:min(i+maxNodesPerFetch, len(hashes))]
-			data, err := fetch(ctx, f, batch)
+		var err error
+		if hashes, at, err = expand(ctx, f, k, counts[k-1], hashes, at, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// expand fetches the nodes hashes (none a hole) of level k, at indexes at,
+// in batches, checks each against the layout (below entries in level k-1)
+// and returns their entries that are not holes, in order, with their
+// indexes in level k-1. If each is not nil it is called with every node's
+// index, hash and entries.
+func expand(ctx context.Context, f Fetcher, k uint8, below uint64, hashes []index.Hash, at []uint64,
+	each func(j uint64, h index.Hash, entries []byte)) ([]index.Hash, []uint64, error) {
+	var next []index.Hash
+	var nextAt []uint64
+	for i := 0; i < len(hashes); i += maxNodesPerFetch {
+		batch := hashes[i:min(i+maxNodesPerFetch, len(hashes))]
+		data, err := fetch(ctx, f, batch)
+		if err != nil {
+			return nil, nil, err
+		}
+		for bi, b := range data {
+			j := at[i+bi]
+			nc, err := checkNode(batch[bi], k, j, b, below)
 			if err != nil {
-				return err
+				return nil, nil, err
 			}
-			for bi, b := range data {
-				nc, b, err := children(batch[bi], k, uint64(i+bi), b, counts[k-1])
-				if err != nil {
-					return err
-				}
-				for c := range nc {
-					next = append(next, hashAt(b, c))
+			if each != nil {
+				each(j, batch[bi], b)
+			}
+			for c := range nc {
+				if h := hashAt(b, c); !h.IsZero() {
+					next = append(next, h)
+					nextAt = append(nextAt, j<<fanoutBits+uint64(c))
 				}
 			}
 		}
-		hashes = next
 	}
-	return nil
+	return next, nextAt, nil
+}
+
+// Stored calls fn, in file order, for every group of v that stores
+// something (is not all holes): one Span of all its leaves (holes as zero
+// hashes) with the index of its first leaf. Hole subtrees are not walked,
+// so a sparse file costs what it stores, whatever its size. A depth-0
+// version has one group, its chunk, unless it is a hole.
+func Stored(ctx context.Context, f Fetcher, v Version, fn func(first uint64, s Span) error) error {
+	if err := v.Validate(); err != nil {
+		return err
+	}
+	if v.Root.IsZero() {
+		return nil
+	}
+	if v.Depth == 0 {
+		return fn(0, Span{Group: v.Root, Leaves: []index.Hash{v.Root}})
+	}
+	counts := levelCounts(LeafCount(v.Size), v.Depth)
+	hashes, at := []index.Hash{v.Root}, []uint64{0}
+	for k := v.Depth; k >= 2; k-- {
+		var err error
+		if hashes, at, err = expand(ctx, f, k, counts[k-1], hashes, at, nil); err != nil {
+			return err
+		}
+	}
+	var ferr error
+	_, _, err := expand(ctx, f, 1, counts[0], hashes, at, func(j uint64, h index.Hash, entries []byte) {
+		if ferr != nil {
+			return
+		}
+		leaves := make([]index.Hash, len(entries)/hashSize)
+		for c := range leaves {
+			leaves[c] = hashAt(entries, c)
+		}
+		ferr = fn(j<<fanoutBits, Span{Group: h, Leaves: leaves})
+	})
+	if err == nil {
+		err = ferr
+	}
+	return err
 }
 
 // zeros backs the bytes of holes.

@@ -16,6 +16,13 @@ const (
 	MaxNodeSize = Fanout * 32
 	// MaxDepth is the deepest tree accepted; deeper versions are corrupt.
 	MaxDepth = 8
+	// MaxFileSize is the largest file: 1 EiB (2^60 bytes, depth 7). Every
+	// offset and length of it, and of a range read or written in it,
+	// fits an int64 with room to spare, and a version of any size below
+	// it is built and read in O(depth) per changed or read region
+	// (holes and unchanged subtrees are taken whole). Larger sizes are
+	// EFBIG for programs, as sizes above 16 TiB are on ext4.
+	MaxFileSize = 1 << 60
 
 	hashSize   = len(index.Hash{})
 	fanoutBits = 8 // Fanout == 1 << fanoutBits
@@ -32,6 +39,9 @@ var _ [32 - hashSize]struct{}
 // or a data chunk of the wrong length. Errors wrap it with the detail.
 var ErrCorrupt = errors.New("tree: corrupt file tree")
 
+// ErrTooLarge reports a file that would exceed MaxFileSize.
+var ErrTooLarge = errors.New("tree: file larger than the largest supported (1 EiB)")
+
 // Version names one content of a file: its size and the root of its chunk
 // tree (see the package documentation for the layout).
 type Version struct {
@@ -40,10 +50,13 @@ type Version struct {
 	Depth uint8
 }
 
-// Validate checks that v is a possible version: Depth ≤ MaxDepth and equal
-// to DepthFor(LeafCount(Size)), and Root zero exactly when Size is 0. Its
-// errors wrap ErrCorrupt.
+// Validate checks that v is a possible version: Size ≤ MaxFileSize, Depth ≤
+// MaxDepth and equal to DepthFor(LeafCount(Size)), and Root zero exactly
+// when Size is 0. Its errors wrap ErrCorrupt.
 func (v Version) Validate() error {
+	if v.Size > MaxFileSize {
+		return fmt.Errorf("%w: size %d exceeds %d", ErrCorrupt, v.Size, uint64(MaxFileSize))
+	}
 	if v.Depth > MaxDepth {
 		return fmt.Errorf("%w: depth %d exceeds %d", ErrCorrupt, v.Depth, MaxDepth)
 	}

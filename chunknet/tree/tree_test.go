@@ -562,7 +562,10 @@ func TestValidate(t *testing.T) {
 		{tree.Version{Size: depth2Size, Root: h, Depth: 1}, false},
 		{tree.Version{Size: depth2Size, Root: h, Depth: 2}, true},
 		{tree.Version{Size: depth3Size, Root: h, Depth: 3}, true},
-		{tree.Version{Size: math.MaxUint64, Root: h, Depth: 7}, true},
+		{tree.Version{Size: tree.MaxFileSize, Root: h, Depth: 7}, true},
+		{tree.Version{Size: tree.MaxFileSize, Root: h, Depth: 6}, false},
+		{tree.Version{Size: tree.MaxFileSize + 1, Root: h, Depth: 7}, false},
+		{tree.Version{Size: math.MaxUint64, Root: h, Depth: 7}, false},
 		{tree.Version{Size: math.MaxUint64, Root: h, Depth: 8}, false},
 		{tree.Version{Size: math.MaxUint64, Root: h, Depth: 9}, false},
 		{tree.Version{Size: 1, Root: h, Depth: 255}, false},
@@ -984,5 +987,185 @@ func TestAddGroup(t *testing.T) {
 	}
 	if _, err := b.Write([]byte("x")); err == nil {
 		t.Error("Write after a short group accepted")
+	}
+}
+
+// TestAddNode: a depth-3 version rebuilt from its level-2 nodes (found by
+// Entries) is that version, and costs Entries one Fetch of the root; a
+// version with holes made of whole hole subtrees (AddHoles) equals the
+// one written byte by byte; misplaced nodes are refused.
+func TestAddNode(t *testing.T) {
+	ctx := context.Background()
+	const size = 3*256*256*512 + 1000 // three full level-2 nodes and a bit
+	content := randBytes(11, size)
+	store := tree.NewMemStore()
+	want := build(t, store, content, 1<<20)
+	if want.Depth != 3 {
+		t.Fatalf("depth %d, want 3", want.Depth)
+	}
+	e, err := tree.NewEntries(store, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := store.Fetches()
+	b := tree.NewBuilder(ctx, store)
+	for j := uint64(0); j < 3; j++ {
+		h, err := e.At(ctx, 2, j)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.AddNode(2, h, 256*256, 256*256*512); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The rest: its depth-1 node, a short group.
+	h, err := e.At(ctx, 1, 3*256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AddNode(1, h, 2, 1000); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.Finish(); err != nil || got != want {
+		t.Fatalf("rebuilt %+v, %v; want %+v", got, err, want)
+	}
+	if n := store.Fetches() - before; n != 2 {
+		t.Errorf("Entries made %d Fetch calls, want 2 (the root, then the level-2 node of the tail)", n)
+	}
+	// Leaves by Entries are those of Leaves.
+	leaves, err := tree.Leaves(ctx, store, want, 65530, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, l := range leaves {
+		if h, err := e.At(ctx, 0, 65530+uint64(i)); err != nil || h != l {
+			t.Fatalf("leaf %d by Entries: %s, %v; want %s", 65530+i, h.Short(), err, l.Short())
+		}
+	}
+	if _, err := e.At(ctx, 3, 1); err == nil {
+		t.Error("an entry past the root accepted")
+	}
+
+	// Holes: head, 2^25 chunks of holes, tail; the same by Write.
+	head, tail := randBytes(2, 300*512), randBytes(3, 777)
+	const holes = 3*256*256*512 + 5*512
+	b = tree.NewBuilder(ctx, store)
+	if _, err := b.Write(head); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AddHoles(holes); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Write(tail); err != nil {
+		t.Fatal(err)
+	}
+	got, err := b.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole := append(append(bytes.Clone(head), make([]byte, holes)...), tail...)
+	if w := build(t, tree.NewMemStore(), whole, 1<<20); got != w {
+		t.Fatalf("with AddHoles %+v, written %+v", got, w)
+	}
+	checkRange(t, store, got, whole, len(head)-10, 20)
+	checkRange(t, store, got, whole, len(whole)-800, 800)
+
+	// A file of nothing but holes, as large as files go, in O(depth).
+	b = tree.NewBuilder(ctx, store)
+	if err := b.AddHoles(tree.MaxFileSize); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := b.Finish(); err != nil || v.Size != tree.MaxFileSize || !v.Root.IsZero() || v.Validate() != nil {
+		t.Fatalf("a hole of the largest size: %+v, %v", v, err)
+	}
+	if err := tree.NewBuilder(ctx, store).AddHoles(tree.MaxFileSize + 1); !errors.Is(err, tree.ErrTooLarge) {
+		t.Fatalf("AddHoles beyond the largest size: %v, want ErrTooLarge", err)
+	}
+
+	for _, tc := range []struct {
+		name   string
+		setup  func(b *tree.Builder)
+		level  uint8
+		leaves uint64
+	}{
+		{"mid-node", func(b *tree.Builder) { b.AddGroup(h, 256, 256*512) }, 2, 65536},
+		{"first node too small", func(*tree.Builder) {}, 2, 256},
+		{"level 0", func(*tree.Builder) {}, 0, 1},
+		{"level too high", func(*tree.Builder) {}, tree.MaxDepth, 1},
+		{"too many leaves", func(*tree.Builder) {}, 2, 65537},
+	} {
+		b := tree.NewBuilder(ctx, tree.NewMemStore())
+		tc.setup(b)
+		if err := b.AddNode(tc.level, h, tc.leaves, tc.leaves*512); err == nil {
+			t.Errorf("AddNode %s accepted", tc.name)
+		}
+	}
+}
+
+// TestStored: the groups Stored walks are those of Spans that store
+// something, in order, with their first leaf; in a file of a petabyte
+// with data at both ends it walks only those, and Nodes lists only the
+// nodes above them.
+func TestStored(t *testing.T) {
+	ctx := context.Background()
+	store := tree.NewMemStore()
+	content := randBytes(5, 5*256*512+77)
+	clear(content[256*512 : 3*256*512]) // two groups of holes
+	clear(content[4*256*512+512 : 4*256*512+1024])
+	v := build(t, store, content, 1<<16)
+	spans, err := tree.Spans(ctx, store, v, 0, tree.LeafCount(v.Size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []tree.Span
+	var wantFirst []uint64
+	first := uint64(0)
+	for _, s := range spans {
+		if s.Stored() > 0 {
+			want = append(want, s)
+			wantFirst = append(wantFirst, first)
+		}
+		first += uint64(len(s.Leaves))
+	}
+	var got []tree.Span
+	var gotFirst []uint64
+	if err := tree.Stored(ctx, store, v, func(first uint64, s tree.Span) error {
+		got, gotFirst = append(got, s), append(gotFirst, first)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) || fmt.Sprint(gotFirst) != fmt.Sprint(wantFirst) {
+		t.Fatalf("Stored walked %d groups at %v, want %d at %v", len(got), gotFirst, len(want), wantFirst)
+	}
+
+	b := tree.NewBuilder(ctx, store)
+	head, tail := randBytes(6, 1000), randBytes(7, 1000)
+	b.Write(head)
+	b.Write(make([]byte, 512*256-1000))
+	if err := b.AddHoles(1<<50 - 256*512); err != nil {
+		t.Fatal(err)
+	}
+	b.Write(tail)
+	huge, err := b.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var firsts []uint64
+	if err := tree.Stored(ctx, store, huge, func(first uint64, s tree.Span) error {
+		firsts = append(firsts, first)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(firsts) != fmt.Sprint([]uint64{0, (1 << 50) / 512}) {
+		t.Fatalf("Stored of a sparse petabyte walked groups at %v", firsts)
+	}
+	nodes := 0
+	if err := tree.Nodes(ctx, store, huge, func(uint8, index.Hash) error { nodes++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if nodes > 2*int(huge.Depth) {
+		t.Fatalf("Nodes listed %d nodes of a file with two groups (depth %d)", nodes, huge.Depth)
 	}
 }

@@ -178,9 +178,14 @@ func (c *control) where(rel string) (*whereJSON, error) {
 	if !v.Root.IsZero() {
 		w.Root = v.Root.String()
 	}
-	n := tree.LeafCount(v.Size)
-	spans, err := tree.Spans(ctx, c.node, v, 0, n)
-	if err != nil {
+	// Only groups that store something are listed: holes are not
+	// stored, and a sparse file is listed at the cost of what it stores.
+	var spans []tree.Span
+	var firsts []uint64
+	if err := tree.Stored(ctx, c.node, v, func(first uint64, s tree.Span) error {
+		spans, firsts = append(spans, s), append(firsts, first)
+		return nil
+	}); err != nil {
 		return nil, err
 	}
 	// A data chunk is held by the holders of its group.
@@ -199,15 +204,13 @@ func (c *control) where(rel string) (*whereJSON, error) {
 		}
 		return out
 	}
-	var i uint64
 	for k, s := range spans {
-		for _, h := range s.Leaves {
-			cj := chunkJSON{Index: i, Size: tree.LeafSize(v.Size, i), Hash: h.String(), Holders: []string{}}
-			if !h.IsZero() {
-				cj.Holders = holderStrings(groupHolders[k])
+		for j, h := range s.Leaves {
+			if h.IsZero() {
+				continue
 			}
-			w.Chunks = append(w.Chunks, cj)
-			i++
+			i := firsts[k] + uint64(j)
+			w.Chunks = append(w.Chunks, chunkJSON{Index: i, Size: tree.LeafSize(v.Size, i), Hash: h.String(), Holders: holderStrings(groupHolders[k])})
 		}
 	}
 	var nodes []index.Hash

@@ -55,8 +55,9 @@ func newWhereCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "where PATH",
 		Short: "List each chunk of a file in the mount and the peers holding it",
-		Long: `For a file inside an oashare mount, print each chunk (index, size, SHA-256)
-and the IDs of the peers that hold a copy right now, then the file's tree nodes.
+		Long: `For a file inside an oashare mount, print each stored chunk (index, size,
+SHA-256; holes are never stored) and the IDs of the peers that hold a copy right
+now, then the file's tree nodes.
 The node serving the mount is found from the mount table; --data overrides it.`,
 		Args: exactArgs(1, "PATH"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -92,7 +93,7 @@ The node serving the mount is found from the mount table; --data overrides it.`,
 				return enc.Encode(wj)
 			}
 			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintf(w, "%s: %d bytes, %d chunks, tree depth %d\n", abs, wj.Size, len(wj.Chunks), wj.Depth)
+			fmt.Fprintf(w, "%s: %d bytes, %d chunks stored (holes are not), tree depth %d\n", abs, wj.Size, len(wj.Chunks), wj.Depth)
 			fmt.Fprintf(w, "CHUNK\tSIZE\tSHA-256\tPEERS\n")
 			for _, c := range wj.Chunks {
 				fmt.Fprintf(w, "%d\t%d\t%s\t%s\n", c.Index, c.Size, c.Hash, shortIDs(c.Holders))
