@@ -83,6 +83,8 @@ type DB struct {
 	logFirst   uint32 // the first segment of batches (see chunklog.go)
 
 	durable atomic.Uint64 // this node's records are durable up to this Seq
+
+	under underState // the under-target set's counts (under.go)
 }
 
 // Key prefixes; see doc.go.
@@ -94,6 +96,9 @@ const (
 	prefixLog    = 'l'
 	prefixVV     = 'v'
 	prefixMeta   = 'm'
+	prefixUnder  = 'u'
+	// prefixPending keys the pending journal (pending.go).
+	prefixPending = 'p'
 
 	prefixHistory = 'h'
 	prefixHead    = 'H'

@@ -146,6 +146,8 @@
 //	"C" parent[8] name              → empty: the entry has two heads or more
 //	"l" origin[16] seq[8]           → record (EncodeRecord bytes)
 //	"v" origin[16]                  → highest applied seq[8]
+//	"u" kind[1] hash[32]            → copies[1]: an item below the replica target (under.go)
+//	"p" id[8]                       → a file version not published yet (pending.go)
 //	"m" name                        → metadata:
 //	    "m/node-id"                 → this node's NodeID[16], made at first Open
 //	    "m/hlc"                     → last HLC value used or seen[8]

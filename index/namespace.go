@@ -105,7 +105,7 @@ func (db *DB) applied(origin NodeID) uint64 {
 // one synced batch. It returns the record, for the caller to push to peers.
 // The caller's ops are not modified.
 func (db *DB) Commit(ops []Op) (*Record, error) {
-	return db.commit(ops, true)
+	return db.commit(ops, true, nil)
 }
 
 // CommitLazy is Commit without waiting for the disk: the change is in
@@ -113,8 +113,11 @@ func (db *DB) Commit(ops []Op) (*Record, error) {
 // Sync). DurableSeq says how far this node's records are durable; a
 // record beyond it must not leave the node, since a crash may lose it and
 // its sequence number would be used again.
-func (db *DB) CommitLazy(ops []Op) (*Record, error) {
-	return db.commit(ops, false)
+//
+// published names the files whose pending versions (PutPending) the ops
+// publish: their journal entries are deleted in the same batch.
+func (db *DB) CommitLazy(ops []Op, published ...uint64) (*Record, error) {
+	return db.commit(ops, false, published)
 }
 
 // Sync makes every change committed so far durable.
@@ -153,7 +156,7 @@ func (db *DB) raiseDurable(seq uint64) {
 	}
 }
 
-func (db *DB) commit(ops []Op, sync bool) (*Record, error) {
+func (db *DB) commit(ops []Op, sync bool, published []uint64) (*Record, error) {
 	if db.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -193,7 +196,7 @@ func (db *DB) commit(ops []Op, sync bool) (*Record, error) {
 	if sync {
 		opts = pebble.Sync
 	}
-	if err := db.commitRecord(rec, enc, hlc, opts, true); err != nil {
+	if err := db.commitRecord(rec, enc, hlc, opts, true, published); err != nil {
 		return nil, err
 	}
 	if sync {
@@ -251,7 +254,7 @@ func (db *DB) Apply(rec *Record) (applied bool, err error) {
 	// Not synced: the origin synced the record before sending it, and
 	// if this node loses it in a crash, its version vector (committed in
 	// the same batch) goes back with it, and it pulls the record again.
-	err = db.commitRecord(rec, enc, clock, pebble.NoSync, false)
+	err = db.commitRecord(rec, enc, clock, pebble.NoSync, false, nil)
 	db.writeMu.Unlock()
 	if err != nil {
 		return false, err
@@ -267,8 +270,9 @@ func (db *DB) Apply(rec *Record) (applied bool, err error) {
 // batch committed with opts, then updates the in-memory state. The caller holds writeMu and
 // has checked that rec.Seq is the next for its origin. fresh says rec is
 // this node's own, just made: its versions are stamped with a clock value
-// no version stored here has, so nothing stored names them yet.
-func (db *DB) commitRecord(rec *Record, enc []byte, clock uint64, opts *pebble.WriteOptions, fresh bool) error {
+// no version stored here has, so nothing stored names them yet. The
+// pending versions of the files in published are deleted in the batch.
+func (db *DB) commitRecord(rec *Record, enc []byte, clock uint64, opts *pebble.WriteOptions, fresh bool, published []uint64) error {
 	b := db.pdb.NewBatch()
 	defer b.Close()
 	committed := false
@@ -291,6 +295,11 @@ func (db *DB) commitRecord(rec *Record, enc []byte, clock uint64, opts *pebble.W
 	}
 	if err := b.Set(keyHLC, putU64(clock), nil); err != nil {
 		return err
+	}
+	for _, id := range published {
+		if err := b.Delete(pendingKey(id), nil); err != nil {
+			return err
+		}
 	}
 	if err := b.Commit(opts); err != nil {
 		return fmt.Errorf("index: commit record %s/%d: %w", rec.Origin.Short(), rec.Seq, err)
