@@ -36,6 +36,9 @@ var (
 	ErrPeerLeft    = errors.New("peer left")
 	ErrUnavailable = errors.New("no replica could serve the chunk")
 	ErrNotDurable  = errors.New("chunk not stored on enough replicas")
+	// ErrNotStored: chunks could not be stored anywhere, not even on this
+	// node: the bytes are lost, and the write that made them must fail.
+	ErrNotStored = errors.New("chunk stored nowhere")
 )
 
 // RemoteError is an Error frame a peer answered with.

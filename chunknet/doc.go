@@ -29,6 +29,8 @@
 //     records in commit order) and pullLoop (anti-entropy).
 //   - flushLoop: makes lazily published namespace changes durable and
 //     pushes them.
+//   - topUpLoop: copies the items this node wrote below the replica
+//     target to live peers (topup.go).
 //   - Uploader batches run in goroutines bounded by uploadWindow; Node.Go
 //     runs background work such as read-ahead.
 //
@@ -76,8 +78,14 @@
 // stored or returned. A fetch tries each chunk's replicas in placement order and
 // retries for Config.RetryFor; a chunk no peer serves correctly is
 // ErrUnavailable, which the file system turns into EIO. An upload succeeds
-// only when each chunk is stored on min(replicas, live nodes) nodes;
-// otherwise the chunks are kept on this node and the error is
-// ErrNotDurable. A peer is dropped when its connection fails, when it says
-// Bye, or when nothing arrives from it for Config.DeadAfter.
+// only when each chunk is stored on min(replicas, live nodes) nodes, each
+// acknowledgement a verified copy on a node alive when counted; otherwise
+// the chunks are kept on this node and the error is ErrNotDurable (and if
+// even this node cannot store them, ErrNotStored: they are lost). Items
+// left with fewer copies than the replica target, for either reason or
+// because fewer nodes were alive, are listed in the index's under-target
+// set and topped up by topUpLoop as peers come (topup.go); Short tells
+// the file system whether a version may be published yet. A peer is
+// dropped when its connection fails, when it says Bye, or when nothing
+// arrives from it for Config.DeadAfter.
 package chunknet

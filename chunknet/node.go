@@ -37,6 +37,10 @@ type Config struct {
 	// live peer could serve or store (peers restarting, a stalled link)
 	// before it fails; 0 = 10s, < 0 = no retry.
 	RetryFor time.Duration
+	// TopUpEvery is how often items below the replica target are offered
+	// to the live peers again without a wake-up (a peer that joins wakes
+	// it at once); 0 = 10s.
+	TopUpEvery time.Duration
 }
 
 // Node is one oashare peer on the network: it serves chunks and namespace
@@ -73,6 +77,7 @@ type Node struct {
 	out        outbox        // own records not yet sent to peers
 	flushKick  chan struct{} // wakes flushLoop
 	flushArmed atomic.Bool   // a wake-up of flushLoop is due (PublishSoon)
+	topUpKick  chan struct{} // wakes topUpLoop
 }
 
 type dialer struct {
@@ -115,6 +120,9 @@ func New(cfg Config) (*Node, error) {
 	if cfg.RetryFor == 0 {
 		cfg.RetryFor = 10 * time.Second
 	}
+	if cfg.TopUpEvery <= 0 {
+		cfg.TopUpEvery = 10 * time.Second
+	}
 	if cfg.CacheBytes == 0 {
 		cfg.CacheBytes = 32 << 20
 	}
@@ -145,10 +153,12 @@ func New(cfg Config) (*Node, error) {
 		groupFlight: make(map[index.Hash]chan struct{}),
 
 		flushKick: make(chan struct{}, 1),
+		topUpKick: make(chan struct{}, 1),
 	}
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go n.acceptLoop()
 	go n.flushLoop()
+	go n.topUpLoop()
 	return n, nil
 }
 
@@ -390,6 +400,7 @@ func (n *Node) connect(ctx context.Context, addr string) (*peer, error) {
 	n.peers[hello.Node] = p
 	n.mu.Unlock()
 	n.log.Info("peer up", "peer", hello.Node.Short(), "addr", addr)
+	n.kickTopUp() // items written while it was away may go to it now
 	return p, nil
 }
 

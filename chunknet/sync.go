@@ -56,7 +56,7 @@ func (n *Node) Publish(_ context.Context, ops []index.Op) (*index.Record, error)
 // Records never leave the node before they are durable: a crash could
 // lose them, and their sequence numbers would be used again.
 func (n *Node) PublishLazy(_ context.Context, ops []index.Op) (*index.Record, error) {
-	return n.publishUnsynced(ops, n.kickFlush)
+	return n.publishUnsynced(ops, nil, n.kickFlush)
 }
 
 // PublishSoon is PublishLazy for changes whose sync may wait up to
@@ -68,8 +68,11 @@ func (n *Node) PublishLazy(_ context.Context, ops []index.Op) (*index.Record, er
 // a sync makes every earlier change durable, and PublishLazy (a rename or
 // a delete, such as of the journal a database deletes after its commit)
 // and Sync (fsync) still sync at once, taking these changes along.
-func (n *Node) PublishSoon(_ context.Context, ops []index.Op) (*index.Record, error) {
-	return n.publishUnsynced(ops, func() {
+//
+// published names files whose pending versions (index.DB.PutPending) the
+// ops publish: their journal entries go in the same batch.
+func (n *Node) PublishSoon(_ context.Context, ops []index.Op, published ...uint64) (*index.Record, error) {
+	return n.publishUnsynced(ops, published, func() {
 		// At most soonDelay after the first change not yet synced,
 		// however many follow.
 		if n.flushArmed.CompareAndSwap(false, true) {
@@ -83,8 +86,8 @@ func (n *Node) PublishSoon(_ context.Context, ops []index.Op) (*index.Record, er
 
 // publishUnsynced commits ops without a sync, queues the record for the
 // peers and calls wake to have flushLoop sync it.
-func (n *Node) publishUnsynced(ops []index.Op, wake func()) (*index.Record, error) {
-	rec, err := n.db.CommitLazy(ops)
+func (n *Node) publishUnsynced(ops []index.Op, published []uint64, wake func()) (*index.Record, error) {
+	rec, err := n.db.CommitLazy(ops, published...)
 	if err != nil {
 		return nil, err
 	}

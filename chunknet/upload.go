@@ -3,6 +3,7 @@ package chunknet
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -65,7 +66,8 @@ type Uploader struct {
 	sem chan struct{}
 	wg  sync.WaitGroup
 
-	err atomic.Pointer[error] // the first error of a background send
+	err   atomic.Pointer[error] // the first hard error of a background send
+	short atomic.Pointer[error] // the first ErrNotDurable of one
 }
 
 // NewUploader returns an Uploader whose requests run under ctx.
@@ -191,7 +193,9 @@ func putGroupBuf(b []byte) {
 }
 
 // send runs one batch's replication in a goroutine, waiting while the
-// window is full.
+// window is full. A batch that reached too few nodes (ErrNotDurable) is
+// kept on this node and listed as under target: the stream goes on, and
+// Wait reports it. Any other error stops the Uploader.
 func (u *Uploader) send(ctx context.Context, replicate func() error) error {
 	select {
 	case u.sem <- struct{}{}:
@@ -202,15 +206,17 @@ func (u *Uploader) send(ctx context.Context, replicate func() error) error {
 	go func() {
 		defer u.wg.Done()
 		defer func() { <-u.sem }()
-		if err := replicate(); err != nil {
+		if err := replicate(); errors.Is(err, ErrNotDurable) {
+			u.short.CompareAndSwap(nil, &err)
+		} else if err != nil {
 			u.setErr(err)
 		}
 	}()
 	return nil
 }
 
-// firstErr returns the first error of a background send, if any. It is
-// called for every chunk, so it takes no lock.
+// firstErr returns the first hard error of a background send, if any. It
+// is called for every chunk, so it takes no lock.
 func (u *Uploader) firstErr() error {
 	if p := u.err.Load(); p != nil {
 		return *p
@@ -234,8 +240,12 @@ func (u *Uploader) dispatch(ctx context.Context) error {
 }
 
 // Wait sends what is queued, waits for every batch and returns the first
-// error. Chunks given to PutLeaf after the last EndGroup belong to no
-// group and are dropped. After Wait the Uploader may be used again.
+// error: a hard one (the chunks are lost: not even this node could store
+// them), else an ErrNotDurable (every chunk is stored, but some on fewer
+// than min(replicas, live nodes) nodes, this one among them; they are in
+// the under-target set, to be topped up). Chunks given to PutLeaf after
+// the last EndGroup belong to no group and are dropped. After Wait the
+// Uploader may be used again, its errors cleared.
 func (u *Uploader) Wait() error {
 	putGroupBuf(u.leaves)
 	u.leaves = nil
@@ -244,10 +254,15 @@ func (u *Uploader) Wait() error {
 		err = derr
 	}
 	u.wg.Wait()
-	if err != nil {
-		return err
+	if err == nil {
+		err = u.firstErr()
 	}
-	return u.firstErr()
+	if p := u.short.Load(); err == nil && p != nil {
+		err = *p
+	}
+	u.err.Store(nil)
+	u.short.Store(nil)
+	return err
 }
 
 // replicate stores one batch of chunks (see replicateItems).
@@ -267,7 +282,7 @@ func (n *Node) replicate(ctx context.Context, batch []index.Chunk) error {
 		_, err := n.db.PutChunks(batch)
 		return err
 	}
-	return n.replicateItems(ctx, "chunks", keys, send, keep)
+	return n.replicateItems(ctx, false, keys, send, keep)
 }
 
 // replicateGroups stores one batch of groups, each with its node, on the
@@ -285,7 +300,7 @@ func (n *Node) replicateGroups(ctx context.Context, batch []upGroup) error {
 		return n.putGroupsOn(ctx, id, p, gs)
 	}
 	keep := func() error { return n.storeGroupsHere(batch) }
-	return n.replicateItems(ctx, "groups", keys, send, keep)
+	return n.replicateItems(ctx, true, keys, send, keep)
 }
 
 // storeGroupsHere stores groups and their nodes in the local store.
@@ -306,27 +321,27 @@ func (n *Node) storeGroupsHere(gs []upGroup) error {
 // is n.self; p is nil then) and reports which were stored.
 type sendFunc func(ctx context.Context, id index.NodeID, p *peer, idx []int) ([]bool, error)
 
-// replicateItems stores the items of one batch, item i placed by keys[i],
-// on min(replicas, live nodes) distinct nodes each: first on each item's
-// best-ranked nodes, then, for whatever a node failed to store, on the
-// next-ranked ones. Items still short are retried with the then-live nodes
-// for Config.RetryFor; if they stay short, keep stores the whole batch on
-// this node so that nothing written is lost, and the error says so.
-func (n *Node) replicateItems(ctx context.Context, what string, keys []index.Hash, send sendFunc, keep func() error) error {
-	holders := make([][]index.NodeID, len(keys)) // per item: nodes that stored it
+// replicateItems stores the items of one batch (groups or chunks), item
+// i placed by keys[i], on min(replicas, live nodes) distinct nodes each:
+// first on each item's best-ranked nodes, then, for whatever a node failed
+// to store, on the next-ranked ones. Items still short are retried with
+// the then-live nodes for Config.RetryFor; if they stay short, keep stores
+// the whole batch on this node so that nothing written is lost, and the
+// error wraps ErrNotDurable. Items left with fewer copies than the
+// replica target (short, or written while fewer nodes were alive) go to
+// the under-target set, which the top-up loop works off as peers come.
+// If keep fails too, the error is ErrNotStored: the bytes are lost.
+func (n *Node) replicateItems(ctx context.Context, group bool, keys []index.Hash, send sendFunc, keep func() error) error {
+	what := "chunks"
+	if group {
+		what = "groups"
+	}
+	holders := make([][]index.NodeID, len(keys)) // per item: live nodes that stored it
 	var lastErr error
 	short := 0
 	err := n.retry(ctx, func() error {
-		ids, peers := n.members()
-		need := min(n.cfg.Replicas, len(ids))
-		// A copy counts only on a live node: a holder of an earlier pass
-		// that has gone since holds nothing anyone can read.
-		for i := range holders {
-			holders[i] = slices.DeleteFunc(holders[i], func(id index.NodeID) bool {
-				return id != n.self && peers[id] == nil
-			})
-		}
-		if err := n.replicatePass(ctx, keys, holders, ids, peers, need, send); err != nil {
+		need, err := n.spread(ctx, keys, holders, send)
+		if err != nil {
 			lastErr = err
 		}
 		short = 0
@@ -340,14 +355,62 @@ func (n *Node) replicateItems(ctx context.Context, what string, keys []index.Has
 		}
 		return nil
 	})
-	if err == nil {
-		return nil
+	copies := make([]int, len(keys))
+	for i := range keys {
+		copies[i] = len(holders[i])
 	}
-	// Keep the bytes here so nothing written is lost, then report.
-	if perr := keep(); perr != nil {
-		n.log.Error("storing unreplicated "+what+" locally", "err", perr)
+	if err != nil {
+		// Keep the bytes here so nothing written is lost, then report.
+		if perr := keep(); perr != nil {
+			n.log.Error("storing unreplicated "+what+" on this node failed too: they are lost", "err", perr)
+			return fmt.Errorf("%w: %v; storing them on this node: %v", ErrNotStored, err, perr)
+		}
+		for i := range keys {
+			if !slices.Contains(holders[i], n.self) {
+				copies[i]++
+			}
+		}
 	}
+	n.recordCopies(group, keys, copies)
 	return err
+}
+
+// recordCopies lists in the under-target set the items (groups or chunks,
+// named by keys) whose copies are below the replica target, and wakes the
+// top-up loop.
+func (n *Node) recordCopies(group bool, keys []index.Hash, copies []int) {
+	var items []index.Item
+	var counts []int
+	for i, h := range keys {
+		if copies[i] < n.cfg.Replicas {
+			items = append(items, index.Item{Group: group, Hash: h})
+			counts = append(counts, copies[i])
+		}
+	}
+	if len(items) == 0 {
+		return
+	}
+	if err := n.db.SetCopies(items, counts, n.cfg.Replicas); err != nil {
+		n.log.Error("recording items below the replica target", "items", len(items), "err", err)
+		return
+	}
+	n.kickTopUp()
+}
+
+// spread offers every item short of min(replicas, live nodes) holders to
+// its best-ranked live nodes that do not hold it yet (one pass, see
+// replicatePass), after dropping from holders the nodes that are gone: a
+// copy counts only on a live node. It returns that need and the pass's
+// last error.
+func (n *Node) spread(ctx context.Context, keys []index.Hash, holders [][]index.NodeID, send sendFunc) (need int, err error) {
+	ids, peers := n.members()
+	need = min(n.cfg.Replicas, len(ids))
+	for i := range holders {
+		holders[i] = slices.DeleteFunc(holders[i], func(id index.NodeID) bool {
+			return id != n.self && peers[id] == nil
+		})
+	}
+	return need, n.replicatePass(ctx, keys, holders, ids, peers, need, send)
 }
 
 // replicatePass offers each item short of need holders to its best-ranked

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/vfs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
@@ -29,6 +30,11 @@ type testPeer struct {
 	node   *chunknet.Node
 	server *fuse.Server
 	mnt    string
+
+	dir  string // its data directory (the index is in dir/data)
+	opts clusterOptions
+	disk vfs.FS // the index's file system (nil: the disk)
+	down bool   // stopped (stop), not restarted yet
 }
 
 func canMount(t testing.TB) {
@@ -55,48 +61,45 @@ func testLogger(t testing.TB) *slog.Logger {
 // waits until every one sees all the others.
 func startCluster(t testing.TB, n, replicas int) []*testPeer {
 	t.Helper()
-	return startClusterCache(t, n, replicas, 0)
+	return startClusterOpts(t, n, clusterOptions{replicas: replicas})
 }
 
 // startClusterCache is startCluster with the kernel cache timeout of every
 // mount set (0 = the default).
 func startClusterCache(t testing.TB, n, replicas int, cacheTimeout time.Duration) []*testPeer {
 	t.Helper()
+	return startClusterOpts(t, n, clusterOptions{replicas: replicas, cacheTimeout: cacheTimeout})
+}
+
+// clusterOptions configure the peers of a test cluster.
+type clusterOptions struct {
+	replicas     int
+	cacheTimeout time.Duration // kernel cache timeout of the mounts; 0 = default
+	retryFor     time.Duration // chunknet.Config.RetryFor; 0 = default
+	topUpEvery   time.Duration // chunknet.Config.TopUpEvery; 0 = default
+	// disks[i], if set, is the file system of peer i's index (a
+	// faultfs.FS, say); the others use the disk.
+	disks []vfs.FS
+}
+
+// startClusterOpts starts n peers configured by o, connects them and
+// waits until every one sees all the others.
+func startClusterOpts(t testing.TB, n int, o clusterOptions) []*testPeer {
+	t.Helper()
 	canMount(t)
-	log := testLogger(t)
 	peers := make([]*testPeer, n)
 	for i := range peers {
-		dir := t.TempDir()
-		db, err := index.Open(filepath.Join(dir, "data"), index.Options{Logger: log})
-		if err != nil {
-			t.Fatal(err)
+		p := &testPeer{dir: t.TempDir(), opts: o}
+		if i < len(o.disks) {
+			p.disk = o.disks[i]
 		}
-		node, err := chunknet.New(chunknet.Config{DB: db, Network: "test", Listen: "127.0.0.1:0", Replicas: replicas, Logger: log.With("node", i+1), DataDir: dir})
-		if err != nil {
-			t.Fatal(err)
-		}
-		mnt := filepath.Join(dir, "mnt")
-		os.Mkdir(mnt, 0o755)
-		srv, err := Mount(mnt, Options{Node: node, Logger: log, FsName: "oashare-test", AllowOther: true, CacheTimeout: cacheTimeout})
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := &testPeer{db: db, node: node, server: srv, mnt: mnt}
+		os.Mkdir(filepath.Join(p.dir, "mnt"), 0o755)
+		p.start(t, i+1)
 		peers[i] = p
-		t.Cleanup(func() {
-			if err := p.server.Unmount(); err != nil {
-				t.Errorf("unmount %s: %v", p.mnt, err)
-			}
-			p.node.Close()
-			p.db.Close()
-		})
+		t.Cleanup(func() { p.stop(t) })
 	}
-	for i, p := range peers {
-		for j, q := range peers {
-			if i != j {
-				p.node.AddPeerAddr(q.node.Addr())
-			}
-		}
+	for _, p := range peers {
+		connectTo(p, peers)
 	}
 	waitFor(t, 10*time.Second, "all peers connected", func() bool {
 		for _, p := range peers {
@@ -107,6 +110,64 @@ func startClusterCache(t testing.TB, n, replicas int, cacheTimeout time.Duration
 		return true
 	})
 	return peers
+}
+
+// connectTo makes p dial every other peer of peers.
+func connectTo(p *testPeer, peers []*testPeer) {
+	for _, q := range peers {
+		if q != p && !q.down {
+			p.node.AddPeerAddr(q.node.Addr())
+		}
+	}
+}
+
+// start opens the peer's index, starts its node and mounts it.
+func (p *testPeer) start(t testing.TB, num int) {
+	t.Helper()
+	log := testLogger(t)
+	db, err := index.Open(filepath.Join(p.dir, "data"), index.Options{FS: p.disk, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, err := chunknet.New(chunknet.Config{DB: db, Network: "test", Listen: "127.0.0.1:0", Replicas: p.opts.replicas,
+		Logger: log.With("node", num), DataDir: p.dir, RetryFor: p.opts.retryFor, TopUpEvery: p.opts.topUpEvery})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.mnt = filepath.Join(p.dir, "mnt")
+	srv, err := Mount(p.mnt, Options{Node: node, Logger: log, FsName: "oashare-test", AllowOther: true, CacheTimeout: p.opts.cacheTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.db, p.node, p.server, p.down = db, node, srv, false
+}
+
+// stop unmounts the peer and closes its node and index, as a clean stop
+// of oashare does.
+func (p *testPeer) stop(t testing.TB) {
+	if p.down {
+		return
+	}
+	p.down = true
+	if err := p.server.Unmount(); err != nil {
+		t.Errorf("unmount %s: %v", p.mnt, err)
+	}
+	p.node.Close()
+	p.db.Close()
+}
+
+// restart stops the peer and starts it again on the same data directory
+// (a new node address), reconnected to the others of peers.
+func (p *testPeer) restart(t testing.TB, peers []*testPeer) {
+	t.Helper()
+	p.stop(t)
+	p.start(t, 0)
+	connectTo(p, peers)
+	for _, q := range peers {
+		if q != p && !q.down {
+			q.node.AddPeerAddr(p.node.Addr())
+		}
+	}
 }
 
 // waitFor polls cond until it holds or the deadline passes.

@@ -2,6 +2,7 @@ package fusefs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -30,7 +31,16 @@ const maxDirtyChunks = (64 << 20) / tree.ChunkSize
 //
 // A write that breaks the streaming pattern (or a read, or a truncate)
 // turns the stream into the base version and continues in the dirty shape.
-// content is not safe for concurrent use: fileNode.mu guards it.
+//
+// Failures. An upload whose chunks reach too few replicas keeps them on
+// this node (chunknet lists them as under target): the version is complete
+// and readable here, but short, and may not be published until its
+// copies are made (fileState.publish checks). A chunk that could not be
+// stored even here breaks the content: every later read, write and commit
+// returns that error (EIO), never zeros, until a truncate to 0 starts the
+// file afresh.
+//
+// content is not safe for concurrent use: fileState.mu guards it.
 type content struct {
 	node *chunknet.Node
 
@@ -45,6 +55,13 @@ type content struct {
 	up     *chunknet.Uploader
 
 	dirty map[uint64][]byte // chunk index → ChunkSize bytes
+
+	// short: some chunks of base were kept on this node because too few
+	// replicas took them; base must not be published before they are
+	// topped up (chunknet.Node.Short).
+	short bool
+	// broken is the error that lost bytes of the content (see above).
+	broken error
 
 	buf []byte // one group's bytes, reused by commit
 }
@@ -61,11 +78,12 @@ func (c *content) changed() bool {
 
 // write stores p at off.
 func (c *content) write(ctx context.Context, off uint64, p []byte) error {
+	if c.broken != nil {
+		return c.broken
+	}
 	if c.stream != nil {
 		if off == c.stream.Size() {
-			_, err := c.stream.Write(p)
-			c.size = c.stream.Size()
-			return err
+			return c.streamWrite(p)
 		}
 		if err := c.finishStream(); err != nil {
 			return err
@@ -74,9 +92,7 @@ func (c *content) write(ctx context.Context, off uint64, p []byte) error {
 	if off == 0 && c.size == 0 && c.limit == 0 && len(c.dirty) == 0 {
 		c.up = c.node.NewUploader(c.node.Context())
 		c.stream = tree.NewBuilder(c.node.Context(), c.up)
-		_, err := c.stream.Write(p)
-		c.size = c.stream.Size()
-		return err
+		return c.streamWrite(p)
 	}
 	end := off + uint64(len(p))
 	for i := off / tree.ChunkSize; i*tree.ChunkSize < end; i++ {
@@ -96,6 +112,19 @@ func (c *content) write(ctx context.Context, off uint64, p []byte) error {
 		}
 	}
 	return nil
+}
+
+// streamWrite appends p to the stream. The stream fails only if chunks
+// could be stored nowhere: then the content is broken.
+func (c *content) streamWrite(p []byte) error {
+	_, err := c.stream.Write(p)
+	c.size = c.stream.Size()
+	if err != nil {
+		c.up.Wait()
+		c.stream, c.up = nil, nil
+		c.broken = err
+	}
+	return err
 }
 
 // chunk returns the dirty buffer of chunk i, loading it from the base
@@ -121,6 +150,14 @@ func (c *content) chunk(ctx context.Context, i uint64) ([]byte, error) {
 
 // truncate sets the size; bytes past the old end read as zeros.
 func (c *content) truncate(ctx context.Context, size uint64) error {
+	if c.broken != nil {
+		if size != 0 {
+			return c.broken
+		}
+		// Nothing of the lost bytes is left to read: a fresh start.
+		*c = content{node: c.node, orig: c.orig, mtime0: c.mtime0}
+		return nil
+	}
 	if c.stream != nil {
 		if err := c.finishStream(); err != nil {
 			return err
@@ -148,25 +185,33 @@ func (c *content) truncate(ctx context.Context, size uint64) error {
 }
 
 // finishStream turns the stream into the base version (uploading what is
-// left), leaving an empty dirty state on top.
+// left), leaving an empty dirty state on top. Chunks that reached too few
+// replicas make the base short, not an error: they are stored here.
 func (c *content) finishStream() error {
 	v, err := c.stream.Finish()
 	werr := c.up.Wait()
 	c.stream, c.up = nil, nil
-	if err == nil {
+	if err == nil && werr != nil && !errors.Is(werr, chunknet.ErrNotDurable) {
 		err = werr
 	}
 	if err != nil {
+		c.broken = err
 		return err
 	}
 	c.base, c.limit, c.size = v, v.Size, v.Size
+	c.short = c.short || werr != nil
 	return nil
 }
 
 // commit uploads every change and returns the new version, which becomes
-// the base. Every chunk it names is durable on its replicas when it
-// returns without error.
+// the base. Every chunk it names is stored durably when it returns without
+// error: on its replicas, or, where they were too few, here (c.short is
+// then set). A failed commit (a chunk it needed could not be read) leaves
+// the changes as they were, for a later try.
 func (c *content) commit(ctx context.Context) (tree.Version, error) {
+	if c.broken != nil {
+		return tree.Version{}, c.broken
+	}
 	if c.stream != nil {
 		if err := c.finishStream(); err != nil {
 			return tree.Version{}, err
@@ -181,7 +226,8 @@ func (c *content) commit(ctx context.Context) (tree.Version, error) {
 	up := c.node.NewUploader(c.node.Context())
 	b := tree.NewBuilder(ctx, up)
 	v, err := c.build(ctx, b)
-	if werr := up.Wait(); err == nil {
+	werr := up.Wait()
+	if err == nil && werr != nil && !errors.Is(werr, chunknet.ErrNotDurable) {
 		err = werr
 	}
 	if err != nil {
@@ -191,6 +237,7 @@ func (c *content) commit(ctx context.Context) (tree.Version, error) {
 		return tree.Version{}, fmt.Errorf("internal: built %d bytes, want %d", v.Size, c.size)
 	}
 	c.base, c.limit, c.dirty = v, v.Size, nil
+	c.short = c.short || werr != nil
 	return v, nil
 }
 
@@ -337,6 +384,9 @@ func (c *content) writeGroup(ctx context.Context, b *tree.Builder, from, to uint
 
 // readAt reads the current bytes (base plus changes).
 func (c *content) readAt(ctx context.Context, p []byte, off uint64) (int, error) {
+	if c.broken != nil {
+		return 0, c.broken
+	}
 	if c.stream != nil {
 		if err := c.finishStream(); err != nil {
 			return 0, err

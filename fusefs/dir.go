@@ -359,6 +359,7 @@ func (d *dirNode) remove(ctx context.Context, name string, wantDir bool) syscall
 	if _, err := fsys.node.PublishLazy(ctx, ops); err != nil {
 		return fsys.toErrno("remove", err)
 	}
+	fsys.markUnlinked(tomb.Child)
 	return 0
 }
 
@@ -560,6 +561,9 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 	}
 	if _, err := fsys.node.PublishLazy(ctx, ops); err != nil {
 		return fsys.toErrno("rename", err)
+	}
+	if exists && !index.IsConflictID(dst.Child) {
+		fsys.markUnlinked(dst.Child) // replaced: nobody reaches it any more
 	}
 	return 0
 }

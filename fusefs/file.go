@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -19,29 +18,13 @@ import (
 // fetched into the cache: 4 MiB.
 const readAheadChunks = (4 << 20) / tree.ChunkSize
 
-// fileNode is a regular file. Its state is shared by every open handle on
-// this node, so two descriptors see each other's writes at once.
-//
-// Locking: mu guards v, base, c and mtime. Reads of an unchanged file take a
-// snapshot of v under mu and fetch without it, so concurrent reads run in
-// parallel.
+// fileNode is a regular file as the kernel knows it. Its state lives in a
+// fileState shared by every open handle on this node, so two descriptors
+// see each other's writes at once, and kept by the FS beyond the node's
+// life while it has changes to publish (see filestate.go).
 type fileNode struct {
 	fs.Inode
-	fsys *FS
-	id   uint64
-
-	mu     sync.Mutex
-	loaded bool
-	v      tree.Version     // the version this node reads: the last one opened or published here
-	base   index.VersionRef // the inode version v was read from (or published as)
-	c      *content         // unpublished local changes, nil when there are none
-	mtime  int64            // mtime of unpublished changes
-	attrs  pendingAttrs     // attribute changes made while c was pending
-
-	// atime is the last read on this peer (unix ns). Access times stay on
-	// the peer that reads: publishing them would make every read a new
-	// version of the file, racing real writes elsewhere.
-	atime atomic.Int64
+	*fileState
 }
 
 var (
@@ -61,11 +44,13 @@ type handle struct {
 	mu         sync.Mutex
 	next       int64  // where a sequential read would continue
 	aheadUntil uint64 // chunks below this index have been prefetched
+
+	writable bool // opened for writing: counted in fileState.writers
 }
 
 // localAtime shows a read on this peer that is newer than the stored
 // access time.
-func (f *fileNode) localAtime(out *fuse.Attr) {
+func (f *fileState) localAtime(out *fuse.Attr) {
 	at := f.atime.Load()
 	if at == 0 {
 		return
@@ -111,7 +96,7 @@ func (p *pendingAttrs) apply(ino *index.Inode) {
 
 // localAttr returns size and mtime including unpublished changes, and
 // applies unpublished attribute changes to ino.
-func (f *fileNode) localAttr(ino *index.Inode) (uint64, int64) {
+func (f *fileState) localAttr(ino *index.Inode) (uint64, int64) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.c != nil {
@@ -124,7 +109,7 @@ func (f *fileNode) localAttr(ino *index.Inode) (uint64, int64) {
 // refresh loads the newest version from the index unless there are local
 // changes (close-to-open: an open sees what was published before it).
 // Called with mu held.
-func (f *fileNode) refresh() syscall.Errno {
+func (f *fileState) refresh() syscall.Errno {
 	if f.localChanges() {
 		return 0
 	}
@@ -164,21 +149,24 @@ func (f *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	// read-only descriptor has nothing to publish at close: FOPEN_NOFLUSH
 	// spares close(2) a round trip to this process.
 	var fuseFlags uint32
-	if flags&syscall.O_ACCMODE == syscall.O_RDONLY {
+	h := &handle{writable: flags&syscall.O_ACCMODE != syscall.O_RDONLY}
+	if h.writable {
+		f.writers++
+	} else {
 		fuseFlags = fuse.FOPEN_NOFLUSH
 	}
-	return &handle{}, fuseFlags, 0
+	return h, fuseFlags, 0
 }
 
 // localChanges reports whether this peer has changed the file since its
 // pending state began: content, mtime or attributes. Called with mu held.
-func (f *fileNode) localChanges() bool {
+func (f *fileState) localChanges() bool {
 	return f.c != nil && (f.c.changed() || f.attrs.set || f.mtime != f.c.mtime0)
 }
 
 // changes returns the local change state, creating it on the current
 // version. Called with mu held.
-func (f *fileNode) changes() *content {
+func (f *fileState) changes() *content {
 	if f.c == nil {
 		f.c = newContent(f.fsys.node, f.v, f.mtime)
 	}
@@ -241,7 +229,7 @@ func (f *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 
 // readAhead starts fetching the chunks after a sequential read into the
 // node's cache, so the next reads find them there.
-func (f *fileNode) readAhead(h *handle, v tree.Version, off int64, n int) {
+func (f *fileState) readAhead(h *handle, v tree.Version, off int64, n int) {
 	if !f.fsys.node.Caching() {
 		return
 	}
@@ -272,84 +260,6 @@ func (f *fileNode) readAhead(h *handle, v tree.Version, off int64, n int) {
 	})
 }
 
-// publish uploads local changes and publishes the new version. It returns
-// success only when every chunk is durable on its replicas and the version
-// is in the local index; otherwise EIO, and the changes stay here. The
-// version is published lazily (chunknet.Node.PublishSoon): a background
-// sync makes it durable within a few milliseconds, and Fsync waits for it.
-func (f *fileNode) publish(ctx context.Context) syscall.Errno {
-	// close(2) cannot be retried, so an interrupt must not abandon the
-	// upload: it runs to completion (or to a real failure, EIO).
-	ctx = context.WithoutCancel(ctx)
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.c == nil {
-		return 0
-	}
-	if !f.localChanges() {
-		// A file created and closed unwritten, or opened for writing
-		// and not written: nothing to publish.
-		f.c, f.attrs = nil, pendingAttrs{}
-		return 0
-	}
-	// An explicit utimens is an attribute change; any other new mtime
-	// comes from a write or a truncate.
-	contentChanged := f.c.changed() || (f.mtime != f.c.mtime0 && !f.attrs.setMtime)
-	v, err := f.c.commit(ctx)
-	if err != nil {
-		return f.fsys.toErrno("upload", err)
-	}
-	fsys := f.fsys
-	fsys.nsMu.Lock()
-	defer fsys.nsMu.Unlock()
-	ino, errno := fsys.getInode(f.id)
-	if errno != 0 {
-		return errno
-	}
-	if _, parent := f.Parent(); parent == nil {
-		// Unlinked here while open: nobody can reach the file any more,
-		// and publishing would bring its name back (an update the
-		// deleter had not seen shadows the tombstone).
-		f.v, f.c, f.attrs = v, nil, pendingAttrs{}
-		return 0
-	}
-	// The changes were made on f.v, read from version f.base. If the
-	// content is still f.v, whatever changed since is metadata only and
-	// the new version supersedes it; otherwise a peer changed the content
-	// concurrently, and the new version is based on f.base, so the two
-	// stay heads and the loser shows as a conflict copy.
-	base := f.base
-	if versionOf(&ino) == f.v {
-		base = ino.Ref()
-	}
-	if !contentChanged {
-		// Attribute changes only: they apply to whatever content is
-		// current, a peer's newer version included, and supersede it.
-		v, base = versionOf(&ino), ino.Ref()
-		if !f.attrs.setMtime {
-			f.mtime = ino.MtimeNs
-		}
-	}
-	if v != versionOf(&ino) || ino.MtimeNs != f.mtime || f.attrs.set {
-		f.attrs.apply(&ino)
-		ino.Size, ino.Root, ino.Depth = v.Size, v.Root, v.Depth
-		ino.MtimeNs = f.mtime
-		ino.CtimeNs = time.Now().UnixNano()
-		ino.BaseVersion, ino.BaseOrigin = base.Version, base.Origin
-		ino.Supersedes = nil
-		rec, err := fsys.node.PublishSoon(ctx, []index.Op{{Inode: &ino}})
-		if err != nil {
-			return fsys.toErrno("publish", err)
-		}
-		base = rec.Ops[0].Inode.Ref()
-	}
-	f.v = v
-	f.base = base
-	f.c = nil
-	f.attrs = pendingAttrs{}
-	return 0
-}
-
 func (f *fileNode) Flush(ctx context.Context, fh fs.FileHandle) syscall.Errno {
 	return f.publish(ctx)
 }
@@ -367,7 +277,23 @@ func (f *fileNode) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) sy
 	return 0
 }
 
+// Release publishes what was written after the last flush, when the last
+// handle that may write goes: the pages of a shared mapping that the
+// kernel writes back at munmap, after close(2) of the descriptor that made
+// the mapping. Nothing waits for the answer; a publication that fails is
+// kept in the pending journal and retried.
 func (f *fileNode) Release(ctx context.Context, fh fs.FileHandle) syscall.Errno {
+	h, ok := fh.(*handle)
+	if !ok || !h.writable {
+		return 0
+	}
+	f.mu.Lock()
+	f.writers--
+	last := f.writers == 0
+	f.mu.Unlock()
+	if last {
+		f.publish(ctx)
+	}
 	return 0
 }
 
@@ -379,7 +305,10 @@ func (f *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.Attr
 	size, mtime := f.localAttr(&ino)
 	f.fsys.fillAttr(&ino, size, mtime, &out.Attr)
 	f.localAtime(&out.Attr)
-	if _, parent := f.Parent(); parent == nil {
+	f.mu.Lock()
+	unlinked := f.unlinked
+	f.mu.Unlock()
+	if _, parent := f.Parent(); parent == nil || unlinked {
 		out.Nlink = 0 // unlinked, still open
 	}
 	return 0
@@ -448,7 +377,7 @@ func (f *fileNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAt
 }
 
 // refreshIfIdle loads the newest version when nothing local is pending.
-func (f *fileNode) refreshIfIdle() syscall.Errno {
+func (f *fileState) refreshIfIdle() syscall.Errno {
 	if f.c == nil {
 		return f.refresh()
 	}

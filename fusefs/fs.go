@@ -3,6 +3,7 @@ package fusefs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log"
 	"log/slog"
 	"os"
@@ -58,6 +59,10 @@ type FS struct {
 	liveMu sync.Mutex
 	live   map[uint64]*fs.Inode // inodes the kernel knows (notify.go)
 	notes  chan *index.Record   // remote records to turn into invalidations
+
+	filesMu     sync.Mutex
+	files       map[uint64]*fileState // files in use or with changes to publish (filestate.go)
+	pendingKick chan struct{}         // wakes pendingLoop
 }
 
 // KernelOptions are the mount options oashare gives the kernel: request
@@ -103,6 +108,12 @@ func Mount(dir string, opts Options) (*fuse.Server, error) {
 		started: time.Now().UnixNano(),
 		live:    make(map[uint64]*fs.Inode),
 		notes:   make(chan *index.Record, notifyQueue),
+
+		files:       make(map[uint64]*fileState),
+		pendingKick: make(chan struct{}, 1),
+	}
+	if err := fsys.restorePending(); err != nil {
+		return nil, fmt.Errorf("reading the pending journal: %w", err)
 	}
 
 	root := &dirNode{fsys: fsys, id: index.RootID}
@@ -125,6 +136,7 @@ func Mount(dir string, opts Options) (*fuse.Server, error) {
 	}
 	fsys.track(root.EmbeddedInode())
 	opts.Node.Go(fsys.notifyLoop)
+	opts.Node.Go(fsys.pendingLoop)
 	fsys.db.SetOnApply(fsys.onRemote)
 	return server, nil
 }
@@ -246,11 +258,14 @@ func (fsys *FS) newNode(ctx context.Context, parent *fs.Inode, ino *index.Inode)
 	case index.TypeSymlink:
 		emb = &symlinkNode{fsys: fsys, id: ino.ID}
 	case index.TypeFile:
-		emb = &fileNode{fsys: fsys, id: ino.ID}
+		emb = &fileNode{fileState: fsys.stateOf(ino.ID)}
 	default:
 		emb = &specialNode{fsys: fsys, id: ino.ID}
 	}
 	n := parent.NewInode(ctx, emb, fs.StableAttr{Mode: typeMode(ino.Type), Ino: ino.ID})
+	if f, ok := emb.(*fileNode); ok && n.Operations() != emb {
+		fsys.dropState(f.fileState) // the kernel's node for it exists already
+	}
 	fsys.track(n)
 	return n
 }

@@ -88,6 +88,6 @@ var (
 )
 
 func (d *dirNode) OnForget()     { d.fsys.forget(d.id) }
-func (f *fileNode) OnForget()    { f.fsys.forget(f.id) }
+func (f *fileNode) OnForget()    { f.fsys.forget(f.id); f.fsys.dropState(f.fileState) }
 func (s *symlinkNode) OnForget() { s.fsys.forget(s.id) }
 func (s *specialNode) OnForget() { s.fsys.forget(s.id) }

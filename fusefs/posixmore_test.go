@@ -199,6 +199,13 @@ func TestLocalDiskBehaviour(t *testing.T) {
 const mmapHelperEnv = "OASHARE_TEST_MMAP_WRITE"
 
 func TestMain(m *testing.M) {
+	if p := os.Getenv(mmapAfterCloseEnv); p != "" {
+		if err := mmapAfterClose(p); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	if p := os.Getenv(mmapHelperEnv); p != "" {
 		if err := mmapWrite(p); err != nil {
 			fmt.Fprintln(os.Stderr, err)

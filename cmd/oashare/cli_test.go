@@ -627,7 +627,7 @@ func TestCLIRunningNode(t *testing.T) {
 
 	t.Run("status json", func(t *testing.T) {
 		s, raw := n.status(t)
-		for _, k := range []string{"node_id", "listen", "peers", "chunks", "bytes"} {
+		for _, k := range []string{"node_id", "listen", "peers", "chunks", "bytes", "pending_versions", "groups_below_target", "tree_nodes_below_target"} {
 			if _, ok := raw[k]; !ok {
 				t.Errorf("status --json has no %q", k)
 			}
@@ -664,6 +664,14 @@ func TestCLIRunningNode(t *testing.T) {
 			if r.hash != hex.EncodeToString(sum[:]) {
 				t.Errorf("chunk %d: hash %s, want %x", i, r.hash, sum)
 			}
+		}
+		// Written alone with --replicas 3: one copy, below the target.
+		if s, _ := n.status(t); s.GroupsBelow != 1 || s.Pending != 0 {
+			t.Errorf("status after writing alone: %d groups below target, %d pending; want 1, 0", s.GroupsBelow, s.Pending)
+		}
+		r := runCLI(t, "/", n.env, bin, "status", "--data", data)
+		if !strings.Contains(r.stdout, "below target:  1 groups") {
+			t.Errorf("status does not show the group below target:\n%s", r.stdout)
 		}
 	})
 

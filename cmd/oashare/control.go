@@ -40,6 +40,14 @@ type statusJSON struct {
 	Peers      []peerJSON `json:"peers"`
 	Chunks     int64      `json:"chunks"`
 	Bytes      int64      `json:"bytes"`
+	// Pending counts the file versions whose close or fsync failed and
+	// that wait for their copies to be published; BelowTarget the groups
+	// (and tree nodes) this node wrote that have fewer copies than
+	// --replicas, to be topped up as peers appear.
+	Pending          int    `json:"pending_versions"`
+	GroupsBelow      int64  `json:"groups_below_target"`
+	TreeNodesBelow   int64  `json:"tree_nodes_below_target"`
+	StateUnavailable string `json:"state_error,omitempty"`
 }
 
 type chunkJSON struct {
@@ -142,6 +150,14 @@ func (c *control) status() statusJSON {
 	}
 	for _, p := range c.node.Peers() {
 		s.Peers = append(s.Peers, peerJSON{ID: p.ID.String(), Addr: p.Addr})
+	}
+	ps, err := c.node.DB().Pendings()
+	if err == nil {
+		s.Pending = len(ps)
+		s.GroupsBelow, s.TreeNodesBelow, err = c.node.DB().UnderTarget()
+	}
+	if err != nil {
+		s.StateUnavailable = err.Error()
 	}
 	return s
 }

@@ -15,9 +15,12 @@ func newStatusCmd() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Show what the running node sees: its ID, address, live peers, chunks stored",
+		Short: "Show what the running node sees: its ID, address, live peers, chunks stored, copies missing",
 		Long: `Ask the node running with data directory --data (through its control socket)
-for its node ID, listen address, live peers, and the chunks and bytes it stores.
+for its node ID, listen address, live peers, the chunks and bytes it stores,
+the groups it wrote that have fewer copies than --replicas (topped up as peers
+appear), and the file versions whose close or fsync failed (kept on this node
+and published once their copies are made).
 With --json the answer is one JSON object; live peers are the list under "peers".`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -37,6 +40,11 @@ With --json the answer is one JSON object; live peers are the list under "peers"
 			fmt.Fprintf(w, "mount:\t%s\n", s.Mountpoint)
 			fmt.Fprintf(w, "replicas:\t%d\n", s.Replicas)
 			fmt.Fprintf(w, "stored:\t%d chunks, %d bytes\n", s.Chunks, s.Bytes)
+			fmt.Fprintf(w, "below target:\t%d groups, %d tree nodes (fewer copies than --replicas; topped up as peers appear)\n", s.GroupsBelow, s.TreeNodesBelow)
+			fmt.Fprintf(w, "pending:\t%d file versions (a close or fsync failed; published once their copies are made)\n", s.Pending)
+			if s.StateUnavailable != "" {
+				fmt.Fprintf(w, "error:\t%s\n", s.StateUnavailable)
+			}
 			fmt.Fprintf(w, "peers:\t%d live\n", len(s.Peers))
 			for _, p := range s.Peers {
 				fmt.Fprintf(w, "  %s\t%s\n", p.ID, p.Addr)

@@ -1,0 +1,265 @@
+package fusefs
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/vfs"
+
+	"github.com/oashare/oashare/chunknet/tree"
+	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/faultfs"
+)
+
+// pendings returns how many file versions wait in p's pending journal.
+func pendings(t *testing.T, p *testPeer) int {
+	t.Helper()
+	ps, err := p.db.Pendings()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ps)
+}
+
+// dropKernelCaches makes the kernel forget every inode it can (the mounts'
+// nodes among them), as memory pressure would.
+func dropKernelCaches(t *testing.T) {
+	t.Helper()
+	if err := os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0); err != nil {
+		t.Fatalf("drop caches: %v", err)
+	}
+}
+
+// TestFailedCloseKeepsBytes: a close that fails because a replica refuses
+// the upload (its disk is full) returns EIO, and from then on:
+//   - this peer reads exactly the bytes written, never zeros: at once,
+//     after the kernel forgot the file, and after a restart of the peer;
+//   - nothing is published meanwhile (another peer never sees zeros), and
+//     a later close or fsync of the file fails too, while the copies are
+//     not made;
+//   - the version is in the pending journal, and once the replica takes
+//     copies again, it is published and every peer reads the bytes.
+func TestFailedCloseKeepsBytes(t *testing.T) {
+	full := faultfs.New(nil)
+	peers := startClusterOpts(t, 3, clusterOptions{replicas: 3, retryFor: time.Second, topUpEvery: 300 * time.Millisecond,
+		disks: []vfs.FS{nil, nil, full}})
+	a, b := peers[0], peers[1]
+	want := randBytes(t, 3<<20+123)
+	name := "report.bin"
+	full.Fail.Store(true)
+	err := os.WriteFile(filepath.Join(a.mnt, name), want, 0o644)
+	if !errors.Is(err, syscall.EIO) {
+		t.Fatalf("write with a replica refusing: %v, want EIO at close", err)
+	}
+	readA := func(when string) {
+		t.Helper()
+		got, err := os.ReadFile(filepath.Join(a.mnt, name))
+		if err != nil {
+			t.Fatalf("%s: read on the writer: %v", when, err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%s: the writer reads %d bytes that differ from the %d written (first difference at %d)",
+				when, len(got), len(want), firstDiff(got, want))
+		}
+	}
+	readA("after the failed close")
+	if n := pendings(t, a); n != 1 {
+		t.Fatalf("%d versions in the pending journal, want 1", n)
+	}
+	if g, _, _ := a.db.UnderTarget(); g == 0 {
+		t.Fatal("no group listed below the replica target")
+	}
+	// Another descriptor's close, a touch, an fsync: nothing short of the
+	// copies publishes the version, and none publishes zeros.
+	f, err := os.OpenFile(filepath.Join(a.mnt, name), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); !errors.Is(err, syscall.EIO) {
+		t.Errorf("fsync while the copies are missing: %v, want EIO", err)
+	}
+	if err := f.Close(); !errors.Is(err, syscall.EIO) {
+		t.Errorf("close of another descriptor while the copies are missing: %v, want EIO", err)
+	}
+	now := time.Now()
+	if err := os.Chtimes(filepath.Join(a.mnt, name), now, now); err != nil {
+		t.Errorf("touch: %v", err)
+	}
+	readA("after another close, fsync and touch")
+	time.Sleep(300 * time.Millisecond) // what would have been published has reached b
+	if st, err := os.Stat(filepath.Join(b.mnt, name)); err != nil || st.Size() != 0 {
+		t.Fatalf("another peer sees %v, %v; want the empty file the create published", st, err)
+	}
+
+	dropKernelCaches(t)
+	readA("after the kernel forgot the file")
+
+	a.restart(t, peers)
+	waitFor(t, 10*time.Second, "the restarted peer to reconnect", func() bool { return len(a.node.Peers()) == 2 })
+	readA("after a restart")
+	if n := pendings(t, a); n != 1 {
+		t.Fatalf("after a restart: %d versions in the pending journal, want 1", n)
+	}
+
+	full.Fail.Store(false) // room again
+	for _, p := range peers {
+		waitContent(t, filepath.Join(p.mnt, name), want)
+	}
+	waitFor(t, 10*time.Second, "the pending journal to empty", func() bool { return pendings(t, a) == 0 })
+	waitFor(t, 10*time.Second, "every group to reach its replicas", func() bool {
+		g, c, _ := a.db.UnderTarget()
+		return g == 0 && c == 0
+	})
+}
+
+// TestStoreFailureIsEIO: when not even the writer can store the chunks
+// (its disk fails too), the bytes are lost, and every read of the file
+// on that peer says so (EIO) rather than return zeros, until the file is
+// truncated to start afresh.
+func TestStoreFailureIsEIO(t *testing.T) {
+	mine := faultfs.New(nil)
+	peers := startClusterOpts(t, 2, clusterOptions{replicas: 2, retryFor: 200 * time.Millisecond, disks: []vfs.FS{mine}})
+	a := peers[0]
+	p := filepath.Join(a.mnt, "lost")
+	mine.Fail.Store(true)
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := randBytes(t, 4<<20)
+	_, werr := f.Write(data)
+	cerr := f.Close()
+	if werr == nil && cerr == nil {
+		t.Fatal("writing with no disk that takes the bytes succeeded")
+	}
+	mine.Fail.Store(false)
+	if got, err := os.ReadFile(p); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("read of bytes stored nowhere: %d bytes, %v; want EIO", len(got), err)
+	}
+	if err := os.WriteFile(p, []byte("again"), 0o644); err != nil {
+		t.Fatalf("rewriting the file from scratch: %v", err)
+	}
+	waitContent(t, filepath.Join(peers[1].mnt, "lost"), []byte("again"))
+}
+
+// mmapAfterCloseEnv makes the test binary, started again, write through a
+// shared mapping of the named file after closing the descriptor that made
+// it, then unmap it, with no msync and no fsync (see TestMain).
+const mmapAfterCloseEnv = "OASHARE_TEST_MMAP_AFTER_CLOSE"
+
+func mmapAfterClose(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	m, err := syscall.Mmap(int(f.Fd()), 0, 8192, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+	if err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	copy(m[6000:], "written after close")
+	return syscall.Munmap(m)
+}
+
+// TestMmapWriteAfterClose: bytes written through a shared mapping after
+// the descriptor is closed reach the other peers once the kernel writes
+// them back (at munmap), and survive a restart of the writer.
+func TestMmapWriteAfterClose(t *testing.T) {
+	peers := startCluster(t, 2, 2)
+	a, b := peers[0], peers[1]
+	want := bytes.Repeat([]byte("."), 8192)
+	copy(want[6000:], "written after close")
+	p := filepath.Join(a.mnt, "mapped")
+	if err := os.WriteFile(p, bytes.Repeat([]byte("."), 8192), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), mmapAfterCloseEnv+"="+p)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("mmap helper: %v: %s", err, out)
+	}
+	waitContent(t, filepath.Join(b.mnt, "mapped"), want)
+	a.restart(t, peers)
+	waitContent(t, filepath.Join(a.mnt, "mapped"), want)
+}
+
+// TestTopUpWhenPeersAppear: what a peer writes while it is alone (one
+// copy, which min(replicas, live nodes) accepts) is listed below the
+// replica target and copied to the peers that appear later, until every
+// group has its replicas; the list then empties.
+func TestTopUpWhenPeersAppear(t *testing.T) {
+	o := clusterOptions{replicas: 3, topUpEvery: 300 * time.Millisecond}
+	alone := startClusterOpts(t, 1, o)[0]
+	want := randBytes(t, 2<<20+1)
+	if err := os.WriteFile(filepath.Join(alone.mnt, "solo"), want, 0o644); err != nil {
+		t.Fatalf("write while alone: %v", err)
+	}
+	groups, _, err := alone.db.UnderTarget()
+	if err != nil || groups < 16 {
+		t.Fatalf("%d groups listed below the target after writing 2 MiB alone (%v), want 17", groups, err)
+	}
+	more := startClusterOpts(t, 2, o)
+	all := append([]*testPeer{alone}, more...)
+	for _, p := range all {
+		connectTo(p, all)
+	}
+	waitFor(t, 20*time.Second, "every group written alone to reach 3 nodes", func() bool {
+		g, c, _ := alone.db.UnderTarget()
+		return g == 0 && c == 0
+	})
+	// Every group of the file is held by all three nodes now.
+	ino := lookupPath(t, alone.db, "solo")
+	held := 0
+	for _, p := range all {
+		ok, err := hasAllGroups(t, p, ino)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			held++
+		}
+	}
+	if held != 3 {
+		t.Fatalf("the file's groups are whole on %d nodes, want 3", held)
+	}
+	alone.stop(t)
+	for _, p := range more {
+		waitContent(t, filepath.Join(p.mnt, "solo"), want)
+	}
+}
+
+// lookupPath returns the inode of name in the root directory.
+func lookupPath(t *testing.T, db *index.DB, name string) index.Inode {
+	t.Helper()
+	de, ok, err := db.LookupDirent(index.RootID, name)
+	if err != nil || !ok {
+		t.Fatalf("lookup %s: %v, %v", name, ok, err)
+	}
+	ino, ok, err := db.GetInode(de.Child)
+	if err != nil || !ok {
+		t.Fatalf("inode of %s: %v, %v", name, ok, err)
+	}
+	return ino
+}
+
+// hasAllGroups reports whether p's store holds every group of ino's
+// content that stores something.
+func hasAllGroups(t *testing.T, p *testPeer, ino index.Inode) (bool, error) {
+	t.Helper()
+	all := true
+	err := tree.Stored(t.Context(), p.node, versionOf(&ino), func(_ uint64, s tree.Span) error {
+		ok, err := p.db.HasGroup(s.Group)
+		all = all && ok
+		return err
+	})
+	return all, err
+}

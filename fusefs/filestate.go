@@ -1,0 +1,328 @@
+package fusefs
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/oashare/oashare/chunknet/tree"
+	"github.com/oashare/oashare/index"
+)
+
+// fileState is what this peer knows of a file beyond the index: the
+// version it reads and its unpublished changes. The FS keeps it by inode
+// ID (FS.files) for as long as a node of the kernel's uses it, and beyond,
+// for as long as it holds changes: a close whose publication failed
+// returns EIO, the kernel then forgets the node, and the next open must
+// still read the bytes written, not the old version. A version that could
+// not be published is also in the index's pending journal, so that it
+// outlives an unmount, a crash or a restart; pendingLoop publishes it as
+// soon as its copies are made.
+//
+// Locking: mu guards every field but id, fsys, refs (FS.filesMu) and
+// atime. Reads of an unchanged file take a snapshot of v under mu and
+// fetch without it, so concurrent reads run in parallel. Lock order:
+// FS.filesMu, then mu, then FS.nsMu.
+type fileState struct {
+	id   uint64
+	fsys *FS
+	refs int // fileNodes that use it; guarded by FS.filesMu
+
+	mu     sync.Mutex
+	loaded bool
+	v      tree.Version     // the version this peer reads: the last one opened or published here
+	base   index.VersionRef // the inode version v was read from (or published as)
+	c      *content         // unpublished local changes, nil when there are none
+	mtime  int64            // mtime of unpublished changes
+	attrs  pendingAttrs     // attribute changes made while c was pending
+	// writers counts the open handles that may write; when the last goes,
+	// what was written after its flush is published (Release).
+	writers int
+	// journaled: the pending journal holds a version of this file, the
+	// one in journal (so that an unchanged retry writes nothing).
+	journaled bool
+	journal   index.Pending
+	// unlinked: deleted on this peer while open; nobody can reach it any
+	// more, and publishing would bring its name back (an update the
+	// deleter had not seen shadows the tombstone).
+	unlinked bool
+
+	// atime is the last read on this peer (unix ns). Access times stay on
+	// the peer that reads: publishing them would make every read a new
+	// version of the file, racing real writes elsewhere.
+	atime atomic.Int64
+}
+
+// stateOf returns the state of file id, made if there is none, and counts
+// a user of it (released by dropState).
+func (fsys *FS) stateOf(id uint64) *fileState {
+	fsys.filesMu.Lock()
+	defer fsys.filesMu.Unlock()
+	st := fsys.files[id]
+	if st == nil {
+		st = &fileState{id: id, fsys: fsys}
+		fsys.files[id] = st
+	}
+	st.refs++
+	return st
+}
+
+// dropState releases a user of st; the FS forgets it once it has neither
+// users nor changes.
+func (fsys *FS) dropState(st *fileState) {
+	fsys.filesMu.Lock()
+	defer fsys.filesMu.Unlock()
+	st.refs--
+	fsys.forgetIdle(st)
+}
+
+// forgetIdle drops st from the FS if nothing needs it. Called with
+// filesMu held.
+func (fsys *FS) forgetIdle(st *fileState) {
+	if st.refs > 0 {
+		return
+	}
+	st.mu.Lock()
+	idle := st.c == nil && !st.journaled
+	st.mu.Unlock()
+	if idle && fsys.files[st.id] == st {
+		delete(fsys.files, st.id)
+	}
+}
+
+// markUnlinked records that this peer deleted file id (unlink, or a
+// rename over it): changes still pending for it are dropped.
+func (fsys *FS) markUnlinked(id uint64) {
+	fsys.filesMu.Lock()
+	st := fsys.files[id]
+	fsys.filesMu.Unlock()
+	if st == nil {
+		return
+	}
+	st.mu.Lock()
+	st.unlinked = true
+	st.mu.Unlock()
+}
+
+// publish uploads local changes and publishes the new version. It returns
+// success only when every chunk is durable on min(replicas, live) nodes
+// and the version is in the local index; otherwise EIO, and the changes
+// stay here: in this state, and, once their bytes are all stored (here,
+// where replicas were too few), in the pending journal, which pendingLoop
+// retries. The version is published lazily (chunknet.Node.PublishSoon):
+// a background sync makes it durable within a few milliseconds, and
+// Fsync waits for it.
+func (f *fileState) publish(ctx context.Context) syscall.Errno {
+	// close(2) cannot be retried, so an interrupt must not abandon the
+	// upload: it runs to completion (or to a real failure, EIO).
+	ctx = context.WithoutCancel(ctx)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.publishLocked(ctx)
+}
+
+// publishLocked is publish with mu held.
+func (f *fileState) publishLocked(ctx context.Context) syscall.Errno {
+	if f.c == nil {
+		return 0
+	}
+	fsys := f.fsys
+	if !f.localChanges() {
+		// A file created and closed unwritten, or opened for writing
+		// and not written: nothing to publish.
+		f.c, f.attrs = nil, pendingAttrs{}
+		return 0
+	}
+	// An explicit utimens is an attribute change; any other new mtime
+	// comes from a write or a truncate.
+	contentChanged := f.c.changed() || (f.mtime != f.c.mtime0 && !f.attrs.setMtime)
+	v, err := f.c.commit(ctx)
+	if err != nil {
+		return fsys.toErrno("upload", err)
+	}
+	if f.unlinked {
+		// Nobody can reach the file any more: its changes stay readable
+		// through the descriptors still open, and go nowhere.
+		f.v, f.c, f.attrs = v, nil, pendingAttrs{}
+		return f.unjournal()
+	}
+	if f.c.short {
+		short, err := fsys.node.Short(ctx, v)
+		if err != nil || short > 0 {
+			return f.keepPending(v, contentChanged, short, err)
+		}
+		f.c.short = false
+	}
+	fsys.nsMu.Lock()
+	defer fsys.nsMu.Unlock()
+	ino, errno := fsys.getInode(f.id)
+	if errno != 0 {
+		return errno
+	}
+	// The changes were made on f.v, read from version f.base. If the
+	// content is still f.v, whatever changed since is metadata only and
+	// the new version supersedes it; otherwise a peer changed the content
+	// concurrently, and the new version is based on f.base, so the two
+	// stay heads and the loser shows as a conflict copy.
+	base := f.base
+	if versionOf(&ino) == f.v {
+		base = ino.Ref()
+	}
+	if !contentChanged {
+		// Attribute changes only: they apply to whatever content is
+		// current, a peer's newer version included, and supersede it.
+		v, base = versionOf(&ino), ino.Ref()
+		if !f.attrs.setMtime {
+			f.mtime = ino.MtimeNs
+		}
+	}
+	if v != versionOf(&ino) || ino.MtimeNs != f.mtime || f.attrs.set {
+		f.attrs.apply(&ino)
+		ino.Size, ino.Root, ino.Depth = v.Size, v.Root, v.Depth
+		ino.MtimeNs = f.mtime
+		ino.CtimeNs = time.Now().UnixNano()
+		ino.BaseVersion, ino.BaseOrigin = base.Version, base.Origin
+		ino.Supersedes = nil
+		var published []uint64
+		if f.journaled {
+			published = append(published, f.id)
+		}
+		rec, err := fsys.node.PublishSoon(ctx, []index.Op{{Inode: &ino}}, published...)
+		if err != nil {
+			return fsys.toErrno("publish", err)
+		}
+		base = rec.Ops[0].Inode.Ref()
+		if f.journaled {
+			fsys.log.Info("published a file version that waited for its copies", "inode", f.id, "size", v.Size)
+		}
+	} else if errno := f.unjournal(); errno != 0 {
+		return errno
+	}
+	f.v = v
+	f.base = base
+	f.c = nil
+	f.attrs = pendingAttrs{}
+	f.journaled = false
+	return 0
+}
+
+// keepPending records version v of the file, complete but short of
+// copies, in the pending journal, and returns the EIO the program gets.
+// Called with mu held.
+func (f *fileState) keepPending(v tree.Version, contentChanged bool, short int, cause error) syscall.Errno {
+	fsys := f.fsys
+	p := index.Pending{
+		ID: f.id, Size: v.Size, Root: v.Root, Depth: v.Depth,
+		OrigSize: f.v.Size, OrigRoot: f.v.Root, OrigDepth: f.v.Depth,
+		Base: f.base, MtimeNs: f.mtime, ContentChanged: contentChanged,
+		SetMode: f.attrs.setMode, SetUID: f.attrs.setUID, SetGID: f.attrs.setGID,
+		SetAtime: f.attrs.setAtime, SetMtime: f.attrs.setMtime,
+		Mode: f.attrs.mode, Uid: f.attrs.uid, Gid: f.attrs.gid, AtimeNs: f.attrs.atime, CtimeNs: f.attrs.ctime,
+	}
+	if f.journaled && p == f.journal {
+		return syscall.EIO // recorded already
+	}
+	if err := fsys.db.PutPending(p); err != nil {
+		return fsys.toErrno("keeping a pending version", err)
+	}
+	f.journal = p
+	if !f.journaled {
+		f.journaled = true
+		fsys.log.Warn("a file's new content reached too few peers: close and fsync fail (EIO), the bytes are kept on this node and published as soon as their copies are made",
+			"inode", f.id, "size", v.Size, "groups short", short, "err", cause)
+		fsys.kickPending()
+	}
+	return syscall.EIO
+}
+
+// unjournal drops the file's pending version, if any. Called with mu held.
+func (f *fileState) unjournal() syscall.Errno {
+	if !f.journaled {
+		return 0
+	}
+	if err := f.fsys.db.DeletePending(f.id); err != nil {
+		return f.fsys.toErrno("dropping a pending version", err)
+	}
+	f.journaled = false
+	return 0
+}
+
+// restorePending loads the pending journal into file states, at mount:
+// each file reads its pending version on this peer, and pendingLoop
+// publishes it once its copies are made.
+func (fsys *FS) restorePending() error {
+	ps, err := fsys.db.Pendings()
+	if err != nil {
+		return err
+	}
+	for _, p := range ps {
+		st := &fileState{id: p.ID, fsys: fsys, loaded: true, journaled: true, journal: p, mtime: p.MtimeNs,
+			v:    tree.Version{Size: p.OrigSize, Root: p.OrigRoot, Depth: p.OrigDepth},
+			base: p.Base,
+			attrs: pendingAttrs{set: p.SetMode || p.SetUID || p.SetGID || p.SetAtime || p.SetMtime,
+				setMode: p.SetMode, setUID: p.SetUID, setGID: p.SetGID, setAtime: p.SetAtime, setMtime: p.SetMtime,
+				mode: p.Mode, uid: p.Uid, gid: p.Gid, atime: p.AtimeNs, ctime: p.CtimeNs}}
+		v := tree.Version{Size: p.Size, Root: p.Root, Depth: p.Depth}
+		if err := v.Validate(); err != nil {
+			fsys.log.Error("dropping a pending version that does not decode", "inode", p.ID, "err", err)
+			continue
+		}
+		st.c = newContent(fsys.node, v, p.MtimeNs)
+		st.c.orig, st.c.short = st.v, true
+		if p.ContentChanged && v == st.v {
+			// Rewritten with the same bytes: still a new version.
+			st.c.mtime0 = p.MtimeNs - 1
+		}
+		fsys.files[p.ID] = st
+	}
+	if len(ps) > 0 {
+		fsys.log.Warn("file versions wait for their copies before they are published", "files", len(ps))
+	}
+	return nil
+}
+
+// pendingEvery is how often pendingLoop tries the pending versions
+// without a wake-up.
+const pendingEvery = 2 * time.Second
+
+func (fsys *FS) kickPending() {
+	select {
+	case fsys.pendingKick <- struct{}{}:
+	default:
+	}
+}
+
+// pendingLoop publishes the pending versions once their copies are made,
+// until ctx ends. A file open for writing is left to its own close.
+func (fsys *FS) pendingLoop(ctx context.Context) {
+	t := time.NewTicker(pendingEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-fsys.pendingKick:
+		}
+		fsys.filesMu.Lock()
+		var todo []*fileState
+		for _, st := range fsys.files {
+			todo = append(todo, st)
+		}
+		fsys.filesMu.Unlock()
+		for _, st := range todo {
+			st.mu.Lock()
+			if st.journaled && st.writers == 0 {
+				st.publishLocked(ctx)
+			}
+			st.mu.Unlock()
+		}
+		fsys.filesMu.Lock()
+		for _, st := range todo {
+			fsys.forgetIdle(st)
+		}
+		fsys.filesMu.Unlock()
+	}
+}
