@@ -306,4 +306,10 @@ type peer struct {
 	cc    *clientConn
 	pushq chan []byte   // encoded records to push, in commit order
 	kick  chan struct{} // ask the puller to pull now
+
+	// Read latency, for hedged reads (askPeers): a moving average of the
+	// peer's answers to gets, in ns, and whether a read gave up waiting
+	// for it and it has not answered one since (it is then asked last).
+	latency atomic.Int64
+	stalled atomic.Bool
 }

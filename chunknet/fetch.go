@@ -272,54 +272,84 @@ func (n *Node) fetchRound(ctx context.Context, want []index.Hash, got map[index.
 		}
 	}
 	mu.Unlock()
-	// first[k] is the holder remaining[k] is asked of in round 0; round
-	// j > 0 asks the j-th of the other nodes in placement order.
+	// order[k] is the order remaining[k] asks the others in, one per
+	// round: first the holder chosen for its stripe, then the others in
+	// placement order; peers that are stalled come last.
 	holders := min(n.cfg.Replicas, len(others))
-	first := make([]int, len(remaining))
+	stalled := stalledOf(others, peers)
+	order := make([][]int, len(remaining))
 	for k, h := range remaining {
-		first[k] = r.striped(h, holders, k/stripeChunks)
+		first := r.striped(h, holders, k/stripeChunks)
+		order[k] = orderPeers(r.top(h, len(others)), first, stalled)
 	}
 	for round := 0; round < len(others) && len(remaining) > 0; round++ {
 		byPeer := make(map[index.NodeID][]index.Hash)
 		for k, h := range remaining {
-			pick := first[k]
-			if round > 0 {
-				pick = -1
-				j := 0
-				for _, i := range r.top(h, min(round+1, len(others))) {
-					if i == first[k] {
-						continue
-					}
-					if j++; j == round {
-						pick = i
-						break
-					}
-				}
-				if pick < 0 {
-					continue
-				}
-			}
-			byPeer[others[pick]] = append(byPeer[others[pick]], h)
+			id := others[order[k][round]]
+			byPeer[id] = append(byPeer[id], h)
 		}
-		askPeers(ctx, n, peers, byPeer, getFrameHashes, "chunks", n.getFrom, got, mu)
+		askPeers(ctx, n, peers, byPeer, getFrameHashes, "chunks", n.getFrom, func(_ []index.Hash, res map[index.Hash][]byte) {
+			mu.Lock()
+			defer mu.Unlock()
+			for h, d := range res {
+				got[h] = d
+			}
+		})
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		mu.Lock()
-		next, nextFirst := remaining[:0], first[:0]
+		next, nextOrder := remaining[:0], order[:0]
 		for k, h := range remaining {
 			if _, ok := got[h]; !ok {
 				next = append(next, h)
-				nextFirst = append(nextFirst, first[k])
+				nextOrder = append(nextOrder, order[k])
 			}
 		}
 		mu.Unlock()
-		remaining, first = next, nextFirst
+		remaining, order = next, nextOrder
 	}
 	if len(remaining) > 0 {
 		return fmt.Errorf("%w: %d chunks (first %s) not served correctly by any of %d live peers", ErrUnavailable, len(remaining), remaining[0].Short(), len(others))
 	}
 	return nil
+}
+
+// stalledOf reports, per node of others, whether it is a stalled peer
+// (see askPeers).
+func stalledOf(others []index.NodeID, peers map[index.NodeID]*peer) []bool {
+	out := make([]bool, len(others))
+	for i, id := range others {
+		if p := peers[id]; p != nil {
+			out[i] = p.stalled.Load()
+		}
+	}
+	return out
+}
+
+// orderPeers returns the order in which a read asks nodes for an item:
+// first (an index into the nodes; -1 for none), then the others of top
+// (the item's placement order over all the nodes, best first), with the
+// stalled ones moved last, in the same relative order.
+func orderPeers(top []int, first int, stalled []bool) []int {
+	out := make([]int, 0, len(top))
+	if first >= 0 && !stalled[first] {
+		out = append(out, first)
+	}
+	for _, i := range top {
+		if i != first && !stalled[i] {
+			out = append(out, i)
+		}
+	}
+	if first >= 0 && stalled[first] {
+		out = append(out, first)
+	}
+	for _, i := range top {
+		if i != first && stalled[i] {
+			out = append(out, i)
+		}
+	}
+	return out
 }
 
 // otherMembers returns the live members other than this node, by ID,
@@ -336,50 +366,140 @@ func (n *Node) otherMembers() ([]index.NodeID, map[index.NodeID]*peer) {
 }
 
 // askPeers sends every peer of byPeer its items, at most perFrame per
-// request, all requests at once, and adds what the peers served (get
-// returns it verified) to got, under mu. A failed request is logged; its
-// items stay missing for the caller's next round.
-func askPeers[T any](ctx context.Context, n *Node, peers map[index.NodeID]*peer, byPeer map[index.NodeID][]T, perFrame int, what string,
-	get func(ctx context.Context, p *peer, part []T) (map[index.Hash][]byte, error), got map[index.Hash][]byte, mu *sync.Mutex) {
-	var wg sync.WaitGroup
+// request, all requests at once, and hands each reply to merge (on the
+// calling goroutine, one at a time; get returns what it served verified).
+// A failed request is logged; its items stay missing for the caller's
+// next round.
+//
+// Requests are hedged: askPeers waits for a request only until its
+// peer's hedge deadline (hedgeDelay: a few times the latency that peer
+// showed lately), then returns with its items missing, so that the
+// caller's next round asks the next replica while the slow request goes
+// on; a late reply still warms the cache, and a peer left waiting this
+// way is stalled (asked last) until it answers again. One slow or stuck
+// peer thus costs a read milliseconds, not the request timeout.
+func askPeers[T, R any](ctx context.Context, n *Node, peers map[index.NodeID]*peer, byPeer map[index.NodeID][]T, perFrame int, what string,
+	get func(ctx context.Context, p *peer, part []T) (R, error), merge func(part []T, res R)) {
+	type request struct {
+		p        *peer
+		part     []T
+		deadline time.Time
+		done     bool
+	}
+	var reqs []request
+	now := time.Now()
 	for id, items := range byPeer {
 		p := peers[id]
 		if p == nil {
 			continue
 		}
 		for start := 0; start < len(items); start += perFrame {
-			part := items[start:min(start+perFrame, len(items))]
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				res, err := get(ctx, p, part)
-				if err != nil {
-					n.log.Debug("fetch from peer failed", "peer", p.id.Short(), what, len(part), "err", err)
-					return
-				}
-				mu.Lock()
-				for h, d := range res {
-					got[h] = d
-				}
-				mu.Unlock()
-			}()
+			reqs = append(reqs, request{p: p, part: items[start:min(start+perFrame, len(items))], deadline: now.Add(p.hedgeDelay())})
 		}
 	}
-	wg.Wait()
+	if len(reqs) == 0 {
+		return
+	}
+	type reply struct {
+		i   int
+		res R
+		err error
+	}
+	replies := make(chan reply, len(reqs)) // late replies never block
+	for i := range reqs {
+		if !n.Go(func(context.Context) {
+			res, err := get(ctx, reqs[i].p, reqs[i].part)
+			replies <- reply{i, res, err}
+		}) {
+			replies <- reply{i: i, err: ErrClosed}
+		}
+	}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		// Wait while some request is outstanding and within its deadline.
+		var next time.Time
+		for _, r := range reqs {
+			if !r.done && (next.IsZero() || r.deadline.Before(next)) && time.Now().Before(r.deadline) {
+				next = r.deadline
+			}
+		}
+		if next.IsZero() {
+			break
+		}
+		timer.Reset(time.Until(next))
+		select {
+		case r := <-replies:
+			reqs[r.i].done = true
+			if r.err != nil {
+				n.log.Debug("fetch from peer failed", "peer", reqs[r.i].p.id.Short(), what, len(reqs[r.i].part), "err", r.err)
+				continue
+			}
+			merge(reqs[r.i].part, r.res)
+		case <-timer.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+	// Drain what arrived meanwhile; the rest is left to its request.
+	for {
+		select {
+		case r := <-replies:
+			reqs[r.i].done = true
+			if r.err == nil {
+				merge(reqs[r.i].part, r.res)
+			}
+			continue
+		default:
+		}
+		break
+	}
+	for _, r := range reqs {
+		if !r.done && !r.p.stalled.Swap(true) {
+			n.log.Info("peer is slow to answer reads: asking other replicas first until it answers", "peer", r.p.id.Short(),
+				"waited", r.p.hedgeDelay().Round(time.Millisecond))
+		}
+	}
+}
+
+// Hedge deadlines: a request waits hedgeFactor times its peer's recent
+// latency, within [hedgeMin, hedgeMax], before the next replica is asked.
+const (
+	hedgeFactor = 4
+	hedgeMin    = 50 * time.Millisecond
+	hedgeMax    = 2 * time.Second
+)
+
+// hedgeDelay is how long a read waits for p before asking the next
+// replica.
+func (p *peer) hedgeDelay() time.Duration {
+	return min(hedgeMax, max(hedgeMin, hedgeFactor*time.Duration(p.latency.Load())))
+}
+
+// observe records the latency of a request p answered: a moving average
+// of the last few.
+func (n *Node) observe(p *peer, d time.Duration) {
+	old := p.latency.Load()
+	p.latency.Store(old + (int64(d)-old)/8)
+	if p.stalled.Swap(false) {
+		n.log.Info("peer answers reads again", "peer", p.id.Short())
+	}
 }
 
 // getItems sends peer p one get request of count items (built by build)
 // and returns the items of its reply (of type want, decoded by decode),
 // one per item asked. A reply that does not decode closes the connection:
 // the peer is out of step.
-func getItems(ctx context.Context, p *peer, what string, count int, want wire.Type, decode func([]byte) ([]wire.GetItem, error),
+func (n *Node) getItems(ctx context.Context, p *peer, what string, count int, want wire.Type, decode func([]byte) ([]wire.GetItem, error),
 	build func(dst []byte, id uint64) []byte) ([]wire.GetItem, error) {
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	start := time.Now()
 	typ, payload, err := p.cc.call(cctx, build)
 	if err != nil {
 		return nil, err
 	}
+	n.observe(p, time.Since(start))
 	if err := expect(typ, want); err != nil {
 		return nil, err
 	}
@@ -397,7 +517,7 @@ func getItems(ctx context.Context, p *peer, what string, count int, want wire.Ty
 // getFrom fetches hashes from one peer and returns the ones it served
 // correctly, verified and cached.
 func (n *Node) getFrom(ctx context.Context, p *peer, hashes []index.Hash) (map[index.Hash][]byte, error) {
-	items, err := getItems(ctx, p, "chunks", len(hashes), wire.TypeGetResult, wire.DecodeGetResult,
+	items, err := n.getItems(ctx, p, "chunks", len(hashes), wire.TypeGetResult, wire.DecodeGetResult,
 		func(dst []byte, id uint64) []byte { return wire.AppendGetChunks(dst, id, hashes) })
 	if err != nil {
 		return nil, err

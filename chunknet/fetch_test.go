@@ -2,11 +2,14 @@ package chunknet
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"io"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/oashare/oashare/chunknet/tree"
 	"github.com/oashare/oashare/chunknet/wire"
 	"github.com/oashare/oashare/index"
 )
@@ -181,5 +184,60 @@ func TestFetchRetriesUntilAReplicaAppears(t *testing.T) {
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("Fetch did not return after the chunk appeared")
+	}
+}
+
+// A holder that answers pings but never answers reads costs a read the
+// hedge delay, not the request timeout (30 s per try): the read asks the
+// next replica meanwhile, and later reads ask the stalled peer last until
+// it answers again.
+func TestReadHedgesAroundStalledPeer(t *testing.T) {
+	fn := &faultNet{}
+	cfg := Config{Replicas: 3}
+	stuckCfg := cfg
+	stuckCfg.Transport = fn
+	stuck := startNode(t, stuckCfg)
+	noCache := cfg
+	noCache.CacheBytes = -1 // every read asks the peers
+	nodes := []*testNode{stuck, startNode(t, cfg), startNode(t, cfg), startNode(t, noCache)}
+	connectAll(t, nodes...)
+	writer, reader := nodes[1], nodes[3]
+	content := randBytes(t, 4<<20)
+	v := writeFile(t, writer.node, content)
+	// The stuck node swallows its answers to reads on every connection
+	// peers made to it; pings still get their pongs.
+	conns := fn.open("")
+	for _, c := range conns {
+		if c.dialed == "" {
+			c.drop[wire.TypeGroupResult].Store(true)
+			c.drop[wire.TypeGetResult].Store(true)
+		}
+	}
+	// Three reads, each well within one request timeout; the reader
+	// holds only part of the file, so the stuck node's groups come from
+	// the other replicas.
+	for i := range 3 {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		got := make([]byte, len(content))
+		start := time.Now()
+		_, err := tree.ReadAt(ctx, reader.node, v, got, 0)
+		cancel()
+		if err != nil && err != io.EOF {
+			t.Fatalf("read %d with a stuck replica: %v", i, err)
+		}
+		if !bytes.Equal(got, content) {
+			t.Fatalf("read %d: wrong bytes", i)
+		}
+		t.Logf("read %d of 4 MiB with a stuck replica: %v", i, time.Since(start).Round(time.Millisecond))
+	}
+	if !hasPeer(reader.node, stuck.node.ID()) {
+		t.Fatal("the stuck node was dropped: it must stay live (it answers pings)")
+	}
+	var p *peer
+	reader.node.mu.Lock()
+	p = reader.node.peers[stuck.node.ID()]
+	reader.node.mu.Unlock()
+	if p == nil || !p.stalled.Load() {
+		t.Fatal("the stuck node is not marked stalled")
 	}
 }

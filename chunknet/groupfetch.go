@@ -3,6 +3,7 @@ package chunknet
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/oashare/oashare/chunknet/multisha"
@@ -356,24 +357,42 @@ func (n *Node) cutRun(r groupRun, data []byte, from string, keep func(k int, h i
 // groupRounds asks the live peers for every chunk of runs, adding what it
 // gets to got (under mu) and to the cache: round j asks each run of the
 // j-th replica of its group, among the peers other than this node, in
-// placement order.
+// placement order, stalled peers last (see askPeers).
 func (n *Node) groupRounds(ctx context.Context, runs []groupRun, got map[index.Hash][]byte, mu *sync.Mutex) {
 	if len(runs) == 0 {
 		return
 	}
 	others, peers := n.otherMembers()
 	r := newRanker(others)
+	stalled := stalledOf(others, peers)
+	anyStalled := slices.Contains(stalled, true)
+	merge := func(part []groupRun, res [][][]byte) {
+		mu.Lock()
+		defer mu.Unlock()
+		for i, run := range part {
+			for k, d := range res[i] {
+				switch {
+				case d == nil:
+				case run.dst != nil:
+					run.dst[k] = d
+				default:
+					got[run.hashes[k]] = d
+				}
+			}
+		}
+	}
 	for round := 0; round < len(others) && len(runs) > 0; round++ {
 		byPeer := make(map[index.NodeID][]groupRun)
 		for _, run := range runs {
-			top := r.top(run.group, round+1)
-			if len(top) <= round {
-				continue
+			var pick int
+			if anyStalled {
+				pick = orderPeers(r.top(run.group, len(others)), -1, stalled)[round]
+			} else {
+				pick = r.top(run.group, round+1)[round]
 			}
-			id := others[top[round]]
-			byPeer[id] = append(byPeer[id], run)
+			byPeer[others[pick]] = append(byPeer[others[pick]], run)
 		}
-		askPeers(ctx, n, peers, byPeer, groupsPerFrame, "groups", n.getGroupsFrom, got, mu)
+		askPeers(ctx, n, peers, byPeer, groupsPerFrame, "groups", n.getGroupsFrom, merge)
 		if ctx.Err() != nil {
 			return
 		}
@@ -381,32 +400,29 @@ func (n *Node) groupRounds(ctx context.Context, runs []groupRun, got map[index.H
 	}
 }
 
-// getGroupsFrom asks one peer for runs and returns the chunks it served
-// correctly, verified and cached.
-func (n *Node) getGroupsFrom(ctx context.Context, p *peer, runs []groupRun) (map[index.Hash][]byte, error) {
+// getGroupsFrom asks one peer for runs and returns, per run, the chunks it
+// served correctly (nil for the others), verified and cached.
+func (n *Node) getGroupsFrom(ctx context.Context, p *peer, runs []groupRun) ([][][]byte, error) {
 	ranges := make([]wire.GroupRange, len(runs))
 	for i, r := range runs {
 		ranges[i] = wire.GroupRange{Hash: r.group, First: uint16(r.first), N: uint16(len(r.hashes))}
 	}
-	items, err := getItems(ctx, p, "groups", len(runs), wire.TypeGroupResult, wire.DecodeGroupResult,
+	items, err := n.getItems(ctx, p, "groups", len(runs), wire.TypeGroupResult, wire.DecodeGroupResult,
 		func(dst []byte, id uint64) []byte { return wire.AppendGetGroups(dst, id, ranges) })
 	if err != nil {
 		return nil, err
 	}
-	res := make(map[index.Hash][]byte)
+	res := make([][][]byte, len(runs))
 	for i, it := range items {
 		if it.Status != wire.StatusOK {
 			continue
 		}
 		// it.Data aliases the frame payload, which this call owns alone.
 		r := runs[i]
+		res[i] = make([][]byte, len(r.hashes))
 		n.cutRun(r, it.Data, "peer "+p.id.Short(), func(k int, h index.Hash, d []byte) {
 			n.cache.add(h, d)
-			if r.dst != nil {
-				r.dst[k] = d // this run's slots are this call's alone
-			} else {
-				res[h] = d
-			}
+			res[i][k] = d
 		})
 	}
 	return res, nil

@@ -94,6 +94,9 @@ type faultConn struct {
 	dialed string // address dialed; "" for an accepted connection
 
 	frozen atomic.Bool
+	// drop[t] swallows the frames of type t written on this connection,
+	// and only those: a peer that answers pings but not reads.
+	drop   [256]atomic.Bool
 	closed atomic.Bool // Close was called (by the node or by kill)
 	// Frames written, by frame type, passed on or swallowed while frozen.
 	// Nodes write one whole frame per Write; handshake bytes count as
@@ -124,7 +127,7 @@ func (c *faultConn) Read(p []byte) (int, error) {
 }
 
 func (c *faultConn) Write(p []byte) (int, error) {
-	if c.frozen.Load() {
+	if c.frozen.Load() || c.drop[frameType(p)].Load() {
 		c.swallowed[frameType(p)].Add(1)
 		return len(p), nil
 	}

@@ -78,6 +78,9 @@ type Node struct {
 	flushKick  chan struct{} // wakes flushLoop
 	flushArmed atomic.Bool   // a wake-up of flushLoop is due (PublishSoon)
 	topUpKick  chan struct{} // wakes topUpLoop
+
+	appliedSig signal                                // notified when records from peers are applied
+	visible    atomic.Pointer[func(context.Context)] // see SetVisibleHook
 }
 
 type dialer struct {

@@ -191,6 +191,12 @@ func (sc *serverConn) handle(f wire.Frame) (reply []byte, bad error) {
 		return wire.AppendPushResult(nil, f.ReqID, st), nil
 	case wire.TypeStat:
 		return wire.AppendStatResult(nil, f.ReqID, n.LocalStat()), nil
+	case wire.TypeWaitApplied:
+		origin, seq, err := wire.DecodeWaitApplied(f.Payload)
+		if err != nil {
+			return nil, err
+		}
+		return wire.AppendApplied(nil, f.ReqID, n.waitApplied(origin, seq, sc.peer.Node)), nil
 	default:
 		return wire.AppendError(nil, f.ReqID, wire.CodeUnsupported, "unsupported request "+f.Type.String()), nil
 	}

@@ -312,6 +312,7 @@ func (n *Node) applyRecords(recs [][]byte, from index.NodeID) []byte {
 	if gap {
 		n.kickPull(from)
 	}
+	n.appliedSig.notify()
 	return st
 }
 

@@ -637,9 +637,10 @@ var _ = (fs.NodeFsyncer)((*dirNode)(nil))
 // Fsync of a directory makes every namespace change this node made
 // durable: creates, renames and deletes are published lazily (see
 // chunknet.Node.PublishLazy), as a local disk keeps them in its journal
-// until a sync.
+// until a sync. Like fsync of a file, it returns once every live peer has
+// applied them (chunknet.Node.SyncPeers).
 func (d *dirNode) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscall.Errno {
-	if err := d.fsys.node.Sync(); err != nil {
+	if err := d.fsys.node.SyncPeers(ctx); err != nil {
 		return d.fsys.toErrno("fsync", err)
 	}
 	return 0

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -262,4 +263,63 @@ func hasAllGroups(t *testing.T, p *testPeer, ino index.Inode) (bool, error) {
 		return err
 	})
 	return all, err
+}
+
+// TestFsyncIsABarrier: once fsync of a file or of its directory returns
+// on one peer, every other live peer shows the change to a program that
+// opens the file right then: new files, overwrites of files other peers
+// have read (and cached), renames and deletes, 50 times in a row each.
+func TestFsyncIsABarrier(t *testing.T) {
+	peers := startCluster(t, 4, 3)
+	a := peers[0]
+	others := peers[1:]
+	for i := range 50 {
+		name := "barrier-" + strconv.Itoa(i%7)
+		want := randBytes(t, 1+i*997%70000)
+		f, err := os.OpenFile(filepath.Join(a.mnt, name), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = f.Write(want)
+		if err == nil {
+			err = f.Sync()
+		}
+		f.Close() // after the fsync: close publishes nothing more
+		if err != nil {
+			t.Fatalf("write and fsync: %v", err)
+		}
+		for _, p := range others {
+			got, err := os.ReadFile(filepath.Join(p.mnt, name))
+			if err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("round %d: right after fsync, peer %s reads %d bytes (%v), want the %d synced",
+					i, p.node.ID().Short(), len(got), err, len(want))
+			}
+		}
+	}
+	// Names: a rename and a delete, made visible by fsync of the directory.
+	dir, err := os.Open(a.mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dir.Close()
+	for i := range 50 {
+		from, to := "barrier-"+strconv.Itoa(i%7), "moved-"+strconv.Itoa(i)
+		if err := os.Rename(filepath.Join(a.mnt, from), filepath.Join(a.mnt, to)); err != nil {
+			t.Fatal(err)
+		}
+		if err := dir.Sync(); err != nil {
+			t.Fatalf("fsync of the directory: %v", err)
+		}
+		for _, p := range others {
+			if _, err := os.Stat(filepath.Join(p.mnt, to)); err != nil {
+				t.Fatalf("round %d: right after fsync of the directory, peer %s: %v", i, p.node.ID().Short(), err)
+			}
+			if _, err := os.Stat(filepath.Join(p.mnt, from)); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("round %d: right after fsync of the directory, peer %s still sees %s (%v)", i, p.node.ID().Short(), from, err)
+			}
+		}
+		if err := os.Rename(filepath.Join(a.mnt, to), filepath.Join(a.mnt, from)); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

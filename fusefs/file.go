@@ -266,12 +266,15 @@ func (f *fileNode) Flush(ctx context.Context, fh fs.FileHandle) syscall.Errno {
 
 // Fsync uploads and publishes the file's changes, then makes every
 // namespace change this node made durable too (its create, say), as
-// fsync(2) of a file on a local disk does for the file's metadata.
+// fsync(2) of a file on a local disk does for the file's metadata, and
+// returns once every live peer has applied them: after fsync, a program
+// on any peer that opens the file reads what was synced (the barrier,
+// chunknet.Node.SyncPeers).
 func (f *fileNode) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscall.Errno {
 	if errno := f.publish(ctx); errno != 0 {
 		return errno
 	}
-	if err := f.fsys.node.Sync(); err != nil {
+	if err := f.fsys.node.SyncPeers(ctx); err != nil {
 		return f.fsys.toErrno("fsync", err)
 	}
 	return 0

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -59,6 +60,8 @@ type FS struct {
 	liveMu sync.Mutex
 	live   map[uint64]*fs.Inode // inodes the kernel knows (notify.go)
 	notes  chan *index.Record   // remote records to turn into invalidations
+	queued atomic.Uint64        // records queued in notes, ever
+	noted  atomic.Uint64        // records whose invalidations are sent, ever
 
 	filesMu     sync.Mutex
 	files       map[uint64]*fileState // files in use or with changes to publish (filestate.go)
@@ -138,6 +141,7 @@ func Mount(dir string, opts Options) (*fuse.Server, error) {
 	opts.Node.Go(fsys.notifyLoop)
 	opts.Node.Go(fsys.pendingLoop)
 	fsys.db.SetOnApply(fsys.onRemote)
+	opts.Node.SetVisibleHook(fsys.notified)
 	return server, nil
 }
 

@@ -3,6 +3,7 @@ package fusefs
 import (
 	"context"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 
@@ -44,7 +45,19 @@ func (fsys *FS) lookupLive(id uint64) *fs.Inode {
 func (fsys *FS) onRemote(rec *index.Record) {
 	select {
 	case fsys.notes <- rec:
+		fsys.queued.Add(1)
 	default:
+	}
+}
+
+// notified returns once the kernel has been told about every record
+// queued before the call (or ctx ends): the hook of the fsync barrier
+// (chunknet.Node.SetVisibleHook). notifyLoop sends a queue in
+// microseconds, so it polls.
+func (fsys *FS) notified(ctx context.Context) {
+	target := fsys.queued.Load()
+	for fsys.noted.Load() < target && ctx.Err() == nil {
+		time.Sleep(200 * time.Microsecond)
 	}
 }
 
@@ -67,6 +80,7 @@ func (fsys *FS) notifyLoop(ctx context.Context) {
 					}
 				}
 			}
+			fsys.noted.Add(1)
 		}
 	}
 }

@@ -93,6 +93,9 @@ func (db *DB) VersionVector() map[NodeID]uint64 {
 	return vv
 }
 
+// Applied returns the highest Seq of origin's records applied here.
+func (db *DB) Applied(origin NodeID) uint64 { return db.applied(origin) }
+
 func (db *DB) applied(origin NodeID) uint64 {
 	db.stateMu.RLock()
 	defer db.stateMu.RUnlock()

@@ -373,3 +373,21 @@ func DecodeStatResult(p []byte) (StatInfo, error) {
 		ChunkBytes: binary.BigEndian.Uint64(p[24:]),
 	}, nil
 }
+
+// DecodeWaitApplied decodes a WaitApplied payload.
+func DecodeWaitApplied(p []byte) (origin index.NodeID, seq uint64, err error) {
+	if len(p) != waitAppliedSize {
+		return origin, 0, fmt.Errorf("wire: WaitApplied payload is %d bytes, want %d: %w", len(p), waitAppliedSize, ErrBadFrame)
+	}
+	copy(origin[:], p)
+	return origin, binary.BigEndian.Uint64(p[16:]), nil
+}
+
+// DecodeApplied decodes an Applied payload: its status, StatusOK or
+// StatusNotFound.
+func DecodeApplied(p []byte) (byte, error) {
+	if len(p) != 1 || (p[0] != StatusOK && p[0] != StatusNotFound) {
+		return 0, fmt.Errorf("wire: Applied payload %x, want one status byte 0 or 1: %w", p, ErrBadFrame)
+	}
+	return p[0], nil
+}

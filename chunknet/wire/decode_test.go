@@ -132,6 +132,13 @@ func TestDecodeErrors(t *testing.T) {
 		{"group hashes over limit with bytes", TypeHasGroups, cat(u32(MaxGroupsPerFrame+1), bytes.Repeat(hash32, MaxGroupsPerFrame+1)), ErrFrameTooLarge},
 		{"group hashes beyond payload", TypeHasGroups, cat(u32(2), hash32, hash32[:31]), ErrBadFrame},
 		{"group hashes trailing", TypeHasGroups, cat(u32(1), hash32, []byte{1}), ErrBadFrame},
+		// WaitApplied, Applied
+		{"wait applied empty", TypeWaitApplied, nil, ErrBadFrame},
+		{"wait applied short", TypeWaitApplied, make([]byte, 23), ErrBadFrame},
+		{"wait applied trailing", TypeWaitApplied, make([]byte, 25), ErrBadFrame},
+		{"applied empty", TypeApplied, nil, ErrBadFrame},
+		{"applied unknown status", TypeApplied, []byte{StatusBadHash}, ErrBadFrame},
+		{"applied trailing", TypeApplied, []byte{StatusOK, 0}, ErrBadFrame},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

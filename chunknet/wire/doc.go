@@ -84,7 +84,8 @@
 //
 // Type numbers are APPEND-ONLY: never renumbered, never reused; a new frame
 // type takes the next free number (and, when old nodes could not ignore it,
-// a new Version). Version 2 added the group frames, 17 to 20.
+// a new Version). Version 2 added the group frames, 17 to 20; version 3
+// the barrier of fsync, 21 and 22.
 //
 //	 1 Ping        request   empty                                → Pong
 //	 2 Pong        response  empty
@@ -106,6 +107,8 @@
 //	18 GetGroups   request   count u32 | count × {group[32] | first u16 | n u16}  → GroupResult
 //	19 GroupResult response  count u32 | count × {status u8 | if status = 0: len u32 | data[len]}
 //	20 HasGroups   request   count u32 | count × group[32]        → HasResult
+//	21 WaitApplied request   origin node ID[16] | seq u64         → Applied
+//	22 Applied     response  status u8 (0 applied, 1 not yet)
 //
 // Result frames hold one entry per item of the request they answer, in the
 // same order. Any request may be answered by Error instead of its own
@@ -124,6 +127,10 @@
 // first+n) (n ≥ 1, first+n ≤ MaxGroupChunks); GroupResult answers one item
 // per range, the chunks concatenated. HasGroups is answered by HasResult,
 // one status per group.
+//
+// WaitApplied is the barrier of fsync: answer once the records of origin
+// up to seq are applied and visible to the receiver's programs; Applied
+// says whether they are (1: the receiver gave up waiting).
 //
 // Chunk status codes ([StatusOK] …), one byte per item (chunk or group),
 // append-only; any non-zero code is a failure of that item only:

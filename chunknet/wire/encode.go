@@ -452,3 +452,24 @@ func AppendError(dst []byte, id uint64, code uint16, msg string) []byte {
 	dst = append(dst, msg...)
 	return finish(dst, start)
 }
+
+// waitAppliedSize is the WaitApplied payload: origin[16] seq u64.
+const waitAppliedSize = 16 + 8
+
+// AppendWaitApplied appends a WaitApplied frame: the requester asks to be
+// answered once the peer has applied the records of origin up to seq, and
+// their effects are visible to the peer's programs (or once the peer gives
+// up waiting).
+func AppendWaitApplied(dst []byte, id uint64, origin index.NodeID, seq uint64) []byte {
+	var p [waitAppliedSize]byte
+	copy(p[:], origin[:])
+	binary.BigEndian.PutUint64(p[16:], seq)
+	return AppendFrame(dst, TypeWaitApplied, id, p[:])
+}
+
+// AppendApplied appends an Applied frame answering request id: StatusOK if
+// the records asked for are applied, StatusNotFound if the peer gave up
+// waiting for them.
+func AppendApplied(dst []byte, id uint64, status byte) []byte {
+	return AppendFrame(dst, TypeApplied, id, []byte{status})
+}

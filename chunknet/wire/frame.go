@@ -36,7 +36,11 @@ const (
 	TypeGroupResult Type = 19 // response: one status (+ data) per range
 	TypeHasGroups   Type = 20 // request: which of these groups do you hold; answered by HasResult
 
-	maxType = TypeHasGroups // the highest known type; raise when appending
+	// Version 3: the barrier of fsync.
+	TypeWaitApplied Type = 21 // request: answer once you apply an origin's records up to a seq; answered by Applied
+	TypeApplied     Type = 22 // response: whether they are applied (and visible to programs)
+
+	maxType = TypeApplied // the highest known type; raise when appending
 )
 
 var typeNames = [...]string{
@@ -60,6 +64,8 @@ var typeNames = [...]string{
 	TypeGetGroups:   "GetGroups",
 	TypeGroupResult: "GroupResult",
 	TypeHasGroups:   "HasGroups",
+	TypeWaitApplied: "WaitApplied",
+	TypeApplied:     "Applied",
 }
 
 func (t Type) known() bool { return t >= TypePing && t <= maxType }
@@ -77,7 +83,7 @@ func (t Type) String() string {
 // nor a response.
 func (t Type) IsResponse() bool {
 	switch t {
-	case TypePong, TypePutResult, TypeGetResult, TypeHasResult, TypeRecords, TypePushResult, TypeError, TypeStatResult, TypeGroupResult:
+	case TypePong, TypePutResult, TypeGetResult, TypeHasResult, TypeRecords, TypePushResult, TypeError, TypeStatResult, TypeGroupResult, TypeApplied:
 		return true
 	}
 	return false

@@ -16,8 +16,8 @@ const (
 	// Version is the protocol version this package speaks. Peers of
 	// different versions refuse each other at the handshake. Version 2
 	// added the group frames (PutGroups, GetGroups, GroupResult,
-	// HasGroups).
-	Version uint16 = 2
+	// HasGroups); version 3 the barrier of fsync (WaitApplied, Applied).
+	Version uint16 = 3
 	// MaxNetworkName bounds the network name of a hello, in bytes.
 	MaxNetworkName = 64
 	// MaxHelloSize is the largest hello on the wire: magic, version, node

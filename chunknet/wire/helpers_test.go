@@ -18,6 +18,11 @@ type errorVal struct {
 	Msg  string
 }
 
+type waitVal struct {
+	Origin index.NodeID
+	Seq    uint64
+}
+
 // decodeFrame decodes f's payload with the decoder of its type. Ping, Pong
 // and Bye decode to nil.
 func decodeFrame(f Frame) (any, error) {
@@ -55,6 +60,11 @@ func decodeFrame(f Frame) (any, error) {
 	case TypeError:
 		code, msg, err := DecodeError(f.Payload)
 		return errorVal{code, msg}, err
+	case TypeWaitApplied:
+		origin, seq, err := DecodeWaitApplied(f.Payload)
+		return waitVal{origin, seq}, err
+	case TypeApplied:
+		return DecodeApplied(f.Payload)
 	}
 	return nil, fmt.Errorf("type %v: %w", f.Type, ErrUnknownType)
 }
@@ -105,6 +115,11 @@ func encodeFrame(dst []byte, t Type, id uint64, v any) []byte {
 	case TypeError:
 		e := v.(errorVal)
 		return AppendError(dst, id, e.Code, e.Msg)
+	case TypeWaitApplied:
+		w := v.(waitVal)
+		return AppendWaitApplied(dst, id, w.Origin, w.Seq)
+	case TypeApplied:
+		return AppendApplied(dst, id, v.(byte))
 	}
 	panic("encodeFrame: unknown type " + t.String())
 }
@@ -188,6 +203,9 @@ func testFrames() []testFrame {
 		{"get_groups", TypeGetGroups, 15, []GroupRange{{group, 0, 2}, {index.Sum(hi), 0, 1}, {ff, 255, 1}, {ff, 0, MaxGroupChunks}}},
 		{"group_result", TypeGroupResult, 15, []GetItem{{StatusOK, append(bytes.Clone(c1), c2...)}, {StatusOK, hi}, {StatusNotFound, nil}, {StatusOK, []byte{}}}},
 		{"has_groups", TypeHasGroups, 16, []index.Hash{group, index.Sum(hi)}},
+		{"wait_applied", TypeWaitApplied, 17, waitVal{node1, 1<<33 + 7}},
+		{"applied", TypeApplied, 17, StatusOK},
+		{"applied_not_yet", TypeApplied, 18, StatusNotFound},
 	}
 }
 
