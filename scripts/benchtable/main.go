@@ -21,8 +21,27 @@ import (
 )
 
 // Systems in the order of the table's columns; oashare is compared with
-// each of the others.
-var systems = []string{"local", "loopback", "sshfs", "oashare"}
+// each of the others. "before" is oashare built from an earlier commit
+// (scripts/bench's BENCH_BEFORE), shown only when measured.
+var systems = []string{"local", "loopback", "sshfs", "before", "oashare"}
+
+// systemNames are the column heads.
+var systemNames = map[string]string{"local": "local disk", "loopback": "FUSE loopback", "sshfs": "sshfs",
+	"before": "oashare before", "oashare": "oashare"}
+
+// visRows are the rows of the visibility table (scripts/visdelay): metric
+// and what it says.
+var visRows = []struct{ metric, name string }{
+	{"vis_close_now", "seen by the first read right after close (%)"},
+	{"vis_close_p50", "close → seen on peer 4, p50 (ms)"},
+	{"vis_close_p99", "close → seen on peer 4, p99 (ms)"},
+	{"vis_close_max", "close → seen on peer 4, max (ms)"},
+	{"vis_close_op_p50", "open, write, close on peer 1, p50 (ms)"},
+	{"vis_fsync_now", "seen by the first read right after fsync, close (%)"},
+	{"vis_fsync_p99", "fsync, close → seen on peer 4, p99 (ms)"},
+	{"vis_fsync_op_p50", "open, write, fsync, close on peer 1, p50 (ms)"},
+	{"vis_fsync_op_p99", "open, write, fsync, close on peer 1, p99 (ms)"},
+}
 
 // workload is one row of the main table.
 type workload struct {
@@ -253,20 +272,72 @@ func ratioText(v float64) string {
 	return strconv.FormatFloat(v, 'f', 2, 64) + "×"
 }
 
+// shown returns the systems of the table's columns: those measured, in
+// the order of systems, and the ones oashare is compared with.
+func (t *table) shown() (cols, vs []string) {
+	for _, s := range systems {
+		if s == "before" && !t.has("before") {
+			continue
+		}
+		cols = append(cols, s)
+		if s != "oashare" {
+			vs = append(vs, s)
+		}
+	}
+	return cols, vs
+}
+
+// has reports whether any figure of system was measured.
+func (t *table) has(system string) bool {
+	for k := range t.values {
+		if k.system == system {
+			return true
+		}
+	}
+	return false
+}
+
 func (t *table) markdown(machine string) string {
 	var b strings.Builder
+	cols, vs := t.shown()
 	fmt.Fprintf(&b, "Each figure is the median of %d runs; each ratio is oashare's figure over the other system's in the same run, median over runs. Higher is better.\n\n", t.runs)
-	b.WriteString("| workload | unit | local disk | FUSE loopback | sshfs | oashare | vs local | vs loopback | vs sshfs |\n")
-	b.WriteString("|---|---|--:|--:|--:|--:|--:|--:|--:|\n")
+	b.WriteString("| workload | unit |")
+	for _, s := range cols {
+		fmt.Fprintf(&b, " %s |", systemNames[s])
+	}
+	for _, s := range vs {
+		fmt.Fprintf(&b, " vs %s |", strings.TrimPrefix(systemNames[s], "oashare "))
+	}
+	b.WriteString("\n|---|---|" + strings.Repeat("--:|", len(cols)+len(vs)) + "\n")
 	for _, w := range workloads {
 		fmt.Fprintf(&b, "| %s | %s |", w.name, t.units[w.metric])
-		for _, s := range systems {
+		for _, s := range cols {
 			fmt.Fprintf(&b, " %s |", num(t.median(s, w.metric)))
 		}
-		for _, s := range systems[:3] {
+		for _, s := range vs {
 			fmt.Fprintf(&b, " %s |", ratioText(t.ratio(w.metric, s)))
 		}
 		b.WriteString("\n")
+	}
+	var vis []string // the oashare systems with visibility figures
+	for _, s := range []string{"before", "oashare"} {
+		if !math.IsNaN(t.median(s, "vis_close_p50")) {
+			vis = append(vis, s)
+		}
+	}
+	if len(vis) > 0 {
+		b.WriteString("\nVisibility of a change made on peer 1, read on peer 4 (a 4 KiB file overwritten again and again; median of runs of each figure):\n\n| |")
+		for _, s := range vis {
+			fmt.Fprintf(&b, " %s |", systemNames[s])
+		}
+		b.WriteString("\n|---|" + strings.Repeat("--:|", len(vis)) + "\n")
+		for _, r := range visRows {
+			fmt.Fprintf(&b, "| %s |", r.name)
+			for _, s := range vis {
+				fmt.Fprintf(&b, " %s |", num(t.median(s, r.metric)))
+			}
+			b.WriteString("\n")
+		}
 	}
 	if len(t.nodes) > 0 {
 		b.WriteString("\noashare, per node (median of runs):\n\n| node |")
@@ -314,9 +385,12 @@ func (t *table) markdown(machine string) string {
 func (t *table) csv() string {
 	var b strings.Builder
 	w := csv.NewWriter(&b)
+	cols, vs := t.shown()
 	head := []string{"metric", "unit"}
-	head = append(head, systems...)
-	head = append(head, "oashare_vs_local", "oashare_vs_loopback", "oashare_vs_sshfs")
+	head = append(head, cols...)
+	for _, s := range vs {
+		head = append(head, "oashare_vs_"+s)
+	}
 	w.Write(head)
 	f := func(v float64) string {
 		if math.IsNaN(v) {
@@ -326,13 +400,20 @@ func (t *table) csv() string {
 	}
 	for _, wl := range workloads {
 		row := []string{wl.metric, t.units[wl.metric]}
-		for _, s := range systems {
+		for _, s := range cols {
 			row = append(row, f(t.median(s, wl.metric)))
 		}
-		for _, s := range systems[:3] {
+		for _, s := range vs {
 			row = append(row, f(t.ratio(wl.metric, s)))
 		}
 		w.Write(row)
+	}
+	for _, r := range visRows {
+		row := []string{r.metric, t.units[r.metric]}
+		for _, s := range cols {
+			row = append(row, f(t.median(s, r.metric)))
+		}
+		w.Write(append(row, make([]string, len(vs))...))
 	}
 	var node []string
 	for k := range t.values {
@@ -344,8 +425,15 @@ func (t *table) csv() string {
 	}
 	slices.Sort(node)
 	for _, m := range node {
-		row := []string{m, t.units[m], "", "", "", f(t.median("oashare", m)), "", "", ""}
-		w.Write(row)
+		row := []string{m, t.units[m]}
+		for _, s := range cols {
+			if s == "oashare" {
+				row = append(row, f(t.median(s, m)))
+			} else {
+				row = append(row, "")
+			}
+		}
+		w.Write(append(row, make([]string, len(vs))...))
 	}
 	w.Flush()
 	return b.String()

@@ -106,3 +106,37 @@ func TestReadRawRejects(t *testing.T) {
 		}
 	}
 }
+
+// With measurements of an earlier build ("before"), the table shows its
+// column and oashare's ratio to it, and the visibility figures of both.
+func TestBeforeColumnAndVisibility(t *testing.T) {
+	s, err := readRaw(strings.NewReader(raw + `1,before,seq_write,25,MiB/s
+2,before,seq_write,20,MiB/s
+3,before,seq_write,60,MiB/s
+1,oashare,vis_close_p50,7.5,ms
+1,before,vis_close_p50,9,ms
+1,oashare,vis_fsync_now,100,%
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb := summarize(s)
+	if got := tb.ratio("seq_write", "before"); got != 2 {
+		t.Errorf("ratio vs before = %v, want 2 (runs: 2, 2, 1)", got)
+	}
+	md := tb.markdown("")
+	for _, want := range []string{"| oashare before | oashare |", "vs before", "| 2.00× |",
+		"close → seen on peer 4, p50 (ms) | 9.00 | 7.50 |", "right after fsync, close (%) | – | 100 |"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("the table lacks %q:\n%s", want, md)
+		}
+	}
+	if !strings.Contains(tb.csv(), "oashare_vs_before") {
+		t.Error("the CSV has no column for the earlier build")
+	}
+	// Without it, no such column.
+	s, _ = readRaw(strings.NewReader(raw))
+	if md := summarize(s).markdown(""); strings.Contains(md, "before") {
+		t.Errorf("a table without an earlier build mentions one:\n%s", md)
+	}
+}
