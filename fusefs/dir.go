@@ -61,20 +61,32 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	if errno != 0 {
 		return nil, errno
 	}
-	child := d.fsys.newNode(ctx, d.EmbeddedInode(), &ino)
+	// The kernel looks a known name up again when its entry times out:
+	// the node it has stays the file's node.
+	child := d.GetChild(name)
+	if child == nil || child.StableAttr().Ino != ino.ID || child.StableAttr().Mode != typeMode(ino.Type) {
+		child = d.fsys.newNode(ctx, d.EmbeddedInode(), &ino)
+	}
 	d.fsys.attrOf(child, &ino, &out.Attr)
 	return child, 0
 }
 
 // attrOf fills out for a node, taking unpublished local writes into account.
 func (fsys *FS) attrOf(n *fs.Inode, ino *index.Inode, out *fuse.Attr) {
-	if f, ok := n.Operations().(*fileNode); ok {
-		size, mtime := f.localAttr(ino)
-		fsys.fillAttr(ino, size, mtime, out)
-		f.localAtime(out)
+	f, ok := n.Operations().(*fileNode)
+	if !ok {
+		fsys.fillAttr(ino, ino.Size, ino.MtimeNs, out)
 		return
 	}
-	fsys.fillAttr(ino, ino.Size, ino.MtimeNs, out)
+	size, mtime, unlinked := ino.Size, ino.MtimeNs, false
+	if st := fsys.existingState(f.id); st != nil {
+		size, mtime, unlinked = st.localAttr(ino)
+	}
+	fsys.fillAttr(ino, size, mtime, out)
+	f.localAtime(out)
+	if _, parent := n.Parent(); parent == nil || unlinked {
+		out.Nlink = 0 // unlinked, still open
+	}
 }
 
 func (d *dirNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
@@ -111,7 +123,7 @@ func (d *dirNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttr
 
 // setattr applies mode and time changes to an inode record and publishes
 // it. Size changes of files are handled by fileNode before calling this.
-func (fsys *FS) setattr(ctx context.Context, id uint64, f *fileNode, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+func (fsys *FS) setattr(ctx context.Context, id uint64, f *fileState, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	if index.IsConflictID(id) {
 		return syscall.EROFS // conflict copies are read-only
 	}
@@ -178,7 +190,7 @@ func (fsys *FS) setattr(ctx context.Context, id uint64, f *fileNode, in *fuse.Se
 
 // foldAttrs records attribute changes to a file with unpublished writes,
 // to be published with them (see pendingAttrs). Called with f.mu held.
-func (f *fileNode) foldAttrs(in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+func (f *fileState) foldAttrs(in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	ino, errno := f.fsys.getInode(f.id)
 	if errno != 0 {
 		return errno
@@ -280,13 +292,13 @@ func (d *dirNode) Create(ctx context.Context, name string, flags uint32, mode ui
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
-	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+	if h, ok := fh.(*handle); ok && h.writable {
 		// A file just created and open for writing is pending until
 		// close, even before its first write: owner, mode and times set
 		// on it (tar x of an empty file) go out with the close.
-		f.mu.Lock()
-		f.changes()
-		f.mu.Unlock()
+		h.st.mu.Lock()
+		h.st.changes()
+		h.st.mu.Unlock()
 	}
 	return child, fh, fuseFlags, 0
 }

@@ -323,3 +323,94 @@ func TestFsyncIsABarrier(t *testing.T) {
 		}
 	}
 }
+
+// TestTruncatingSaveIsOneVersion: a file saved with open(O_TRUNC), write,
+// close changes, on every other peer, from its old bytes to its new ones
+// at once: never empty in between (the kernel hands O_TRUNC to the open,
+// which publishes nothing before the close).
+func TestTruncatingSaveIsOneVersion(t *testing.T) {
+	peers := startCluster(t, 2, 2)
+	a, b := peers[0], peers[1]
+	const size = 4096
+	if err := os.WriteFile(filepath.Join(a.mnt, "saved"), bytes.Repeat([]byte{'0'}, size), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitContent(t, filepath.Join(b.mnt, "saved"), bytes.Repeat([]byte{'0'}, size))
+	done := make(chan error, 1)
+	go func() {
+		for i := range 200 {
+			if err := os.WriteFile(filepath.Join(a.mnt, "saved"), bytes.Repeat([]byte{byte('a' + i%26)}, size), 0o644); err != nil {
+				done <- err
+				return
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		done <- nil
+	}()
+	reads := 0
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			if reads < 100 {
+				t.Fatalf("only %d reads while the writer saved", reads)
+			}
+			return
+		default:
+		}
+		got, err := os.ReadFile(filepath.Join(b.mnt, "saved"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != size || !bytes.Equal(got, bytes.Repeat(got[:1], size)) {
+			t.Fatalf("read %d: another peer saw %d bytes (%q...) of a file only ever saved whole", reads, len(got), got[:min(len(got), 8)])
+		}
+		reads++
+	}
+}
+
+// TestChangesReachKernelCache: with the kernel trusting names and
+// attributes for 5 s, every change made on one peer still reaches a
+// program on another at once, for as long as it polls: the invalidations
+// of applied records reach the kernel's inode whichever go-fuse node
+// stands for it, even after the kernel looked the name up again (every
+// 5 s here), and truncate then write shrinks and grows the size it
+// caches. A lost invalidation would show as a change unseen until the
+// kernel's cache times out.
+func TestChangesReachKernelCache(t *testing.T) {
+	peers := startClusterCache(t, 2, 2, 5*time.Second)
+	a, b := peers[0], peers[1]
+	start := time.Now()
+	for i := 0; time.Since(start) < 12*time.Second; i++ {
+		want := bytes.Repeat([]byte{byte('a' + i%26)}, 4096)
+		f, err := os.OpenFile(filepath.Join(a.mnt, "polled"), os.O_WRONLY|os.O_CREATE, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = f.Truncate(0)
+		if err == nil {
+			_, err = f.Write(want)
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(2 * time.Second)
+		for {
+			got, err := os.ReadFile(filepath.Join(b.mnt, "polled"))
+			if err == nil && bytes.Equal(got, want) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("change %d (%v in) not seen on the other peer after 2s: it reads %d bytes (%v)",
+					i, time.Since(start).Round(time.Second), len(got), err)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -18,13 +19,21 @@ import (
 // fetched into the cache: 4 MiB.
 const readAheadChunks = (4 << 20) / tree.ChunkSize
 
-// fileNode is a regular file as the kernel knows it. Its state lives in a
-// fileState shared by every open handle on this node, so two descriptors
-// see each other's writes at once, and kept by the FS beyond the node's
-// life while it has changes to publish (see filestate.go).
+// fileNode is a regular file as the kernel knows it. What this peer knows
+// of the file beyond the index lives in a fileState the FS keeps by inode
+// ID (filestate.go), shared by every open handle, so two descriptors see
+// each other's writes at once; the kernel may hold several fileNodes of
+// one file over time (it forgets and looks up again), all with the same
+// state.
 type fileNode struct {
 	fs.Inode
-	*fileState
+	fsys *FS
+	id   uint64
+
+	// atime is the last read on this peer (unix ns). Access times stay on
+	// the peer that reads: publishing them would make every read a new
+	// version of the file, racing real writes elsewhere.
+	atime atomic.Int64
 }
 
 var (
@@ -45,12 +54,22 @@ type handle struct {
 	next       int64  // where a sequential read would continue
 	aheadUntil uint64 // chunks below this index have been prefetched
 
+	st       *fileState
 	writable bool // opened for writing: counted in fileState.writers
+}
+
+// state returns the state an open handle uses, else the file's, if it
+// has one.
+func (f *fileNode) state(fh fs.FileHandle) *fileState {
+	if h, ok := fh.(*handle); ok && h.st != nil {
+		return h.st
+	}
+	return f.fsys.existingState(f.id)
 }
 
 // localAtime shows a read on this peer that is newer than the stored
 // access time.
-func (f *fileState) localAtime(out *fuse.Attr) {
+func (f *fileNode) localAtime(out *fuse.Attr) {
 	at := f.atime.Load()
 	if at == 0 {
 		return
@@ -95,15 +114,16 @@ func (p *pendingAttrs) apply(ino *index.Inode) {
 }
 
 // localAttr returns size and mtime including unpublished changes, and
-// applies unpublished attribute changes to ino.
-func (f *fileState) localAttr(ino *index.Inode) (uint64, int64) {
+// whether the file was deleted here while open, and applies unpublished
+// attribute changes to ino.
+func (f *fileState) localAttr(ino *index.Inode) (size uint64, mtime int64, unlinked bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.c != nil {
 		f.attrs.apply(ino)
-		return f.c.size, f.mtime
+		return f.c.size, f.mtime, f.unlinked
 	}
-	return ino.Size, ino.MtimeNs
+	return ino.Size, ino.MtimeNs, f.unlinked
 }
 
 // refresh loads the newest version from the index unless there are local
@@ -133,6 +153,17 @@ func (f *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	if index.IsConflictID(f.id) && (flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0) {
 		return nil, 0, syscall.EROFS // a conflict copy is read-only: copy it to keep it
 	}
+	st := f.fsys.openState(f.id)
+	h, fuseFlags, errno := st.open(ctx, flags)
+	if errno != 0 {
+		f.fsys.closeState(st)
+	}
+	return h, fuseFlags, errno
+}
+
+// open opens a handle on the file: close-to-open, it reads the newest
+// version (unless there are local changes), and O_TRUNC truncates.
+func (f *fileState) open(ctx context.Context, flags uint32) (*handle, uint32, syscall.Errno) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if errno := f.refresh(); errno != 0 {
@@ -149,7 +180,7 @@ func (f *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	// read-only descriptor has nothing to publish at close: FOPEN_NOFLUSH
 	// spares close(2) a round trip to this process.
 	var fuseFlags uint32
-	h := &handle{writable: flags&syscall.O_ACCMODE != syscall.O_RDONLY}
+	h := &handle{st: f, writable: flags&syscall.O_ACCMODE != syscall.O_RDONLY}
 	if h.writable {
 		f.writers++
 	} else {
@@ -180,17 +211,21 @@ func (f *fileNode) Write(ctx context.Context, fh fs.FileHandle, data []byte, off
 	if uint64(off)+uint64(len(data)) > tree.MaxFileSize {
 		return 0, syscall.EFBIG
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if !f.loaded {
-		if errno := f.refresh(); errno != 0 {
+	st := f.state(fh)
+	if st == nil {
+		return 0, syscall.EBADF
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if !st.loaded {
+		if errno := st.refresh(); errno != 0 {
 			return 0, errno
 		}
 	}
-	if err := f.changes().write(ctx, uint64(off), data); err != nil {
+	if err := st.changes().write(ctx, uint64(off), data); err != nil {
 		return 0, f.fsys.toErrno("write", err)
 	}
-	f.mtime = time.Now().UnixNano()
+	st.mtime = time.Now().UnixNano()
 	return uint32(len(data)), 0
 }
 
@@ -198,27 +233,36 @@ func (f *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 	if off < 0 {
 		return nil, syscall.EINVAL
 	}
-	f.mu.Lock()
-	if !f.loaded {
-		if errno := f.refresh(); errno != 0 {
-			f.mu.Unlock()
+	f.atime.Store(time.Now().UnixNano())
+	st := f.state(fh)
+	var v tree.Version
+	if st == nil {
+		ino, errno := f.fsys.getInode(f.id)
+		if errno != 0 {
 			return nil, errno
 		}
-	}
-	if f.c != nil {
-		defer f.mu.Unlock()
-		f.atime.Store(time.Now().UnixNano())
-		n, err := f.c.readAt(ctx, dest, uint64(off))
-		if err != nil && err != io.EOF {
-			return nil, f.fsys.toErrno("read", err)
+		v = versionOf(&ino)
+	} else {
+		st.mu.Lock()
+		if !st.loaded {
+			if errno := st.refresh(); errno != 0 {
+				st.mu.Unlock()
+				return nil, errno
+			}
 		}
-		return fuse.ReadResultData(dest[:n]), 0
+		if st.c != nil {
+			defer st.mu.Unlock()
+			n, err := st.c.readAt(ctx, dest, uint64(off))
+			if err != nil && err != io.EOF {
+				return nil, f.fsys.toErrno("read", err)
+			}
+			return fuse.ReadResultData(dest[:n]), 0
+		}
+		v = st.v
+		st.mu.Unlock()
 	}
-	v := f.v
-	f.mu.Unlock()
-	f.atime.Store(time.Now().UnixNano())
 	if h, ok := fh.(*handle); ok {
-		f.readAhead(h, v, off, len(dest))
+		f.fsys.readAhead(h, v, off, len(dest))
 	}
 	n, err := tree.ReadAt(ctx, f.fsys.node, v, dest, off)
 	if err != nil && err != io.EOF {
@@ -229,8 +273,8 @@ func (f *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 
 // readAhead starts fetching the chunks after a sequential read into the
 // node's cache, so the next reads find them there.
-func (f *fileState) readAhead(h *handle, v tree.Version, off int64, n int) {
-	if !f.fsys.node.Caching() {
+func (fsys *FS) readAhead(h *handle, v tree.Version, off int64, n int) {
+	if !fsys.node.Caching() {
 		return
 	}
 	h.mu.Lock()
@@ -246,7 +290,7 @@ func (f *fileState) readAhead(h *handle, v tree.Version, off int64, n int) {
 	last := min(first+readAheadChunks, leaves)
 	h.aheadUntil = last
 	h.mu.Unlock()
-	node := f.fsys.node
+	node := fsys.node
 	node.Go(func(ctx context.Context) {
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
@@ -255,13 +299,16 @@ func (f *fileState) readAhead(h *handle, v tree.Version, off int64, n int) {
 			err = node.PrefetchSpans(ctx, spans)
 		}
 		if err != nil {
-			f.fsys.log.Debug("read-ahead failed", "err", err)
+			fsys.log.Debug("read-ahead failed", "err", err)
 		}
 	})
 }
 
 func (f *fileNode) Flush(ctx context.Context, fh fs.FileHandle) syscall.Errno {
-	return f.publish(ctx)
+	if st := f.state(fh); st != nil {
+		return st.publish(ctx)
+	}
+	return 0
 }
 
 // Fsync uploads and publishes the file's changes, then makes every
@@ -271,8 +318,10 @@ func (f *fileNode) Flush(ctx context.Context, fh fs.FileHandle) syscall.Errno {
 // on any peer that opens the file reads what was synced (the barrier,
 // chunknet.Node.SyncPeers).
 func (f *fileNode) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscall.Errno {
-	if errno := f.publish(ctx); errno != 0 {
-		return errno
+	if st := f.state(fh); st != nil {
+		if errno := st.publish(ctx); errno != 0 {
+			return errno
+		}
 	}
 	if err := f.fsys.node.SyncPeers(ctx); err != nil {
 		return f.fsys.toErrno("fsync", err)
@@ -287,16 +336,19 @@ func (f *fileNode) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) sy
 // kept in the pending journal and retried.
 func (f *fileNode) Release(ctx context.Context, fh fs.FileHandle) syscall.Errno {
 	h, ok := fh.(*handle)
-	if !ok || !h.writable {
+	if !ok || h.st == nil {
 		return 0
 	}
-	f.mu.Lock()
-	f.writers--
-	last := f.writers == 0
-	f.mu.Unlock()
-	if last {
-		f.publish(ctx)
+	if h.writable {
+		h.st.mu.Lock()
+		h.st.writers--
+		last := h.st.writers == 0
+		h.st.mu.Unlock()
+		if last {
+			h.st.publish(ctx)
+		}
 	}
+	f.fsys.closeState(h.st)
 	return 0
 }
 
@@ -305,15 +357,7 @@ func (f *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.Attr
 	if errno != 0 {
 		return errno
 	}
-	size, mtime := f.localAttr(&ino)
-	f.fsys.fillAttr(&ino, size, mtime, &out.Attr)
-	f.localAtime(&out.Attr)
-	f.mu.Lock()
-	unlinked := f.unlinked
-	f.mu.Unlock()
-	if _, parent := f.Parent(); parent == nil || unlinked {
-		out.Nlink = 0 // unlinked, still open
-	}
+	f.fsys.attrOf(f.EmbeddedInode(), &ino, &out.Attr)
 	return 0
 }
 
@@ -331,22 +375,26 @@ func (f *fileNode) Allocate(ctx context.Context, fh fs.FileHandle, off uint64, s
 	default:
 		return syscall.EOPNOTSUPP
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if !f.loaded {
-		if errno := f.refresh(); errno != 0 {
-			return errno
-		}
-	}
 	if off+size < off || off+size > tree.MaxFileSize {
 		return syscall.EFBIG
 	}
-	c := f.changes()
+	st := f.state(fh)
+	if st == nil {
+		return syscall.EBADF
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if !st.loaded {
+		if errno := st.refresh(); errno != 0 {
+			return errno
+		}
+	}
+	c := st.changes()
 	if end := off + size; end > c.size {
 		if err := c.truncate(ctx, end); err != nil {
 			return f.fsys.toErrno("fallocate", err)
 		}
-		f.mtime = time.Now().UnixNano()
+		st.mtime = time.Now().UnixNano()
 	}
 	return 0
 }
@@ -355,28 +403,31 @@ func (f *fileNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAt
 	if index.IsConflictID(f.id) {
 		return syscall.EROFS
 	}
+	// The state stays while this change is made (it may have no handle).
+	st := f.fsys.openState(f.id)
+	defer f.fsys.closeState(st)
 	if size, ok := in.GetSize(); ok {
 		if size > tree.MaxFileSize {
 			return syscall.EFBIG // as ext4 above 16 TiB
 		}
-		f.mu.Lock()
-		errno := f.refreshIfIdle()
+		st.mu.Lock()
+		errno := st.refreshIfIdle()
 		if errno == 0 {
-			if err := f.changes().truncate(ctx, size); err != nil {
+			if err := st.changes().truncate(ctx, size); err != nil {
 				errno = f.fsys.toErrno("truncate", err)
 			}
-			f.mtime = time.Now().UnixNano()
+			st.mtime = time.Now().UnixNano()
 		}
-		f.mu.Unlock()
+		st.mu.Unlock()
 		if errno != 0 {
 			return errno
 		}
 		// A truncate is published at once, like any metadata change.
-		if errno := f.publish(ctx); errno != 0 {
+		if errno := st.publish(ctx); errno != 0 {
 			return errno
 		}
 	}
-	return f.fsys.setattr(ctx, f.id, f, in, out)
+	return f.fsys.setattr(ctx, f.id, st, in, out)
 }
 
 // refreshIfIdle loads the newest version when nothing local is pending.

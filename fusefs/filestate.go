@@ -3,7 +3,6 @@ package fusefs
 import (
 	"context"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -13,22 +12,21 @@ import (
 
 // fileState is what this peer knows of a file beyond the index: the
 // version it reads and its unpublished changes. The FS keeps it by inode
-// ID (FS.files) for as long as a node of the kernel's uses it, and beyond,
-// for as long as it holds changes: a close whose publication failed
-// returns EIO, the kernel then forgets the node, and the next open must
-// still read the bytes written, not the old version. A version that could
-// not be published is also in the index's pending journal, so that it
-// outlives an unmount, a crash or a restart; pendingLoop publishes it as
-// soon as its copies are made.
+// ID (FS.files) while a handle is open on the file and, beyond, while it
+// holds changes: a close whose publication failed returns EIO, the
+// program goes away, and the next open must still read the bytes written,
+// not the old version. A version that could not be published is also in
+// the index's pending journal, so that it outlives an unmount, a crash or
+// a restart; pendingLoop publishes it as soon as its copies are made.
 //
-// Locking: mu guards every field but id, fsys, refs (FS.filesMu) and
-// atime. Reads of an unchanged file take a snapshot of v under mu and
-// fetch without it, so concurrent reads run in parallel. Lock order:
-// FS.filesMu, then mu, then FS.nsMu.
+// Locking: mu guards every field but id, fsys and handles (FS.filesMu).
+// Reads of an unchanged file take a snapshot of v under mu and fetch
+// without it, so concurrent reads run in parallel. Lock order: FS.filesMu,
+// then mu, then FS.nsMu.
 type fileState struct {
-	id   uint64
-	fsys *FS
-	refs int // fileNodes that use it; guarded by FS.filesMu
+	id      uint64
+	fsys    *FS
+	handles int // open handles (and calls in progress) that use it; guarded by FS.filesMu
 
 	mu     sync.Mutex
 	loaded bool
@@ -48,16 +46,11 @@ type fileState struct {
 	// more, and publishing would bring its name back (an update the
 	// deleter had not seen shadows the tombstone).
 	unlinked bool
-
-	// atime is the last read on this peer (unix ns). Access times stay on
-	// the peer that reads: publishing them would make every read a new
-	// version of the file, racing real writes elsewhere.
-	atime atomic.Int64
 }
 
-// stateOf returns the state of file id, made if there is none, and counts
-// a user of it (released by dropState).
-func (fsys *FS) stateOf(id uint64) *fileState {
+// openState returns the state of file id, made if there is none, and
+// counts a handle on it (released by closeState).
+func (fsys *FS) openState(id uint64) *fileState {
 	fsys.filesMu.Lock()
 	defer fsys.filesMu.Unlock()
 	st := fsys.files[id]
@@ -65,23 +58,31 @@ func (fsys *FS) stateOf(id uint64) *fileState {
 		st = &fileState{id: id, fsys: fsys}
 		fsys.files[id] = st
 	}
-	st.refs++
+	st.handles++
 	return st
 }
 
-// dropState releases a user of st; the FS forgets it once it has neither
-// users nor changes.
-func (fsys *FS) dropState(st *fileState) {
+// closeState releases a handle on st; the FS forgets st once it has
+// neither handles nor changes.
+func (fsys *FS) closeState(st *fileState) {
 	fsys.filesMu.Lock()
 	defer fsys.filesMu.Unlock()
-	st.refs--
+	st.handles--
 	fsys.forgetIdle(st)
+}
+
+// existingState returns the state of file id, nil if it has none (no
+// handle open, nothing pending): the index says all there is.
+func (fsys *FS) existingState(id uint64) *fileState {
+	fsys.filesMu.Lock()
+	defer fsys.filesMu.Unlock()
+	return fsys.files[id]
 }
 
 // forgetIdle drops st from the FS if nothing needs it. Called with
 // filesMu held.
 func (fsys *FS) forgetIdle(st *fileState) {
-	if st.refs > 0 {
+	if st.handles > 0 {
 		return
 	}
 	st.mu.Lock()

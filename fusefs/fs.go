@@ -85,6 +85,11 @@ func KernelOptions(name, fsName string, cacheTimeout time.Duration, allowOther b
 			// The kernel checks access against owner and mode, as on a
 			// local disk.
 			Options: []string{"default_permissions"},
+			// O_TRUNC comes with the open instead of as a separate
+			// truncate: a file saved with open(O_TRUNC), write, close
+			// goes out as one new version, and other peers never see
+			// it empty in between.
+			ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC,
 		},
 		EntryTimeout:    &to,
 		AttrTimeout:     &to,
@@ -128,6 +133,14 @@ func Mount(dir string, opts Options) (*fuse.Server, error) {
 		fopts.MountOptions.Logger = log.New(os.Stderr, "fuse: ", log.Ldate|log.Lmicroseconds)
 	}
 	fopts.RootStableAttr = &fs.StableAttr{Ino: index.RootID, Mode: syscall.S_IFDIR}
+	// The kernel knows a file by its inode ID (index IDs are never
+	// reused), whichever go-fuse node stands for it: a notification sent
+	// through any node of the file reaches the kernel's inode. With node
+	// IDs of go-fuse's own, a node made by a lookup that lost to one the
+	// kernel already had would carry an ID the kernel never saw, and
+	// invalidations sent through it would be lost (a peer would show a
+	// change only when its attribute cache timed out).
+	fopts.ExternalNodeID = true
 	fopts.UID = fsys.uid
 	fopts.GID = fsys.gid
 	server, err := fs.Mount(dir, root, fopts)
@@ -262,14 +275,11 @@ func (fsys *FS) newNode(ctx context.Context, parent *fs.Inode, ino *index.Inode)
 	case index.TypeSymlink:
 		emb = &symlinkNode{fsys: fsys, id: ino.ID}
 	case index.TypeFile:
-		emb = &fileNode{fileState: fsys.stateOf(ino.ID)}
+		emb = &fileNode{fsys: fsys, id: ino.ID}
 	default:
 		emb = &specialNode{fsys: fsys, id: ino.ID}
 	}
 	n := parent.NewInode(ctx, emb, fs.StableAttr{Mode: typeMode(ino.Type), Ino: ino.ID})
-	if f, ok := emb.(*fileNode); ok && n.Operations() != emb {
-		fsys.dropState(f.fileState) // the kernel's node for it exists already
-	}
 	fsys.track(n)
 	return n
 }

@@ -29,9 +29,13 @@ func (fsys *FS) track(n *fs.Inode) {
 	fsys.liveMu.Unlock()
 }
 
-func (fsys *FS) forget(id uint64) {
+// forget drops n from the inodes the kernel knows, unless a newer node
+// of the same file replaced it there.
+func (fsys *FS) forget(n *fs.Inode) {
 	fsys.liveMu.Lock()
-	delete(fsys.live, id)
+	if id := n.StableAttr().Ino; fsys.live[id] == n {
+		delete(fsys.live, id)
+	}
 	fsys.liveMu.Unlock()
 }
 
@@ -101,7 +105,7 @@ var (
 	_ = (fs.NodeOnForgetter)((*specialNode)(nil))
 )
 
-func (d *dirNode) OnForget()     { d.fsys.forget(d.id) }
-func (f *fileNode) OnForget()    { f.fsys.forget(f.id); f.fsys.dropState(f.fileState) }
-func (s *symlinkNode) OnForget() { s.fsys.forget(s.id) }
-func (s *specialNode) OnForget() { s.fsys.forget(s.id) }
+func (d *dirNode) OnForget()     { d.fsys.forget(d.EmbeddedInode()) }
+func (f *fileNode) OnForget()    { f.fsys.forget(f.EmbeddedInode()) }
+func (s *symlinkNode) OnForget() { s.fsys.forget(s.EmbeddedInode()) }
+func (s *specialNode) OnForget() { s.fsys.forget(s.EmbeddedInode()) }

@@ -201,10 +201,14 @@ func summarize(samples []sample) *table {
 	return t
 }
 
-// peerOf returns K for a per-node metric ending in _pK.
+// nodeMetrics are the per-node figures, recorded as metric_pK for peer K.
+var nodeMetrics = []string{"rss_write", "cpu_per_gib", "disk_per_chunk_byte"}
+
+// peerOf returns K for a per-node metric (one of nodeMetrics) ending in
+// _pK.
 func peerOf(metric string) (int, bool) {
 	i := strings.LastIndex(metric, "_p")
-	if i < 0 {
+	if i < 0 || !slices.Contains(nodeMetrics, metric[:i]) {
 		return 0, false
 	}
 	k, err := strconv.Atoi(metric[i+2:])

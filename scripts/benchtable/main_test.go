@@ -116,6 +116,7 @@ func TestBeforeColumnAndVisibility(t *testing.T) {
 1,oashare,vis_close_p50,7.5,ms
 1,before,vis_close_p50,9,ms
 1,oashare,vis_fsync_now,100,%
+1,oashare,vis_close_p99,12,ms
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -130,6 +131,9 @@ func TestBeforeColumnAndVisibility(t *testing.T) {
 		if !strings.Contains(md, want) {
 			t.Errorf("the table lacks %q:\n%s", want, md)
 		}
+	}
+	if strings.Contains(md, "peer 50") || strings.Contains(md, "peer 99") {
+		t.Errorf("quantiles taken for peers:\n%s", md)
 	}
 	if !strings.Contains(tb.csv(), "oashare_vs_before") {
 		t.Error("the CSV has no column for the earlier build")
