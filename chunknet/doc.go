@@ -69,6 +69,24 @@
 // durable here (index.DB.DurableSeq), so a crash can never take back a
 // record a peer has seen.
 //
+// # The barrier of fsync
+//
+// SyncPeers (barrier.go) makes this node's namespace changes durable, then
+// asks every live peer (WaitApplied) to answer once it has applied them and
+// its file system has invalidated its kernel's caches (SetVisibleHook): when
+// it returns, a program on any live peer reads what was synced. A peer that
+// does not answer within barrierGiveUp is disconnected, so the barrier
+// holds for the peers that remain live.
+//
+// # Hedged reads
+//
+// askPeers waits for a peer's answer only a few times that peer's recent
+// latency (peer.latency, a moving average of its get requests) before it
+// returns and lets the next round ask the next replica; the slow request
+// goes on and only warms the cache. A peer left waiting this way is
+// stalled and is asked last (orderPeers) until it answers a get again, so
+// a peer that answers pings but not reads costs reads milliseconds.
+//
 // # Integrity and failure
 //
 // verify (fetch.go) is the one place a chunk is checked against its hash:

@@ -35,21 +35,32 @@ func (n *Node) topUpLoop() {
 	defer n.wg.Done()
 	t := time.NewTicker(n.cfg.TopUpEvery)
 	defer t.Stop()
+	stuck := false // the last pass left items that live nodes could have taken
 	for {
 		select {
 		case <-n.ctx.Done():
 			return
 		case <-n.topUpKick:
 		case <-t.C:
+			if !stuck {
+				continue // nothing changed that a pass could use
+			}
 		}
-		if err := n.topUp(n.ctx); err != nil && n.ctx.Err() == nil {
+		var err error
+		stuck, err = n.topUp(n.ctx)
+		if err != nil && n.ctx.Err() == nil {
 			n.log.Warn("topping up copies", "err", err)
 		}
 	}
 }
 
-// topUp makes one pass over the under-target set.
-func (n *Node) topUp(ctx context.Context) error {
+// topUp makes one pass over the under-target set. stuck reports items
+// that could have gained a copy (fewer copies than live nodes) and did
+// not: a node refused, or left.
+func (n *Node) topUp(ctx context.Context) (stuck bool, err error) {
+	if ids, _ := n.members(); len(ids) == 1 {
+		return false, nil // alone: nobody to copy to
+	}
 	var after *index.Item
 	for {
 		ids, _ := n.members()
@@ -59,7 +70,7 @@ func (n *Node) topUp(ctx context.Context) error {
 			return true
 		})
 		if err != nil || len(batch) == 0 {
-			return err
+			return stuck, err
 		}
 		last := batch[len(batch)-1].Item
 		after = &last
@@ -91,34 +102,36 @@ func (n *Node) topUp(ctx context.Context) error {
 			for i, g := range groups {
 				keys[i] = g.hash
 			}
-			n.topUpItems(ctx, true, keys, func(ctx context.Context, id index.NodeID, p *peer, idx []int) ([]bool, error) {
+			stuck = n.topUpItems(ctx, true, keys, func(ctx context.Context, id index.NodeID, p *peer, idx []int) ([]bool, error) {
 				gs := make([]upGroup, len(idx))
 				for k, i := range idx {
 					gs[k] = groups[i]
 				}
 				return n.putGroupsOn(ctx, id, p, gs)
-			})
+			}) || stuck
 		}
 		if len(chunks) > 0 {
-			n.topUpItems(ctx, false, hashesOfChunks(chunks), func(ctx context.Context, id index.NodeID, p *peer, idx []int) ([]bool, error) {
+			stuck = n.topUpItems(ctx, false, hashesOfChunks(chunks), func(ctx context.Context, id index.NodeID, p *peer, idx []int) ([]bool, error) {
 				cs := make([]index.Chunk, len(idx))
 				for k, i := range idx {
 					cs[k] = chunks[i]
 				}
 				return n.putOn(ctx, id, p, cs)
-			})
+			}) || stuck
 		}
 		if err := ctx.Err(); err != nil {
-			return err
+			return stuck, err
 		}
 	}
 }
 
 // topUpItems offers items to their best-ranked live nodes in one pass and
-// records the copies they have now.
-func (n *Node) topUpItems(ctx context.Context, group bool, keys []index.Hash, send sendFunc) {
+// records the copies they have now. It reports whether some item has
+// fewer copies than min(replicas, live nodes) after it.
+func (n *Node) topUpItems(ctx context.Context, group bool, keys []index.Hash, send sendFunc) (stuck bool) {
 	holders := make([][]index.NodeID, len(keys))
-	if _, err := n.spread(ctx, keys, holders, send); err != nil {
+	need, err := n.spread(ctx, keys, holders, send)
+	if err != nil {
 		n.log.Debug("topping up copies: a node refused", "err", err)
 	}
 	copies := make([]int, len(keys))
@@ -126,15 +139,17 @@ func (n *Node) topUpItems(ctx context.Context, group bool, keys []index.Hash, se
 	for i, h := range keys {
 		copies[i] = len(holders[i])
 		items[i] = index.Item{Group: group, Hash: h}
+		stuck = stuck || copies[i] < need
 	}
 	bg, bc, _ := n.db.UnderTarget()
 	if err := n.db.SetCopies(items, copies, n.cfg.Replicas); err != nil {
 		n.log.Error("recording copies after a top-up", "err", err)
-		return
+		return true
 	}
 	if ag, ac, _ := n.db.UnderTarget(); ag+ac < bg+bc {
 		n.log.Info("topped up items below the replica target", "done", bg+bc-ag-ac, "groups left", ag, "chunks left", ac)
 	}
+	return stuck
 }
 
 // localGroup reads group h whole from this node's store, with its node,
