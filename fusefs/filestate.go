@@ -296,7 +296,7 @@ func (fsys *FS) kickPending() {
 }
 
 // pendingLoop publishes the pending versions once their copies are made,
-// until ctx ends. A file open for writing is left to its own close.
+// until ctx ends.
 func (fsys *FS) pendingLoop(ctx context.Context) {
 	t := time.NewTicker(pendingEvery)
 	defer t.Stop()
@@ -315,7 +315,12 @@ func (fsys *FS) pendingLoop(ctx context.Context) {
 		fsys.filesMu.Unlock()
 		for _, st := range todo {
 			st.mu.Lock()
-			if st.journaled && st.writers == 0 {
+			// Journaled versions, and changes whose last publication
+			// failed before their version was complete (the file's old
+			// bytes could not be read from any holder): retried until
+			// they go out. A file still open for writing is left to its
+			// own close.
+			if (st.journaled || st.c != nil) && st.writers == 0 {
 				st.publishLocked(ctx)
 			}
 			st.mu.Unlock()
