@@ -14,7 +14,7 @@ RUN_FLAGS ?=
 TEST_DEBS := fuse3 iproute2 util-linux procps sqlite3 git rsync
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.6.1
 
-.PHONY: build run test test-race test-short lint fmt-check vet bench bench-go demo ci deps clean
+.PHONY: build run test test-race test-short lint fmt-check vet fuzz bench bench-go demo ci deps clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/oashare
@@ -40,7 +40,12 @@ deps:
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "tests need:$$missing — install them (apt-get install$$missing) or run as root"; exit 1; fi; \
 	  echo "installing:$$missing"; \
-	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  log=$$(mktemp); \
+	  if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; } >$$log 2>&1; then \
+	    cat $$log; rm -f $$log; echo "installing$$missing failed (apt-get's output above)"; exit 1; \
+	  fi; \
+	  rm -f $$log; \
 	fi
 
 # test: format, vet, then every test with the race detector (FUSE, TCP,
@@ -50,6 +55,18 @@ deps:
 test: deps fmt-check vet build
 	$(GO) test -race -count=1 -timeout 30m ./...
 	GOMAXPROCS=1 $(GO) test -count=1 -timeout 15m ./fusefs/
+
+# fuzz runs every fuzz target for FUZZTIME each (go test allows one target
+# per run). A crasher is saved under the package's testdata/fuzz: commit it,
+# and it becomes a test case of every `make test`.
+FUZZTIME ?= 30s
+fuzz:
+	@for pkg in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+	  for target in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "fuzz $$pkg $$target for $(FUZZTIME)"; \
+	    $(GO) test -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
 
 test-short:
 	$(GO) test -count=1 -short ./...

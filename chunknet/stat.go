@@ -22,8 +22,8 @@ func (n *Node) LocalStat() wire.StatInfo {
 		n.log.Debug("statfs of the data directory", "err", err)
 		return s
 	}
-	s.DiskTotal = st.Blocks * uint64(st.Bsize)
-	s.DiskFree = st.Bavail * uint64(st.Bsize)
+	s.DiskTotal = uint64(st.Blocks) * uint64(st.Bsize)
+	s.DiskFree = uint64(st.Bavail) * uint64(st.Bsize)
 	return s
 }
 

@@ -19,8 +19,6 @@ var (
 	_ = (fs.NodeReadlinker)((*symlinkNode)(nil))
 	_ = (fs.NodeGetattrer)((*symlinkNode)(nil))
 	_ = (fs.NodeSetattrer)((*symlinkNode)(nil))
-	_ = (fs.NodeGetattrer)((*specialNode)(nil))
-	_ = (fs.NodeSetattrer)((*specialNode)(nil))
 )
 
 func (s *symlinkNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
@@ -41,27 +39,5 @@ func (s *symlinkNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.A
 }
 
 func (s *symlinkNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
-	return s.fsys.setattr(ctx, s.id, nil, in, out)
-}
-
-// specialNode is a FIFO, socket or device node: metadata only. Opening one
-// is the kernel's business (a FIFO or device is served locally), so the
-// node needs no content.
-type specialNode struct {
-	fs.Inode
-	fsys *FS
-	id   uint64
-}
-
-func (s *specialNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	ino, errno := s.fsys.getInode(s.id)
-	if errno != 0 {
-		return errno
-	}
-	s.fsys.fillAttr(&ino, 0, ino.MtimeNs, &out.Attr)
-	return 0
-}
-
-func (s *specialNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	return s.fsys.setattr(ctx, s.id, nil, in, out)
 }

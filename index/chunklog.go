@@ -11,11 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"unsafe"
 
 	"github.com/cockroachdb/pebble/vfs"
-	"golang.org/x/sys/unix"
 )
 
 // The chunk log keeps chunk bytes out of Pebble. Chunks and groups are
@@ -332,8 +330,10 @@ func (l *chunkLog) startSegment(seg uint32, end int64) error {
 		l.direct = nil
 	}
 	if l.fs == vfs.Default && !l.noDirect {
-		if d, err := os.OpenFile(path, os.O_WRONLY|syscall.O_DIRECT, 0); err == nil {
+		if d, err := openDirect(path); err == nil {
 			l.direct = d
+		} else {
+			l.noDirect = true // errNoDirect, or a file system that refuses it
 		}
 	}
 	if seg > 1 || st.Size() == 0 {
@@ -478,7 +478,7 @@ func (l *chunkLog) appendDirect(head []byte, datas [][]byte, size int) (pos, end
 	clear(buf[size:])
 	_, err := l.direct.WriteAt(buf, pos)
 	if err == nil {
-		err = unix.Fdatasync(int(l.direct.Fd()))
+		err = fdatasync(l.direct)
 	}
 	if err != nil {
 		// The bytes after the old end are not referenced by anything: the
@@ -505,7 +505,7 @@ func writeVec(f vfs.File, off int64, head []byte, datas [][]byte) error {
 		}
 		for len(iovs) > 0 {
 			k := min(len(iovs), maxIovecs)
-			n, err := unix.Pwritev(int(fd), iovs[:k], off)
+			n, err := pwritev(fd, iovs[:k], off)
 			if err != nil {
 				return err
 			}
