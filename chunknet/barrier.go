@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/oashare/oashare/chunknet/wire"
-	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/format"
 )
 
 // The barrier of fsync. SyncPeers makes this node's namespace changes
@@ -70,7 +70,7 @@ func (n *Node) SetVisibleHook(f func(ctx context.Context)) {
 // waitApplied answers a WaitApplied from peer from: StatusOK once the
 // records of origin up to seq are applied here and visible, StatusNotFound
 // if they are not within barrierServe.
-func (n *Node) waitApplied(origin index.NodeID, seq uint64, from index.NodeID) byte {
+func (n *Node) waitApplied(origin format.NodeID, seq uint64, from format.NodeID) byte {
 	ctx, cancel := context.WithTimeout(n.ctx, barrierServe)
 	defer cancel()
 	pulled := false

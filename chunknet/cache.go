@@ -4,7 +4,7 @@ import (
 	"container/list"
 	"sync"
 
-	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/format"
 )
 
 // cache keeps verified chunks (data and tree nodes) in memory, least
@@ -15,19 +15,19 @@ type cache struct {
 	max   int
 	used  int
 	ll    *list.List
-	items map[index.Hash]*list.Element
+	items map[format.Hash]*list.Element
 }
 
 type cacheEntry struct {
-	h    index.Hash
+	h    format.Hash
 	data []byte
 }
 
 func newCache(maxBytes int) *cache {
-	return &cache{max: maxBytes, ll: list.New(), items: make(map[index.Hash]*list.Element)}
+	return &cache{max: maxBytes, ll: list.New(), items: make(map[format.Hash]*list.Element)}
 }
 
-func (c *cache) get(h index.Hash) ([]byte, bool) {
+func (c *cache) get(h format.Hash) ([]byte, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.items[h]; ok {
@@ -38,7 +38,7 @@ func (c *cache) get(h index.Hash) ([]byte, bool) {
 }
 
 // has reports whether h is cached, without touching its recency.
-func (c *cache) has(h index.Hash) bool {
+func (c *cache) has(h format.Hash) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	_, ok := c.items[h]
@@ -46,7 +46,7 @@ func (c *cache) has(h index.Hash) bool {
 }
 
 // add stores data, which the cache then owns; callers must not modify it.
-func (c *cache) add(h index.Hash, data []byte) {
+func (c *cache) add(h format.Hash, data []byte) {
 	if c.max <= 0 || len(data) > c.max {
 		return
 	}

@@ -4,7 +4,7 @@ import (
 	"encoding/binary"
 	"testing"
 
-	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/format"
 )
 
 // BenchmarkCacheChurn is a sequential read's use of the chunk cache: every
@@ -13,7 +13,7 @@ import (
 func BenchmarkCacheChurn(b *testing.B) {
 	c := newCache(32 << 20)
 	data := make([]byte, 512)
-	var h index.Hash
+	var h format.Hash
 	b.SetBytes(512)
 	for i := 0; i < b.N; i++ {
 		binary.LittleEndian.PutUint64(h[:], uint64(i)*0x9E3779B97F4A7C15)
@@ -31,8 +31,8 @@ func TestCacheChurnBound(t *testing.T) {
 	const max = 1 << 20
 	c := newCache(max)
 	data := make([]byte, 512)
-	key := func(i int) index.Hash {
-		var h index.Hash
+	key := func(i int) format.Hash {
+		var h format.Hash
 		binary.LittleEndian.PutUint64(h[:], uint64(i)*0x9E3779B97F4A7C15)
 		binary.LittleEndian.PutUint64(h[8:], uint64(i))
 		return h

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/oashare/oashare/chunknet/wire"
-	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/format"
 )
 
 // Transport makes the byte streams peers talk over. The default is plain
@@ -301,7 +301,7 @@ func expect(got, want wire.Type) error {
 // peer is one live peer: the outbound connection we send requests on and
 // the goroutines that keep it alive and in sync.
 type peer struct {
-	id    index.NodeID
+	id    format.NodeID
 	addr  string
 	cc    *clientConn
 	pushq chan []byte   // encoded records to push, in commit order

@@ -9,20 +9,20 @@ import (
 	"time"
 
 	"github.com/oashare/oashare/chunknet/wire"
-	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/format"
 )
 
 // verify is where chunknet checks a chunk's bytes against its name: every
 // chunk from a peer, or received in an upload, passes through it. Chunks
 // read from the local store come from index.GetChunks, which makes the same
 // SHA-256 check itself.
-func verify(h index.Hash, data []byte) bool {
+func verify(h format.Hash, data []byte) bool {
 	return sha256.Sum256(data) == [32]byte(h)
 }
 
 // getFrameHashes bounds the hashes asked of one peer in one frame, so that
 // the reply fits a frame even if every chunk is a full tree node.
-const getFrameHashes = wire.MaxPayload / (wire.MaxChunkData + 8)
+const getFrameHashes = wire.MaxPayload / (format.MaxChunkData + 8)
 
 // Fetch returns the verified bytes of each chunk in hashes, in order: from
 // the memory cache, the local store, or the live peers in placement order,
@@ -37,9 +37,9 @@ const getFrameHashes = wire.MaxPayload / (wire.MaxChunkData + 8)
 // come from peers at the same time and go into the cache; one of those
 // that another Fetch is already getting (read-ahead racing the read it runs
 // ahead of) is waited for, not fetched twice.
-func (n *Node) Fetch(ctx context.Context, hashes []index.Hash) ([][]byte, error) {
+func (n *Node) Fetch(ctx context.Context, hashes []format.Hash) ([][]byte, error) {
 	out := make([][]byte, len(hashes))
-	want := make(map[index.Hash][]int)
+	want := make(map[format.Hash][]int)
 	for i, h := range hashes {
 		if d, ok := n.cache.get(h); ok {
 			out[i] = d
@@ -52,7 +52,7 @@ func (n *Node) Fetch(ctx context.Context, hashes []index.Hash) ([][]byte, error)
 	}
 	// The distinct misses in the order of hashes (file order), which the
 	// stores and peers read fastest.
-	misses := make([]index.Hash, 0, len(want))
+	misses := make([]format.Hash, 0, len(want))
 	for i, h := range hashes {
 		if idx := want[h]; len(idx) > 0 && idx[0] == i {
 			misses = append(misses, h)
@@ -60,9 +60,9 @@ func (n *Node) Fetch(ctx context.Context, hashes []index.Hash) ([][]byte, error)
 	}
 	local, remote := n.split(misses)
 	// Claim the remote chunks nobody is fetching; note the others' flights.
-	mine := make([]index.Hash, 0, len(remote))
+	mine := make([]format.Hash, 0, len(remote))
 	var waits []chan struct{}
-	var theirs []index.Hash
+	var theirs []format.Hash
 	done := make(chan struct{})
 	n.flightMu.Lock()
 	for _, h := range remote {
@@ -94,7 +94,7 @@ func (n *Node) Fetch(ctx context.Context, hashes []index.Hash) ([][]byte, error)
 	}
 	// What the other flights got is in the cache, unless it was evicted or
 	// the flight failed: fetch those ourselves.
-	var again []index.Hash
+	var again []format.Hash
 	for _, h := range theirs {
 		if d, ok := n.cache.get(h); ok {
 			got[h] = d
@@ -122,9 +122,9 @@ func (n *Node) Fetch(ctx context.Context, hashes []index.Hash) ([][]byte, error)
 // Prefetch gets into the cache those of hashes that this node is not a
 // replica of and that are not cached yet: read-ahead, hiding the network
 // from a sequential reader. Chunks held here are left to the read itself.
-func (n *Node) Prefetch(ctx context.Context, hashes []index.Hash) error {
+func (n *Node) Prefetch(ctx context.Context, hashes []format.Hash) error {
 	_, remote := n.split(hashes)
-	var todo []index.Hash
+	var todo []format.Hash
 	for _, h := range remote {
 		if !n.cache.has(h) {
 			todo = append(todo, h)
@@ -139,10 +139,10 @@ func (n *Node) Prefetch(ctx context.Context, hashes []index.Hash) error {
 
 // split divides hashes (keeping their order) into those this node is one of
 // the replicas of, by placement over the live members, and the others.
-func (n *Node) split(hashes []index.Hash) (local, remote []index.Hash) {
+func (n *Node) split(hashes []format.Hash) (local, remote []format.Hash) {
 	ids, _ := n.members()
 	r := newRanker(ids)
-	self := slices.IndexFunc(ids, func(id index.NodeID) bool { return id == n.self })
+	self := slices.IndexFunc(ids, func(id format.NodeID) bool { return id == n.self })
 	for _, h := range hashes {
 		if slices.Contains(r.top(h, n.cfg.Replicas), self) {
 			local = append(local, h)
@@ -162,14 +162,14 @@ const (
 
 // dataChunkMax is the size of a full data chunk; stored chunks larger than
 // this are tree nodes, which reads walk again and again and are cached.
-const dataChunkMax = 512
+const dataChunkMax = format.ChunkSize
 
 // fetchOwn gets local (chunks this node should hold) from the local store
 // while it asks peers for remote, all distinct and in file order. What the
 // store lacks, or no peer served, is then tried at the other place, and
 // finally at the peers with retries. Chunks from peers are cached.
-func (n *Node) fetchOwn(ctx context.Context, local, remote []index.Hash) (map[index.Hash][]byte, error) {
-	got := make(map[index.Hash][]byte, len(local)+len(remote))
+func (n *Node) fetchOwn(ctx context.Context, local, remote []format.Hash) (map[format.Hash][]byte, error) {
+	got := make(map[format.Hash][]byte, len(local)+len(remote))
 	if len(local)+len(remote) == 0 {
 		return got, nil
 	}
@@ -183,8 +183,8 @@ func (n *Node) fetchOwn(ctx context.Context, local, remote []index.Hash) (map[in
 	}()
 	fromStore := n.readLocal(local)
 	<-roundDone
-	var missing []index.Hash
-	keep := func(h index.Hash, d []byte) {
+	var missing []format.Hash
+	keep := func(h format.Hash, d []byte) {
 		if len(d) > dataChunkMax {
 			n.cache.add(h, d)
 		}
@@ -199,7 +199,7 @@ func (n *Node) fetchOwn(ctx context.Context, local, remote []index.Hash) (map[in
 	}
 	// A chunk may be here though this node is not one of its replicas (it
 	// was written while too few peers were alive).
-	var unserved []index.Hash
+	var unserved []format.Hash
 	for _, h := range remote {
 		if _, ok := got[h]; !ok {
 			unserved = append(unserved, h)
@@ -226,7 +226,7 @@ func (n *Node) fetchOwn(ctx context.Context, local, remote []index.Hash) (map[in
 // every chunk against its hash (the same check as verify) and reads runs
 // of a file's chunks with one lookup, so each worker takes a contiguous
 // part of hashes.
-func (n *Node) readLocal(hashes []index.Hash) [][]byte {
+func (n *Node) readLocal(hashes []format.Hash) [][]byte {
 	out := make([][]byte, len(hashes))
 	if len(hashes) == 0 {
 		return out
@@ -261,11 +261,11 @@ const stripeChunks = 128
 // each chunk of one of its holders, chosen per stripe (see stripeChunks);
 // the next rounds go down each chunk's placement order.
 // It fails if some chunk was served correctly by no live peer.
-func (n *Node) fetchRound(ctx context.Context, want []index.Hash, got map[index.Hash][]byte, mu *sync.Mutex) error {
+func (n *Node) fetchRound(ctx context.Context, want []format.Hash, got map[format.Hash][]byte, mu *sync.Mutex) error {
 	others, peers := n.otherMembers()
 	r := newRanker(others)
 	mu.Lock()
-	remaining := make([]index.Hash, 0, len(want))
+	remaining := make([]format.Hash, 0, len(want))
 	for _, h := range want {
 		if _, ok := got[h]; !ok {
 			remaining = append(remaining, h)
@@ -283,12 +283,12 @@ func (n *Node) fetchRound(ctx context.Context, want []index.Hash, got map[index.
 		order[k] = orderPeers(r.top(h, len(others)), first, stalled)
 	}
 	for round := 0; round < len(others) && len(remaining) > 0; round++ {
-		byPeer := make(map[index.NodeID][]index.Hash)
+		byPeer := make(map[format.NodeID][]format.Hash)
 		for k, h := range remaining {
 			id := others[order[k][round]]
 			byPeer[id] = append(byPeer[id], h)
 		}
-		askPeers(ctx, n, peers, byPeer, getFrameHashes, "chunks", n.getFrom, func(_ []index.Hash, res map[index.Hash][]byte) {
+		askPeers(ctx, n, peers, byPeer, getFrameHashes, "chunks", n.getFrom, func(_ []format.Hash, res map[format.Hash][]byte) {
 			mu.Lock()
 			defer mu.Unlock()
 			for h, d := range res {
@@ -317,7 +317,7 @@ func (n *Node) fetchRound(ctx context.Context, want []index.Hash, got map[index.
 
 // stalledOf reports, per node of others, whether it is a stalled peer
 // (see askPeers).
-func stalledOf(others []index.NodeID, peers map[index.NodeID]*peer) []bool {
+func stalledOf(others []format.NodeID, peers map[format.NodeID]*peer) []bool {
 	out := make([]bool, len(others))
 	for i, id := range others {
 		if p := peers[id]; p != nil {
@@ -354,9 +354,9 @@ func orderPeers(top []int, first int, stalled []bool) []int {
 
 // otherMembers returns the live members other than this node, by ID,
 // and the peer table.
-func (n *Node) otherMembers() ([]index.NodeID, map[index.NodeID]*peer) {
+func (n *Node) otherMembers() ([]format.NodeID, map[format.NodeID]*peer) {
 	ids, peers := n.members()
-	others := make([]index.NodeID, 0, len(ids))
+	others := make([]format.NodeID, 0, len(ids))
 	for _, id := range ids {
 		if id != n.self {
 			others = append(others, id)
@@ -378,7 +378,7 @@ func (n *Node) otherMembers() ([]index.NodeID, map[index.NodeID]*peer) {
 // on; a late reply still warms the cache, and a peer left waiting this
 // way is stalled (asked last) until it answers again. One slow or stuck
 // peer thus costs a read milliseconds, not the request timeout.
-func askPeers[T, R any](ctx context.Context, n *Node, peers map[index.NodeID]*peer, byPeer map[index.NodeID][]T, perFrame int, what string,
+func askPeers[T, R any](ctx context.Context, n *Node, peers map[format.NodeID]*peer, byPeer map[format.NodeID][]T, perFrame int, what string,
 	get func(ctx context.Context, p *peer, part []T) (R, error), merge func(part []T, res R)) {
 	type request struct {
 		p        *peer
@@ -516,13 +516,13 @@ func (n *Node) getItems(ctx context.Context, p *peer, what string, count int, wa
 
 // getFrom fetches hashes from one peer and returns the ones it served
 // correctly, verified and cached.
-func (n *Node) getFrom(ctx context.Context, p *peer, hashes []index.Hash) (map[index.Hash][]byte, error) {
+func (n *Node) getFrom(ctx context.Context, p *peer, hashes []format.Hash) (map[format.Hash][]byte, error) {
 	items, err := n.getItems(ctx, p, "chunks", len(hashes), wire.TypeGetResult, wire.DecodeGetResult,
 		func(dst []byte, id uint64) []byte { return wire.AppendGetChunks(dst, id, hashes) })
 	if err != nil {
 		return nil, err
 	}
-	res := make(map[index.Hash][]byte, len(hashes))
+	res := make(map[format.Hash][]byte, len(hashes))
 	for i, it := range items {
 		if it.Status != wire.StatusOK {
 			continue
@@ -540,16 +540,16 @@ func (n *Node) getFrom(ctx context.Context, p *peer, hashes []index.Hash) (map[i
 
 // Holders reports, for each chunk, which nodes (this one included) hold a
 // copy by its name right now, by asking every live peer.
-func (n *Node) Holders(ctx context.Context, hashes []index.Hash) ([][]index.NodeID, error) {
+func (n *Node) Holders(ctx context.Context, hashes []format.Hash) ([][]format.NodeID, error) {
 	return n.whoHolds(ctx, hashes, getFrameHashes, n.db.HasChunk, wire.AppendHasChunks)
 }
 
 // whoHolds asks this node (has) and every live peer (frames built by
 // appendHas, at most perFrame hashes each, answered by HasResult) which of
 // hashes they hold, and returns the holders of each, sorted.
-func (n *Node) whoHolds(ctx context.Context, hashes []index.Hash, perFrame int, has func(index.Hash) (bool, error),
-	appendHas func(dst []byte, id uint64, hashes []index.Hash) []byte) ([][]index.NodeID, error) {
-	out := make([][]index.NodeID, len(hashes))
+func (n *Node) whoHolds(ctx context.Context, hashes []format.Hash, perFrame int, has func(format.Hash) (bool, error),
+	appendHas func(dst []byte, id uint64, hashes []format.Hash) []byte) ([][]format.NodeID, error) {
+	out := make([][]format.NodeID, len(hashes))
 	for i, h := range hashes {
 		if ok, err := has(h); err == nil && ok {
 			out[i] = append(out[i], n.self)
@@ -595,7 +595,7 @@ func (n *Node) whoHolds(ctx context.Context, hashes []index.Hash, perFrame int, 
 	return out, ctx.Err()
 }
 
-func sortIDs(ids []index.NodeID) {
+func sortIDs(ids []format.NodeID) {
 	for i := 1; i < len(ids); i++ {
 		for j := i; j > 0 && ids[j].Compare(ids[j-1]) < 0; j-- {
 			ids[j], ids[j-1] = ids[j-1], ids[j]

@@ -12,6 +12,7 @@ import (
 	"github.com/oashare/oashare/chunknet/tree"
 	"github.com/oashare/oashare/chunknet/wire"
 	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/format"
 )
 
 // corrupted returns c's name with other bytes under it, as a damaged disk
@@ -32,7 +33,7 @@ func putRaw(t *testing.T, tn *testNode, chunks ...index.Chunk) {
 }
 
 // byID returns the node of nodes with ID id.
-func byID(nodes []*testNode, id index.NodeID) *testNode {
+func byID(nodes []*testNode, id format.NodeID) *testNode {
 	for _, tn := range nodes {
 		if tn.node.ID() == id {
 			return tn
@@ -123,7 +124,7 @@ func TestFetchUnavailableNeverReturnsBadBytes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := randChunks(t, 1, 512)[0]
 			tc.setup(c)
-			got, err := reader.node.Fetch(t.Context(), []index.Hash{c.Hash})
+			got, err := reader.node.Fetch(t.Context(), []format.Hash{c.Hash})
 			if !errors.Is(err, ErrUnavailable) {
 				t.Fatalf("Fetch error %v, want one wrapping ErrUnavailable", err)
 			}
@@ -131,14 +132,14 @@ func TestFetchUnavailableNeverReturnsBadBytes(t *testing.T) {
 				t.Fatalf("Fetch returned %d results along with its error", len(got))
 			}
 			// One bad chunk fails the whole request, even beside a good one.
-			got, err = reader.node.Fetch(t.Context(), []index.Hash{good.Hash, c.Hash})
+			got, err = reader.node.Fetch(t.Context(), []format.Hash{good.Hash, c.Hash})
 			if !errors.Is(err, ErrUnavailable) || got != nil {
 				t.Fatalf("Fetch of a good and a bad chunk: %d results, error %v", len(got), err)
 			}
 		})
 	}
 	// The good chunk is still served.
-	got, err := reader.node.Fetch(t.Context(), []index.Hash{good.Hash})
+	got, err := reader.node.Fetch(t.Context(), []format.Hash{good.Hash})
 	if err != nil || !bytes.Equal(got[0], good.Data) {
 		t.Fatalf("Fetch of the good chunk: %v", err)
 	}
@@ -168,7 +169,7 @@ func TestFetchRetriesUntilAReplicaAppears(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		d, err := reader.node.Fetch(t.Context(), []index.Hash{c.Hash})
+		d, err := reader.node.Fetch(t.Context(), []format.Hash{c.Hash})
 		done <- result{d, err}
 	}()
 	t.Cleanup(wg.Wait) // before the nodes close; the test's context is done by then

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/oashare/oashare/chunknet/tree"
-	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/format"
 )
 
 // The file benchmarks move a file as the mount does, through tree.Builder
@@ -26,7 +26,7 @@ func BenchmarkFileWrite(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
-		for c := 0; c < len(content); c += tree.ChunkSize {
+		for c := 0; c < len(content); c += format.ChunkSize {
 			content[c]++ // every chunk, so every group, is new every round
 		}
 		b.StartTimer()
@@ -81,15 +81,15 @@ func BenchmarkFileRead(b *testing.B) {
 func BenchmarkUploaderPutLeaf(b *testing.B) {
 	nodes := startCluster(b, 1, Config{Replicas: 1, CacheBytes: -1})
 	up := nodes[0].node.NewUploader(b.Context())
-	chunk := randBytes(b, tree.ChunkSize)
-	h := index.Sum(chunk)
-	b.SetBytes(tree.ChunkSize)
+	chunk := randBytes(b, format.ChunkSize)
+	h := format.Sum(chunk)
+	b.SetBytes(format.ChunkSize)
 	i := 0
 	for b.Loop() {
 		if err := up.PutLeaf(b.Context(), h, chunk); err != nil {
 			b.Fatal(err)
 		}
-		if i++; i == tree.Fanout {
+		if i++; i == format.Fanout {
 			up.leaves, i = up.leaves[:0], 0
 		}
 	}

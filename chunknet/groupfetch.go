@@ -6,10 +6,10 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/oashare/oashare/chunknet/multisha"
 	"github.com/oashare/oashare/chunknet/tree"
 	"github.com/oashare/oashare/chunknet/wire"
-	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/format"
+	"github.com/oashare/oashare/index/format/multisha"
 )
 
 // Data chunks are read by group: a tree.Span names a run of a group's
@@ -25,9 +25,9 @@ const groupsPerFrame = 16
 // groupRun is a run of stored chunks of one group that a read wants:
 // stored chunks [first, first+len(hashes)) of group, named hashes.
 type groupRun struct {
-	group  index.Hash
+	group  format.Hash
 	first  int
-	hashes []index.Hash
+	hashes []format.Hash
 	// dst, if set, is where the chunks go (dst[k] for hashes[k]): the
 	// caller's result slots, so that chunks need no map of results. Runs
 	// without it (none that FetchSpans makes) put chunks in the map.
@@ -35,7 +35,7 @@ type groupRun struct {
 }
 
 // done reports whether chunk k of r is had.
-func (r *groupRun) done(k int, got map[index.Hash][]byte) bool {
+func (r *groupRun) done(k int, got map[format.Hash][]byte) bool {
 	if r.dst != nil && r.dst[k] != nil {
 		return true
 	}
@@ -63,7 +63,7 @@ func (n *Node) FetchSpans(ctx context.Context, spans []tree.Span) ([][]byte, err
 	}
 	// Runs keep slices of out (their result slots): it must not move.
 	out := make([][]byte, 0, total)
-	got := make(map[index.Hash][]byte)
+	got := make(map[format.Hash][]byte)
 	ids, _ := n.members()
 	r := newRanker(ids)
 	self := indexOf(ids, n.self)
@@ -150,12 +150,12 @@ func (n *Node) PrefetchSpans(ctx context.Context, spans []tree.Span) error {
 // fetchRuns gets every chunk of local (runs of groups this node is a
 // replica of) and remote (the others) into the runs' result slots (or got,
 // for chunks found by name).
-func (n *Node) fetchRuns(ctx context.Context, local, remote []groupRun, got map[index.Hash][]byte) error {
+func (n *Node) fetchRuns(ctx context.Context, local, remote []groupRun, got map[format.Hash][]byte) error {
 	// Claim the groups of remote runs nobody is fetching; note the
 	// others' flights (read-ahead racing the read it runs ahead of).
 	var mine, theirs []groupRun
 	var waits []chan struct{}
-	var claimed []index.Hash
+	var claimed []format.Hash
 	done := make(chan struct{})
 	n.flightMu.Lock()
 	for _, r := range remote {
@@ -214,7 +214,7 @@ func (n *Node) fetchRuns(ctx context.Context, local, remote []groupRun, got map[
 // store whatever the placement, from the other replicas, and finally by
 // the chunks' own names (chunks stored one by one). It fails if some chunk
 // was found nowhere.
-func (n *Node) runsAttempt(ctx context.Context, local, remote []groupRun, got map[index.Hash][]byte) error {
+func (n *Node) runsAttempt(ctx context.Context, local, remote []groupRun, got map[format.Hash][]byte) error {
 	var mu sync.Mutex // guards got while the remote round runs
 	roundDone := make(chan struct{})
 	go func() {
@@ -231,7 +231,7 @@ func (n *Node) runsAttempt(ctx context.Context, local, remote []groupRun, got ma
 	// lost a chunk, which its other replicas still serve.
 	n.readLocalRuns(pending(remote, got, &mu), got, &mu, true)
 	n.groupRounds(ctx, pending(local, got, &mu), got, &mu)
-	var names []index.Hash
+	var names []format.Hash
 	for _, r := range append(pending(local, got, &mu), pending(remote, got, &mu)...) {
 		names = append(names, r.hashes...)
 	}
@@ -243,7 +243,7 @@ func (n *Node) runsAttempt(ctx context.Context, local, remote []groupRun, got ma
 			got[names[i]] = d
 		}
 	}
-	var byName []index.Hash
+	var byName []format.Hash
 	for _, h := range names {
 		if _, ok := got[h]; !ok {
 			byName = append(byName, h)
@@ -259,7 +259,7 @@ func (n *Node) runsAttempt(ctx context.Context, local, remote []groupRun, got ma
 }
 
 // pending returns the parts of runs whose chunks are not in got, as runs.
-func pending(runs []groupRun, got map[index.Hash][]byte, mu *sync.Mutex) []groupRun {
+func pending(runs []groupRun, got map[format.Hash][]byte, mu *sync.Mutex) []groupRun {
 	mu.Lock()
 	defer mu.Unlock()
 	var out []groupRun
@@ -286,7 +286,7 @@ func pending(runs []groupRun, got map[index.Hash][]byte, mu *sync.Mutex) []group
 
 // readLocalRuns reads runs from the local store into got; chunks from
 // groups this node is not a replica of (cache true) are cached.
-func (n *Node) readLocalRuns(runs []groupRun, got map[index.Hash][]byte, mu *sync.Mutex, cache bool) {
+func (n *Node) readLocalRuns(runs []groupRun, got map[format.Hash][]byte, mu *sync.Mutex, cache bool) {
 	if len(runs) == 0 {
 		return
 	}
@@ -299,7 +299,7 @@ func (n *Node) readLocalRuns(runs []groupRun, got map[index.Hash][]byte, mu *syn
 			defer wg.Done()
 			var buf []byte
 			for r := range next {
-				data, ok, err := n.db.GetGroup(r.group, r.first*tree.ChunkSize, len(r.hashes)*tree.ChunkSize, buf[:0])
+				data, ok, err := n.db.GetGroup(r.group, r.first*format.ChunkSize, len(r.hashes)*format.ChunkSize, buf[:0])
 				if err != nil {
 					n.log.Error("reading a local group", "group", r.group.Short(), "err", err)
 				}
@@ -308,7 +308,7 @@ func (n *Node) readLocalRuns(runs []groupRun, got map[index.Hash][]byte, mu *syn
 				}
 				if r.dst != nil {
 					// Each slot belongs to this run alone.
-					n.cutRun(r, data, "local store", func(k int, h index.Hash, d []byte) {
+					n.cutRun(r, data, "local store", func(k int, h format.Hash, d []byte) {
 						r.dst[k] = d
 						if cache {
 							n.cache.add(h, d)
@@ -317,7 +317,7 @@ func (n *Node) readLocalRuns(runs []groupRun, got map[index.Hash][]byte, mu *syn
 					continue
 				}
 				mu.Lock()
-				n.cutRun(r, data, "local store", func(_ int, h index.Hash, d []byte) {
+				n.cutRun(r, data, "local store", func(_ int, h format.Hash, d []byte) {
 					got[h] = d
 					if cache {
 						n.cache.add(h, d)
@@ -334,17 +334,17 @@ func (n *Node) readLocalRuns(runs []groupRun, got map[index.Hash][]byte, mu *syn
 	wg.Wait()
 }
 
-// cutRun cuts the bytes of run r into chunks (tree.ChunkSize each, the
+// cutRun cuts the bytes of run r into chunks (format.ChunkSize each, the
 // group's last one possibly shorter) and calls keep for each that matches
 // its hash; a mismatch is logged, with from saying where the bytes came
 // from. This is where group bytes are verified.
-func (n *Node) cutRun(r groupRun, data []byte, from string, keep func(k int, h index.Hash, d []byte)) {
-	data = data[:min(len(data), len(r.hashes)*tree.ChunkSize)]
-	var buf [tree.Fanout]index.Hash
-	for k, sum := range multisha.Chunks(buf[:0], data, tree.ChunkSize) {
+func (n *Node) cutRun(r groupRun, data []byte, from string, keep func(k int, h format.Hash, d []byte)) {
+	data = data[:min(len(data), len(r.hashes)*format.ChunkSize)]
+	var buf [format.Fanout]format.Hash
+	for k, sum := range multisha.Chunks(buf[:0], data, format.ChunkSize) {
 		h := r.hashes[k]
-		lo := k * tree.ChunkSize
-		hi := min(lo+tree.ChunkSize, len(data))
+		lo := k * format.ChunkSize
+		hi := min(lo+format.ChunkSize, len(data))
 		d := data[lo:hi:hi]
 		if sum != h {
 			n.log.Warn("corrupt chunk in a group; trying another replica", "from", from, "group", r.group.Short(), "chunk", h.Short())
@@ -358,7 +358,7 @@ func (n *Node) cutRun(r groupRun, data []byte, from string, keep func(k int, h i
 // gets to got (under mu) and to the cache: round j asks each run of the
 // j-th replica of its group, among the peers other than this node, in
 // placement order, stalled peers last (see askPeers).
-func (n *Node) groupRounds(ctx context.Context, runs []groupRun, got map[index.Hash][]byte, mu *sync.Mutex) {
+func (n *Node) groupRounds(ctx context.Context, runs []groupRun, got map[format.Hash][]byte, mu *sync.Mutex) {
 	if len(runs) == 0 {
 		return
 	}
@@ -382,7 +382,7 @@ func (n *Node) groupRounds(ctx context.Context, runs []groupRun, got map[index.H
 		}
 	}
 	for round := 0; round < len(others) && len(runs) > 0; round++ {
-		byPeer := make(map[index.NodeID][]groupRun)
+		byPeer := make(map[format.NodeID][]groupRun)
 		for _, run := range runs {
 			var pick int
 			if anyStalled {
@@ -420,7 +420,7 @@ func (n *Node) getGroupsFrom(ctx context.Context, p *peer, runs []groupRun) ([][
 		// it.Data aliases the frame payload, which this call owns alone.
 		r := runs[i]
 		res[i] = make([][]byte, len(r.hashes))
-		n.cutRun(r, it.Data, "peer "+p.id.Short(), func(k int, h index.Hash, d []byte) {
+		n.cutRun(r, it.Data, "peer "+p.id.Short(), func(k int, h format.Hash, d []byte) {
 			n.cache.add(h, d)
 			res[i][k] = d
 		})
@@ -430,11 +430,11 @@ func (n *Node) getGroupsFrom(ctx context.Context, p *peer, runs []groupRun) ([][
 
 // GroupHolders reports, for each group, which nodes (this one included)
 // hold it right now, by asking every live peer.
-func (n *Node) GroupHolders(ctx context.Context, groups []index.Hash) ([][]index.NodeID, error) {
+func (n *Node) GroupHolders(ctx context.Context, groups []format.Hash) ([][]format.NodeID, error) {
 	return n.whoHolds(ctx, groups, wire.MaxGroupsPerFrame, n.db.HasGroup, wire.AppendHasGroups)
 }
 
-func indexOf(ids []index.NodeID, id index.NodeID) int {
+func indexOf(ids []format.NodeID, id format.NodeID) int {
 	for i, x := range ids {
 		if x == id {
 			return i

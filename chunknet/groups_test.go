@@ -12,6 +12,7 @@ import (
 	"github.com/oashare/oashare/chunknet/tree"
 	"github.com/oashare/oashare/chunknet/wire"
 	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/format"
 )
 
 // writeFile cuts content into a file tree on n, uploading it as a file
@@ -41,7 +42,7 @@ func writeFile(t testing.TB, n *Node, content []byte) tree.Version {
 // its second group.
 func fileContent(t *testing.T, size int) []byte {
 	c := randBytes(t, size)
-	clear(c[300*tree.ChunkSize : 310*tree.ChunkSize])
+	clear(c[300*format.ChunkSize : 310*format.ChunkSize])
 	return c
 }
 
@@ -60,7 +61,7 @@ func readWhole(t *testing.T, n *Node, v tree.Version) ([]byte, error) {
 // chunk), and every node reads it back exactly, whole and in pieces.
 func TestGroupsPlacedAndReadEverywhere(t *testing.T) {
 	nodes := startCluster(t, 4, Config{Replicas: 3})
-	content := fileContent(t, 700*tree.ChunkSize+77)
+	content := fileContent(t, 700*format.ChunkSize+77)
 	v := writeFile(t, nodes[0].node, content)
 	spans, err := tree.Spans(t.Context(), nodes[0].node, v, 0, tree.LeafCount(v.Size))
 	if err != nil {
@@ -72,7 +73,7 @@ func TestGroupsPlacedAndReadEverywhere(t *testing.T) {
 	ids := nodeIDs(nodes)
 	for _, s := range spans {
 		want := Rank(s.Group, ids)[:3]
-		var got []index.NodeID
+		var got []format.NodeID
 		for _, tn := range nodes {
 			if ok, _ := tn.db.HasGroup(s.Group); ok {
 				got = append(got, tn.node.ID())
@@ -91,7 +92,7 @@ func TestGroupsPlacedAndReadEverywhere(t *testing.T) {
 			t.Errorf("group %s on %v, want its 3 best-ranked nodes %v", s.Group.Short(), got, want)
 		}
 	}
-	holders, err := nodes[1].node.GroupHolders(t.Context(), []index.Hash{spans[0].Group, spans[2].Group})
+	holders, err := nodes[1].node.GroupHolders(t.Context(), []format.Hash{spans[0].Group, spans[2].Group})
 	if err != nil || len(holders) != 2 || len(holders[0]) != 3 || len(holders[1]) != 3 {
 		t.Fatalf("GroupHolders = %v, %v; want 3 holders each", holders, err)
 	}
@@ -118,7 +119,7 @@ func TestGroupsPlacedAndReadEverywhere(t *testing.T) {
 	}
 }
 
-func containsID(ids []index.NodeID, id index.NodeID) bool {
+func containsID(ids []format.NodeID, id format.NodeID) bool {
 	for _, x := range ids {
 		if x == id {
 			return true
@@ -130,11 +131,11 @@ func containsID(ids []index.NodeID, id index.NodeID) bool {
 // rawGroup makes the group of a one-group file of content: its node, and
 // the version naming it.
 func rawGroup(content []byte) (node []byte, v tree.Version) {
-	for i := 0; i < len(content); i += tree.ChunkSize {
-		h := index.Sum(content[i:min(i+tree.ChunkSize, len(content))])
+	for i := 0; i < len(content); i += format.ChunkSize {
+		h := format.Sum(content[i:min(i+format.ChunkSize, len(content))])
 		node = append(node, h[:]...)
 	}
-	return node, tree.Version{Size: uint64(len(content)), Root: index.Sum(node), Depth: 1}
+	return node, tree.Version{Size: uint64(len(content)), Root: format.Sum(node), Depth: 1}
 }
 
 // TestGroupFetchSkipsCorruptAndMissing: a replica holding a damaged or no
@@ -153,7 +154,7 @@ func TestGroupFetchSkipsCorruptAndMissing(t *testing.T) {
 		{"nowhere", []string{"", "", ""}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			content := randBytes(t, 200*tree.ChunkSize+5)
+			content := randBytes(t, 200*format.ChunkSize+5)
 			node, v := rawGroup(content)
 			bad := bytes.Clone(content)
 			bad[3000] ^= 1
@@ -200,25 +201,25 @@ func TestGroupFetchSkipsCorruptAndMissing(t *testing.T) {
 func TestPutGroupsRefusesBadBytes(t *testing.T) {
 	tn := startNode(t, Config{})
 	p := connectRaw(t, tn.node.Addr())
-	data := randBytes(t, 3*tree.ChunkSize+10)
+	data := randBytes(t, 3*format.ChunkSize+10)
 	var node []byte
-	for i := 0; i < len(data); i += tree.ChunkSize {
-		h := index.Sum(data[i:min(i+tree.ChunkSize, len(data))])
+	for i := 0; i < len(data); i += format.ChunkSize {
+		h := format.Sum(data[i:min(i+format.ChunkSize, len(data))])
 		node = append(node, h[:]...)
 	}
-	good := wire.Group{Hash: index.Sum(node), Node: node, Data: data}
+	good := wire.Group{Hash: format.Sum(node), Node: node, Data: data}
 	flipped := bytes.Clone(data)
 	flipped[700] ^= 1
 	single := []byte("one chunk")
 	cases := []wire.Group{
 		good,
-		{Hash: good.Hash, Node: node, Data: flipped},                                        // data not what the node names
-		{Hash: index.Sum([]byte("other")), Node: node, Data: data},                          // node not the name
-		{Hash: good.Hash, Node: node, Data: data[:len(data)-1]},                             // a chunk cut short
-		{Hash: good.Hash, Node: node, Data: append(bytes.Clone(data), 0)},                   // trailing bytes
-		{Hash: index.Sum(single), Data: single},                                             // a one-chunk group
-		{Hash: index.Sum(single), Data: append(bytes.Clone(single), 'x')},                   // that one, wrong
-		{Hash: index.Sum(bytes.Repeat([]byte{1}, 600)), Data: bytes.Repeat([]byte{1}, 600)}, // one chunk too long
+		{Hash: good.Hash, Node: node, Data: flipped},                                         // data not what the node names
+		{Hash: format.Sum([]byte("other")), Node: node, Data: data},                          // node not the name
+		{Hash: good.Hash, Node: node, Data: data[:len(data)-1]},                              // a chunk cut short
+		{Hash: good.Hash, Node: node, Data: append(bytes.Clone(data), 0)},                    // trailing bytes
+		{Hash: format.Sum(single), Data: single},                                             // a one-chunk group
+		{Hash: format.Sum(single), Data: append(bytes.Clone(single), 'x')},                   // that one, wrong
+		{Hash: format.Sum(bytes.Repeat([]byte{1}, 600)), Data: bytes.Repeat([]byte{1}, 600)}, // one chunk too long
 	}
 	want := []byte{wire.StatusOK, wire.StatusBadHash, wire.StatusBadHash, wire.StatusBadHash, wire.StatusBadHash,
 		wire.StatusOK, wire.StatusBadHash, wire.StatusBadHash}
@@ -231,7 +232,7 @@ func TestPutGroupsRefusesBadBytes(t *testing.T) {
 	if err != nil || !bytes.Equal(st, want) {
 		t.Fatalf("statuses %v (%v), want %v", st, err, want)
 	}
-	if got, ok, err := tn.db.GetGroup(good.Hash, 0, index.MaxGroupData, nil); err != nil || !ok || !bytes.Equal(got, data) {
+	if got, ok, err := tn.db.GetGroup(good.Hash, 0, format.MaxGroupData, nil); err != nil || !ok || !bytes.Equal(got, data) {
 		t.Fatalf("the good group: ok %v, %v", ok, err)
 	}
 	if ok, _ := tn.db.HasChunk(good.Hash); !ok {
@@ -242,7 +243,7 @@ func TestPutGroupsRefusesBadBytes(t *testing.T) {
 	}
 	// GetGroups serves ranges of what is stored, NotFound for the rest.
 	p.send(t, wire.AppendGetGroups(nil, 8, []wire.GroupRange{
-		{Hash: good.Hash, First: 1, N: 2}, {Hash: good.Hash, First: 3, N: 9}, {Hash: index.Sum(nil), First: 0, N: 1},
+		{Hash: good.Hash, First: 1, N: 2}, {Hash: good.Hash, First: 3, N: 9}, {Hash: format.Sum(nil), First: 0, N: 1},
 	}))
 	f = p.next(t)
 	items, err := wire.DecodeGroupResult(f.Payload)
@@ -261,7 +262,7 @@ func TestPutGroupsRefusesBadBytes(t *testing.T) {
 // still reads back.
 func TestFetchSpansReadsChunksStoredByName(t *testing.T) {
 	nodes := startCluster(t, 3, Config{Replicas: 2, RetryFor: 100 * time.Millisecond})
-	content := randBytes(t, 40*tree.ChunkSize)
+	content := randBytes(t, 40*format.ChunkSize)
 	store := tree.NewMemStore()
 	b := tree.NewBuilder(context.Background(), store)
 	if _, err := b.Write(content); err != nil {
@@ -272,11 +273,11 @@ func TestFetchSpansReadsChunksStoredByName(t *testing.T) {
 		t.Fatal(err)
 	}
 	var chunks []index.Chunk
-	for i := 0; i < len(content); i += tree.ChunkSize {
-		d := content[i : i+tree.ChunkSize]
-		chunks = append(chunks, index.Chunk{Hash: index.Sum(d), Data: d})
+	for i := 0; i < len(content); i += format.ChunkSize {
+		d := content[i : i+format.ChunkSize]
+		chunks = append(chunks, index.Chunk{Hash: format.Sum(d), Data: d})
 	}
-	root, err := store.Fetch(context.Background(), []index.Hash{v.Root})
+	root, err := store.Fetch(context.Background(), []format.Hash{v.Root})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,7 +298,7 @@ func TestFetchSpansReadsChunksStoredByName(t *testing.T) {
 // group and fetches what it still lacks itself.
 func TestFetchSpansConcurrentOverlap(t *testing.T) {
 	nodes := startCluster(t, 4, Config{Replicas: 3, CacheBytes: 1 << 20})
-	content := randBytes(t, 1024*tree.ChunkSize)
+	content := randBytes(t, 1024*format.ChunkSize)
 	v := writeFile(t, nodes[0].node, content)
 	for _, reader := range nodes {
 		for round := range 5 {
@@ -306,8 +307,8 @@ func TestFetchSpansConcurrentOverlap(t *testing.T) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					off := (r[0] + round) * tree.ChunkSize
-					n := min(r[1]*tree.ChunkSize, len(content)-off)
+					off := (r[0] + round) * format.ChunkSize
+					n := min(r[1]*format.ChunkSize, len(content)-off)
 					p := make([]byte, n)
 					if _, err := tree.ReadAt(t.Context(), reader.node, v, p, int64(off)); err != nil && err != io.EOF {
 						t.Error(err)
@@ -329,11 +330,11 @@ func TestFetchSpansConcurrentOverlap(t *testing.T) {
 // within wire.MaxPayload, so a target peer always gets its share of a
 // batch in one frame.
 func TestGroupBatchFitsOneFrame(t *testing.T) {
-	data := make([]byte, wire.MaxGroupData)
+	data := make([]byte, format.MaxGroupData)
 	node := make([]byte, wire.MaxGroupNode)
 	var groups []wire.Group
 	for size := 0; size < groupBatchBytes; size += len(data) + len(node) {
-		groups = append(groups, wire.Group{Hash: index.Sum([]byte{byte(len(groups))}), Node: node, Data: data})
+		groups = append(groups, wire.Group{Hash: format.Sum([]byte{byte(len(groups))}), Node: node, Data: data})
 	}
 	n := 0
 	_, frame := wire.PutGroupsVec(nil, 1, groups) // panics past MaxPayload

@@ -16,6 +16,7 @@ import (
 
 	"github.com/oashare/oashare/chunknet/wire"
 	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/format"
 )
 
 // testNetwork is the network name every node of these tests joins.
@@ -158,7 +159,7 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 }
 
 // hasPeer reports whether id is among n's live peers.
-func hasPeer(n *Node, id index.NodeID) bool {
+func hasPeer(n *Node, id format.NodeID) bool {
 	for _, p := range n.Peers() {
 		if p.ID == id {
 			return true
@@ -180,13 +181,13 @@ func randChunks(t testing.TB, n, size int) []index.Chunk {
 	out := make([]index.Chunk, n)
 	for i := range out {
 		d := randBytes(t, size)
-		out[i] = index.Chunk{Hash: index.Sum(d), Data: d}
+		out[i] = index.Chunk{Hash: format.Sum(d), Data: d}
 	}
 	return out
 }
 
-func hashesOf(chunks []index.Chunk) []index.Hash {
-	out := make([]index.Hash, len(chunks))
+func hashesOf(chunks []index.Chunk) []format.Hash {
+	out := make([]format.Hash, len(chunks))
 	for i, c := range chunks {
 		out[i] = c.Hash
 	}
@@ -207,9 +208,9 @@ func upload(t testing.TB, n *Node, chunks []index.Chunk) error {
 }
 
 // holders lists the nodes whose index stores h.
-func holders(t *testing.T, h index.Hash, nodes []*testNode) []index.NodeID {
+func holders(t *testing.T, h format.Hash, nodes []*testNode) []format.NodeID {
 	t.Helper()
-	var out []index.NodeID
+	var out []format.NodeID
 	for _, tn := range nodes {
 		ok, err := tn.db.HasChunk(h)
 		if err != nil {
@@ -222,11 +223,11 @@ func holders(t *testing.T, h index.Hash, nodes []*testNode) []index.NodeID {
 	return out
 }
 
-func sameSet(a, b []index.NodeID) bool {
+func sameSet(a, b []format.NodeID) bool {
 	if len(a) != len(b) {
 		return false
 	}
-	m := make(map[index.NodeID]int, len(a))
+	m := make(map[format.NodeID]int, len(a))
 	for _, id := range a {
 		m[id]++
 	}
@@ -239,8 +240,8 @@ func sameSet(a, b []index.NodeID) bool {
 	return true
 }
 
-func randNodeID(t testing.TB) index.NodeID {
-	var id index.NodeID
+func randNodeID(t testing.TB) format.NodeID {
+	var id format.NodeID
 	copy(id[:], randBytes(t, len(id)))
 	return id
 }

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/oashare/oashare/chunknet/wire"
-	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/format"
 )
 
 // rawFrame builds a frame header by hand, length field included, so that
@@ -43,7 +43,7 @@ func servesPeers(t *testing.T, target, peer *testNode) {
 	}
 	only := randChunks(t, 1, 512)[0]
 	putRaw(t, target, only)
-	got, err := peer.node.Fetch(ctxTimeout(t, 10*time.Second), []index.Hash{only.Hash})
+	got, err := peer.node.Fetch(ctxTimeout(t, 10*time.Second), []format.Hash{only.Hash})
 	if err != nil || !bytes.Equal(got[0], only.Data) {
 		t.Fatalf("fetch from the node by the regular peer: %v", err)
 	}
@@ -58,7 +58,7 @@ func TestHostileFramesCloseOnlyThatConnection(t *testing.T) {
 	pullPayload := wire.AppendPull(nil, 0, []wire.VVEntry{{Node: target.node.ID(), Seq: 1}})[wire.HeaderSize:]
 	gdata := one[0].Data
 	gnode := one[0].Hash[:]
-	group := wire.Group{Hash: index.Sum(gnode), Node: gnode, Data: gdata}
+	group := wire.Group{Hash: format.Sum(gnode), Node: gnode, Data: gdata}
 	putGroupsPayload := wire.AppendPutGroups(nil, 0, []wire.Group{group})[wire.HeaderSize:]
 	getGroupsPayload := wire.AppendGetGroups(nil, 0, []wire.GroupRange{{Hash: group.Hash, N: 1}})[wire.HeaderSize:]
 	cases := []struct {
@@ -193,7 +193,7 @@ func TestFragmentedFramesAreServed(t *testing.T) {
 	c := randChunks(t, 1, 512)[0]
 	putRaw(t, target, c)
 	rp := connectRaw(t, target.node.Addr())
-	frame := wire.AppendGetChunks(nil, 7, []index.Hash{c.Hash})
+	frame := wire.AppendGetChunks(nil, 7, []format.Hash{c.Hash})
 	frame = wire.AppendPing(frame, 8)
 	for i := range frame {
 		rp.send(t, frame[i:i+1])

@@ -14,6 +14,7 @@ import (
 
 	"github.com/oashare/oashare/chunknet/wire"
 	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/format"
 )
 
 // DefaultPort is the peer protocol's TCP port when --listen names none.
@@ -49,7 +50,7 @@ type Config struct {
 type Node struct {
 	cfg  Config
 	db   *index.DB
-	self index.NodeID
+	self format.NodeID
 	log  *slog.Logger
 	tr   Transport
 	ln   net.Listener
@@ -60,7 +61,7 @@ type Node struct {
 	wg     sync.WaitGroup
 
 	mu      sync.Mutex
-	peers   map[index.NodeID]*peer
+	peers   map[format.NodeID]*peer
 	dialers map[string]*dialer
 	inbound map[*serverConn]struct{}
 	closed  bool
@@ -68,10 +69,10 @@ type Node struct {
 	cache *cache
 
 	flightMu sync.Mutex
-	flight   map[index.Hash]chan struct{} // chunks being fetched by name, closed when done
+	flight   map[format.Hash]chan struct{} // chunks being fetched by name, closed when done
 	// groupFlight: groups some of whose chunks are being fetched from
 	// peers (FetchSpans), closed when done.
-	groupFlight map[index.Hash]chan struct{}
+	groupFlight map[format.Hash]chan struct{}
 
 	payloads   payloadPool   // request payload buffers of the servers
 	out        outbox        // own records not yet sent to peers
@@ -90,7 +91,7 @@ type dialer struct {
 
 // PeerInfo describes a live peer.
 type PeerInfo struct {
-	ID   index.NodeID
+	ID   format.NodeID
 	Addr string
 }
 
@@ -148,12 +149,12 @@ func New(cfg Config) (*Node, error) {
 		port:        uint16(port),
 		ctx:         ctx,
 		cancel:      cancel,
-		peers:       make(map[index.NodeID]*peer),
+		peers:       make(map[format.NodeID]*peer),
 		dialers:     make(map[string]*dialer),
 		inbound:     make(map[*serverConn]struct{}),
 		cache:       newCache(cfg.CacheBytes),
-		flight:      make(map[index.Hash]chan struct{}),
-		groupFlight: make(map[index.Hash]chan struct{}),
+		flight:      make(map[format.Hash]chan struct{}),
+		groupFlight: make(map[format.Hash]chan struct{}),
 
 		flushKick: make(chan struct{}, 1),
 		topUpKick: make(chan struct{}, 1),
@@ -166,7 +167,7 @@ func New(cfg Config) (*Node, error) {
 }
 
 // ID returns this node's ID.
-func (n *Node) ID() index.NodeID { return n.self }
+func (n *Node) ID() format.NodeID { return n.self }
 
 // Addr returns the address the node listens on.
 func (n *Node) Addr() string { return n.ln.Addr().String() }
@@ -264,12 +265,12 @@ func (n *Node) Peers() []PeerInfo {
 
 // members returns this node and every live peer, sorted, plus the peers by
 // ID: the set chunk placement is computed over.
-func (n *Node) members() ([]index.NodeID, map[index.NodeID]*peer) {
+func (n *Node) members() ([]format.NodeID, map[format.NodeID]*peer) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	ids := make([]index.NodeID, 0, len(n.peers)+1)
+	ids := make([]format.NodeID, 0, len(n.peers)+1)
 	ids = append(ids, n.self)
-	m := make(map[index.NodeID]*peer, len(n.peers))
+	m := make(map[format.NodeID]*peer, len(n.peers))
 	for id, p := range n.peers {
 		ids = append(ids, id)
 		m[id] = p

@@ -4,7 +4,7 @@ import (
 	"encoding/binary"
 	"sort"
 
-	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/format"
 )
 
 // Placement is rendezvous (highest random weight) hashing: every node gets a
@@ -25,11 +25,11 @@ func mix64(x uint64) uint64 {
 	return x
 }
 
-func nodeSeed(id index.NodeID) uint64 {
+func nodeSeed(id format.NodeID) uint64 {
 	return mix64(binary.BigEndian.Uint64(id[:8]) ^ mix64(binary.BigEndian.Uint64(id[8:])))
 }
 
-func score(h index.Hash, seed uint64) uint64 {
+func score(h format.Hash, seed uint64) uint64 {
 	// A chunk hash is already uniform; its first 8 bytes are enough entropy.
 	return mix64(binary.BigEndian.Uint64(h[:8]) ^ seed)
 }
@@ -37,9 +37,9 @@ func score(h index.Hash, seed uint64) uint64 {
 // Rank returns nodes ordered from the best to the worst holder of h. Ties
 // (equal scores, practically impossible) break by node ID so the order is
 // the same everywhere. nodes is not modified.
-func Rank(h index.Hash, nodes []index.NodeID) []index.NodeID {
+func Rank(h format.Hash, nodes []format.NodeID) []format.NodeID {
 	type scored struct {
-		id index.NodeID
+		id format.NodeID
 		s  uint64
 	}
 	ss := make([]scored, len(nodes))
@@ -52,7 +52,7 @@ func Rank(h index.Hash, nodes []index.NodeID) []index.NodeID {
 		}
 		return ss[i].id.Compare(ss[j].id) < 0
 	})
-	out := make([]index.NodeID, len(ss))
+	out := make([]format.NodeID, len(ss))
 	for i := range ss {
 		out[i] = ss[i].id
 	}
@@ -62,13 +62,13 @@ func Rank(h index.Hash, nodes []index.NodeID) []index.NodeID {
 // ranker scores chunks against a fixed member list with the per-node seeds
 // computed once; it is what the hot paths use.
 type ranker struct {
-	ids    []index.NodeID
+	ids    []format.NodeID
 	seeds  []uint64
 	buf    []int
 	scores []uint64 // scores of buf's nodes; sized to the largest k asked
 }
 
-func newRanker(ids []index.NodeID) *ranker {
+func newRanker(ids []format.NodeID) *ranker {
 	r := &ranker{ids: ids, seeds: make([]uint64, len(ids))}
 	for i, id := range ids {
 		r.seeds[i] = nodeSeed(id)
@@ -78,7 +78,7 @@ func newRanker(ids []index.NodeID) *ranker {
 
 // top returns the indexes (into r.ids) of the k best holders of h, best
 // first. The returned slice is reused by the next call.
-func (r *ranker) top(h index.Hash, k int) []int {
+func (r *ranker) top(h format.Hash, k int) []int {
 	if k > len(r.ids) {
 		k = len(r.ids)
 	}
@@ -125,7 +125,7 @@ func (r *ranker) better(s uint64, i int, t uint64, j int) bool {
 // holders of h, that stripe prefers: the one with the highest rendezvous
 // score for the stripe's number. Consecutive chunks of one stripe whose
 // holders overlap thus go to the same node.
-func (r *ranker) striped(h index.Hash, k int, stripe int) int {
+func (r *ranker) striped(h format.Hash, k int, stripe int) int {
 	top := r.top(h, k)
 	best, bestScore := top[0], uint64(0)
 	key := mix64(uint64(stripe) + 0x9e3779b97f4a7c15)

@@ -5,12 +5,12 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/format"
 )
 
 // seededIDs returns n node IDs drawn from rng.
-func seededIDs(rng *rand.Rand, n int) []index.NodeID {
-	ids := make([]index.NodeID, n)
+func seededIDs(rng *rand.Rand, n int) []format.NodeID {
+	ids := make([]format.NodeID, n)
 	for i := range ids {
 		for j := range ids[i] {
 			ids[i][j] = byte(rng.Uint32())
@@ -19,8 +19,8 @@ func seededIDs(rng *rand.Rand, n int) []index.NodeID {
 	return ids
 }
 
-func seededHash(rng *rand.Rand) index.Hash {
-	var h index.Hash
+func seededHash(rng *rand.Rand) format.Hash {
+	var h format.Hash
 	for j := range h {
 		h[j] = byte(rng.Uint32())
 	}
@@ -41,7 +41,7 @@ func TestRankIsDeterministicPermutation(t *testing.T) {
 			if len(got) != n {
 				t.Fatalf("Rank over %d nodes returned %d", n, len(got))
 			}
-			seen := make(map[index.NodeID]bool)
+			seen := make(map[format.NodeID]bool)
 			for _, id := range got {
 				if seen[id] {
 					t.Fatalf("Rank returned %s twice", id.Short())
@@ -76,7 +76,7 @@ func TestRankerTopMatchesRank(t *testing.T) {
 					continue
 				}
 				top := r.top(h, k)
-				got := make([]index.NodeID, len(top))
+				got := make([]format.NodeID, len(top))
 				for i, x := range top {
 					got[i] = ids[x]
 				}
@@ -145,7 +145,7 @@ func TestPlacementMinimalDisruption(t *testing.T) {
 func BenchmarkRankerTop(b *testing.B) {
 	rng := rand.New(rand.NewPCG(9, 10))
 	r := newRanker(seededIDs(rng, 4))
-	hashes := make([]index.Hash, 1024)
+	hashes := make([]format.Hash, 1024)
 	for i := range hashes {
 		hashes[i] = seededHash(rng)
 	}
@@ -160,7 +160,7 @@ func BenchmarkRankerTop(b *testing.B) {
 // Within a stripe, chunks go to one node wherever it holds them; across
 // stripes, every holder gets a share.
 func TestStripedChoice(t *testing.T) {
-	ids := make([]index.NodeID, 3)
+	ids := make([]format.NodeID, 3)
 	for i := range ids {
 		ids[i] = randNodeID(t)
 	}
@@ -169,7 +169,7 @@ func TestStripedChoice(t *testing.T) {
 	for stripe := 0; stripe < 300; stripe++ {
 		pick := -1
 		for c := 0; c < 20; c++ {
-			h := index.Sum([]byte{byte(stripe), byte(stripe >> 8), byte(c)})
+			h := format.Sum([]byte{byte(stripe), byte(stripe >> 8), byte(c)})
 			// Every node holds every chunk (3 holders of 3): the stripe
 			// alone decides.
 			p := r.striped(h, 3, stripe)
@@ -186,7 +186,7 @@ func TestStripedChoice(t *testing.T) {
 		}
 	}
 	// With 1 holder of 3, the only holder is chosen.
-	h := index.Sum([]byte("one"))
+	h := format.Sum([]byte("one"))
 	if got, want := r.striped(h, 1, 7), r.top(h, 1)[0]; got != want {
 		t.Errorf("striped with one holder = %d, want the holder %d", got, want)
 	}

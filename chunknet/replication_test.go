@@ -9,12 +9,12 @@ import (
 	"time"
 
 	"github.com/oashare/oashare/chunknet/wire"
-	"github.com/oashare/oashare/index"
 	"github.com/oashare/oashare/index/faultfs"
+	"github.com/oashare/oashare/index/format"
 )
 
-func nodeIDs(nodes []*testNode) []index.NodeID {
-	ids := make([]index.NodeID, len(nodes))
+func nodeIDs(nodes []*testNode) []format.NodeID {
+	ids := make([]format.NodeID, len(nodes))
 	for i, tn := range nodes {
 		ids[i] = tn.node.ID()
 	}
@@ -214,7 +214,7 @@ func TestUploadReplacesDamagedCopy(t *testing.T) {
 	if !damaged {
 		t.Fatal("the chunk's bytes are in no segment of the replica")
 	}
-	if out, _ := replica.db.GetChunks([]index.Hash{victim.Hash}); out[0] != nil {
+	if out, _ := replica.db.GetChunks([]format.Hash{victim.Hash}); out[0] != nil {
 		t.Fatal("the damaged copy still reads as good")
 	}
 	if err := upload(t, src.node, chunks); err != nil {

@@ -7,10 +7,10 @@ import (
 	"sort"
 	"syscall"
 
-	"github.com/oashare/oashare/chunknet/multisha"
-	"github.com/oashare/oashare/chunknet/tree"
 	"github.com/oashare/oashare/chunknet/wire"
 	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/format"
+	"github.com/oashare/oashare/index/format/multisha"
 )
 
 const (
@@ -120,7 +120,7 @@ func (sc *serverConn) handle(f wire.Frame) (reply []byte, bad error) {
 		size := 4
 		for i := range hashes {
 			switch {
-			case size+5+index.MaxChunkData > wire.MaxPayload:
+			case size+5+format.MaxChunkData > wire.MaxPayload:
 				// The reply is full: the asker tries these elsewhere.
 				items[i].Status = wire.StatusTooLarge
 			case datas[i] != nil:
@@ -252,22 +252,22 @@ func (n *Node) storeGroups(groups []wire.Group) []byte {
 
 // verifyGroup checks a group received for storage against its name: node
 // hashes to g and data is exactly the chunks node names, holes (zero
-// hashes) left out, each tree.ChunkSize bytes but the last; or, with no
+// hashes) left out, each format.ChunkSize bytes but the last; or, with no
 // node, data is one chunk named g.
-func verifyGroup(g index.Hash, node, data []byte) bool {
+func verifyGroup(g format.Hash, node, data []byte) bool {
 	if len(node) == 0 {
-		return len(data) <= tree.ChunkSize && verify(g, data)
+		return len(data) <= format.ChunkSize && verify(g, data)
 	}
-	if len(node)%len(g) != 0 || len(node) > tree.MaxNodeSize || !verify(g, node) {
+	if len(node)%len(g) != 0 || len(node) > format.MaxNodeSize || !verify(g, node) {
 		return false
 	}
 	// The non-hole hashes of the node name the chunks of data in order,
-	// all but the last tree.ChunkSize bytes long.
-	var buf [tree.Fanout]index.Hash
-	sums := multisha.Chunks(buf[:0], data, tree.ChunkSize)
+	// all but the last format.ChunkSize bytes long.
+	var buf [format.Fanout]format.Hash
+	sums := multisha.Chunks(buf[:0], data, format.ChunkSize)
 	k := 0
 	for i := 0; i < len(node); i += len(g) {
-		h := index.Hash(node[i : i+len(g)])
+		h := format.Hash(node[i : i+len(g)])
 		if h.IsZero() {
 			continue
 		}
@@ -285,12 +285,12 @@ func (n *Node) serveGroups(ranges []wire.GroupRange) []wire.GetItem {
 	items := make([]wire.GetItem, len(ranges))
 	size := 4
 	for i, r := range ranges {
-		want := int(r.N) * tree.ChunkSize
+		want := int(r.N) * format.ChunkSize
 		if size+5+want > wire.MaxPayload {
 			items[i].Status = wire.StatusTooLarge
 			continue
 		}
-		data, ok, err := n.db.GetGroup(r.Hash, int(r.First)*tree.ChunkSize, want, nil)
+		data, ok, err := n.db.GetGroup(r.Hash, int(r.First)*format.ChunkSize, want, nil)
 		switch {
 		case err != nil:
 			n.log.Error("reading a group", "group", r.Hash.Short(), "err", err)
@@ -308,7 +308,7 @@ func (n *Node) serveGroups(ranges []wire.GroupRange) []wire.GetItem {
 // recordsFor collects log records the requester (whose version vector is
 // vv) lacks, in per-origin order, bounded by recordsReplyBytes.
 func (n *Node) recordsFor(vv []wire.VVEntry) (more bool, recs [][]byte, err error) {
-	theirs := make(map[index.NodeID]uint64, len(vv))
+	theirs := make(map[format.NodeID]uint64, len(vv))
 	for _, e := range vv {
 		theirs[e.Node] = e.Seq
 	}
@@ -317,7 +317,7 @@ func (n *Node) recordsFor(vv []wire.VVEntry) (more bool, recs [][]byte, err erro
 	if d := n.db.DurableSeq(); ours[n.self] > d {
 		ours[n.self] = d
 	}
-	origins := make([]index.NodeID, 0, len(ours))
+	origins := make([]format.NodeID, 0, len(ours))
 	for o := range ours {
 		origins = append(origins, o)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/oashare/oashare/chunknet/wire"
 	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/format"
 )
 
 // Namespace replication. Every node keeps a log of every record (its own
@@ -220,7 +221,7 @@ func (n *Node) pushLoop(ctx context.Context, p *peer) {
 }
 
 // kickPull asks the puller of peer id to pull now.
-func (n *Node) kickPull(id index.NodeID) {
+func (n *Node) kickPull(id format.NodeID) {
 	n.mu.Lock()
 	p := n.peers[id]
 	n.mu.Unlock()
@@ -286,7 +287,7 @@ const (
 )
 
 // applyRecords decodes and applies records received from peer from.
-func (n *Node) applyRecords(recs [][]byte, from index.NodeID) []byte {
+func (n *Node) applyRecords(recs [][]byte, from format.NodeID) []byte {
 	st := make([]byte, len(recs))
 	gap := false
 	for i, b := range recs {
@@ -317,7 +318,7 @@ func (n *Node) applyRecords(recs [][]byte, from index.NodeID) []byte {
 }
 
 // dropPeer closes our connection to a peer that said goodbye.
-func (n *Node) dropPeer(id index.NodeID, why error) {
+func (n *Node) dropPeer(id format.NodeID, why error) {
 	n.mu.Lock()
 	p := n.peers[id]
 	n.mu.Unlock()

@@ -10,6 +10,7 @@ import (
 
 	"github.com/oashare/oashare/chunknet/wire"
 	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/format"
 )
 
 // fileOps creates file number i in the root directory: its inode and its
@@ -137,7 +138,7 @@ func startFakePeer(t *testing.T) *fakePeer {
 	return fp
 }
 
-func (fp *fakePeer) id() index.NodeID { return fp.db.NodeID() }
+func (fp *fakePeer) id() format.NodeID { return fp.db.NodeID() }
 
 func (fp *fakePeer) accept(t *testing.T) {
 	defer fp.wg.Done()
@@ -259,7 +260,7 @@ func TestPushGapTriggersPull(t *testing.T) {
 }
 
 // connectRawAs is connectRaw with a chosen node ID.
-func connectRawAs(t *testing.T, addr string, id index.NodeID) *rawPeer {
+func connectRawAs(t *testing.T, addr string, id format.NodeID) *rawPeer {
 	t.Helper()
 	conn := dialRaw(t, addr)
 	if _, err := rawHandshakeAs(t, conn, wire.Hello{Node: id, Network: testNetwork}); err != nil {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/oashare/oashare/chunknet/tree"
 	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/format"
 )
 
 // Top-up. An upload that leaves items with fewer copies than the replica
@@ -98,11 +99,11 @@ func (n *Node) topUp(ctx context.Context) (stuck bool, err error) {
 			}
 		}
 		if len(groups) > 0 {
-			keys := make([]index.Hash, len(groups))
+			keys := make([]format.Hash, len(groups))
 			for i, g := range groups {
 				keys[i] = g.hash
 			}
-			stuck = n.topUpItems(ctx, true, keys, func(ctx context.Context, id index.NodeID, p *peer, idx []int) ([]bool, error) {
+			stuck = n.topUpItems(ctx, true, keys, func(ctx context.Context, id format.NodeID, p *peer, idx []int) ([]bool, error) {
 				gs := make([]upGroup, len(idx))
 				for k, i := range idx {
 					gs[k] = groups[i]
@@ -111,7 +112,7 @@ func (n *Node) topUp(ctx context.Context) (stuck bool, err error) {
 			}) || stuck
 		}
 		if len(chunks) > 0 {
-			stuck = n.topUpItems(ctx, false, hashesOfChunks(chunks), func(ctx context.Context, id index.NodeID, p *peer, idx []int) ([]bool, error) {
+			stuck = n.topUpItems(ctx, false, hashesOfChunks(chunks), func(ctx context.Context, id format.NodeID, p *peer, idx []int) ([]bool, error) {
 				cs := make([]index.Chunk, len(idx))
 				for k, i := range idx {
 					cs[k] = chunks[i]
@@ -128,8 +129,8 @@ func (n *Node) topUp(ctx context.Context) (stuck bool, err error) {
 // topUpItems offers items to their best-ranked live nodes in one pass and
 // records the copies they have now. It reports whether some item has
 // fewer copies than min(replicas, live nodes) after it.
-func (n *Node) topUpItems(ctx context.Context, group bool, keys []index.Hash, send sendFunc) (stuck bool) {
-	holders := make([][]index.NodeID, len(keys))
+func (n *Node) topUpItems(ctx context.Context, group bool, keys []format.Hash, send sendFunc) (stuck bool) {
+	holders := make([][]format.NodeID, len(keys))
 	need, err := n.spread(ctx, keys, holders, send)
 	if err != nil {
 		n.log.Debug("topping up copies: a node refused", "err", err)
@@ -155,8 +156,8 @@ func (n *Node) topUpItems(ctx context.Context, group bool, keys []index.Hash, se
 // localGroup reads group h whole from this node's store, with its node,
 // and checks it against its name; ok is false (and the reason logged) if
 // it is not there intact.
-func (n *Node) localGroup(h index.Hash) (upGroup, bool) {
-	data, ok, err := n.db.GetGroup(h, 0, index.MaxGroupData, nil)
+func (n *Node) localGroup(h format.Hash) (upGroup, bool) {
+	data, ok, err := n.db.GetGroup(h, 0, format.MaxGroupData, nil)
 	if err != nil || !ok {
 		n.log.Error("a group below the replica target is not in this node's store", "group", h.Short(), "err", err)
 		return upGroup{}, false
@@ -175,8 +176,8 @@ func (n *Node) localGroup(h index.Hash) (upGroup, bool) {
 	return upGroup{hash: h, node: node, data: data}, true
 }
 
-func hashesOfChunks(chunks []index.Chunk) []index.Hash {
-	out := make([]index.Hash, len(chunks))
+func hashesOfChunks(chunks []index.Chunk) []format.Hash {
+	out := make([]format.Hash, len(chunks))
 	for i, c := range chunks {
 		out[i] = c.Hash
 	}
@@ -204,7 +205,7 @@ func (n *Node) Short(ctx context.Context, v tree.Version) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	err = tree.Nodes(ctx, n, v, func(depth uint8, h index.Hash) error {
+	err = tree.Nodes(ctx, n, v, func(depth uint8, h format.Hash) error {
 		if depth < 2 {
 			return nil // stored with its group
 		}

@@ -10,9 +10,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/oashare/oashare/chunknet/tree"
 	"github.com/oashare/oashare/chunknet/wire"
 	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/format"
 )
 
 const (
@@ -56,7 +56,7 @@ type Uploader struct {
 
 	batch []index.Chunk
 	arena []byte
-	seen  map[index.Hash]bool // chunks and groups already queued by this Uploader
+	seen  map[format.Hash]bool // chunks and groups already queued by this Uploader
 
 	leaves     []byte    // the stored chunks of the group being built
 	leavesCap  int       // capacity to give the next group's buffer
@@ -72,17 +72,17 @@ type Uploader struct {
 
 // NewUploader returns an Uploader whose requests run under ctx.
 func (n *Node) NewUploader(ctx context.Context) *Uploader {
-	return &Uploader{n: n, ctx: ctx, sem: make(chan struct{}, uploadWindow), seen: make(map[index.Hash]bool)}
+	return &Uploader{n: n, ctx: ctx, sem: make(chan struct{}, uploadWindow), seen: make(map[format.Hash]bool)}
 }
 
 // Put queues a chunk; data is copied. It blocks while the window is full
 // and returns the first error of an earlier batch, if any.
-func (u *Uploader) Put(ctx context.Context, h index.Hash, data []byte) error {
+func (u *Uploader) Put(ctx context.Context, h format.Hash, data []byte) error {
 	if err := u.firstErr(); err != nil {
 		return err
 	}
-	if len(data) > index.MaxChunkData {
-		return fmt.Errorf("chunk of %d bytes exceeds %d", len(data), index.MaxChunkData)
+	if len(data) > format.MaxChunkData {
+		return fmt.Errorf("chunk of %d bytes exceeds %d", len(data), format.MaxChunkData)
 	}
 	if u.seen[h] {
 		return nil
@@ -92,7 +92,7 @@ func (u *Uploader) Put(ctx context.Context, h index.Hash, data []byte) error {
 		clear(u.seen)
 	}
 	if u.arena == nil {
-		u.arena = make([]byte, 0, uploadBatchBytes+index.MaxChunkData)
+		u.arena = make([]byte, 0, uploadBatchBytes+format.MaxChunkData)
 	}
 	off := len(u.arena)
 	u.arena = append(u.arena, data...)
@@ -106,23 +106,23 @@ func (u *Uploader) Put(ctx context.Context, h index.Hash, data []byte) error {
 // upGroup is one group to store: its name, its depth-1 node (nil for a
 // one-chunk file) and its chunks.
 type upGroup struct {
-	hash index.Hash
+	hash format.Hash
 	node []byte
 	data []byte
 }
 
 // PutLeaf adds a data chunk to the group being built; data is copied.
-func (u *Uploader) PutLeaf(ctx context.Context, h index.Hash, data []byte) error {
+func (u *Uploader) PutLeaf(ctx context.Context, h format.Hash, data []byte) error {
 	if err := u.firstErr(); err != nil {
 		return err
 	}
-	if len(data) > tree.ChunkSize || len(u.leaves)+len(data) > index.MaxGroupData {
-		return fmt.Errorf("group of more than %d bytes", index.MaxGroupData)
+	if len(data) > format.ChunkSize || len(u.leaves)+len(data) > format.MaxGroupData {
+		return fmt.Errorf("group of more than %d bytes", format.MaxGroupData)
 	}
 	if u.leaves == nil {
 		// A small file's group stays small; once a group came close to
 		// full, the next ones get room for a whole group at once.
-		if u.leavesCap == index.MaxGroupData {
+		if u.leavesCap == format.MaxGroupData {
 			u.leaves = getGroupBuf()
 		} else {
 			u.leaves = make([]byte, 0, max(u.leavesCap, smallGroupCap))
@@ -134,14 +134,14 @@ func (u *Uploader) PutLeaf(ctx context.Context, h index.Hash, data []byte) error
 
 // EndGroup closes the group being built as group g with its depth-1 node
 // (copied) and queues it; a group with no new chunk is stored already.
-func (u *Uploader) EndGroup(ctx context.Context, g index.Hash, node []byte) error {
+func (u *Uploader) EndGroup(ctx context.Context, g format.Hash, node []byte) error {
 	if err := u.firstErr(); err != nil {
 		return err
 	}
 	data := u.leaves
 	u.leaves = nil
-	if len(data) > index.MaxGroupData/2 {
-		u.leavesCap = index.MaxGroupData
+	if len(data) > format.MaxGroupData/2 {
+		u.leavesCap = format.MaxGroupData
 	}
 	if len(data) == 0 || u.seen[g] {
 		putGroupBuf(data)
@@ -181,12 +181,12 @@ func getGroupBuf() []byte {
 	if b, ok := groupBufs.Get().(*[]byte); ok {
 		return (*b)[:0]
 	}
-	return make([]byte, 0, index.MaxGroupData)
+	return make([]byte, 0, format.MaxGroupData)
 }
 
 // putGroupBuf gives b back for reuse if it is a whole group's buffer.
 func putGroupBuf(b []byte) {
-	if cap(b) == index.MaxGroupData {
+	if cap(b) == format.MaxGroupData {
 		b = b[:0]
 		groupBufs.Put(&b)
 	}
@@ -267,11 +267,11 @@ func (u *Uploader) Wait() error {
 
 // replicate stores one batch of chunks (see replicateItems).
 func (n *Node) replicate(ctx context.Context, batch []index.Chunk) error {
-	keys := make([]index.Hash, len(batch))
+	keys := make([]format.Hash, len(batch))
 	for i, c := range batch {
 		keys[i] = c.Hash
 	}
-	send := func(ctx context.Context, id index.NodeID, p *peer, idx []int) ([]bool, error) {
+	send := func(ctx context.Context, id format.NodeID, p *peer, idx []int) ([]bool, error) {
 		chunks := make([]index.Chunk, len(idx))
 		for k, i := range idx {
 			chunks[k] = batch[i]
@@ -288,11 +288,11 @@ func (n *Node) replicate(ctx context.Context, batch []index.Chunk) error {
 // replicateGroups stores one batch of groups, each with its node, on the
 // replicas of the group (see replicateItems).
 func (n *Node) replicateGroups(ctx context.Context, batch []upGroup) error {
-	keys := make([]index.Hash, len(batch))
+	keys := make([]format.Hash, len(batch))
 	for i, g := range batch {
 		keys[i] = g.hash
 	}
-	send := func(ctx context.Context, id index.NodeID, p *peer, idx []int) ([]bool, error) {
+	send := func(ctx context.Context, id format.NodeID, p *peer, idx []int) ([]bool, error) {
 		gs := make([]upGroup, len(idx))
 		for k, i := range idx {
 			gs[k] = batch[i]
@@ -319,7 +319,7 @@ func (n *Node) storeGroupsHere(gs []upGroup) error {
 
 // sendFunc stores the items idx of a batch on node id (this node when id
 // is n.self; p is nil then) and reports which were stored.
-type sendFunc func(ctx context.Context, id index.NodeID, p *peer, idx []int) ([]bool, error)
+type sendFunc func(ctx context.Context, id format.NodeID, p *peer, idx []int) ([]bool, error)
 
 // replicateItems stores the items of one batch (groups or chunks), item
 // i placed by keys[i], on min(replicas, live nodes) distinct nodes each:
@@ -331,12 +331,12 @@ type sendFunc func(ctx context.Context, id index.NodeID, p *peer, idx []int) ([]
 // replica target (short, or written while fewer nodes were alive) go to
 // the under-target set, which the top-up loop works off as peers come.
 // If keep fails too, the error is ErrNotStored: the bytes are lost.
-func (n *Node) replicateItems(ctx context.Context, group bool, keys []index.Hash, send sendFunc, keep func() error) error {
+func (n *Node) replicateItems(ctx context.Context, group bool, keys []format.Hash, send sendFunc, keep func() error) error {
 	what := "chunks"
 	if group {
 		what = "groups"
 	}
-	holders := make([][]index.NodeID, len(keys)) // per item: live nodes that stored it
+	holders := make([][]format.NodeID, len(keys)) // per item: live nodes that stored it
 	var lastErr error
 	short := 0
 	err := n.retry(ctx, func() error {
@@ -378,7 +378,7 @@ func (n *Node) replicateItems(ctx context.Context, group bool, keys []index.Hash
 // recordCopies lists in the under-target set the items (groups or chunks,
 // named by keys) whose copies are below the replica target, and wakes the
 // top-up loop.
-func (n *Node) recordCopies(group bool, keys []index.Hash, copies []int) {
+func (n *Node) recordCopies(group bool, keys []format.Hash, copies []int) {
 	var items []index.Item
 	var counts []int
 	for i, h := range keys {
@@ -402,11 +402,11 @@ func (n *Node) recordCopies(group bool, keys []index.Hash, copies []int) {
 // replicatePass), after dropping from holders the nodes that are gone: a
 // copy counts only on a live node. It returns that need and the pass's
 // last error.
-func (n *Node) spread(ctx context.Context, keys []index.Hash, holders [][]index.NodeID, send sendFunc) (need int, err error) {
+func (n *Node) spread(ctx context.Context, keys []format.Hash, holders [][]format.NodeID, send sendFunc) (need int, err error) {
 	ids, peers := n.members()
 	need = min(n.cfg.Replicas, len(ids))
 	for i := range holders {
-		holders[i] = slices.DeleteFunc(holders[i], func(id index.NodeID) bool {
+		holders[i] = slices.DeleteFunc(holders[i], func(id format.NodeID) bool {
 			return id != n.self && peers[id] == nil
 		})
 	}
@@ -416,14 +416,14 @@ func (n *Node) spread(ctx context.Context, keys []index.Hash, holders [][]index.
 // replicatePass offers each item short of need holders to its best-ranked
 // nodes among ids that do not hold it yet, in waves: each wave sends every
 // node one frame of the items it is offered, in parallel.
-func (n *Node) replicatePass(ctx context.Context, keys []index.Hash, holders [][]index.NodeID, ids []index.NodeID, peers map[index.NodeID]*peer, need int, send sendFunc) error {
+func (n *Node) replicatePass(ctx context.Context, keys []format.Hash, holders [][]format.NodeID, ids []format.NodeID, peers map[format.NodeID]*peer, need int, send sendFunc) error {
 	r := newRanker(ids)
 	ranks := make([][]int, len(keys)) // per item: nodes to try, best first
 	tried := make([]int, len(keys))   // per item: how many of ranks tried
 	for i, k := range keys {
 		ranks[i] = append([]int(nil), r.top(k, len(ids))...)
 	}
-	has := func(i int, id index.NodeID) bool {
+	has := func(i int, id format.NodeID) bool {
 		for _, h := range holders[i] {
 			if h == id {
 				return true
@@ -487,7 +487,7 @@ func (n *Node) replicatePass(ctx context.Context, keys []index.Hash, holders [][
 
 // putOn stores chunks on one node (this one or a peer) and reports which
 // were stored.
-func (n *Node) putOn(ctx context.Context, id index.NodeID, p *peer, chunks []index.Chunk) ([]bool, error) {
+func (n *Node) putOn(ctx context.Context, id format.NodeID, p *peer, chunks []index.Chunk) ([]bool, error) {
 	ok := make([]bool, len(chunks))
 	if id == n.self {
 		if _, err := n.db.PutChunks(chunks); err != nil {
@@ -502,7 +502,7 @@ func (n *Node) putOn(ctx context.Context, id index.NodeID, p *peer, chunks []ind
 	for i, c := range chunks {
 		wc[i] = wire.Chunk{Hash: c.Hash, Data: c.Data}
 	}
-	return n.putRemote(ctx, p, "chunk", func(i int) index.Hash { return chunks[i].Hash }, len(chunks),
+	return n.putRemote(ctx, p, "chunk", func(i int) format.Hash { return chunks[i].Hash }, len(chunks),
 		func(ctx context.Context) (wire.Type, []byte, error) {
 			return p.cc.call(ctx, func(dst []byte, rid uint64) []byte { return wire.AppendPutChunks(dst, rid, wc) })
 		})
@@ -511,7 +511,7 @@ func (n *Node) putOn(ctx context.Context, id index.NodeID, p *peer, chunks []ind
 // putRemote sends peer p one put request of count items (with call) and
 // reports, from its PutResult, which items it stored; name(i) names item i
 // for the error about a refused one.
-func (n *Node) putRemote(ctx context.Context, p *peer, what string, name func(i int) index.Hash, count int, call func(context.Context) (wire.Type, []byte, error)) ([]bool, error) {
+func (n *Node) putRemote(ctx context.Context, p *peer, what string, name func(i int) format.Hash, count int, call func(context.Context) (wire.Type, []byte, error)) ([]bool, error) {
 	ok := make([]bool, count)
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -541,7 +541,7 @@ func (n *Node) putRemote(ctx context.Context, p *peer, what string, name func(i 
 
 // putGroupsOn stores groups on one node (this one or a peer) and reports
 // which were stored.
-func (n *Node) putGroupsOn(ctx context.Context, id index.NodeID, p *peer, gs []upGroup) ([]bool, error) {
+func (n *Node) putGroupsOn(ctx context.Context, id format.NodeID, p *peer, gs []upGroup) ([]bool, error) {
 	ok := make([]bool, len(gs))
 	if id == n.self {
 		if err := n.storeGroupsHere(gs); err != nil {
@@ -556,7 +556,7 @@ func (n *Node) putGroupsOn(ctx context.Context, id index.NodeID, p *peer, gs []u
 	for i, g := range gs {
 		wg[i] = wire.Group{Hash: g.hash, Node: g.node, Data: g.data}
 	}
-	return n.putRemote(ctx, p, "group", func(i int) index.Hash { return gs[i].hash }, len(gs),
+	return n.putRemote(ctx, p, "group", func(i int) format.Hash { return gs[i].hash }, len(gs),
 		func(ctx context.Context) (wire.Type, []byte, error) {
 			return p.cc.callv(ctx, func(dst []byte, rid uint64) ([]byte, [][]byte) { return wire.PutGroupsVec(dst, rid, wg) })
 		})

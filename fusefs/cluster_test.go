@@ -21,6 +21,7 @@ import (
 
 	"github.com/oashare/oashare/chunknet"
 	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/format"
 )
 
 // testPeer is one node of an in-process cluster: its own Pebble index,
@@ -268,15 +269,15 @@ func TestClusterReplicasAndPlacement(t *testing.T) {
 	// must be on exactly 3 distinct nodes, and the node with it.
 	var node []byte
 	for off := 0; off < len(data); off += 512 {
-		h := index.Sum(data[off : off+512])
+		h := format.Sum(data[off : off+512])
 		node = append(node, h[:]...)
 	}
-	group := index.Sum(node)
-	holders, err := peers[1].node.GroupHolders(t.Context(), []index.Hash{group})
+	group := format.Sum(node)
+	holders, err := peers[1].node.GroupHolders(t.Context(), []format.Hash{group})
 	if err != nil {
 		t.Fatal(err)
 	}
-	nodeHolders, err := peers[1].node.Holders(t.Context(), []index.Hash{group})
+	nodeHolders, err := peers[1].node.Holders(t.Context(), []format.Hash{group})
 	if err != nil {
 		t.Fatal(err)
 	}

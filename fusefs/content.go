@@ -10,12 +10,12 @@ import (
 
 	"github.com/oashare/oashare/chunknet"
 	"github.com/oashare/oashare/chunknet/tree"
-	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/format"
 )
 
 // maxDirtyChunks bounds the changed chunks a file keeps in memory before
 // they are uploaded into an intermediate (unpublished) version: 64 MiB.
-const maxDirtyChunks = (64 << 20) / tree.ChunkSize
+const maxDirtyChunks = (64 << 20) / format.ChunkSize
 
 // content is the local, not yet published state of one file's bytes. It
 // knows nothing of FUSE: it is a base version plus changes, in one of two
@@ -95,14 +95,14 @@ func (c *content) write(ctx context.Context, off uint64, p []byte) error {
 		return c.streamWrite(p)
 	}
 	end := off + uint64(len(p))
-	for i := off / tree.ChunkSize; i*tree.ChunkSize < end; i++ {
+	for i := off / format.ChunkSize; i*format.ChunkSize < end; i++ {
 		buf, err := c.chunk(ctx, i)
 		if err != nil {
 			return err
 		}
-		start := i * tree.ChunkSize
+		start := i * format.ChunkSize
 		lo := max(off, start)
-		hi := min(end, start+tree.ChunkSize)
+		hi := min(end, start+format.ChunkSize)
 		copy(buf[lo-start:hi-start], p[lo-off:hi-off])
 	}
 	c.size = max(c.size, end)
@@ -133,10 +133,10 @@ func (c *content) chunk(ctx context.Context, i uint64) ([]byte, error) {
 	if buf, ok := c.dirty[i]; ok {
 		return buf, nil
 	}
-	buf := make([]byte, tree.ChunkSize)
-	start := i * tree.ChunkSize
+	buf := make([]byte, format.ChunkSize)
+	start := i * format.ChunkSize
 	if start < c.limit {
-		valid := min(c.limit-start, tree.ChunkSize)
+		valid := min(c.limit-start, format.ChunkSize)
 		if _, err := tree.ReadAt(ctx, c.node, c.base, buf[:valid], int64(start)); err != nil && err != io.EOF {
 			return nil, err
 		}
@@ -165,16 +165,16 @@ func (c *content) truncate(ctx context.Context, size uint64) error {
 	}
 	if size < c.size {
 		// Zero the tail of the chunk the new end falls in, drop the rest.
-		if size%tree.ChunkSize != 0 {
-			i := size / tree.ChunkSize
+		if size%format.ChunkSize != 0 {
+			i := size / format.ChunkSize
 			buf, err := c.chunk(ctx, i)
 			if err != nil {
 				return err
 			}
-			clear(buf[size%tree.ChunkSize:])
+			clear(buf[size%format.ChunkSize:])
 		}
 		for i := range c.dirty {
-			if i*tree.ChunkSize >= size {
+			if i*format.ChunkSize >= size {
 				delete(c.dirty, i)
 			}
 		}
@@ -266,13 +266,13 @@ func (c *content) build(ctx context.Context, b *tree.Builder) (tree.Version, err
 		switch {
 		case len(dirty) > 0:
 		case c.limit == 0:
-			return c.finish(b, b.AddLeaf(index.Hash{}, int(c.size)))
+			return c.finish(b, b.AddLeaf(format.Hash{}, int(c.size)))
 		case c.base.Depth == 0 && c.base.Size == c.size && c.limit == c.size:
 			return c.finish(b, b.AddLeaf(c.base.Root, int(c.size)))
 		}
 		return c.finish(b, c.writeGroup(ctx, b, 0, 1))
 	}
-	bytesOf := func(from, to uint64) uint64 { return min(to*tree.ChunkSize, c.size) - from*tree.ChunkSize }
+	bytesOf := func(from, to uint64) uint64 { return min(to*format.ChunkSize, c.size) - from*format.ChunkSize }
 	for pos, d := uint64(0), 0; pos < n; {
 		for d < len(dirty) && dirty[d] < pos {
 			d++
@@ -281,12 +281,12 @@ func (c *content) build(ctx context.Context, b *tree.Builder) (tree.Version, err
 		if d < len(dirty) {
 			next = dirty[d]
 		}
-		if pos*tree.ChunkSize >= c.limit {
+		if pos*format.ChunkSize >= c.limit {
 			// Past the base's valid bytes: holes up to the group of the
 			// next dirty chunk, or to the end.
 			to := n
 			if next < n {
-				to = next - next%tree.Fanout
+				to = next - next%format.Fanout
 			}
 			if to > pos {
 				if err := b.AddHoles(bytesOf(pos, to)); err != nil {
@@ -309,7 +309,7 @@ func (c *content) build(ctx context.Context, b *tree.Builder) (tree.Version, err
 			pos += leaves
 			continue
 		}
-		end := min(pos+tree.Fanout, n)
+		end := min(pos+format.Fanout, n)
 		if err := c.writeGroup(ctx, b, pos, end); err != nil {
 			return tree.Version{}, err
 		}
@@ -345,7 +345,7 @@ func (c *content) reusable(pos, next, n uint64) (level uint8, leaves uint64, ok 
 			continue // a dirty chunk inside, or other leaves than the base's
 		}
 		last := tree.LeafSize(c.size, end-1)
-		if last != tree.LeafSize(c.base.Size, end-1) || (end-1)*tree.ChunkSize+uint64(last) > c.limit {
+		if last != tree.LeafSize(c.base.Size, end-1) || (end-1)*format.ChunkSize+uint64(last) > c.limit {
 			continue // a different last chunk, or cut by a truncate
 		}
 		if pos == 0 && end-pos <= span>>8 {
@@ -360,9 +360,9 @@ func (c *content) reusable(pos, next, n uint64) (level uint8, leaves uint64, ok 
 // file) out whole: the base's valid bytes, the dirty chunks on top,
 // zeros past limit.
 func (c *content) writeGroup(ctx context.Context, b *tree.Builder, from, to uint64) error {
-	lo, hi := from*tree.ChunkSize, min(to*tree.ChunkSize, c.size)
+	lo, hi := from*format.ChunkSize, min(to*format.ChunkSize, c.size)
 	if c.buf == nil {
-		c.buf = make([]byte, tree.Fanout*tree.ChunkSize)
+		c.buf = make([]byte, format.Fanout*format.ChunkSize)
 	}
 	p := c.buf[:hi-lo]
 	if valid := min(c.limit, hi); valid > lo {
@@ -375,7 +375,7 @@ func (c *content) writeGroup(ctx context.Context, b *tree.Builder, from, to uint
 	}
 	for i := from; i < to; i++ {
 		if d, ok := c.dirty[i]; ok {
-			copy(p[(i-from)*tree.ChunkSize:], d[:tree.LeafSize(c.size, i)])
+			copy(p[(i-from)*format.ChunkSize:], d[:tree.LeafSize(c.size, i)])
 		}
 	}
 	_, err := b.Write(p)
@@ -400,12 +400,12 @@ func (c *content) readAt(ctx context.Context, p []byte, off uint64) (int, error)
 		return tree.ReadAt(ctx, c.node, c.base, p[:end-off], int64(off))
 	}
 	for pos := off; pos < end; {
-		i := pos / tree.ChunkSize
-		cend := min((i+1)*tree.ChunkSize, end)
+		i := pos / format.ChunkSize
+		cend := min((i+1)*format.ChunkSize, end)
 		dst := p[pos-off : cend-off]
 		switch buf, ok := c.dirty[i]; {
 		case ok:
-			copy(dst, buf[pos-i*tree.ChunkSize:])
+			copy(dst, buf[pos-i*format.ChunkSize:])
 		case pos < c.limit:
 			valid := min(cend, c.limit) - pos
 			if _, err := tree.ReadAt(ctx, c.node, c.base, dst[:valid], int64(pos)); err != nil && err != io.EOF {

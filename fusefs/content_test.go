@@ -12,6 +12,7 @@ import (
 	"github.com/oashare/oashare/chunknet"
 	"github.com/oashare/oashare/chunknet/tree"
 	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/format"
 )
 
 // TestContentGroups drives a file's content (no mount: the same code the
@@ -24,7 +25,7 @@ func TestContentGroups(t *testing.T) {
 	node := loneNode(t)
 	ctx := context.Background()
 	r := rand.New(rand.NewPCG(4, 2))
-	const group = tree.Fanout * tree.ChunkSize
+	const group = format.Fanout * format.ChunkSize
 
 	var model []byte
 	c := newContent(node, tree.Version{}, 0)
@@ -80,7 +81,7 @@ func TestContentGroups(t *testing.T) {
 		case k < 8: // truncate down, often to a chunk boundary
 			size := r.IntN(len(model) + 1)
 			if r.IntN(2) == 0 {
-				size -= size % tree.ChunkSize
+				size -= size % format.ChunkSize
 			}
 			if err := c.truncate(ctx, uint64(size)); err != nil {
 				t.Fatal(err)

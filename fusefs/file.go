@@ -13,11 +13,12 @@ import (
 
 	"github.com/oashare/oashare/chunknet/tree"
 	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/format"
 )
 
 // readAheadChunks is how far ahead of a sequential reader chunks are
 // fetched into the cache: 4 MiB.
-const readAheadChunks = (4 << 20) / tree.ChunkSize
+const readAheadChunks = (4 << 20) / format.ChunkSize
 
 // fileNode is a regular file as the kernel knows it. What this peer knows
 // of the file beyond the index lives in a fileState the FS keeps by inode

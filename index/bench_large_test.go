@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/vfs"
+
+	"github.com/oashare/oashare/index/format"
 )
 
 // The *Large benchmarks share one index on the real file system, filled
@@ -30,7 +32,7 @@ var large struct {
 	once   sync.Once
 	dir    string
 	db     *DB
-	hashes []Hash // hashes[i] is chunk i, in the order they were written
+	hashes []format.Hash // hashes[i] is chunk i, in the order they were written
 	err    error
 	next   atomic.Int64 // number of the next chunk never stored
 }
@@ -51,7 +53,7 @@ func TestMain(m *testing.M) {
 func largeChunk(i int64) Chunk {
 	data := make([]byte, largeChunkSize)
 	binary.BigEndian.PutUint64(data, uint64(i))
-	return Chunk{Hash: Sum(data), Data: data}
+	return Chunk{Hash: format.Sum(data), Data: data}
 }
 
 // largeDB returns the shared pre-filled index, building it on first use.
@@ -67,7 +69,7 @@ func largeDB(b *testing.B) *DB {
 		if large.err != nil {
 			return
 		}
-		large.hashes = make([]Hash, largeChunks)
+		large.hashes = make([]format.Hash, largeChunks)
 		group := make([]Chunk, 0, largeFillGroup)
 		for i := int64(0); i < largeChunks; i++ {
 			c := largeChunk(i)
@@ -163,7 +165,7 @@ func BenchmarkPutChunksLargeStored(b *testing.B) {
 func BenchmarkGetChunkLarge(b *testing.B) {
 	db := largeDB(b)
 	rng := rand.New(rand.NewPCG(3, 4))
-	buf := make([]byte, 0, MaxChunkData)
+	buf := make([]byte, 0, format.MaxChunkData)
 	b.SetBytes(largeChunkSize)
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -180,7 +182,7 @@ func BenchmarkGetChunkLarge(b *testing.B) {
 func BenchmarkGetChunkLargeSeq(b *testing.B) {
 	db := largeDB(b)
 	start := rand.IntN(largeChunks)
-	buf := make([]byte, 0, MaxChunkData)
+	buf := make([]byte, 0, format.MaxChunkData)
 	b.SetBytes(largeChunkSize)
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -217,7 +219,7 @@ func benchGetChunksLarge(b *testing.B, pick func(start, i int) int) {
 	const group = 256
 	db := largeDB(b)
 	start := rand.IntN(largeChunks)
-	hashes := make([]Hash, group)
+	hashes := make([]format.Hash, group)
 	b.SetBytes(largeChunkSize)
 	b.ReportAllocs()
 	b.ResetTimer()

@@ -14,6 +14,8 @@ import (
 	"unsafe"
 
 	"github.com/cockroachdb/pebble/vfs"
+
+	"github.com/oashare/oashare/index/format"
 )
 
 // The chunk log keeps chunk bytes out of Pebble. Chunks and groups are
@@ -95,8 +97,8 @@ func decodeLocation(b []byte) (location, error) {
 		off: binary.BigEndian.Uint64(b[4:]),
 		n:   binary.BigEndian.Uint16(b[12:]),
 	}
-	if l.n > MaxChunkData {
-		return location{}, fmt.Errorf("%w: chunk location length %d exceeds %d", ErrCorrupt, l.n, MaxChunkData)
+	if l.n > format.MaxChunkData {
+		return location{}, fmt.Errorf("%w: chunk location length %d exceeds %d", ErrCorrupt, l.n, format.MaxChunkData)
 	}
 	return l, nil
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/cockroachdb/pebble/vfs"
+
+	"github.com/oashare/oashare/index/format"
 )
 
 // TestChunkLogSegmentsAndReopen fills several small segments, reopens the
@@ -160,7 +162,7 @@ func TestDiskUsage(t *testing.T) {
 	for i := range n {
 		g := mkGroup(byte(i), 256, 512)
 		node := Chunk{Data: bytes.Repeat([]byte{byte(i), 1}, 4096)}
-		node.Hash = Sum(node.Data)
+		node.Hash = format.Sum(node.Data)
 		if _, err := db.PutGroups([]Group{g}, []Chunk{node}); err != nil {
 			t.Fatal(err)
 		}
@@ -427,7 +429,7 @@ func forgetIndex(t *testing.T, db *DB, chunks []Chunk, groups []Group) {
 func checkStored(t *testing.T, db *DB, groups []Group, chunks []Chunk) {
 	t.Helper()
 	for _, g := range groups {
-		if got, ok, err := db.GetGroup(g.Hash, 0, MaxGroupData, nil); err != nil || !ok || !bytes.Equal(got, g.Data) {
+		if got, ok, err := db.GetGroup(g.Hash, 0, format.MaxGroupData, nil); err != nil || !ok || !bytes.Equal(got, g.Data) {
 			t.Fatalf("group %s: ok=%v err=%v", g.Hash.Short(), ok, err)
 		}
 	}
@@ -453,7 +455,7 @@ func BenchmarkSmallWritesDisk(b *testing.B) {
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
 			binary.BigEndian.PutUint64(data, uint64(i))
-			g := Group{Hash: Sum(data), Data: data}
+			g := Group{Hash: format.Sum(data), Data: data}
 			if _, err := db.PutGroups([]Group{g}, nil); err != nil {
 				b.Fatal(err)
 			}
@@ -510,7 +512,7 @@ func BenchmarkBatchCRC(b *testing.B) {
 	datas := make([][]byte, 16)
 	total := len(head)
 	for i := range datas {
-		datas[i] = make([]byte, MaxGroupData)
+		datas[i] = make([]byte, format.MaxGroupData)
 		for j := range datas[i] {
 			datas[i][j] = byte(i + j*7)
 		}

@@ -8,19 +8,17 @@ import (
 	"slices"
 
 	"github.com/cockroachdb/pebble"
+
+	"github.com/oashare/oashare/index/format"
 )
 
 // Chunk is one stored chunk: its name and its bytes.
 type Chunk struct {
-	Hash Hash
+	Hash format.Hash
 	Data []byte
 }
 
-// MaxChunkData is the largest chunk the store accepts: data chunks are at
-// most 512 bytes, tree nodes at most 8192.
-const MaxChunkData = 8192
-
-func chunkKey(h Hash) []byte {
+func chunkKey(h format.Hash) []byte {
 	k := make([]byte, 1+len(h))
 	k[0] = prefixChunk
 	copy(k[1:], h[:])
@@ -58,9 +56,9 @@ func (db *DB) PutChunks(chunks []Chunk) (added int, err error) {
 
 func checkChunkSizes(chunks []Chunk) error {
 	for i := range chunks {
-		if n := len(chunks[i].Data); n > MaxChunkData {
+		if n := len(chunks[i].Data); n > format.MaxChunkData {
 			return fmt.Errorf("index: chunk %s is %d bytes, limit %d",
-				chunks[i].Hash.Short(), n, MaxChunkData)
+				chunks[i].Hash.Short(), n, format.MaxChunkData)
 		}
 	}
 	return nil
@@ -106,7 +104,7 @@ type putReq struct {
 
 // putItem is one chunk or group of a write group.
 type putItem struct {
-	key   [1 + len(Hash{})]byte // chunk or group key
+	key   [1 + len(format.Hash{})]byte // chunk or group key
 	data  []byte
 	group bool
 	owner *putReq
@@ -142,7 +140,7 @@ func (db *DB) putGroup(group []*putReq) {
 
 // groupChunkSize is the size of every chunk of a group but its last: the
 // chunk counters count a group as that many chunks.
-const groupChunkSize = MaxGroupData / 256
+const groupChunkSize = format.ChunkSize
 
 // writeItems stores those of items not stored yet in one synced batch,
 // together with the updated counters, and counts each new one in its
@@ -301,7 +299,7 @@ func (db *DB) storedEquals(group bool, loc, data, buf []byte) (bool, []byte) {
 // GetChunk appends the stored bytes of chunk h to buf[:0] and returns them;
 // ok is false if the chunk is not stored. It does not check the hash: the
 // caller verifies.
-func (db *DB) GetChunk(h Hash, buf []byte) (data []byte, ok bool, err error) {
+func (db *DB) GetChunk(h format.Hash, buf []byte) (data []byte, ok bool, err error) {
 	if db.closed.Load() {
 		return buf[:0], false, ErrClosed
 	}
@@ -334,13 +332,13 @@ func (db *DB) GetChunk(h Hash, buf []byte) (data []byte, ok bool, err error) {
 // of confirmed guesses doubles the read-ahead, up to getAheadMax chunks. Bytes accepted this way are the requested chunk whatever their
 // location: a guess may even find a chunk appended to the log whose index
 // entry is not yet committed.
-func (db *DB) GetChunks(hashes []Hash) (out [][]byte, err error) {
+func (db *DB) GetChunks(hashes []format.Hash) (out [][]byte, err error) {
 	out, _, err = db.getChunks(hashes)
 	return out, err
 }
 
 // getChunks is GetChunks; it also returns how many Pebble lookups it made.
-func (db *DB) getChunks(hashes []Hash) (out [][]byte, lookups int, err error) {
+func (db *DB) getChunks(hashes []format.Hash) (out [][]byte, lookups int, err error) {
 	if db.closed.Load() {
 		return nil, 0, ErrClosed
 	}
@@ -397,7 +395,7 @@ func (db *DB) getChunks(hashes []Hash) (out [][]byte, lookups int, err error) {
 				hashes[i].Short(), ErrCorrupt, loc.seg, loc.off+uint64(loc.n))
 		}
 		d := buf[:loc.n:loc.n]
-		if Sum(d) == hashes[i] {
+		if format.Sum(d) == hashes[i] {
 			out[i] = d
 		} else {
 			db.log.Error("stored chunk does not match its hash", "chunk", hashes[i].Short(),
@@ -443,7 +441,7 @@ const (
 // scanRun reads the stored chunks from at on, assuming each at.n bytes
 // long, spread per requested chunk, and matches them against hashes in
 // order (see matchScan).
-func (db *DB) scanRun(at location, hashes []Hash, out [][]byte, spread int) (matched, used int, gapped bool, err error) {
+func (db *DB) scanRun(at location, hashes []format.Hash, out [][]byte, spread int) (matched, used int, gapped bool, err error) {
 	buf := make([]byte, int(at.n)*(len(hashes)*spread+gapFor(spread)))
 	got, err := db.chunks.readSpan(at.seg, at.off, buf)
 	if err != nil {
@@ -472,11 +470,11 @@ func spreadOf(used, n, matched int) int {
 // end of buf, for a header longer than what was read), and whether it
 // stopped at a gap longer than maxGap (rather than at the end of hashes or
 // of buf).
-func matchScan(buf []byte, n int, hashes []Hash, out [][]byte, maxGap int) (matched, used int, gapped bool) {
+func matchScan(buf []byte, n int, hashes []format.Hash, out [][]byte, maxGap int) (matched, used int, gapped bool) {
 	j, gap := 0, 0
 	for pos := 0; j < len(hashes) && pos+n <= len(buf); {
 		d := buf[pos : pos+n : pos+n]
-		if Sum(d) == hashes[j] {
+		if format.Sum(d) == hashes[j] {
 			out[j] = d
 			j++
 			gap = 0
@@ -512,7 +510,7 @@ func batchHeaderLen(b []byte) int {
 }
 
 // locate looks chunk h up in Pebble.
-func (db *DB) locate(h Hash) (loc location, ok bool, err error) {
+func (db *DB) locate(h format.Hash) (loc location, ok bool, err error) {
 	v, c, err := db.pdb.Get(chunkKey(h))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return loc, false, nil
@@ -529,7 +527,7 @@ func (db *DB) locate(h Hash) (loc location, ok bool, err error) {
 }
 
 // HasChunk reports whether chunk h is stored.
-func (db *DB) HasChunk(h Hash) (bool, error) {
+func (db *DB) HasChunk(h format.Hash) (bool, error) {
 	if db.closed.Load() {
 		return false, ErrClosed
 	}

@@ -8,10 +8,12 @@ import (
 	"testing"
 
 	"github.com/cockroachdb/pebble/vfs"
+
+	"github.com/oashare/oashare/index/format"
 )
 
 func mkChunk(s string) Chunk {
-	return Chunk{Hash: Sum([]byte(s)), Data: []byte(s)}
+	return Chunk{Hash: format.Sum([]byte(s)), Data: []byte(s)}
 }
 
 func TestChunks(t *testing.T) {
@@ -48,7 +50,7 @@ func TestChunks(t *testing.T) {
 			t.Fatalf("HasChunk(%s) = %v, %v", ch.Hash.Short(), has, err)
 		}
 	}
-	missing := Sum([]byte("missing"))
+	missing := format.Sum([]byte("missing"))
 	if got, ok, err := db.GetChunk(missing, buf); err != nil || ok || len(got) != 0 {
 		t.Fatalf("GetChunk(missing) = %q, %v, %v", got, ok, err)
 	}
@@ -58,7 +60,7 @@ func TestChunks(t *testing.T) {
 
 	// An oversized chunk fails the whole call: nothing is written.
 	d := mkChunk("delta")
-	big := Chunk{Hash: Sum(make([]byte, MaxChunkData+1)), Data: make([]byte, MaxChunkData+1)}
+	big := Chunk{Hash: format.Sum(make([]byte, format.MaxChunkData+1)), Data: make([]byte, format.MaxChunkData+1)}
 	if n, err := db.PutChunks([]Chunk{d, big}); err == nil || n != 0 {
 		t.Fatalf("PutChunks(oversized) = %d, %v; want error", n, err)
 	}
@@ -79,7 +81,7 @@ func TestChunks(t *testing.T) {
 		t.Fatalf("count after compaction = %d; want 4", n)
 	}
 	// Exactly MaxChunkData is fine.
-	edge := Chunk{Hash: Sum(make([]byte, MaxChunkData)), Data: make([]byte, MaxChunkData)}
+	edge := Chunk{Hash: format.Sum(make([]byte, format.MaxChunkData)), Data: make([]byte, format.MaxChunkData)}
 	if n, err := db.PutChunks([]Chunk{edge}); err != nil || n != 1 {
 		t.Fatalf("PutChunks(MaxChunkData) = %d, %v", n, err)
 	}
@@ -99,7 +101,7 @@ func TestReopenKeepsIdentityAndCounters(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.HasChunk(Hash{}); err != ErrClosed {
+	if _, err := db.HasChunk(format.Hash{}); err != ErrClosed {
 		t.Fatalf("HasChunk after Close: %v; want ErrClosed", err)
 	}
 
@@ -172,7 +174,7 @@ func chunkSeq(start, n, size int) []Chunk {
 	for i := range out {
 		data := make([]byte, size)
 		binary.BigEndian.PutUint64(data, uint64(start+i))
-		out[i] = Chunk{Hash: Sum(data), Data: data}
+		out[i] = Chunk{Hash: format.Sum(data), Data: data}
 	}
 	return out
 }
@@ -212,7 +214,7 @@ func BenchmarkGetChunk(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	buf := make([]byte, 0, MaxChunkData)
+	buf := make([]byte, 0, format.MaxChunkData)
 	b.SetBytes(size)
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -231,7 +233,7 @@ func ExampleDB_PutChunks() {
 	}
 	defer db.Close()
 	data := []byte("hello, oashare")
-	c := Chunk{Hash: Sum(data), Data: data}
+	c := Chunk{Hash: format.Sum(data), Data: data}
 	n1, _ := db.PutChunks([]Chunk{c})
 	n2, _ := db.PutChunks([]Chunk{c}) // already stored
 	got, ok, _ := db.GetChunk(c.Hash, nil)

@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/oashare/oashare/index/format"
 )
 
 // interleavings returns every merge of the logs, keeping the order of each.
@@ -302,7 +304,7 @@ func TestRenameTombstoneNeverResurrects(t *testing.T) {
 }
 
 func TestConflictName(t *testing.T) {
-	h := VersionRef{Version: 42, Origin: NodeID{0xab, 0xcd, 0xef, 0x01, 0x99}}
+	h := VersionRef{Version: 42, Origin: format.NodeID{0xab, 0xcd, 0xef, 0x01, 0x99}}
 	if got := ConflictName("notes.txt", h); got != "notes.txt.conflict-abcdef01-42" {
 		t.Fatalf("ConflictName = %q", got)
 	}

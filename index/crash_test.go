@@ -9,6 +9,8 @@ import (
 
 	"github.com/cockroachdb/pebble"
 	"github.com/cockroachdb/pebble/vfs"
+
+	"github.com/oashare/oashare/index/format"
 )
 
 // crashFS is a strict MemFS (only synced bytes survive a crash) that
@@ -167,7 +169,7 @@ func mkSeededGroup(seed, i, n int) Group {
 		binary.BigEndian.PutUint64(b[:], uint64(seed)<<40|uint64(i)<<20|uint64(k))
 		data = append(data, b[:]...)
 	}
-	return Group{Hash: Sum(append([]byte("seeded group"), data...)), Data: data}
+	return Group{Hash: format.Sum(append([]byte("seeded group"), data...)), Data: data}
 }
 
 // checkCounters fails unless the chunk counters are what the index holds.

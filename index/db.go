@@ -13,6 +13,8 @@ import (
 	"github.com/cockroachdb/pebble"
 	"github.com/cockroachdb/pebble/bloom"
 	"github.com/cockroachdb/pebble/vfs"
+
+	"github.com/oashare/oashare/index/format"
 )
 
 // Options configure Open.
@@ -58,7 +60,7 @@ type DB struct {
 	pdb     *pebble.DB
 	chunks  *chunkLog
 	log     *slog.Logger
-	self    NodeID
+	self    format.NodeID
 	onApply atomic.Pointer[func(*Record)]
 	closed  atomic.Bool
 
@@ -73,7 +75,7 @@ type DB struct {
 	hlc          atomic.Uint64 // last HLC value used or seen; written under writeMu
 
 	stateMu sync.RWMutex
-	vv      map[NodeID]uint64 // guarded by stateMu; written under writeMu too
+	vv      map[format.NodeID]uint64 // guarded by stateMu; written under writeMu too
 
 	putMu      sync.Mutex // guards putQueue and putLeader (see doc.go)
 	putQueue   []*putReq
@@ -173,7 +175,7 @@ func Open(dir string, opts Options) (*DB, error) {
 		pdb:    pdb,
 		log:    log,
 		wallMs: func() int64 { return time.Now().UnixMilli() },
-		vv:     make(map[NodeID]uint64),
+		vv:     make(map[format.NodeID]uint64),
 
 		headsCache:   make(map[uint64][]VersionRef),
 		headsPending: make(map[uint64][]VersionRef),
@@ -205,7 +207,7 @@ func (db *DB) load() error {
 	}
 	switch {
 	case !ok:
-		db.self = NewNodeID()
+		db.self = format.NewNodeID()
 		if err := db.pdb.Set(keyNodeID, db.self[:], pebble.Sync); err != nil {
 			return fmt.Errorf("store node id: %w", err)
 		}
@@ -247,7 +249,7 @@ func (db *DB) load() error {
 		if len(k) != 1+16 || len(v) != 8 {
 			return fmt.Errorf("%w: version vector entry %x", ErrCorrupt, k)
 		}
-		db.vv[NodeID(k[1:])] = binary.BigEndian.Uint64(v)
+		db.vv[format.NodeID(k[1:])] = binary.BigEndian.Uint64(v)
 	}
 	return it.Error()
 }
@@ -300,7 +302,7 @@ func (db *DB) DiskUsage() (chunkLog, pebbleFiles int64) {
 }
 
 // NodeID returns this node's ID.
-func (db *DB) NodeID() NodeID { return db.self }
+func (db *DB) NodeID() format.NodeID { return db.self }
 
 // prefixEnd returns the smallest key greater than every key starting with
 // prefix, or nil (no upper bound) if there is none.

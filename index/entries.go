@@ -6,6 +6,8 @@ import (
 	"slices"
 
 	"github.com/cockroachdb/pebble"
+
+	"github.com/oashare/oashare/index/format"
 )
 
 // Entry versions, heads and entry conflict copies; the rules are in doc.go.
@@ -110,8 +112,8 @@ func (db *DB) applyEntry(b *pebble.Batch, de *Dirent, fresh bool) (bool, error) 
 // shown returns de as the view shows it: live, without the fields that
 // only matter to replication.
 func shown(de Dirent) Dirent {
-	de.Deleted, de.Moved, de.ChildVersion, de.ChildOrigin = false, false, 0, NodeID{}
-	de.BaseChild, de.BaseVersion, de.BaseOrigin = 0, 0, NodeID{}
+	de.Deleted, de.Moved, de.ChildVersion, de.ChildOrigin = false, false, 0, format.NodeID{}
+	de.BaseChild, de.BaseVersion, de.BaseOrigin = 0, 0, format.NodeID{}
 	return de
 }
 

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/cockroachdb/pebble/vfs"
+
+	"github.com/oashare/oashare/index/format"
 )
 
 // fileChunks makes the chunks of a file of n full 512-byte chunks,
@@ -22,7 +24,7 @@ func fileChunks(tag byte, n, last int) []Chunk {
 		}
 		data := make([]byte, size)
 		data[0], data[1], data[2] = tag, byte(i), byte(i>>8)
-		out = append(out, Chunk{Hash: Sum(data), Data: data})
+		out = append(out, Chunk{Hash: format.Sum(data), Data: data})
 	}
 	return out
 }
@@ -36,8 +38,8 @@ func putGroups(t *testing.T, db *DB, chunks []Chunk, group int) {
 	}
 }
 
-func hashesOf(chunks []Chunk) []Hash {
-	out := make([]Hash, len(chunks))
+func hashesOf(chunks []Chunk) []format.Hash {
+	out := make([]format.Hash, len(chunks))
 	for i, c := range chunks {
 		out[i] = c.Hash
 	}
@@ -46,7 +48,7 @@ func hashesOf(chunks []Chunk) []Hash {
 
 // checkGet reads hashes with getChunks and compares with want (nil: not
 // returned); it returns the number of Pebble lookups made.
-func checkGet(t *testing.T, db *DB, hashes []Hash, want [][]byte) int {
+func checkGet(t *testing.T, db *DB, hashes []format.Hash, want [][]byte) int {
 	t.Helper()
 	got, lookups, err := db.getChunks(hashes)
 	if err != nil {
@@ -59,7 +61,7 @@ func checkGet(t *testing.T, db *DB, hashes []Hash, want [][]byte) int {
 		if !bytes.Equal(got[i], want[i]) || (got[i] == nil) != (want[i] == nil) {
 			t.Fatalf("chunk %d of %d: got %d bytes, want %d", i, len(hashes), len(got[i]), len(want[i]))
 		}
-		if got[i] != nil && Sum(got[i]) != hashes[i] {
+		if got[i] != nil && format.Sum(got[i]) != hashes[i] {
 			t.Fatalf("chunk %d: returned bytes do not hash to the requested hash", i)
 		}
 	}
@@ -117,7 +119,7 @@ func TestGetChunksInterleavedWrites(t *testing.T) {
 		}
 		checkGet(t, db, hashesOf(b), datas(b))
 		// Reading both in alternation, and backwards.
-		var hs []Hash
+		var hs []format.Hash
 		var want [][]byte
 		for i := 0; i < 100; i++ {
 			hs = append(hs, a[i].Hash, b[99-i].Hash)
@@ -150,7 +152,7 @@ func TestGetChunksMissingAndRepeated(t *testing.T) {
 	other := fileChunks(9, 3, 0) // never stored
 	hs := hashesOf(f)
 	want := datas(f)
-	hs = append(hs[:20:20], append([]Hash{other[0].Hash, other[1].Hash}, hs[20:]...)...)
+	hs = append(hs[:20:20], append([]format.Hash{other[0].Hash, other[1].Hash}, hs[20:]...)...)
 	want = append(want[:20:20], append([][]byte{nil, nil}, want[20:]...)...)
 	hs = append(hs, other[2].Hash, f[3].Hash, f[3].Hash, f[4].Hash)
 	want = append(want, nil, f[3].Data, f[3].Data, f[4].Data)
@@ -188,7 +190,7 @@ func TestGetChunksCorruptBytes(t *testing.T) {
 func TestGetChunksClosed(t *testing.T) {
 	db := openMem(t, nil)
 	db.Close()
-	if _, err := db.GetChunks([]Hash{{}}); err != ErrClosed {
+	if _, err := db.GetChunks([]format.Hash{{}}); err != ErrClosed {
 		t.Fatalf("GetChunks after Close: %v; want ErrClosed", err)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/oashare/oashare/index/format"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -44,11 +46,11 @@ func golden(t *testing.T, name string, got []byte) {
 func TestGoldenEncodings(t *testing.T) {
 	rec := sampleRecord()
 	golden(t, "record", EncodeRecord(rec))
-	golden(t, "record_small", EncodeRecord(&Record{Origin: NodeID{1}, Seq: 1, HLC: 2, Ops: []Op{fileDirent(RootID, "a", 2)}}))
+	golden(t, "record_small", EncodeRecord(&Record{Origin: format.NodeID{1}, Seq: 1, HLC: 2, Ops: []Op{fileDirent(RootID, "a", 2)}}))
 	golden(t, "inode_value", encodeInodeValue(rec.Ops[0].Inode))
 	golden(t, "dirent_value", encodeDirentValue(rec.Ops[5].Dirent))
-	golden(t, "pending", encodePending(&Pending{ID: 42, Size: 1000, Root: Sum([]byte("new")), Depth: 1,
-		OrigSize: 3, OrigRoot: Sum([]byte("old")), Base: VersionRef{Version: 77, Origin: NodeID{1, 2}},
+	golden(t, "pending", encodePending(&Pending{ID: 42, Size: 1000, Root: format.Sum([]byte("new")), Depth: 1,
+		OrigSize: 3, OrigRoot: format.Sum([]byte("old")), Base: VersionRef{Version: 77, Origin: format.NodeID{1, 2}},
 		MtimeNs: -5, ContentChanged: true, SetMode: true, Mode: 0o640, SetGID: true, Gid: 1000,
 		SetMtime: true, AtimeNs: 9, CtimeNs: 11}))
 	golden(t, "chunk_log_state", logState{first: 1, seg: 3, off: 1 << 33}.encode())

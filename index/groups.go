@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	"github.com/cockroachdb/pebble"
+
+	"github.com/oashare/oashare/index/format"
 )
 
 // A group is the data chunks under one depth-1 node of a file's tree
@@ -19,19 +21,15 @@ import (
 // Group is one stored group: its name and the concatenated bytes of its
 // stored chunks.
 type Group struct {
-	Hash Hash
+	Hash format.Hash
 	Data []byte
 }
-
-// MaxGroupData is the largest group the store accepts: 256 chunks of 512
-// bytes.
-const MaxGroupData = 256 * 512
 
 // groupLocSize is the encoded size of a group location: segment[4]
 // offset[8] length[4].
 const groupLocSize = 4 + 8 + 4
 
-func groupKey(h Hash) []byte {
+func groupKey(h format.Hash) []byte {
 	k := make([]byte, 1+len(h))
 	k[0] = prefixGroup
 	copy(k[1:], h[:])
@@ -49,8 +47,8 @@ func decodeGroupLoc(b []byte) (seg uint32, off uint64, n uint32, err error) {
 		return 0, 0, 0, fmt.Errorf("%w: group location is %d bytes, want %d", ErrCorrupt, len(b), groupLocSize)
 	}
 	seg, off, n = binary.BigEndian.Uint32(b), binary.BigEndian.Uint64(b[4:]), binary.BigEndian.Uint32(b[12:])
-	if n == 0 || n > MaxGroupData {
-		return 0, 0, 0, fmt.Errorf("%w: group length %d outside 1..%d", ErrCorrupt, n, MaxGroupData)
+	if n == 0 || n > format.MaxGroupData {
+		return 0, 0, 0, fmt.Errorf("%w: group length %d outside 1..%d", ErrCorrupt, n, format.MaxGroupData)
 	}
 	return seg, off, n, nil
 }
@@ -71,9 +69,9 @@ func (db *DB) PutGroups(groups []Group, chunks []Chunk) (added int, err error) {
 		return 0, ErrClosed
 	}
 	for i := range groups {
-		if n := len(groups[i].Data); n == 0 || n > MaxGroupData {
+		if n := len(groups[i].Data); n == 0 || n > format.MaxGroupData {
 			return 0, fmt.Errorf("index: group %s is %d bytes, want 1..%d",
-				groups[i].Hash.Short(), n, MaxGroupData)
+				groups[i].Hash.Short(), n, format.MaxGroupData)
 		}
 	}
 	if err := checkChunkSizes(chunks); err != nil {
@@ -93,7 +91,7 @@ func (db *DB) PutGroups(groups []Group, chunks []Chunk) (added int, err error) {
 // cut at the group's end, and returns them; ok is false if the group is
 // not stored or off is at or past its end. It does not check hashes: the
 // caller cuts the bytes into chunks and verifies each.
-func (db *DB) GetGroup(h Hash, off, n int, buf []byte) (data []byte, ok bool, err error) {
+func (db *DB) GetGroup(h format.Hash, off, n int, buf []byte) (data []byte, ok bool, err error) {
 	if db.closed.Load() {
 		return buf[:0], false, ErrClosed
 	}
@@ -129,7 +127,7 @@ func (db *DB) GetGroup(h Hash, off, n int, buf []byte) (data []byte, ok bool, er
 }
 
 // HasGroup reports whether group h is stored.
-func (db *DB) HasGroup(h Hash) (bool, error) {
+func (db *DB) HasGroup(h format.Hash) (bool, error) {
 	if db.closed.Load() {
 		return false, ErrClosed
 	}

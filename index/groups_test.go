@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/cockroachdb/pebble/vfs"
+
+	"github.com/oashare/oashare/index/format"
 )
 
 // mkGroup makes a group of n chunks of 512 bytes, the last one last bytes
@@ -21,7 +23,7 @@ func mkGroup(seed byte, n, last int) Group {
 		}
 		data = append(data, bytes.Repeat([]byte{seed + byte(i)}, size)...)
 	}
-	return Group{Hash: Sum(append([]byte("group"), data...)), Data: data}
+	return Group{Hash: format.Sum(append([]byte("group"), data...)), Data: data}
 }
 
 func TestGroups(t *testing.T) {
@@ -89,20 +91,20 @@ func TestGroups(t *testing.T) {
 func TestGroupsRefused(t *testing.T) {
 	db := openMem(t, nil)
 	for _, g := range []Group{
-		{Hash: Sum([]byte("empty"))},
-		{Hash: Sum([]byte("big")), Data: make([]byte, MaxGroupData+1)},
+		{Hash: format.Sum([]byte("empty"))},
+		{Hash: format.Sum([]byte("big")), Data: make([]byte, format.MaxGroupData+1)},
 	} {
 		if _, err := db.PutGroups([]Group{mkGroup(1, 2, 3), g}, nil); err == nil {
 			t.Fatalf("PutGroups of a %d-byte group succeeded", len(g.Data))
 		}
 	}
-	if _, err := db.PutGroups(nil, []Chunk{{Hash: Sum(nil), Data: make([]byte, MaxChunkData+1)}}); err == nil {
+	if _, err := db.PutGroups(nil, []Chunk{{Hash: format.Sum(nil), Data: make([]byte, format.MaxChunkData+1)}}); err == nil {
 		t.Fatal("PutGroups with an oversized chunk succeeded")
 	}
 	if c, _ := db.ChunkStats(); c != 0 {
 		t.Fatalf("a refused PutGroups stored %d chunks", c)
 	}
-	if _, _, err := db.GetGroup(Sum(nil), -1, 5, nil); err == nil {
+	if _, _, err := db.GetGroup(format.Sum(nil), -1, 5, nil); err == nil {
 		t.Fatal("GetGroup at a negative offset succeeded")
 	}
 	db.Close()
@@ -173,10 +175,10 @@ func TestPutRepairsDamagedCopy(t *testing.T) {
 	}
 	damage(groupKey(g.Hash))
 	damage(chunkKey(c.Hash))
-	if got, ok, _ := db.GetGroup(g.Hash, 0, MaxGroupData, nil); ok && bytes.Equal(got, g.Data) {
+	if got, ok, _ := db.GetGroup(g.Hash, 0, format.MaxGroupData, nil); ok && bytes.Equal(got, g.Data) {
 		t.Fatal("the damage did not reach the stored group")
 	}
-	if out, _ := db.GetChunks([]Hash{c.Hash}); out[0] != nil {
+	if out, _ := db.GetChunks([]format.Hash{c.Hash}); out[0] != nil {
 		t.Fatal("a damaged chunk reads back as good")
 	}
 	if n, err := db.PutGroups([]Group{g}, []Chunk{c}); err != nil || n != 0 {

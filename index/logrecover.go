@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/cockroachdb/pebble"
+
+	"github.com/oashare/oashare/index/format"
 )
 
 var keyChunkLog = []byte("m/chunk-log")
@@ -65,10 +67,10 @@ func (db *DB) openLog() error {
 			}
 			var val []byte
 			switch {
-			case it.key[0] == prefixGroup && it.len >= 1 && it.len <= MaxGroupData:
+			case it.key[0] == prefixGroup && it.len >= 1 && it.len <= format.MaxGroupData:
 				val = encodeGroupLoc(nil, it.loc.seg, it.loc.off, it.len)
 				added += int64((it.len + groupChunkSize - 1) / groupChunkSize)
-			case it.key[0] == prefixChunk && it.len <= MaxChunkData:
+			case it.key[0] == prefixChunk && it.len <= format.MaxChunkData:
 				val = location{seg: it.loc.seg, off: it.loc.off, n: uint16(it.len)}.encode(nil)
 				added++
 			default:

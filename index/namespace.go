@@ -8,6 +8,8 @@ import (
 	"math"
 
 	"github.com/cockroachdb/pebble"
+
+	"github.com/oashare/oashare/index/format"
 )
 
 // ErrGap is returned by Apply for a record whose Seq is beyond the next one
@@ -29,21 +31,21 @@ func direntKey(parent uint64, name string) []byte {
 	return append(k, name...)
 }
 
-func logPrefix(origin NodeID) []byte {
+func logPrefix(origin format.NodeID) []byte {
 	return append([]byte{prefixLog}, origin[:]...)
 }
 
-func logKey(origin NodeID, seq uint64) []byte {
+func logKey(origin format.NodeID, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(logPrefix(origin), seq)
 }
 
-func vvKey(origin NodeID) []byte {
+func vvKey(origin format.NodeID) []byte {
 	return append([]byte{prefixVV}, origin[:]...)
 }
 
 // newer reports whether stamp (v, o) wins over stamp (ov, oo): a greater
 // Version, or an equal Version and a greater Origin.
-func newer(v uint64, o NodeID, ov uint64, oo NodeID) bool {
+func newer(v uint64, o format.NodeID, ov uint64, oo format.NodeID) bool {
 	if v != ov {
 		return v > ov
 	}
@@ -83,10 +85,10 @@ func (db *DB) nextHLC() uint64 {
 
 // VersionVector returns a copy of the version vector: for each origin, the
 // highest Seq applied here (this node's own commits included).
-func (db *DB) VersionVector() map[NodeID]uint64 {
+func (db *DB) VersionVector() map[format.NodeID]uint64 {
 	db.stateMu.RLock()
 	defer db.stateMu.RUnlock()
-	vv := make(map[NodeID]uint64, len(db.vv))
+	vv := make(map[format.NodeID]uint64, len(db.vv))
 	for k, v := range db.vv {
 		vv[k] = v
 	}
@@ -94,9 +96,9 @@ func (db *DB) VersionVector() map[NodeID]uint64 {
 }
 
 // Applied returns the highest Seq of origin's records applied here.
-func (db *DB) Applied(origin NodeID) uint64 { return db.applied(origin) }
+func (db *DB) Applied(origin format.NodeID) uint64 { return db.applied(origin) }
 
-func (db *DB) applied(origin NodeID) uint64 {
+func (db *DB) applied(origin format.NodeID) uint64 {
 	db.stateMu.RLock()
 	defer db.stateMu.RUnlock()
 	return db.vv[origin]
@@ -377,7 +379,7 @@ func (db *DB) GetInode(id uint64) (Inode, bool, error) {
 // wire) of origin with Seq > after, in Seq order. It stops after maxRecords
 // records, and before a record that would take the total past maxBytes; the
 // first record is returned whatever its size. A limit <= 0 means no limit.
-func (db *DB) LogSince(origin NodeID, after uint64, maxRecords, maxBytes int) ([][]byte, error) {
+func (db *DB) LogSince(origin format.NodeID, after uint64, maxRecords, maxBytes int) ([][]byte, error) {
 	if db.closed.Load() {
 		return nil, ErrClosed
 	}

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/cockroachdb/pebble/vfs"
+
+	"github.com/oashare/oashare/index/format"
 )
 
 func TestRootInode(t *testing.T) {
@@ -33,7 +35,7 @@ func TestCommitAndRead(t *testing.T) {
 	fileID, dirID := db.NewID(), db.NewID()
 	ops := []Op{
 		{Inode: &Inode{ID: fileID, Type: TypeFile, Mode: 0o644, Size: 600, MtimeNs: 5, CtimeNs: 6,
-			Root: Sum([]byte("tree")), Depth: 1}},
+			Root: format.Sum([]byte("tree")), Depth: 1}},
 		{Inode: &Inode{ID: dirID, Type: TypeDir, Mode: 0o755}},
 		{Dirent: &Dirent{Parent: RootID, Name: "notes.txt", Child: fileID, Type: TypeFile}},
 		{Dirent: &Dirent{Parent: RootID, Name: "docs", Child: dirID, Type: TypeDir}},
@@ -47,7 +49,7 @@ func TestCommitAndRead(t *testing.T) {
 	}
 	for i, op := range rec.Ops {
 		var v uint64
-		var o NodeID
+		var o format.NodeID
 		if op.Inode != nil {
 			v, o = op.Inode.Version, op.Inode.Origin
 		} else {
@@ -164,7 +166,7 @@ func TestTombstones(t *testing.T) {
 
 	// A version the tombstone names, arriving after it, must not
 	// resurrect the name.
-	peer := NewNodeID()
+	peer := format.NewNodeID()
 	seen := &Record{Origin: peer, Seq: 1, HLC: create.HLC, Ops: []Op{{Dirent: &Dirent{
 		Parent: RootID, Name: "other", Child: 12, Type: TypeFile, Version: create.HLC, Origin: peer}}}}
 	mustApply(t, db, seen)
@@ -197,12 +199,12 @@ func TestTombstones(t *testing.T) {
 
 func TestLWW(t *testing.T) {
 	db := openMem(t, nil)
-	lo, hi := NodeID{1}, NodeID{2}
-	dirent := func(origin NodeID, seq, version, child uint64) *Record {
+	lo, hi := format.NodeID{1}, format.NodeID{2}
+	dirent := func(origin format.NodeID, seq, version, child uint64) *Record {
 		return &Record{Origin: origin, Seq: seq, HLC: version, Ops: []Op{{Dirent: &Dirent{
 			Parent: RootID, Name: "x", Child: child, Type: TypeFile, Version: version, Origin: origin}}}}
 	}
-	inode := func(origin NodeID, seq, version, size uint64) *Record {
+	inode := func(origin format.NodeID, seq, version, size uint64) *Record {
 		return &Record{Origin: origin, Seq: seq, HLC: version, Ops: []Op{{Inode: &Inode{
 			ID: 50, Type: TypeFile, Size: size, Version: version, Origin: origin}}}}
 	}
@@ -311,7 +313,7 @@ func TestApplySequence(t *testing.T) {
 
 func TestApplyInvalid(t *testing.T) {
 	db := openMem(t, nil)
-	peer := NewNodeID()
+	peer := format.NewNodeID()
 	good := Op{Dirent: &Dirent{Parent: RootID, Name: "ok", Child: 5, Type: TypeFile, Version: 1, Origin: peer}}
 	for name, rec := range map[string]*Record{
 		"nil":         nil,
@@ -475,7 +477,7 @@ func TestLogSince(t *testing.T) {
 				tc.after, tc.maxRecords, tc.maxBytes, s, tc.want)
 		}
 	}
-	if got, err := db.LogSince(NewNodeID(), 0, 10, 0); err != nil || len(got) != 0 {
+	if got, err := db.LogSince(format.NewNodeID(), 0, 10, 0); err != nil || len(got) != 0 {
 		t.Fatalf("LogSince(unknown origin) = %d, %v", len(got), err)
 	}
 }
@@ -500,7 +502,7 @@ func TestHLC(t *testing.T) {
 		t.Fatalf("HLC after wall clock went back = %d", r4.HLC)
 	}
 	// A record from a peer with a clock ahead pulls ours forward.
-	peer := NewNodeID()
+	peer := format.NewNodeID()
 	ahead := uint64(5000) << 16
 	mustApply(t, db, &Record{Origin: peer, Seq: 1, HLC: ahead, Ops: []Op{{Inode: &Inode{
 		ID: 6, Type: TypeFile, Version: ahead, Origin: peer}}}})

@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/cockroachdb/pebble"
+
+	"github.com/oashare/oashare/index/format"
 )
 
 // The pending journal ("p" keys) holds the file versions this node made
@@ -32,10 +34,10 @@ type Pending struct {
 	ID uint64
 	// The new content, and the content the changes were made on.
 	Size      uint64
-	Root      Hash
+	Root      format.Hash
 	Depth     uint8
 	OrigSize  uint64
-	OrigRoot  Hash
+	OrigRoot  format.Hash
 	OrigDepth uint8
 	// Base is the inode version the changes were read from.
 	Base    VersionRef

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/cockroachdb/pebble/vfs"
+
+	"github.com/oashare/oashare/index/format"
 )
 
 // TestPendingJournal: a pending version survives a crash (PutPending is
@@ -14,10 +16,10 @@ import (
 func TestPendingJournal(t *testing.T) {
 	fs := vfs.NewStrictMem()
 	db := openAt(t, fs, "/db", Options{Logger: quietLogger})
-	p := Pending{ID: 42, Size: 1000, Root: Sum([]byte("new")), Depth: 1, OrigSize: 3, OrigRoot: Sum([]byte("old")),
-		Base: VersionRef{Version: 77, Origin: NodeID{1, 2}}, MtimeNs: -5, ContentChanged: true,
+	p := Pending{ID: 42, Size: 1000, Root: format.Sum([]byte("new")), Depth: 1, OrigSize: 3, OrigRoot: format.Sum([]byte("old")),
+		Base: VersionRef{Version: 77, Origin: format.NodeID{1, 2}}, MtimeNs: -5, ContentChanged: true,
 		SetMode: true, Mode: 0o640, SetGID: true, Gid: 1000, SetMtime: true, AtimeNs: 9, CtimeNs: 11}
-	q := Pending{ID: 7, Size: 5, Root: Sum([]byte("x")), SetUID: true, Uid: 3, SetAtime: true}
+	q := Pending{ID: 7, Size: 5, Root: format.Sum([]byte("x")), SetUID: true, Uid: 3, SetAtime: true}
 	for _, x := range []Pending{p, q} {
 		if err := db.PutPending(x); err != nil {
 			t.Fatal(err)
@@ -87,8 +89,8 @@ func TestPendingJournal(t *testing.T) {
 func TestUnderTarget(t *testing.T) {
 	fs := vfs.NewMem()
 	db := openAt(t, fs, "/db", Options{Logger: quietLogger})
-	g1, g2 := Item{Group: true, Hash: Sum([]byte("g1"))}, Item{Group: true, Hash: Sum([]byte("g2"))}
-	c1 := Item{Hash: Sum([]byte("c1"))}
+	g1, g2 := Item{Group: true, Hash: format.Sum([]byte("g1"))}, Item{Group: true, Hash: format.Sum([]byte("g2"))}
+	c1 := Item{Hash: format.Sum([]byte("c1"))}
 	if err := db.SetCopies([]Item{g1, g2, c1}, []int{1, 3, 2}, 3); err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +139,7 @@ func TestUnderTarget(t *testing.T) {
 // error or a value that survives a round trip, never a panic. (Varints, as
 // in records, may come longer than needed.)
 func FuzzDecodePending(f *testing.F) {
-	f.Add(encodePending(&Pending{ID: 1, Size: 5, Root: Sum([]byte("x")), SetUID: true, Uid: 3}))
+	f.Add(encodePending(&Pending{ID: 1, Size: 5, Root: format.Sum([]byte("x")), SetUID: true, Uid: 3}))
 	f.Add([]byte{formatV1})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := decodePending(9, b)

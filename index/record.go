@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/oashare/oashare/index/format"
 )
 
 // EntryType is the kind of a namespace entry.
@@ -55,23 +57,23 @@ type Inode struct {
 	Size    uint64
 	MtimeNs int64
 	CtimeNs int64
-	Root    Hash   // root of the file's content tree; opaque to index
-	Depth   uint8  // depth of that tree; opaque to index
-	Target  string // symlink target, at most MaxTargetLen bytes
-	Uid     uint32 // owner
-	Gid     uint32 // group
-	Rdev    uint32 // device number of a device node
+	Root    format.Hash // root of the file's content tree; opaque to index
+	Depth   uint8       // depth of that tree; opaque to index
+	Target  string      // symlink target, at most MaxTargetLen bytes
+	Uid     uint32      // owner
+	Gid     uint32      // group
+	Rdev    uint32      // device number of a device node
 	AtimeNs int64
 
-	Version uint64 // stamp: the HLC of the commit that made it
-	Origin  NodeID // stamp: the node that made it
+	Version uint64        // stamp: the HLC of the commit that made it
+	Origin  format.NodeID // stamp: the node that made it
 
 	// BaseVersion and BaseOrigin name the version of this inode the change
 	// was made on (zero for a new inode); Supersedes names further versions
 	// it replaces (a merge, at most MaxSupersedes). See "Versions, heads
 	// and conflict copies" in doc.go.
 	BaseVersion uint64
-	BaseOrigin  NodeID
+	BaseOrigin  format.NodeID
 	Supersedes  []VersionRef
 }
 
@@ -79,7 +81,7 @@ type Inode struct {
 // stamp.
 type VersionRef struct {
 	Version uint64
-	Origin  NodeID
+	Origin  format.NodeID
 }
 
 // IsZero reports whether r names no version.
@@ -106,10 +108,10 @@ type Dirent struct {
 	// the child the deleter saw: an update the deleter had not seen keeps
 	// the entry visible (see doc.go).
 	ChildVersion uint64
-	ChildOrigin  NodeID
+	ChildOrigin  format.NodeID
 
-	Version uint64 // stamp: the HLC of the commit that made it
-	Origin  NodeID // stamp: the node that made it
+	Version uint64        // stamp: the HLC of the commit that made it
+	Origin  format.NodeID // stamp: the node that made it
 
 	// BaseChild, BaseVersion and BaseOrigin name the entry version of the
 	// same (Parent, Name) this one replaces: the entry the writer saw
@@ -117,7 +119,7 @@ type Dirent struct {
 	// version no received version names is a head (see doc.go).
 	BaseChild   uint64
 	BaseVersion uint64
-	BaseOrigin  NodeID
+	BaseOrigin  format.NodeID
 }
 
 // Ref returns the stamp of entry version de.
@@ -135,7 +137,7 @@ type Op struct {
 // Record is one atomic namespace change made by node Origin: its Seq-th
 // change, made at hybrid logical clock HLC.
 type Record struct {
-	Origin NodeID
+	Origin format.NodeID
 	Seq    uint64
 	HLC    uint64
 	Ops    []Op

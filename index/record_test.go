@@ -8,30 +8,32 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/oashare/oashare/index/format"
 )
 
 func sampleRecord() *Record {
-	origin := NodeID{0xaa, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 0xff}
+	origin := format.NodeID{0xaa, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 0xff}
 	return &Record{
 		Origin: origin,
 		Seq:    math.MaxUint64,
 		HLC:    1_700_000_000_000<<16 | 3,
 		Ops: []Op{
 			{Inode: &Inode{ID: math.MaxUint64 &^ ConflictIDBit, Type: TypeFile, Mode: 0o7777, Size: 1 << 40,
-				MtimeNs: -5, CtimeNs: math.MaxInt64, Root: Sum([]byte("root")), Depth: 3,
+				MtimeNs: -5, CtimeNs: math.MaxInt64, Root: format.Sum([]byte("root")), Depth: 3,
 				Uid: math.MaxUint32, Gid: 100, AtimeNs: -7, Version: 17, Origin: origin,
-				BaseVersion: 16, BaseOrigin: NodeID{0xff},
-				Supersedes: []VersionRef{{1, NodeID{1}}, {2, NodeID{2}}, {3, NodeID{3}}, {4, NodeID{4}},
-					{5, NodeID{5}}, {6, NodeID{6}}, {7, NodeID{7}}, {17, NodeID{0xaa}}}}},
+				BaseVersion: 16, BaseOrigin: format.NodeID{0xff},
+				Supersedes: []VersionRef{{1, format.NodeID{1}}, {2, format.NodeID{2}}, {3, format.NodeID{3}}, {4, format.NodeID{4}},
+					{5, format.NodeID{5}}, {6, format.NodeID{6}}, {7, format.NodeID{7}}, {17, format.NodeID{0xaa}}}}},
 			{Inode: &Inode{ID: 3, Type: TypeCharDev, Mode: 0o600, Rdev: 0x10305}},
 			{Inode: &Inode{ID: 2, Type: TypeSymlink, Mode: 0o777, Target: strings.Repeat("t", MaxTargetLen),
 				MtimeNs: math.MinInt64}},
 			{Dirent: &Dirent{Parent: RootID, Name: "héllo wörld", Child: 2, Type: TypeSymlink,
-				Version: 1, Origin: NodeID{1}}},
+				Version: 1, Origin: format.NodeID{1}}},
 			{Dirent: &Dirent{Parent: 9, Name: strings.Repeat("n", MaxNameLen), Deleted: true}},
 			{Dirent: &Dirent{Parent: 9, Name: "gone", Child: 4, Type: TypeFile, Deleted: true, Moved: true,
-				ChildVersion: math.MaxUint64, ChildOrigin: NodeID{0xee}, Version: 3, Origin: origin,
-				BaseChild: 4, BaseVersion: 2, BaseOrigin: NodeID{0xdd}}},
+				ChildVersion: math.MaxUint64, ChildOrigin: format.NodeID{0xee}, Version: 3, Origin: origin,
+				BaseChild: 4, BaseVersion: 2, BaseOrigin: format.NodeID{0xdd}}},
 		},
 	}
 }
@@ -39,7 +41,7 @@ func sampleRecord() *Record {
 func TestRecordRoundTrip(t *testing.T) {
 	for _, r := range []*Record{
 		sampleRecord(),
-		{Origin: NodeID{1}, Seq: 1, Ops: []Op{fileDirent(RootID, "a", 2)}},
+		{Origin: format.NodeID{1}, Seq: 1, Ops: []Op{fileDirent(RootID, "a", 2)}},
 	} {
 		b := EncodeRecord(r)
 		got, err := DecodeRecord(b)
@@ -209,7 +211,7 @@ func TestValidate(t *testing.T) {
 
 func FuzzDecodeRecord(f *testing.F) {
 	f.Add(EncodeRecord(sampleRecord()))
-	f.Add(EncodeRecord(&Record{Origin: NodeID{1}, Seq: 1, HLC: 1, Ops: []Op{fileDirent(RootID, "a", 2)}}))
+	f.Add(EncodeRecord(&Record{Origin: format.NodeID{1}, Seq: 1, HLC: 1, Ops: []Op{fileDirent(RootID, "a", 2)}}))
 	f.Add(newRecordBytes(2).dirent("a", 0).dirent("b", 1).b)
 	f.Add(newRecordBytes(2).inode(5, 9, 8, 2).dirent("b", 3).b)
 	f.Add([]byte{formatV1})

@@ -6,6 +6,8 @@ import (
 	"sync"
 
 	"github.com/cockroachdb/pebble"
+
+	"github.com/oashare/oashare/index/format"
 )
 
 // The under-target set ("u" keys) lists the groups and chunks this node
@@ -27,7 +29,7 @@ import (
 // Item names a stored group or chunk.
 type Item struct {
 	Group bool
-	Hash  Hash
+	Hash  format.Hash
 }
 
 func (it Item) key() []byte {
@@ -173,10 +175,10 @@ func (db *DB) ListUnder(after *Item, limit int, fn func(Under) bool) error {
 	}
 	for n := 0; ok && (limit == 0 || n < limit); ok, n = it.Next(), n+1 {
 		k, v := it.Key(), it.Value()
-		if len(k) != 2+len(Hash{}) || (k[1] != prefixGroup && k[1] != prefixChunk) || len(v) != 1 {
+		if len(k) != 2+len(format.Hash{}) || (k[1] != prefixGroup && k[1] != prefixChunk) || len(v) != 1 {
 			return fmt.Errorf("%w: under-target entry %x", ErrCorrupt, k)
 		}
-		if !fn(Under{Item: Item{Group: k[1] == prefixGroup, Hash: Hash(k[2:])}, Copies: int(v[0])}) {
+		if !fn(Under{Item: Item{Group: k[1] == prefixGroup, Hash: format.Hash(k[2:])}, Copies: int(v[0])}) {
 			break
 		}
 	}

@@ -6,8 +6,8 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/oashare/oashare/chunknet/multisha"
-	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/format"
+	"github.com/oashare/oashare/index/format/multisha"
 )
 
 // Sink receives every chunk a Builder makes, grouped: the data chunks
@@ -18,16 +18,16 @@ import (
 // uploads) and may block to apply back-pressure. Errors stop the Builder.
 type Sink interface {
 	// PutLeaf receives the next data chunk of the group being built.
-	PutLeaf(ctx context.Context, h index.Hash, data []byte) error
+	PutLeaf(ctx context.Context, h format.Hash, data []byte) error
 	// EndGroup closes the group: the chunks PutLeaf received since the
 	// previous EndGroup, in order, are the stored chunks of group g (holes
 	// are not stored). node is g's depth-1 node, to be stored with the
 	// group, or nil when g is the single chunk of a depth-0 file. If PutLeaf
 	// received nothing since the previous EndGroup, every chunk of g came
 	// from AddLeaf: g is an existing group, stored already.
-	EndGroup(ctx context.Context, g index.Hash, node []byte) error
+	EndGroup(ctx context.Context, g format.Hash, node []byte) error
 	// Put receives a tree node of depth 2 or more.
-	Put(ctx context.Context, h index.Hash, data []byte) error
+	Put(ctx context.Context, h format.Hash, data []byte) error
 }
 
 var (
@@ -44,7 +44,7 @@ type Builder struct {
 	ctx  context.Context
 	sink Sink
 
-	chunk  [ChunkSize]byte
+	chunk  [format.ChunkSize]byte
 	nchunk int // bytes buffered in chunk
 
 	size   uint64
@@ -52,9 +52,9 @@ type Builder struct {
 	// Whether the pending group (the pending hashes of level 0) has
 	// chunks from Write and chunks from AddLeaf; holes count as neither.
 	fresh, reused bool
-	closed        bool         // a chunk shorter than ChunkSize was added by AddLeaf
-	hashes        []index.Hash // Write's sums of the chunks it puts
-	done          bool         // Finish was called
+	closed        bool          // a chunk shorter than ChunkSize was added by AddLeaf
+	hashes        []format.Hash // Write's sums of the chunks it puts
+	done          bool          // Finish was called
 	err           error
 }
 
@@ -96,7 +96,7 @@ func (b *Builder) Write(p []byte) (int, error) {
 	n := 0
 	if b.nchunk > 0 {
 		c := copy(b.chunk[b.nchunk:], p)
-		if b.nchunk+c < ChunkSize {
+		if b.nchunk+c < format.ChunkSize {
 			b.nchunk += c
 			b.size += uint64(c)
 			return c, nil
@@ -108,31 +108,31 @@ func (b *Builder) Write(p []byte) (int, error) {
 		b.size += uint64(c)
 		n, p = c, p[c:]
 	}
-	for len(p) >= ChunkSize {
+	for len(p) >= format.ChunkSize {
 		// The full chunks up to the next hole are hashed together:
 		// several at once take much less time each than one at a time.
 		k := 0
-		for k < Fanout && (k+1)*ChunkSize <= len(p) && !isHole(p[k*ChunkSize:(k+1)*ChunkSize]) {
+		for k < format.Fanout && (k+1)*format.ChunkSize <= len(p) && !isHole(p[k*format.ChunkSize:(k+1)*format.ChunkSize]) {
 			k++
 		}
 		if k == 0 { // a hole
-			if err := b.addHash(0, index.Hash{}); err != nil {
+			if err := b.addHash(0, format.Hash{}); err != nil {
 				return n, err
 			}
-			b.size += ChunkSize
-			n, p = n+ChunkSize, p[ChunkSize:]
+			b.size += format.ChunkSize
+			n, p = n+format.ChunkSize, p[format.ChunkSize:]
 			continue
 		}
 		if b.hashes == nil {
-			b.hashes = make([]index.Hash, 0, Fanout)
+			b.hashes = make([]format.Hash, 0, format.Fanout)
 		}
-		b.hashes = multisha.Chunks(b.hashes[:0], p[:k*ChunkSize], ChunkSize)
+		b.hashes = multisha.Chunks(b.hashes[:0], p[:k*format.ChunkSize], format.ChunkSize)
 		for _, h := range b.hashes {
-			if err := b.putData(p[:ChunkSize], h); err != nil {
+			if err := b.putData(p[:format.ChunkSize], h); err != nil {
 				return n, err
 			}
-			b.size += ChunkSize
-			n, p = n+ChunkSize, p[ChunkSize:]
+			b.size += format.ChunkSize
+			n, p = n+format.ChunkSize, p[format.ChunkSize:]
 		}
 	}
 	b.nchunk = copy(b.chunk[:], p)
@@ -149,15 +149,15 @@ func (b *Builder) Write(p []byte) (int, error) {
 // one depth-1 node) must be all new (Write, or holes) or all existing
 // (AddLeaf, or holes) and then exactly those of an existing group, whose
 // node is therefore the same: a group that mixes the two fails.
-func (b *Builder) AddLeaf(h index.Hash, size int) error {
+func (b *Builder) AddLeaf(h format.Hash, size int) error {
 	if err := b.usable(); err != nil {
 		return err
 	}
 	switch {
 	case b.nchunk != 0:
 		return fmt.Errorf("tree: AddLeaf at offset %d, not a chunk boundary", b.size)
-	case size < 1 || size > ChunkSize:
-		return fmt.Errorf("tree: AddLeaf of %d bytes, want 1..%d", size, ChunkSize)
+	case size < 1 || size > format.ChunkSize:
+		return fmt.Errorf("tree: AddLeaf of %d bytes, want 1..%d", size, format.ChunkSize)
 	case uint64(size) > MaxFileSize-b.size:
 		return fmt.Errorf("%w: %d bytes", ErrTooLarge, b.size+uint64(size))
 	}
@@ -171,7 +171,7 @@ func (b *Builder) AddLeaf(h index.Hash, size int) error {
 		return err
 	}
 	b.size += uint64(size)
-	b.closed = size < ChunkSize
+	b.closed = size < format.ChunkSize
 	return nil
 }
 
@@ -182,7 +182,7 @@ func (b *Builder) AddLeaf(h index.Hash, size int) error {
 // of leaf by leaf is what makes a small change to a large file cost its
 // changed groups only. A file of one leaf has no depth-1 node: use
 // AddLeaf.
-func (b *Builder) AddGroup(h index.Hash, leaves int, size uint64) error {
+func (b *Builder) AddGroup(h format.Hash, leaves int, size uint64) error {
 	if leaves < 1 {
 		return fmt.Errorf("tree: AddGroup of %d leaves", leaves)
 	}
@@ -200,7 +200,7 @@ func (b *Builder) AddGroup(h index.Hash, leaves int, size uint64) error {
 // version at this place is h, so everything under it is stored already.
 // Holes and unchanged parts of a huge file thus cost O(depth) each,
 // whatever their size.
-func (b *Builder) AddNode(level uint8, h index.Hash, leaves, size uint64) error {
+func (b *Builder) AddNode(level uint8, h format.Hash, leaves, size uint64) error {
 	if err := b.usable(); err != nil {
 		return err
 	}
@@ -218,9 +218,9 @@ func (b *Builder) AddNode(level uint8, h index.Hash, leaves, size uint64) error 
 	case leaves < 1 || leaves > span || done == 0 && leaves <= span>>fanoutBits:
 		return fmt.Errorf("tree: AddNode of level %d with %d leaves, want 1..%d (more than %d for a file's first node)",
 			level, leaves, span, span>>fanoutBits)
-	case size > MaxFileSize-b.size || leaves > MaxFileSize/ChunkSize:
+	case size > MaxFileSize-b.size || leaves > MaxFileSize/format.ChunkSize:
 		return fmt.Errorf("%w: %d bytes", ErrTooLarge, b.size+size)
-	case size <= (leaves-1)*ChunkSize || size > leaves*ChunkSize:
+	case size <= (leaves-1)*format.ChunkSize || size > leaves*format.ChunkSize:
 		return fmt.Errorf("tree: AddNode of %d bytes for %d leaves", size, leaves)
 	}
 	for len(b.levels) < int(level) {
@@ -233,7 +233,7 @@ func (b *Builder) AddNode(level uint8, h index.Hash, leaves, size uint64) error 
 	}
 	b.fresh, b.reused = false, false
 	b.size += size
-	b.closed = leaves < span || size < leaves*ChunkSize
+	b.closed = leaves < span || size < leaves*format.ChunkSize
 	return b.addHash(int(level), h)
 }
 
@@ -260,31 +260,31 @@ func (b *Builder) AddHoles(size uint64) error {
 		k := uint8(0)
 		for k+1 < MaxDepth {
 			span := uint64(1) << (fanoutBits * uint(k+1))
-			if done%span != 0 || size/ChunkSize < span {
+			if done%span != 0 || size/format.ChunkSize < span {
 				break
 			}
 			k++
 		}
 		if k == 0 {
-			n := min(size, ChunkSize)
-			if err := b.addHash(0, index.Hash{}); err != nil {
+			n := min(size, format.ChunkSize)
+			if err := b.addHash(0, format.Hash{}); err != nil {
 				return err
 			}
 			b.size += n
-			b.closed = n < ChunkSize
+			b.closed = n < format.ChunkSize
 			size -= n
 			continue
 		}
 		span := uint64(1) << (fanoutBits * uint(k))
-		if err := b.AddNode(k, index.Hash{}, span, span*ChunkSize); err != nil {
+		if err := b.AddNode(k, format.Hash{}, span, span*format.ChunkSize); err != nil {
 			return err
 		}
-		size -= span * ChunkSize
+		size -= span * format.ChunkSize
 	}
 	return nil
 }
 
-func newLevel() level { return level{buf: make([]byte, 0, MaxNodeSize)} }
+func newLevel() level { return level{buf: make([]byte, 0, format.MaxNodeSize)} }
 
 func (b *Builder) mixed() error {
 	b.err = fmt.Errorf("tree: the group of chunk %d mixes new and existing chunks", b.levels[0].count)
@@ -339,16 +339,16 @@ func (b *Builder) Finish() (Version, error) {
 // of zeros is a hole: it is named by the zero hash and not put.
 func (b *Builder) putLeaf(data []byte) error {
 	if isHole(data) {
-		return b.addHash(0, index.Hash{})
+		return b.addHash(0, format.Hash{})
 	}
-	return b.putData(data, index.Sum(data))
+	return b.putData(data, format.Sum(data))
 }
 
 // isHole reports whether a chunk is all zeros.
 func isHole(data []byte) bool { return bytes.Equal(data, zeros[:len(data)]) }
 
 // putData puts data chunk h, not a hole, and adds it to level 0.
-func (b *Builder) putData(data []byte, h index.Hash) error {
+func (b *Builder) putData(data []byte, h format.Hash) error {
 	if b.reused {
 		return b.mixed()
 	}
@@ -361,7 +361,7 @@ func (b *Builder) putData(data []byte, h index.Hash) error {
 }
 
 // endGroup hands the pending group to the sink as group g.
-func (b *Builder) endGroup(g index.Hash, node []byte) error {
+func (b *Builder) endGroup(g format.Hash, node []byte) error {
 	b.fresh, b.reused = false, false
 	if err := b.sink.EndGroup(b.ctx, g, node); err != nil {
 		b.err = err
@@ -371,7 +371,7 @@ func (b *Builder) endGroup(g index.Hash, node []byte) error {
 }
 
 // addHash appends h to level k, emitting the node when it is full.
-func (b *Builder) addHash(k int, h index.Hash) error {
+func (b *Builder) addHash(k int, h format.Hash) error {
 	if k == len(b.levels) {
 		if k >= MaxDepth {
 			b.err = fmt.Errorf("tree: file exceeds depth %d", MaxDepth)
@@ -382,7 +382,7 @@ func (b *Builder) addHash(k int, h index.Hash) error {
 	lv := &b.levels[k]
 	lv.buf = append(lv.buf, h[:]...)
 	lv.count++
-	if len(lv.buf) == MaxNodeSize {
+	if len(lv.buf) == format.MaxNodeSize {
 		return b.emit(k)
 	}
 	return nil
@@ -391,17 +391,17 @@ func (b *Builder) addHash(k int, h index.Hash) error {
 // emit puts the pending hashes of level k as one node of level k+1.
 func (b *Builder) emit(k int) error {
 	lv := &b.levels[k]
-	var h index.Hash // a node of holes is a hole
+	var h format.Hash // a node of holes is a hole
 	switch {
 	case allZero(lv.buf):
 		b.fresh, b.reused = false, false
 	case k == 0:
-		h = index.Sum(lv.buf)
+		h = format.Sum(lv.buf)
 		if err := b.endGroup(h, lv.buf); err != nil {
 			return err
 		}
 	default:
-		h = index.Sum(lv.buf)
+		h = format.Sum(lv.buf)
 		if err := b.sink.Put(b.ctx, h, lv.buf); err != nil {
 			b.err = err
 			return err

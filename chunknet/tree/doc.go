@@ -8,14 +8,15 @@
 // This layout is an on-disk and wire format: namespace records carry a
 // [Version], and every peer must cut and read files identically, so that
 // identical content gets identical chunk names everywhere. Changing any
-// number or rule below is a format change.
+// number or rule below is a format change. The sizes (ChunkSize, Fanout,
+// MaxNodeSize) are defined once, in index/format, for every package.
 //
 // Data chunks. A file of Size bytes is cut at fixed offsets into
 // LeafCount(Size) = ceil(Size/ChunkSize) data chunks ("leaves"). Chunk i
 // (0-based) holds bytes [i*ChunkSize, min((i+1)*ChunkSize, Size)): every
 // chunk has exactly ChunkSize = 512 bytes except the last, which has
 // 1..512. An empty file has no chunk. A chunk is named by the SHA-256 of its
-// bytes ([index.Hash]).
+// bytes ([format.Hash]).
 //
 // Nodes. The list of leaf hashes is stored as a tree of nodes. A node is the
 // plain concatenation of its children's 32-byte hashes, with no header,

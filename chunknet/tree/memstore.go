@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/format"
 )
 
 // ErrNotFound is returned by MemStore.Fetch for a hash it does not hold.
@@ -21,8 +21,8 @@ var ErrNotFound = errors.New("tree: chunk not found")
 // Fetch calls. It is safe for concurrent use; the zero value is ready.
 type MemStore struct {
 	mu        sync.Mutex
-	chunks    map[index.Hash][]byte
-	groups    map[index.Hash][]byte
+	chunks    map[format.Hash][]byte
+	groups    map[format.Hash][]byte
 	pending   []byte // chunks put since the last EndGroup
 	puts      int
 	fetches   int
@@ -39,18 +39,18 @@ var (
 func NewMemStore() *MemStore { return &MemStore{} }
 
 // Put stores a copy of data under h after checking that h is its hash.
-func (m *MemStore) Put(ctx context.Context, h index.Hash, data []byte) error {
+func (m *MemStore) Put(ctx context.Context, h format.Hash, data []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if got := index.Sum(data); got != h {
+	if got := format.Sum(data); got != h {
 		return fmt.Errorf("tree: memstore: put %s: bytes hash to %s", h.Short(), got.Short())
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.puts++
 	if m.chunks == nil {
-		m.chunks = make(map[index.Hash][]byte)
+		m.chunks = make(map[format.Hash][]byte)
 	}
 	if _, ok := m.chunks[h]; !ok {
 		m.chunks[h] = append([]byte(nil), data...)
@@ -60,7 +60,7 @@ func (m *MemStore) Put(ctx context.Context, h index.Hash, data []byte) error {
 
 // PutLeaf stores a data chunk (by its name too, as Put) and adds it to
 // the pending group.
-func (m *MemStore) PutLeaf(ctx context.Context, h index.Hash, data []byte) error {
+func (m *MemStore) PutLeaf(ctx context.Context, h format.Hash, data []byte) error {
 	if err := m.Put(ctx, h, data); err != nil {
 		return err
 	}
@@ -72,7 +72,7 @@ func (m *MemStore) PutLeaf(ctx context.Context, h index.Hash, data []byte) error
 
 // EndGroup stores the pending chunks as group g, and node (if any) by its
 // name. With nothing pending, g must be stored already.
-func (m *MemStore) EndGroup(ctx context.Context, g index.Hash, node []byte) error {
+func (m *MemStore) EndGroup(ctx context.Context, g format.Hash, node []byte) error {
 	if node != nil {
 		if err := m.Put(ctx, g, node); err != nil {
 			return err
@@ -87,7 +87,7 @@ func (m *MemStore) EndGroup(ctx context.Context, g index.Hash, node []byte) erro
 		return nil
 	}
 	if m.groups == nil {
-		m.groups = make(map[index.Hash][]byte)
+		m.groups = make(map[format.Hash][]byte)
 	}
 	if _, ok := m.groups[g]; !ok {
 		m.groups[g] = m.pending
@@ -122,11 +122,11 @@ func (m *MemStore) FetchSpans(ctx context.Context, spans []Span) ([][]byte, erro
 			m.fetched++
 			var b []byte
 			if grouped {
-				if k*ChunkSize >= len(g) {
+				if k*format.ChunkSize >= len(g) {
 					return nil, fmt.Errorf("%w: chunk %d of group %s", ErrNotFound, k, s.Group.Short())
 				}
-				b = g[k*ChunkSize : min((k+1)*ChunkSize, len(g))]
-				if index.Sum(b) != h {
+				b = g[k*format.ChunkSize : min((k+1)*format.ChunkSize, len(g))]
+				if format.Sum(b) != h {
 					return nil, fmt.Errorf("tree: memstore: chunk %d of group %s is not %s", k, s.Group.Short(), h.Short())
 				}
 			} else if b = m.chunks[h]; b == nil {
@@ -149,7 +149,7 @@ func (m *MemStore) Fallbacks() int {
 
 // Fetch returns a copy of each chunk in order; a missing one fails the
 // whole call with ErrNotFound.
-func (m *MemStore) Fetch(ctx context.Context, hashes []index.Hash) ([][]byte, error) {
+func (m *MemStore) Fetch(ctx context.Context, hashes []format.Hash) ([][]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -169,7 +169,7 @@ func (m *MemStore) Fetch(ctx context.Context, hashes []index.Hash) ([][]byte, er
 }
 
 // Has reports whether m holds h.
-func (m *MemStore) Has(h index.Hash) bool {
+func (m *MemStore) Has(h format.Hash) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	_, ok := m.chunks[h]
@@ -177,7 +177,7 @@ func (m *MemStore) Has(h index.Hash) bool {
 }
 
 // Delete forgets h, as a chunk and as a group, to test missing chunks.
-func (m *MemStore) Delete(h index.Hash) {
+func (m *MemStore) Delete(h format.Hash) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(m.chunks, h)

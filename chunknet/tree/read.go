@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/format"
 )
 
 // Fetcher gets chunks: Fetch by their own names (tree nodes), FetchSpans
@@ -14,7 +14,7 @@ import (
 // order, or an error if any cannot be had. hashes may repeat (identical
 // chunks or nodes). The caller does not modify the returned slices.
 type Fetcher interface {
-	Fetch(ctx context.Context, hashes []index.Hash) ([][]byte, error)
+	Fetch(ctx context.Context, hashes []format.Hash) ([][]byte, error)
 	// FetchSpans returns one entry per leaf of every span, in order:
 	// the bytes of that data chunk, nil for a hole (zero hash).
 	FetchSpans(ctx context.Context, spans []Span) ([][]byte, error)
@@ -25,9 +25,9 @@ type Fetcher interface {
 // chunk Leaves[i] (when not a hole) is stored chunk First + (the number of
 // non-hole leaves before it in Leaves) of the group.
 type Span struct {
-	Group  index.Hash   // the depth-1 node's hash; for a depth-0 file, its chunk's
-	First  int          // stored index in Group of the first non-hole leaf of Leaves
-	Leaves []index.Hash // leaf hashes, zero for a hole
+	Group  format.Hash   // the depth-1 node's hash; for a depth-0 file, its chunk's
+	First  int           // stored index in Group of the first non-hole leaf of Leaves
+	Leaves []format.Hash // leaf hashes, zero for a hole
 }
 
 // Stored returns how many of s.Leaves are stored (not holes).
@@ -47,8 +47,8 @@ const maxNodesPerFetch = 256
 // fetch calls f for every non-zero hash and checks it kept its side of
 // the contract. The zero hash names a hole (all zeros, never stored): its
 // entry in the result is nil.
-func fetch(ctx context.Context, f Fetcher, hashes []index.Hash) ([][]byte, error) {
-	want := make([]index.Hash, 0, len(hashes))
+func fetch(ctx context.Context, f Fetcher, hashes []format.Hash) ([][]byte, error) {
+	want := make([]format.Hash, 0, len(hashes))
 	for _, h := range hashes {
 		if !h.IsZero() {
 			want = append(want, h)
@@ -119,7 +119,7 @@ func fetchSpans(ctx context.Context, f Fetcher, spans []Span, leaves int) ([][]b
 
 // children returns the child count of node j of level k and the child
 // hashes' bytes: a hole node (zero hash) has all-zero children.
-func children(h index.Hash, k uint8, j uint64, b []byte, below uint64) (int, []byte, error) {
+func children(h format.Hash, k uint8, j uint64, b []byte, below uint64) (int, []byte, error) {
 	if h.IsZero() {
 		n := childCount(j, below)
 		return int(n), make([]byte, int(n)*hashSize), nil
@@ -133,12 +133,12 @@ func children(h index.Hash, k uint8, j uint64, b []byte, below uint64) (int, []b
 // whole range, and checks each node's length and child count against the
 // layout (ErrCorrupt otherwise). n may be 0; a range past the last chunk is
 // an error.
-func Leaves(ctx context.Context, f Fetcher, v Version, first, n uint64) ([]index.Hash, error) {
+func Leaves(ctx context.Context, f Fetcher, v Version, first, n uint64) ([]format.Hash, error) {
 	spans, err := Spans(ctx, f, v, first, n)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]index.Hash, 0, n)
+	out := make([]format.Hash, 0, n)
 	for _, s := range spans {
 		out = append(out, s.Leaves...)
 	}
@@ -150,7 +150,7 @@ func Leaves(ctx context.Context, f Fetcher, v Version, first, n uint64) ([]index
 // group of holes. It fetches the nodes above depth 1 only, one Fetch per
 // level. v must have depth 1 or more (a one-chunk file has no depth-1
 // node).
-func Groups(ctx context.Context, f Fetcher, v Version, first, n uint64) ([]index.Hash, error) {
+func Groups(ctx context.Context, f Fetcher, v Version, first, n uint64) ([]format.Hash, error) {
 	if err := v.Validate(); err != nil {
 		return nil, err
 	}
@@ -162,7 +162,7 @@ func Groups(ctx context.Context, f Fetcher, v Version, first, n uint64) ([]index
 		return nil, fmt.Errorf("tree: groups [%d, %d+%d) out of range: file has %d", first, first, n, counts[1])
 	}
 	if n == 0 {
-		return []index.Hash{}, nil
+		return []format.Hash{}, nil
 	}
 	return descend(ctx, f, v, counts, 1, first, first+n-1, nil)
 }
@@ -174,8 +174,8 @@ func Groups(ctx context.Context, f Fetcher, v Version, first, n uint64) ([]index
 // bottom+1 the range touches, in order, with the node's hash, its entries
 // and the range [from, to) of them taken (taken, a part of the result).
 func descend(ctx context.Context, f Fetcher, v Version, counts []uint64, bottom uint8, first, last uint64,
-	at func(h index.Hash, entries []byte, from uint64, taken []index.Hash)) ([]index.Hash, error) {
-	hashes := []index.Hash{v.Root} // the level-k entries covering the range
+	at func(h format.Hash, entries []byte, from uint64, taken []format.Hash)) ([]format.Hash, error) {
+	hashes := []format.Hash{v.Root} // the level-k entries covering the range
 	for k := v.Depth; k > bottom; k-- {
 		data, err := fetch(ctx, f, hashes)
 		if err != nil {
@@ -184,7 +184,7 @@ func descend(ctx context.Context, f Fetcher, v Version, counts []uint64, bottom 
 		shift := fanoutBits * uint(k-1-bottom)
 		lo, hi := first>>shift, last>>shift+1 // wanted entries of level k-1
 		node := lo >> fanoutBits              // index of hashes[0] in level k
-		next := make([]index.Hash, 0, hi-lo)
+		next := make([]format.Hash, 0, hi-lo)
 		for i, b := range data {
 			j := node + uint64(i)
 			nc, b, err := children(hashes[i], k, j, b, counts[k-1])
@@ -225,11 +225,11 @@ func Spans(ctx context.Context, f Fetcher, v Version, first, n uint64) ([]Span, 
 		return []Span{}, nil
 	}
 	if v.Depth == 0 {
-		return []Span{{Group: v.Root, Leaves: []index.Hash{v.Root}}}, nil
+		return []Span{{Group: v.Root, Leaves: []format.Hash{v.Root}}}, nil
 	}
 	var spans []Span
 	_, err := descend(ctx, f, v, levelCounts(leaves, v.Depth), 0, first, first+n-1,
-		func(g index.Hash, entries []byte, from uint64, taken []index.Hash) {
+		func(g format.Hash, entries []byte, from uint64, taken []format.Hash) {
 			stored := 0 // the group's stored chunks before the range: holes are not stored
 			for c := uint64(0); c < from; c++ {
 				if !hashAt(entries, int(c)).IsZero() {
@@ -270,12 +270,12 @@ func ReadAt(ctx context.Context, f Fetcher, v Version, p []byte, off int64) (int
 	if uint64(len(p)) < v.Size-start {
 		end = start + uint64(len(p))
 	}
-	first, last := start/ChunkSize, (end-1)/ChunkSize
+	first, last := start/format.ChunkSize, (end-1)/format.ChunkSize
 	spans, err := Spans(ctx, f, v, first, last-first+1)
 	if err != nil {
 		return 0, err
 	}
-	hashes := make([]index.Hash, 0, last-first+1)
+	hashes := make([]format.Hash, 0, last-first+1)
 	for _, s := range spans {
 		hashes = append(hashes, s.Leaves...)
 	}
@@ -295,7 +295,7 @@ func ReadAt(ctx context.Context, f Fetcher, v Version, p []byte, off int64) (int
 				ErrCorrupt, hashes[i].Short(), ci, len(b), want)
 		}
 		if i == 0 {
-			b = b[start-ci*ChunkSize:]
+			b = b[start-ci*format.ChunkSize:]
 		}
 		n += copy(p[n:end-start], b)
 	}
@@ -335,9 +335,9 @@ func NewEntries(f Fetcher, v Version) (*Entries, error) {
 }
 
 // At returns entry j of level k.
-func (e *Entries) At(ctx context.Context, k uint8, j uint64) (index.Hash, error) {
+func (e *Entries) At(ctx context.Context, k uint8, j uint64) (format.Hash, error) {
 	if k > e.v.Depth || j >= e.counts[k] {
-		return index.Hash{}, fmt.Errorf("tree: entry %d of level %d out of range (depth %d, %d entries)",
+		return format.Hash{}, fmt.Errorf("tree: entry %d of level %d out of range (depth %d, %d entries)",
 			j, k, e.v.Depth, e.counts[min(k, e.v.Depth)])
 	}
 	if k == e.v.Depth {
@@ -348,17 +348,17 @@ func (e *Entries) At(ctx context.Context, k uint8, j uint64) (index.Hash, error)
 	if !up.ok || up.j != pj {
 		ph, err := e.At(ctx, k+1, pj)
 		if err != nil {
-			return index.Hash{}, err
+			return format.Hash{}, err
 		}
 		if ph.IsZero() {
-			return index.Hash{}, nil // under a hole
+			return format.Hash{}, nil // under a hole
 		}
-		data, err := fetch(ctx, e.f, []index.Hash{ph})
+		data, err := fetch(ctx, e.f, []format.Hash{ph})
 		if err != nil {
-			return index.Hash{}, err
+			return format.Hash{}, err
 		}
 		if _, err := checkNode(ph, k+1, pj, data[0], e.counts[k]); err != nil {
-			return index.Hash{}, err
+			return format.Hash{}, err
 		}
 		*up = lastNode{ok: true, j: pj, entries: data[0]}
 	}
@@ -370,7 +370,7 @@ func (e *Entries) At(ctx context.Context, k uint8, j uint64) (index.Hash, error)
 // batches) to learn the hashes below, and checks each as Leaves does. A
 // depth-0 version has no node. An error from fn stops the walk and is
 // returned.
-func Nodes(ctx context.Context, f Fetcher, v Version, fn func(depth uint8, h index.Hash) error) error {
+func Nodes(ctx context.Context, f Fetcher, v Version, fn func(depth uint8, h format.Hash) error) error {
 	if err := v.Validate(); err != nil {
 		return err
 	}
@@ -384,7 +384,7 @@ func Nodes(ctx context.Context, f Fetcher, v Version, fn func(depth uint8, h ind
 	// The entries of level k that are not holes, and their indexes: a
 	// hole's subtree is all holes, never stored, and is not walked (a
 	// huge sparse file costs what it stores).
-	hashes, at := []index.Hash{v.Root}, []uint64{0}
+	hashes, at := []format.Hash{v.Root}, []uint64{0}
 	for k := v.Depth; k >= 1; k-- {
 		for _, h := range hashes {
 			if err := fn(k, h); err != nil {
@@ -407,9 +407,9 @@ func Nodes(ctx context.Context, f Fetcher, v Version, fn func(depth uint8, h ind
 // and returns their entries that are not holes, in order, with their
 // indexes in level k-1. If each is not nil it is called with every node's
 // index, hash and entries.
-func expand(ctx context.Context, f Fetcher, k uint8, below uint64, hashes []index.Hash, at []uint64,
-	each func(j uint64, h index.Hash, entries []byte)) ([]index.Hash, []uint64, error) {
-	var next []index.Hash
+func expand(ctx context.Context, f Fetcher, k uint8, below uint64, hashes []format.Hash, at []uint64,
+	each func(j uint64, h format.Hash, entries []byte)) ([]format.Hash, []uint64, error) {
+	var next []format.Hash
 	var nextAt []uint64
 	for i := 0; i < len(hashes); i += maxNodesPerFetch {
 		batch := hashes[i:min(i+maxNodesPerFetch, len(hashes))]
@@ -450,10 +450,10 @@ func Stored(ctx context.Context, f Fetcher, v Version, fn func(first uint64, s S
 		return nil
 	}
 	if v.Depth == 0 {
-		return fn(0, Span{Group: v.Root, Leaves: []index.Hash{v.Root}})
+		return fn(0, Span{Group: v.Root, Leaves: []format.Hash{v.Root}})
 	}
 	counts := levelCounts(LeafCount(v.Size), v.Depth)
-	hashes, at := []index.Hash{v.Root}, []uint64{0}
+	hashes, at := []format.Hash{v.Root}, []uint64{0}
 	for k := v.Depth; k >= 2; k-- {
 		var err error
 		if hashes, at, err = expand(ctx, f, k, counts[k-1], hashes, at, nil); err != nil {
@@ -461,11 +461,11 @@ func Stored(ctx context.Context, f Fetcher, v Version, fn func(first uint64, s S
 		}
 	}
 	var ferr error
-	_, _, err := expand(ctx, f, 1, counts[0], hashes, at, func(j uint64, h index.Hash, entries []byte) {
+	_, _, err := expand(ctx, f, 1, counts[0], hashes, at, func(j uint64, h format.Hash, entries []byte) {
 		if ferr != nil {
 			return
 		}
-		leaves := make([]index.Hash, len(entries)/hashSize)
+		leaves := make([]format.Hash, len(entries)/hashSize)
 		for c := range leaves {
 			leaves[c] = hashAt(entries, c)
 		}
@@ -478,4 +478,4 @@ func Stored(ctx context.Context, f Fetcher, v Version, fn func(first uint64, s S
 }
 
 // zeros backs the bytes of holes.
-var zeros [ChunkSize]byte
+var zeros [format.ChunkSize]byte

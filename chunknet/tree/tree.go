@@ -4,16 +4,12 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/format"
 )
 
+// The sizes of the layout (format.ChunkSize, format.Fanout,
+// format.MaxNodeSize) are defined in index/format, for every package.
 const (
-	// ChunkSize is the size of every data chunk but a file's last one.
-	ChunkSize = 512
-	// Fanout is the most children a tree node has.
-	Fanout = 256
-	// MaxNodeSize is the size of a full node: Fanout hashes.
-	MaxNodeSize = Fanout * 32
 	// MaxDepth is the deepest tree accepted; deeper versions are corrupt.
 	MaxDepth = 8
 	// MaxFileSize is the largest file: 1 EiB (2^60 bytes, depth 7). Every
@@ -24,15 +20,13 @@ const (
 	// EFBIG for programs, as sizes above 16 TiB are on ext4.
 	MaxFileSize = 1 << 60
 
-	hashSize   = len(index.Hash{})
-	fanoutBits = 8 // Fanout == 1 << fanoutBits
+	hashSize   = format.HashSize
+	fanoutBits = 8 // format.Fanout == 1 << fanoutBits
 )
 
-// Compile-time checks: fanoutBits matches Fanout, a hash is 32 bytes.
-var _ [Fanout - 1<<fanoutBits]struct{}
-var _ [1<<fanoutBits - Fanout]struct{}
-var _ [hashSize - 32]struct{}
-var _ [32 - hashSize]struct{}
+// Compile-time checks: fanoutBits matches Fanout.
+var _ [format.Fanout - 1<<fanoutBits]struct{}
+var _ [1<<fanoutBits - format.Fanout]struct{}
 
 // ErrCorrupt reports a version or a chunk that does not fit the tree
 // layout: an impossible Version, a node of the wrong length or child count,
@@ -46,7 +40,7 @@ var ErrTooLarge = errors.New("tree: file larger than the largest supported (1 Ei
 // tree (see the package documentation for the layout).
 type Version struct {
 	Size  uint64
-	Root  index.Hash
+	Root  format.Hash
 	Depth uint8
 }
 
@@ -72,8 +66,8 @@ func (v Version) Validate() error {
 
 // LeafCount returns the number of data chunks of a file of size bytes.
 func LeafCount(size uint64) uint64 {
-	n := size / ChunkSize
-	if size%ChunkSize != 0 {
+	n := size / format.ChunkSize
+	if size%format.ChunkSize != 0 {
 		n++
 	}
 	return n
@@ -87,9 +81,9 @@ func LeafSize(size uint64, i uint64) int {
 	case i >= n:
 		return 0
 	case i < n-1:
-		return ChunkSize
+		return format.ChunkSize
 	default:
-		return int(size - i*ChunkSize)
+		return int(size - i*format.ChunkSize)
 	}
 }
 
@@ -112,7 +106,7 @@ func levelCounts(leaves uint64, depth uint8) []uint64 {
 	c := make([]uint64, depth+1)
 	c[0] = leaves
 	for k := 1; k <= int(depth); k++ {
-		c[k] = (c[k-1] + Fanout - 1) >> fanoutBits
+		c[k] = (c[k-1] + format.Fanout - 1) >> fanoutBits
 	}
 	return c
 }
@@ -124,12 +118,12 @@ func childCount(j, below uint64) uint64 {
 	if first >= below {
 		return 0
 	}
-	return min(Fanout, below-first)
+	return min(format.Fanout, below-first)
 }
 
 // checkNode checks the bytes of node j of level depth against the number
 // of children it must have and returns that number.
-func checkNode(h index.Hash, depth uint8, j uint64, b []byte, below uint64) (int, error) {
+func checkNode(h format.Hash, depth uint8, j uint64, b []byte, below uint64) (int, error) {
 	want := childCount(j, below)
 	if len(b)%hashSize != 0 {
 		return 0, fmt.Errorf("%w: node %s (depth %d, index %d) has %d bytes, not a multiple of %d",
@@ -143,6 +137,6 @@ func checkNode(h index.Hash, depth uint8, j uint64, b []byte, below uint64) (int
 }
 
 // hashAt returns child c of node bytes b.
-func hashAt(b []byte, c int) index.Hash {
-	return index.Hash(b[c*hashSize : (c+1)*hashSize])
+func hashAt(b []byte, c int) format.Hash {
+	return format.Hash(b[c*hashSize : (c+1)*hashSize])
 }

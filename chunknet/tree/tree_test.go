@@ -14,7 +14,7 @@ import (
 	"testing/iotest"
 
 	"github.com/oashare/oashare/chunknet/tree"
-	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/format"
 )
 
 // randBytes returns n pseudo-random bytes from seed.
@@ -60,12 +60,12 @@ func build(t testing.TB, sink tree.Sink, content []byte, step int) tree.Version 
 
 // refVersion computes a Version the slow, obvious way: all leaf hashes in
 // memory, level by level.
-func refVersion(content []byte) (tree.Version, map[index.Hash][]byte) {
-	chunks := map[index.Hash][]byte{}
-	var level []index.Hash
-	for off := 0; off < len(content); off += tree.ChunkSize {
-		c := content[off:min(off+tree.ChunkSize, len(content))]
-		h := index.Sum(c)
+func refVersion(content []byte) (tree.Version, map[format.Hash][]byte) {
+	chunks := map[format.Hash][]byte{}
+	var level []format.Hash
+	for off := 0; off < len(content); off += format.ChunkSize {
+		c := content[off:min(off+format.ChunkSize, len(content))]
+		h := format.Sum(c)
 		chunks[h] = c
 		level = append(level, h)
 	}
@@ -74,13 +74,13 @@ func refVersion(content []byte) (tree.Version, map[index.Hash][]byte) {
 		return v, chunks
 	}
 	for len(level) > 1 {
-		var up []index.Hash
-		for i := 0; i < len(level); i += tree.Fanout {
+		var up []format.Hash
+		for i := 0; i < len(level); i += format.Fanout {
 			var node []byte
-			for _, h := range level[i:min(i+tree.Fanout, len(level))] {
+			for _, h := range level[i:min(i+format.Fanout, len(level))] {
 				node = append(node, h[:]...)
 			}
-			h := index.Sum(node)
+			h := format.Sum(node)
 			chunks[h] = node
 			up = append(up, h)
 		}
@@ -141,7 +141,7 @@ func TestRoundTrip(t *testing.T) {
 			}
 			for range 50 {
 				off := r.IntN(size + 2)
-				l := r.IntN(3 * tree.ChunkSize * (1 + r.IntN(300)))
+				l := r.IntN(3 * format.ChunkSize * (1 + r.IntN(300)))
 				checkRange(t, store, v, content, off, l)
 			}
 			checkRange(t, store, v, content, size, 0)
@@ -165,8 +165,8 @@ func TestRoundTrip(t *testing.T) {
 				t.Fatal(err)
 			}
 			for i, h := range leaves {
-				off := i * tree.ChunkSize
-				if h != index.Sum(content[off:min(off+tree.ChunkSize, size)]) {
+				off := i * format.ChunkSize
+				if h != format.Sum(content[off:min(off+format.ChunkSize, size)]) {
 					t.Fatalf("leaf %d wrong", i)
 				}
 			}
@@ -252,10 +252,10 @@ func TestNodes(t *testing.T) {
 		store := tree.NewMemStore()
 		v := build(t, store, content, 4096)
 		_, chunks := refVersion(content)
-		var got []index.Hash
+		var got []format.Hash
 		depths := map[uint8]int{}
 		last := v.Depth
-		err := tree.Nodes(context.Background(), store, v, func(d uint8, h index.Hash) error {
+		err := tree.Nodes(context.Background(), store, v, func(d uint8, h format.Hash) error {
 			if d > last {
 				t.Fatalf("depth %d after %d: not level by level", d, last)
 			}
@@ -273,7 +273,7 @@ func TestNodes(t *testing.T) {
 		// Every node listed is a stored chunk; the counts match the levels.
 		nodes := 0
 		for k, c := 1, tree.LeafCount(uint64(size)); k <= int(v.Depth); k++ {
-			c = (c + tree.Fanout - 1) / tree.Fanout
+			c = (c + format.Fanout - 1) / format.Fanout
 			if depths[uint8(k)] != int(c) {
 				t.Errorf("size %d depth %d: %d nodes, want %d", size, k, depths[uint8(k)], c)
 			}
@@ -293,7 +293,7 @@ func TestNodes(t *testing.T) {
 	v := build(t, store, randBytes(1, depth2Size), 4096)
 	stop := errors.New("stop")
 	calls := 0
-	err := tree.Nodes(context.Background(), store, v, func(uint8, index.Hash) error { calls++; return stop })
+	err := tree.Nodes(context.Background(), store, v, func(uint8, format.Hash) error { calls++; return stop })
 	if err != stop || calls != 1 {
 		t.Errorf("Nodes = %v after %d calls, want stop after 1", err, calls)
 	}
@@ -302,37 +302,37 @@ func TestNodes(t *testing.T) {
 // recSink records every Put.
 type recSink struct {
 	mu   sync.Mutex
-	puts []index.Hash
-	data map[index.Hash][]byte
+	puts []format.Hash
+	data map[format.Hash][]byte
 }
 
-func (s *recSink) Put(_ context.Context, h index.Hash, data []byte) error {
+func (s *recSink) Put(_ context.Context, h format.Hash, data []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if index.Sum(data) != h {
+	if format.Sum(data) != h {
 		return errors.New("hash mismatch")
 	}
 	if s.data == nil {
-		s.data = map[index.Hash][]byte{}
+		s.data = map[format.Hash][]byte{}
 	}
 	s.puts = append(s.puts, h)
 	s.data[h] = append([]byte(nil), data...)
 	return nil
 }
 
-func (s *recSink) PutLeaf(ctx context.Context, h index.Hash, data []byte) error {
+func (s *recSink) PutLeaf(ctx context.Context, h format.Hash, data []byte) error {
 	return s.Put(ctx, h, data)
 }
 
-func (s *recSink) EndGroup(ctx context.Context, g index.Hash, node []byte) error {
+func (s *recSink) EndGroup(ctx context.Context, g format.Hash, node []byte) error {
 	return putNode(ctx, s, g, node)
 }
 
 // putNode puts a group's node, if it has one, by name: how the test sinks,
 // which record chunks by name only, take EndGroup.
 func putNode(ctx context.Context, s interface {
-	Put(context.Context, index.Hash, []byte) error
-}, g index.Hash, node []byte) error {
+	Put(context.Context, format.Hash, []byte) error
+}, g format.Hash, node []byte) error {
 	if node == nil {
 		return nil
 	}
@@ -356,11 +356,11 @@ func TestDeterminism(t *testing.T) {
 	}
 
 	// Repeated content: shared chunks are put again under the same hash.
-	block := randBytes(10, tree.ChunkSize)
+	block := randBytes(10, format.ChunkSize)
 	rep := bytes.Repeat(block, 3)
 	var s3 recSink
 	build(t, &s3, rep, 700)
-	h := index.Sum(block)
+	h := format.Sum(block)
 	if len(s3.puts) != 4 || s3.puts[0] != h || s3.puts[1] != h || s3.puts[2] != h {
 		t.Errorf("puts of repeated chunks: %v", s3.puts)
 	}
@@ -394,7 +394,7 @@ func TestAddLeaf(t *testing.T) {
 		if err != nil || got != want {
 			t.Fatalf("size %d: AddLeaf version %+v, %v; want %+v", size, got, err, want)
 		}
-		isLeaf := map[index.Hash]bool{}
+		isLeaf := map[format.Hash]bool{}
 		for _, h := range leaves {
 			isLeaf[h] = true
 		}
@@ -407,17 +407,17 @@ func TestAddLeaf(t *testing.T) {
 		// Within one group, new and existing chunks do not mix.
 		if len(leaves) >= 2 {
 			b = tree.NewBuilder(ctx, store)
-			if _, err := b.Write(content[:tree.ChunkSize]); err != nil {
+			if _, err := b.Write(content[:format.ChunkSize]); err != nil {
 				t.Fatal(err)
 			}
 			if err := b.AddLeaf(leaves[1], tree.LeafSize(uint64(size), 1)); err == nil {
 				t.Errorf("size %d: AddLeaf after Write in one group accepted", size)
 			}
 			b = tree.NewBuilder(ctx, store)
-			if err := b.AddLeaf(leaves[0], tree.ChunkSize); err != nil {
+			if err := b.AddLeaf(leaves[0], format.ChunkSize); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := b.Write(content[tree.ChunkSize:]); err == nil {
+			if _, err := b.Write(content[format.ChunkSize:]); err == nil {
 				if _, err := b.Finish(); err == nil {
 					t.Errorf("size %d: Write after AddLeaf in one group accepted", size)
 				}
@@ -426,20 +426,20 @@ func TestAddLeaf(t *testing.T) {
 
 		// Mixed by group: Write the first groups, AddLeaf a middle
 		// group, Write the rest; the data reads back from groups only.
-		if len(leaves) < 3*tree.Fanout {
+		if len(leaves) < 3*format.Fanout {
 			continue
 		}
 		b = tree.NewBuilder(ctx, store)
-		mid := tree.Fanout
-		if _, err := b.Write(content[:mid*tree.ChunkSize]); err != nil {
+		mid := format.Fanout
+		if _, err := b.Write(content[:mid*format.ChunkSize]); err != nil {
 			t.Fatal(err)
 		}
 		for i := mid; i < 2*mid; i++ {
-			if err := b.AddLeaf(leaves[i], tree.ChunkSize); err != nil {
+			if err := b.AddLeaf(leaves[i], format.ChunkSize); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if _, err := b.Write(content[2*mid*tree.ChunkSize:]); err != nil {
+		if _, err := b.Write(content[2*mid*format.ChunkSize:]); err != nil {
 			t.Fatal(err)
 		}
 		if got, err := b.Finish(); err != nil || got != want {
@@ -454,7 +454,7 @@ func TestAddLeaf(t *testing.T) {
 
 func TestBuilderMisuse(t *testing.T) {
 	ctx := context.Background()
-	h := index.Sum([]byte("x"))
+	h := format.Sum([]byte("x"))
 	store := tree.NewMemStore()
 
 	b := tree.NewBuilder(ctx, store)
@@ -469,7 +469,7 @@ func TestBuilderMisuse(t *testing.T) {
 		}
 	}
 	b = tree.NewBuilder(ctx, store)
-	if err := b.AddLeaf(index.Hash{}, 512); err != nil {
+	if err := b.AddLeaf(format.Hash{}, 512); err != nil {
 		t.Errorf("AddLeaf of a hole (zero hash): %v", err)
 	}
 
@@ -506,7 +506,7 @@ type failSink struct{ ok int }
 
 var errSink = errors.New("sink failed")
 
-func (s *failSink) Put(context.Context, index.Hash, []byte) error {
+func (s *failSink) Put(context.Context, format.Hash, []byte) error {
 	if s.ok == 0 {
 		return errSink
 	}
@@ -514,11 +514,11 @@ func (s *failSink) Put(context.Context, index.Hash, []byte) error {
 	return nil
 }
 
-func (s *failSink) PutLeaf(ctx context.Context, h index.Hash, data []byte) error {
+func (s *failSink) PutLeaf(ctx context.Context, h format.Hash, data []byte) error {
 	return s.Put(ctx, h, data)
 }
 
-func (s *failSink) EndGroup(ctx context.Context, g index.Hash, node []byte) error {
+func (s *failSink) EndGroup(ctx context.Context, g format.Hash, node []byte) error {
 	return putNode(ctx, s, g, node)
 }
 
@@ -544,7 +544,7 @@ func TestBuilderSinkError(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
-	h := index.Sum([]byte("x"))
+	h := format.Sum([]byte("x"))
 	for _, tc := range []struct {
 		v  tree.Version
 		ok bool
@@ -614,7 +614,7 @@ func TestArithmetic(t *testing.T) {
 }
 
 // node concatenates hashes into a node.
-func node(hs ...index.Hash) []byte {
+func node(hs ...format.Hash) []byte {
 	var b []byte
 	for _, h := range hs {
 		b = append(b, h[:]...)
@@ -623,9 +623,9 @@ func node(hs ...index.Hash) []byte {
 }
 
 // putRaw stores data in m under its own hash and returns the hash.
-func putRaw(t *testing.T, m *tree.MemStore, data []byte) index.Hash {
+func putRaw(t *testing.T, m *tree.MemStore, data []byte) format.Hash {
 	t.Helper()
-	h := index.Sum(data)
+	h := format.Sum(data)
 	if err := m.Put(context.Background(), h, data); err != nil {
 		t.Fatal(err)
 	}
@@ -637,8 +637,8 @@ func TestCorrupt(t *testing.T) {
 	m := tree.NewMemStore()
 	full := putRaw(t, m, bytes.Repeat([]byte{1}, 512))
 	short := putRaw(t, m, []byte("tail"))
-	leaves := func(n int) []index.Hash {
-		hs := make([]index.Hash, n)
+	leaves := func(n int) []format.Hash {
+		hs := make([]format.Hash, n)
 		for i := range hs {
 			hs[i] = full
 		}
@@ -681,7 +681,7 @@ func TestCorrupt(t *testing.T) {
 	}
 	// Nodes checks the levels it fetches (all but depth 1).
 	for _, c := range cases[4:9] {
-		err := tree.Nodes(ctx, m, c.v, func(uint8, index.Hash) error { return nil })
+		err := tree.Nodes(ctx, m, c.v, func(uint8, format.Hash) error { return nil })
 		if c.name == "last depth-1 node too many" || c.name == "first depth-1 node short" || c.name == "depth-1 node odd length" {
 			if err != nil {
 				t.Errorf("Nodes(%s): %v; depth-1 nodes are not fetched", c.name, err)
@@ -703,11 +703,11 @@ func TestCorrupt(t *testing.T) {
 // badFetcher returns the wrong number of chunks.
 type badFetcher struct{}
 
-func (badFetcher) Fetch(context.Context, []index.Hash) ([][]byte, error)     { return nil, nil }
+func (badFetcher) Fetch(context.Context, []format.Hash) ([][]byte, error)    { return nil, nil }
 func (badFetcher) FetchSpans(context.Context, []tree.Span) ([][]byte, error) { return nil, nil }
 
 func TestBadFetcher(t *testing.T) {
-	v := tree.Version{Size: 1000, Depth: 1, Root: index.Sum([]byte("r"))}
+	v := tree.Version{Size: 1000, Depth: 1, Root: format.Sum([]byte("r"))}
 	if _, err := tree.ReadAt(context.Background(), badFetcher{}, v, make([]byte, 10), 0); err == nil {
 		t.Error("fetcher returning no chunks accepted")
 	}
@@ -716,20 +716,20 @@ func TestBadFetcher(t *testing.T) {
 func TestMemStore(t *testing.T) {
 	m := tree.NewMemStore()
 	ctx := context.Background()
-	if err := m.Put(ctx, index.Sum([]byte("a")), []byte("b")); err == nil {
+	if err := m.Put(ctx, format.Sum([]byte("a")), []byte("b")); err == nil {
 		t.Error("Put with wrong hash accepted")
 	}
 	h := putRaw(t, m, []byte("a"))
 	buf := []byte("a")
-	h2 := index.Sum(buf)
+	h2 := format.Sum(buf)
 	m.Put(ctx, h2, buf)
 	buf[0] = 'z' // the store keeps its own copy
-	got, err := m.Fetch(ctx, []index.Hash{h, h})
+	got, err := m.Fetch(ctx, []format.Hash{h, h})
 	if err != nil || string(got[0]) != "a" || string(got[1]) != "a" {
 		t.Fatalf("Fetch = %q, %v", got, err)
 	}
 	got[0][0] = 'q' // and hands out copies
-	if got, _ := m.Fetch(ctx, []index.Hash{h}); string(got[0]) != "a" {
+	if got, _ := m.Fetch(ctx, []format.Hash{h}); string(got[0]) != "a" {
 		t.Error("Fetch result aliases the store")
 	}
 	if m.Puts() != 2 || m.Fetches() != 2 || m.Fetched() != 3 || m.Len() != 1 || !m.Has(h) {
@@ -737,16 +737,16 @@ func TestMemStore(t *testing.T) {
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, err := m.Fetch(cctx, []index.Hash{h}); !errors.Is(err, context.Canceled) {
+	if _, err := m.Fetch(cctx, []format.Hash{h}); !errors.Is(err, context.Canceled) {
 		t.Errorf("Fetch with cancelled ctx: %v", err)
 	}
 }
 
 type discard struct{}
 
-func (discard) Put(context.Context, index.Hash, []byte) error      { return nil }
-func (discard) PutLeaf(context.Context, index.Hash, []byte) error  { return nil }
-func (discard) EndGroup(context.Context, index.Hash, []byte) error { return nil }
+func (discard) Put(context.Context, format.Hash, []byte) error      { return nil }
+func (discard) PutLeaf(context.Context, format.Hash, []byte) error  { return nil }
+func (discard) EndGroup(context.Context, format.Hash, []byte) error { return nil }
 
 func TestBuilderMemory(t *testing.T) {
 	const total = 64 << 20
@@ -837,7 +837,7 @@ func BenchmarkLeaves(b *testing.B) {
 func TestHoles(t *testing.T) {
 	ctx := context.Background()
 	// 300 chunks: data, a run of zeros spanning a whole node, data at the end.
-	const n = 300 * tree.ChunkSize
+	const n = 300 * format.ChunkSize
 	src := make([]byte, n)
 	copy(src, "head")
 	copy(src[n-3:], "end")
@@ -886,7 +886,7 @@ func TestHoles(t *testing.T) {
 	b = tree.NewBuilder(ctx, empty)
 	const big = 1<<32 + 1
 	for i := uint64(0); i < tree.LeafCount(big); i++ {
-		if err := b.AddLeaf(index.Hash{}, tree.LeafSize(big, i)); err != nil {
+		if err := b.AddLeaf(format.Hash{}, tree.LeafSize(big, i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -918,7 +918,7 @@ func TestAddGroup(t *testing.T) {
 		store := tree.NewMemStore()
 		want := build(t, store, content, 4096)
 		leaves := tree.LeafCount(uint64(size))
-		ngroups := (leaves + tree.Fanout - 1) / tree.Fanout
+		ngroups := (leaves + format.Fanout - 1) / format.Fanout
 		before := store.Fetches()
 		names, err := tree.Groups(ctx, store, want, 0, ngroups)
 		if err != nil {
@@ -929,9 +929,9 @@ func TestAddGroup(t *testing.T) {
 		}
 		b := tree.NewBuilder(ctx, store)
 		for j, h := range names {
-			first := uint64(j) * tree.Fanout
-			n := min(tree.Fanout, leaves-first)
-			bytes := min((first+n)*tree.ChunkSize, uint64(size)) - first*tree.ChunkSize
+			first := uint64(j) * format.Fanout
+			n := min(format.Fanout, leaves-first)
+			bytes := min((first+n)*format.ChunkSize, uint64(size)) - first*format.ChunkSize
 			if err := b.AddGroup(h, int(n), bytes); err != nil {
 				t.Fatalf("size %d: AddGroup %d: %v", size, j, err)
 			}
@@ -948,7 +948,7 @@ func TestAddGroup(t *testing.T) {
 	if _, err := b.Write(head); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.AddGroup(index.Hash{}, 256, 256*512); err != nil {
+	if err := b.AddGroup(format.Hash{}, 256, 256*512); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := b.Write([]byte("tail")); err != nil {
@@ -961,7 +961,7 @@ func TestAddGroup(t *testing.T) {
 	want := append(append(bytes.Clone(head), make([]byte, 256*512)...), "tail"...)
 	checkRange(t, store, v, want, 0, len(want))
 
-	h := index.Sum([]byte("a node"))
+	h := format.Sum([]byte("a node"))
 	for _, tc := range []struct {
 		name  string
 		setup func(b *tree.Builder)
@@ -1162,7 +1162,7 @@ func TestStored(t *testing.T) {
 		t.Fatalf("Stored of a sparse petabyte walked groups at %v", firsts)
 	}
 	nodes := 0
-	if err := tree.Nodes(ctx, store, huge, func(uint8, index.Hash) error { nodes++; return nil }); err != nil {
+	if err := tree.Nodes(ctx, store, huge, func(uint8, format.Hash) error { nodes++; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if nodes > 2*int(huge.Depth) {

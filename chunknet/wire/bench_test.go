@@ -3,7 +3,7 @@ package wire
 import (
 	"testing"
 
-	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/format"
 )
 
 // benchChunks is a typical PutChunks batch: 256 chunks of 512 bytes.
@@ -14,7 +14,7 @@ func benchChunks() []Chunk {
 		for j := range d {
 			d[j] = byte(i + j)
 		}
-		cs[i] = Chunk{index.Sum(d), d}
+		cs[i] = Chunk{format.Sum(d), d}
 	}
 	return cs
 }

@@ -4,7 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 
-	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/format"
 )
 
 // The Decode functions parse one payload (Frame.Payload) each. Byte slices
@@ -125,8 +125,8 @@ func DecodePutChunks(p []byte) ([]Chunk, error) {
 		if err := d.need("PutChunks", "hash", hashSize); err != nil {
 			return nil, err
 		}
-		chunks[i].Hash = index.Hash(d.bytes(hashSize))
-		if chunks[i].Data, err = d.lengthPrefixed("PutChunks", i, MaxChunkData); err != nil {
+		chunks[i].Hash = format.Hash(d.bytes(hashSize))
+		if chunks[i].Data, err = d.lengthPrefixed("PutChunks", i, format.MaxChunkData); err != nil {
 			return nil, err
 		}
 	}
@@ -152,14 +152,14 @@ func DecodePutGroups(p []byte) ([]Group, error) {
 		if err := d.need("PutGroups", "group hash", hashSize); err != nil {
 			return nil, err
 		}
-		g.Hash = index.Hash(d.bytes(hashSize))
+		g.Hash = format.Hash(d.bytes(hashSize))
 		if g.Node, err = d.lengthPrefixed("PutGroups node", i, MaxGroupNode); err != nil {
 			return nil, err
 		}
 		if len(g.Node)%hashSize != 0 {
 			return nil, fmt.Errorf("wire: PutGroups item %d: node length %d is not a multiple of %d: %w", i, len(g.Node), hashSize, ErrBadFrame)
 		}
-		if g.Data, err = d.lengthPrefixed("PutGroups data", i, MaxGroupData); err != nil {
+		if g.Data, err = d.lengthPrefixed("PutGroups data", i, format.MaxGroupData); err != nil {
 			return nil, err
 		}
 		if len(g.Data) == 0 {
@@ -183,11 +183,11 @@ func DecodeGetGroups(p []byte) ([]GroupRange, error) {
 	ranges := make([]GroupRange, n)
 	for i := range ranges {
 		g := &ranges[i]
-		g.Hash = index.Hash(d.bytes(hashSize))
+		g.Hash = format.Hash(d.bytes(hashSize))
 		g.First = d.u16()
 		g.N = d.u16()
-		if g.N == 0 || int(g.First)+int(g.N) > MaxGroupChunks {
-			return nil, fmt.Errorf("wire: GetGroups item %d: range [%d, %d+%d) is empty or beyond the %d chunks of a group: %w", i, g.First, g.First, g.N, MaxGroupChunks, ErrBadFrame)
+		if g.N == 0 || int(g.First)+int(g.N) > format.MaxGroupChunks {
+			return nil, fmt.Errorf("wire: GetGroups item %d: range [%d, %d+%d) is empty or beyond the %d chunks of a group: %w", i, g.First, g.First, g.N, format.MaxGroupChunks, ErrBadFrame)
 		}
 	}
 	if err := d.end("GetGroups"); err != nil {
@@ -214,25 +214,25 @@ func DecodeStatuses(p []byte) ([]byte, error) {
 }
 
 // DecodeHashes decodes a GetChunks or HasChunks payload.
-func DecodeHashes(p []byte) ([]index.Hash, error) {
+func DecodeHashes(p []byte) ([]format.Hash, error) {
 	return decodeHashes(p, "hashes", MaxChunksPerFrame)
 }
 
 // DecodeGroupHashes decodes a HasGroups payload: at most MaxGroupsPerFrame
 // group hashes.
-func DecodeGroupHashes(p []byte) ([]index.Hash, error) {
+func DecodeGroupHashes(p []byte) ([]format.Hash, error) {
 	return decodeHashes(p, "group hashes", MaxGroupsPerFrame)
 }
 
-func decodeHashes(p []byte, what string, limit int) ([]index.Hash, error) {
+func decodeHashes(p []byte, what string, limit int) ([]format.Hash, error) {
 	d := dec{p: p}
 	n, err := d.count(what, limit, hashSize, false)
 	if err != nil {
 		return nil, err
 	}
-	hs := make([]index.Hash, n)
+	hs := make([]format.Hash, n)
 	for i := range hs {
-		hs[i] = index.Hash(d.bytes(hashSize))
+		hs[i] = format.Hash(d.bytes(hashSize))
 	}
 	if err := d.end(what); err != nil {
 		return nil, err
@@ -244,14 +244,14 @@ func decodeHashes(p []byte, what string, limit int) ([]index.Hash, error) {
 // items whose Status is not StatusOK. The data is NOT checked against its
 // hash here: the requester does that once, before using it.
 func DecodeGetResult(p []byte) ([]GetItem, error) {
-	return decodeItems(p, "GetResult", MaxChunksPerFrame, MaxChunkData)
+	return decodeItems(p, "GetResult", MaxChunksPerFrame, format.MaxChunkData)
 }
 
 // DecodeGroupResult decodes a GroupResult payload. Data aliases p and is nil
 // for items whose Status is not StatusOK. The data is NOT checked against
 // the group's node here: the requester does that once, before using it.
 func DecodeGroupResult(p []byte) ([]GetItem, error) {
-	return decodeItems(p, "GroupResult", MaxGroupsPerFrame, MaxGroupData)
+	return decodeItems(p, "GroupResult", MaxGroupsPerFrame, format.MaxGroupData)
 }
 
 func decodeItems(p []byte, what string, limit, maxData int) ([]GetItem, error) {
@@ -288,7 +288,7 @@ func DecodePull(p []byte) ([]VVEntry, error) {
 	}
 	vv := make([]VVEntry, n)
 	for i := range vv {
-		vv[i].Node = index.NodeID(d.bytes(16))
+		vv[i].Node = format.NodeID(d.bytes(16))
 		vv[i].Seq = d.u64()
 	}
 	if err := d.end("Pull"); err != nil {
@@ -375,7 +375,7 @@ func DecodeStatResult(p []byte) (StatInfo, error) {
 }
 
 // DecodeWaitApplied decodes a WaitApplied payload.
-func DecodeWaitApplied(p []byte) (origin index.NodeID, seq uint64, err error) {
+func DecodeWaitApplied(p []byte) (origin format.NodeID, seq uint64, err error) {
 	if len(p) != waitAppliedSize {
 		return origin, 0, fmt.Errorf("wire: WaitApplied payload is %d bytes, want %d: %w", len(p), waitAppliedSize, ErrBadFrame)
 	}

@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/format"
 )
 
 func u16(v uint16) []byte { return binary.BigEndian.AppendUint16(nil, v) }
@@ -38,7 +38,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"put count over limit", TypePutChunks, u32(MaxChunksPerFrame + 1), ErrFrameTooLarge},
 		{"put count max u32", TypePutChunks, u32(1<<32 - 1), ErrFrameTooLarge},
 		{"put count beyond payload", TypePutChunks, cat(u32(2), hash32, u32(0)), ErrBadFrame},
-		{"put data over limit", TypePutChunks, cat(u32(1), hash32, u32(MaxChunkData+1)), ErrFrameTooLarge},
+		{"put data over limit", TypePutChunks, cat(u32(1), hash32, u32(format.MaxChunkData+1)), ErrFrameTooLarge},
 		{"put data beyond payload", TypePutChunks, cat(u32(1), hash32, u32(5), []byte("abc")), ErrBadFrame},
 		{"put trailing", TypePutChunks, cat(u32(1), hash32, u32(1), []byte("ab")), ErrBadFrame},
 		{"put zero count trailing", TypePutChunks, cat(u32(0), []byte{0}), ErrBadFrame},
@@ -56,7 +56,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"get over limit", TypeGetResult, u32(MaxChunksPerFrame + 1), ErrFrameTooLarge},
 		{"get count beyond payload", TypeGetResult, cat(u32(3), []byte{1, 1}), ErrBadFrame},
 		{"get missing length", TypeGetResult, cat(u32(1), []byte{0, 0, 0}), ErrBadFrame},
-		{"get data over limit", TypeGetResult, cat(u32(1), []byte{0}, u32(MaxChunkData+1)), ErrFrameTooLarge},
+		{"get data over limit", TypeGetResult, cat(u32(1), []byte{0}, u32(format.MaxChunkData+1)), ErrFrameTooLarge},
 		{"get data beyond payload", TypeGetResult, cat(u32(1), []byte{0}, u32(3), []byte("ab")), ErrBadFrame},
 		{"get trailing", TypeGetResult, cat(u32(1), []byte{1}, []byte{9}), ErrBadFrame},
 		// Pull
@@ -98,7 +98,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"put groups node beyond payload", TypePutGroups, cat(u32(1), hash32, u32(64), make([]byte, 32), u32(1), []byte{1}), ErrBadFrame},
 		{"put groups data 0", TypePutGroups, cat(u32(1), groupItem(32, 0), []byte{0}), ErrBadFrame},
 		{"put groups data 0, second item", TypePutGroups, cat(u32(2), groupItem(0, 2), groupItem(0, 0), []byte{0}), ErrBadFrame},
-		{"put groups data over limit", TypePutGroups, cat(u32(1), groupItem(0, MaxGroupData+1)), ErrFrameTooLarge},
+		{"put groups data over limit", TypePutGroups, cat(u32(1), groupItem(0, format.MaxGroupData+1)), ErrFrameTooLarge},
 		{"put groups data beyond payload", TypePutGroups, cat(u32(1), hash32, u32(0), u32(5), []byte("abc")), ErrBadFrame},
 		{"put groups truncated hash", TypePutGroups, cat(u32(2), groupItem(0, 50), hash32[:31]), ErrBadFrame},
 		{"put groups truncated data length", TypePutGroups, cat(u32(1), hash32, u32(32), make([]byte, 32), u32(0)[:3]), ErrBadFrame},
@@ -112,9 +112,9 @@ func TestDecodeErrors(t *testing.T) {
 		{"get groups truncated item", TypeGetGroups, cat(u32(1), groupRange(0, 1)[:35]), ErrBadFrame},
 		{"get groups n 0", TypeGetGroups, cat(u32(1), groupRange(0, 0)), ErrBadFrame},
 		{"get groups n 0, second item", TypeGetGroups, cat(u32(2), groupRange(3, 4), groupRange(7, 0)), ErrBadFrame},
-		{"get groups first+n 257", TypeGetGroups, cat(u32(1), groupRange(1, MaxGroupChunks)), ErrBadFrame},
-		{"get groups first 256", TypeGetGroups, cat(u32(1), groupRange(MaxGroupChunks, 1)), ErrBadFrame},
-		{"get groups n 257", TypeGetGroups, cat(u32(1), groupRange(0, MaxGroupChunks+1)), ErrBadFrame},
+		{"get groups first+n 257", TypeGetGroups, cat(u32(1), groupRange(1, format.MaxGroupChunks)), ErrBadFrame},
+		{"get groups first 256", TypeGetGroups, cat(u32(1), groupRange(format.MaxGroupChunks, 1)), ErrBadFrame},
+		{"get groups n 257", TypeGetGroups, cat(u32(1), groupRange(0, format.MaxGroupChunks+1)), ErrBadFrame},
 		{"get groups range wraps u16", TypeGetGroups, cat(u32(1), groupRange(1<<16-1, 1<<16-1)), ErrBadFrame},
 		{"get groups trailing", TypeGetGroups, cat(u32(1), groupRange(0, 1), []byte{0}), ErrBadFrame},
 		// GroupResult
@@ -123,7 +123,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"group result count over limit with bytes", TypeGroupResult, cat(u32(MaxGroupsPerFrame+1), make([]byte, MaxGroupsPerFrame+1)), ErrFrameTooLarge},
 		{"group result count beyond payload", TypeGroupResult, cat(u32(3), []byte{1, 1}), ErrBadFrame},
 		{"group result missing length", TypeGroupResult, cat(u32(1), []byte{0, 0, 0}), ErrBadFrame},
-		{"group result data over limit", TypeGroupResult, cat(u32(1), []byte{0}, u32(MaxGroupData+1), make([]byte, MaxGroupData+1)), ErrFrameTooLarge},
+		{"group result data over limit", TypeGroupResult, cat(u32(1), []byte{0}, u32(format.MaxGroupData+1), make([]byte, format.MaxGroupData+1)), ErrFrameTooLarge},
 		{"group result data beyond payload", TypeGroupResult, cat(u32(1), []byte{0}, u32(3), []byte("ab")), ErrBadFrame},
 		{"group result trailing", TypeGroupResult, cat(u32(1), []byte{1}, []byte{9}), ErrBadFrame},
 		// HasGroups
@@ -214,13 +214,13 @@ func TestDecodeLimitsAccepted(t *testing.T) {
 	if vv, err := DecodePull(b[HeaderSize:]); err != nil || len(vv) != MaxVVEntries {
 		t.Errorf("pull of %d entries: %d, %v", MaxVVEntries, len(vv), err)
 	}
-	b = AppendGetResult(nil, 1, []GetItem{{StatusOK, make([]byte, MaxChunkData)}})
-	if items, err := DecodeGetResult(b[HeaderSize:]); err != nil || len(items[0].Data) != MaxChunkData {
-		t.Errorf("get result of a %d-byte chunk: %v", MaxChunkData, err)
+	b = AppendGetResult(nil, 1, []GetItem{{StatusOK, make([]byte, format.MaxChunkData)}})
+	if items, err := DecodeGetResult(b[HeaderSize:]); err != nil || len(items[0].Data) != format.MaxChunkData {
+		t.Errorf("get result of a %d-byte chunk: %v", format.MaxChunkData, err)
 	}
-	b = AppendPutGroups(nil, 1, []Group{{Node: make([]byte, MaxGroupNode), Data: make([]byte, MaxGroupData)}})
-	if gs, err := DecodePutGroups(b[HeaderSize:]); err != nil || len(gs[0].Node) != MaxGroupNode || len(gs[0].Data) != MaxGroupData {
-		t.Errorf("put groups with a %d-byte node and %d bytes of data: %v", MaxGroupNode, MaxGroupData, err)
+	b = AppendPutGroups(nil, 1, []Group{{Node: make([]byte, MaxGroupNode), Data: make([]byte, format.MaxGroupData)}})
+	if gs, err := DecodePutGroups(b[HeaderSize:]); err != nil || len(gs[0].Node) != MaxGroupNode || len(gs[0].Data) != format.MaxGroupData {
+		t.Errorf("put groups with a %d-byte node and %d bytes of data: %v", MaxGroupNode, format.MaxGroupData, err)
 	}
 	gs := make([]Group, MaxGroupsPerFrame)
 	for i := range gs {
@@ -232,40 +232,40 @@ func TestDecodeLimitsAccepted(t *testing.T) {
 	}
 	rs := make([]GroupRange, MaxGroupsPerFrame)
 	for i := range rs {
-		rs[i] = GroupRange{First: uint16(i % MaxGroupChunks), N: uint16(MaxGroupChunks - i%MaxGroupChunks)}
+		rs[i] = GroupRange{First: uint16(i % format.MaxGroupChunks), N: uint16(format.MaxGroupChunks - i%format.MaxGroupChunks)}
 	}
 	b = AppendGetGroups(nil, 1, rs)
 	if got, err := DecodeGetGroups(b[HeaderSize:]); err != nil || !same(got, rs) {
-		t.Errorf("get groups of %d ranges up to chunk %d: %v", MaxGroupsPerFrame, MaxGroupChunks, err)
+		t.Errorf("get groups of %d ranges up to chunk %d: %v", MaxGroupsPerFrame, format.MaxGroupChunks, err)
 	}
-	b = AppendGroupResult(nil, 1, []GetItem{{StatusOK, make([]byte, MaxGroupData)}})
-	if items, err := DecodeGroupResult(b[HeaderSize:]); err != nil || len(items[0].Data) != MaxGroupData {
-		t.Errorf("group result of a %d-byte group: %v", MaxGroupData, err)
+	b = AppendGroupResult(nil, 1, []GetItem{{StatusOK, make([]byte, format.MaxGroupData)}})
+	if items, err := DecodeGroupResult(b[HeaderSize:]); err != nil || len(items[0].Data) != format.MaxGroupData {
+		t.Errorf("group result of a %d-byte group: %v", format.MaxGroupData, err)
 	}
 	b = AppendGroupResult(nil, 1, make([]GetItem, MaxGroupsPerFrame))
 	if items, err := DecodeGroupResult(b[HeaderSize:]); err != nil || len(items) != MaxGroupsPerFrame {
 		t.Errorf("group result of %d items: %v", MaxGroupsPerFrame, err)
 	}
-	b = AppendHasGroups(nil, 1, make([]index.Hash, MaxGroupsPerFrame))
+	b = AppendHasGroups(nil, 1, make([]format.Hash, MaxGroupsPerFrame))
 	if hs, err := DecodeGroupHashes(b[HeaderSize:]); err != nil || len(hs) != MaxGroupsPerFrame {
 		t.Errorf("has groups of %d hashes: %v", MaxGroupsPerFrame, err)
 	}
 	// The group limits are their own: more hashes than a HasGroups may
 	// carry still make a valid HasChunks, and a chunk above MaxChunkData a
 	// valid group.
-	b = AppendHasChunks(nil, 1, make([]index.Hash, MaxGroupsPerFrame+1))
+	b = AppendHasChunks(nil, 1, make([]format.Hash, MaxGroupsPerFrame+1))
 	if _, err := DecodeHashes(b[HeaderSize:]); err != nil {
 		t.Errorf("has chunks of %d hashes: %v", MaxGroupsPerFrame+1, err)
 	}
 	if _, err := DecodeGroupHashes(b[HeaderSize:]); !errors.Is(err, ErrFrameTooLarge) {
 		t.Errorf("has groups of %d hashes: %v, want ErrFrameTooLarge", MaxGroupsPerFrame+1, err)
 	}
-	b = AppendGroupResult(nil, 1, []GetItem{{StatusOK, make([]byte, MaxChunkData+1)}})
+	b = AppendGroupResult(nil, 1, []GetItem{{StatusOK, make([]byte, format.MaxChunkData+1)}})
 	if _, err := DecodeGetResult(b[HeaderSize:]); !errors.Is(err, ErrFrameTooLarge) {
-		t.Errorf("get result of a %d-byte chunk: %v, want ErrFrameTooLarge", MaxChunkData+1, err)
+		t.Errorf("get result of a %d-byte chunk: %v, want ErrFrameTooLarge", format.MaxChunkData+1, err)
 	}
 	if _, err := DecodeGroupResult(b[HeaderSize:]); err != nil {
-		t.Errorf("group result of %d bytes: %v", MaxChunkData+1, err)
+		t.Errorf("group result of %d bytes: %v", format.MaxChunkData+1, err)
 	}
 	b = AppendRecords(nil, 1, true, [][]byte{make([]byte, MaxRecordBytes)})
 	if more, recs, err := DecodeRecords(b[HeaderSize:]); err != nil || !more || len(recs[0]) != MaxRecordBytes {

@@ -118,7 +118,7 @@
 // are opaque bytes here (chunknet and index give them meaning).
 //
 // A group is the data chunks under one depth-1 node of a file's hash tree
-// (at most [MaxGroupChunks] chunks of 512 bytes), stored together and named
+// (at most [format.MaxGroupChunks] chunks of 512 bytes), stored together and named
 // by the hash of that node; a one-chunk file's group is named by the hash of
 // its chunk, and its node is empty. PutGroups stores groups: each item
 // carries the node (a multiple of 32 bytes, possibly empty) and the group's
@@ -142,6 +142,10 @@
 //	1 Internal  2 BadRequest  3 Unsupported
 //
 // # Limits
+//
+// MaxChunkData, MaxGroupChunks and MaxGroupData are sizes of the content
+// format, defined in index/format for every package; the others are this
+// package's.
 //
 //	MaxPayload          4 MiB    payload of any frame
 //	MaxChunksPerFrame   4096     count of PutChunks, GetChunks, HasChunks and their results

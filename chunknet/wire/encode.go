@@ -6,12 +6,12 @@ import (
 	"slices"
 	"unicode/utf8"
 
-	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/format"
 )
 
 // Chunk is one chunk in a PutChunks frame. Decoded Data aliases the payload.
 type Chunk struct {
-	Hash index.Hash
+	Hash format.Hash
 	Data []byte
 }
 
@@ -27,7 +27,7 @@ type GetItem struct {
 // one-chunk file, by the hash of the chunk; Node is then empty). Decoded
 // Node and Data alias the payload.
 type Group struct {
-	Hash index.Hash
+	Hash format.Hash
 	Node []byte // the depth-1 tree node (a multiple of 32 bytes), or empty for a one-chunk file
 	Data []byte // the group's stored chunks, concatenated
 }
@@ -35,7 +35,7 @@ type Group struct {
 // GroupRange is one GetGroups item: stored chunks [First, First+N) of group
 // Hash.
 type GroupRange struct {
-	Hash  index.Hash
+	Hash  format.Hash
 	First uint16
 	N     uint16
 }
@@ -43,7 +43,7 @@ type GroupRange struct {
 // VVEntry is one entry of a version vector: the highest sequence number of
 // Node's namespace log the sender has applied.
 type VVEntry struct {
-	Node index.NodeID
+	Node format.NodeID
 	Seq  uint64
 }
 
@@ -51,7 +51,7 @@ type VVEntry struct {
 // present before allocating, and to size buffers when encoding.
 const (
 	putChunkFixed = 32 + 4 // hash, data length
-	hashSize      = 32
+	hashSize      = format.HashSize
 	vvEntrySize   = 16 + 8 // node ID, seq
 	recordFixed   = 4      // record length
 )
@@ -157,7 +157,7 @@ func AppendPutChunks(dst []byte, id uint64, chunks []Chunk) []byte {
 	checkCount("chunks", len(chunks), MaxChunksPerFrame)
 	size := HeaderSize + 4
 	for _, c := range chunks {
-		if len(c.Data) > MaxChunkData {
+		if len(c.Data) > format.MaxChunkData {
 			panic(fmt.Sprintf("wire: chunk %v of %d bytes exceeds MaxChunkData", c.Hash.Short(), len(c.Data)))
 		}
 		size += putChunkFixed + len(c.Data)
@@ -203,7 +203,7 @@ func PutGroupsVec(buf []byte, id uint64, groups []Group) ([]byte, [][]byte) {
 		if len(g.Node) > MaxGroupNode || len(g.Node)%hashSize != 0 {
 			panic(fmt.Sprintf("wire: group %v node of %d bytes is not a multiple of 32 up to MaxGroupNode", g.Hash.Short(), len(g.Node)))
 		}
-		if len(g.Data) == 0 || len(g.Data) > MaxGroupData {
+		if len(g.Data) == 0 || len(g.Data) > format.MaxGroupData {
 			panic(fmt.Sprintf("wire: group %v data of %d bytes, want 1..MaxGroupData", g.Hash.Short(), len(g.Data)))
 		}
 		size += putGroupFixed + len(g.Node) + len(g.Data)
@@ -236,7 +236,7 @@ func PutGroupsVec(buf []byte, id uint64, groups []Group) ([]byte, [][]byte) {
 // checkGroupRange panics unless [First, First+N) is a valid range of stored
 // chunks of one group.
 func checkGroupRange(g GroupRange) {
-	if g.N == 0 || int(g.First)+int(g.N) > MaxGroupChunks {
+	if g.N == 0 || int(g.First)+int(g.N) > format.MaxGroupChunks {
 		panic(fmt.Sprintf("wire: group %v range [%d, %d+%d) is empty or beyond MaxGroupChunks", g.Hash.Short(), g.First, g.First, g.N))
 	}
 }
@@ -292,7 +292,7 @@ func AppendPushResult(dst []byte, id uint64, statuses []byte) []byte {
 	return appendStatuses(dst, TypePushResult, id, statuses, MaxRecordsPerFrame)
 }
 
-func appendHashes(dst []byte, t Type, id uint64, hashes []index.Hash, limit int) []byte {
+func appendHashes(dst []byte, t Type, id uint64, hashes []format.Hash, limit int) []byte {
 	checkCount("hashes", len(hashes), limit)
 	dst = slices.Grow(dst, HeaderSize+4+hashSize*len(hashes))
 	start := len(dst)
@@ -306,19 +306,19 @@ func appendHashes(dst []byte, t Type, id uint64, hashes []index.Hash, limit int)
 
 // AppendGetChunks appends a GetChunks frame asking for the chunks named by
 // hashes (at most MaxChunksPerFrame).
-func AppendGetChunks(dst []byte, id uint64, hashes []index.Hash) []byte {
+func AppendGetChunks(dst []byte, id uint64, hashes []format.Hash) []byte {
 	return appendHashes(dst, TypeGetChunks, id, hashes, MaxChunksPerFrame)
 }
 
 // AppendHasChunks appends a HasChunks frame asking which of hashes (at most
 // MaxChunksPerFrame) the peer holds.
-func AppendHasChunks(dst []byte, id uint64, hashes []index.Hash) []byte {
+func AppendHasChunks(dst []byte, id uint64, hashes []format.Hash) []byte {
 	return appendHashes(dst, TypeHasChunks, id, hashes, MaxChunksPerFrame)
 }
 
 // AppendHasGroups appends a HasGroups frame asking which of the groups named
 // by hashes (at most MaxGroupsPerFrame) the peer holds.
-func AppendHasGroups(dst []byte, id uint64, hashes []index.Hash) []byte {
+func AppendHasGroups(dst []byte, id uint64, hashes []format.Hash) []byte {
 	return appendHashes(dst, TypeHasGroups, id, hashes, MaxGroupsPerFrame)
 }
 
@@ -326,7 +326,7 @@ func AppendHasGroups(dst []byte, id uint64, hashes []index.Hash) []byte {
 // GetChunks it answers, in the same order. Data is sent only for items with
 // StatusOK and must then be at most MaxChunkData bytes.
 func AppendGetResult(dst []byte, id uint64, items []GetItem) []byte {
-	return appendItems(dst, TypeGetResult, id, items, MaxChunksPerFrame, MaxChunkData)
+	return appendItems(dst, TypeGetResult, id, items, MaxChunksPerFrame, format.MaxChunkData)
 }
 
 // AppendGroupResult appends a GroupResult frame: one item per range of the
@@ -334,7 +334,7 @@ func AppendGetResult(dst []byte, id uint64, items []GetItem) []byte {
 // concatenated) is sent only for items with StatusOK and must then be at
 // most MaxGroupData bytes.
 func AppendGroupResult(dst []byte, id uint64, items []GetItem) []byte {
-	return appendItems(dst, TypeGroupResult, id, items, MaxGroupsPerFrame, MaxGroupData)
+	return appendItems(dst, TypeGroupResult, id, items, MaxGroupsPerFrame, format.MaxGroupData)
 }
 
 // appendItems appends a frame whose payload is
@@ -460,7 +460,7 @@ const waitAppliedSize = 16 + 8
 // answered once the peer has applied the records of origin up to seq, and
 // their effects are visible to the peer's programs (or once the peer gives
 // up waiting).
-func AppendWaitApplied(dst []byte, id uint64, origin index.NodeID, seq uint64) []byte {
+func AppendWaitApplied(dst []byte, id uint64, origin format.NodeID, seq uint64) []byte {
 	var p [waitAppliedSize]byte
 	copy(p[:], origin[:])
 	binary.BigEndian.PutUint64(p[16:], seq)

@@ -105,9 +105,6 @@ const (
 	// MaxChunksPerFrame bounds the count of PutChunks, GetChunks,
 	// HasChunks, GetResult, PutResult and HasResult.
 	MaxChunksPerFrame = 4096
-	// MaxChunkData bounds the data of one chunk in PutChunks and
-	// GetResult.
-	MaxChunkData = 8192
 	// MaxVVEntries bounds the version vector of a Pull.
 	MaxVVEntries = 4096
 	// MaxRecordBytes bounds one record in Records and Push.
@@ -118,12 +115,6 @@ const (
 	// MaxErrorMsg bounds the message of an Error frame; AppendError
 	// truncates longer messages.
 	MaxErrorMsg = 1024
-	// MaxGroupChunks bounds the chunks of one group: a GetGroups range
-	// [First, First+N) must lie within it (N at least 1).
-	MaxGroupChunks = 256
-	// MaxGroupData bounds the data of one group in PutGroups and of one
-	// GroupResult item: MaxGroupChunks chunks of 512 bytes.
-	MaxGroupData = MaxGroupChunks * 512
 	// MaxGroupNode bounds the tree node of one PutGroups item; a node is
 	// a multiple of 32 bytes (hashes), possibly none.
 	MaxGroupNode = 8192

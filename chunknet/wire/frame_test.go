@@ -17,7 +17,7 @@ import (
 	"testing/iotest"
 	"unicode/utf8"
 
-	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/format"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -116,7 +116,7 @@ func TestDecodeAliases(t *testing.T) {
 // bytes of AppendPutGroups's frame, in order, with each group's data the
 // caller's own slice (not a copy) and everything else in the buffer.
 func TestPutGroupsVec(t *testing.T) {
-	gs := []Group{{Hash: index.Hash{1}, Node: make([]byte, 64), Data: []byte("abc")}, {Hash: index.Hash{2}, Data: []byte("d")}}
+	gs := []Group{{Hash: format.Hash{1}, Node: make([]byte, 64), Data: []byte("abc")}, {Hash: format.Hash{2}, Data: []byte("d")}}
 	want := AppendPutGroups(nil, 9, gs)
 	buf, frame := PutGroupsVec([]byte("prefix"), 9, gs)
 	if string(buf[:6]) != "prefix" {
@@ -297,7 +297,7 @@ func TestReaderErrors(t *testing.T) {
 		{"empty stream", nil, 0, io.EOF},
 	}
 	// Every cut point of a valid frame.
-	full := AppendPutChunks(nil, 5, []Chunk{{index.Sum([]byte("x")), []byte("xyz")}})
+	full := AppendPutChunks(nil, 5, []Chunk{{format.Sum([]byte("x")), []byte("xyz")}})
 	for i := 1; i < len(full); i++ {
 		tests = append(tests, tc{"cut at " + strconv.Itoa(i), full[:i], 0, io.ErrUnexpectedEOF})
 	}
@@ -436,15 +436,15 @@ func TestNewReaderLimit(t *testing.T) {
 }
 
 func TestAppendPanicsOverLimits(t *testing.T) {
-	tooBig := make([]byte, MaxChunkData+1)
-	groupData := make([]byte, MaxGroupData)
+	tooBig := make([]byte, format.MaxChunkData+1)
+	groupData := make([]byte, format.MaxGroupData)
 	group := func(node, data []byte) []Group { return []Group{{Node: node, Data: data}} }
 	cases := map[string]func(){
 		"chunks count":     func() { AppendPutChunks(nil, 1, make([]Chunk, MaxChunksPerFrame+1)) },
 		"chunk data":       func() { AppendPutChunks(nil, 1, []Chunk{{Data: tooBig}}) },
-		"chunks payload":   func() { AppendPutChunks(nil, 1, repeatChunk(MaxChunksPerFrame, MaxChunkData)) },
-		"hashes":           func() { AppendGetChunks(nil, 1, make([]index.Hash, MaxChunksPerFrame+1)) },
-		"has hashes":       func() { AppendHasChunks(nil, 1, make([]index.Hash, MaxChunksPerFrame+1)) },
+		"chunks payload":   func() { AppendPutChunks(nil, 1, repeatChunk(MaxChunksPerFrame, format.MaxChunkData)) },
+		"hashes":           func() { AppendGetChunks(nil, 1, make([]format.Hash, MaxChunksPerFrame+1)) },
+		"has hashes":       func() { AppendHasChunks(nil, 1, make([]format.Hash, MaxChunksPerFrame+1)) },
 		"get result data":  func() { AppendGetResult(nil, 1, []GetItem{{StatusOK, tooBig}}) },
 		"get result count": func() { AppendGetResult(nil, 1, make([]GetItem, MaxChunksPerFrame+1)) },
 		"put result":       func() { AppendPutResult(nil, 1, make([]byte, MaxChunksPerFrame+1)) },
@@ -462,20 +462,20 @@ func TestAppendPanicsOverLimits(t *testing.T) {
 		"group node size":    func() { AppendPutGroups(nil, 1, group(make([]byte, MaxGroupNode+32), []byte{1})) },
 		"group node not ×32": func() { AppendPutGroups(nil, 1, group(make([]byte, 33), []byte{1})) },
 		"group data empty":   func() { AppendPutGroups(nil, 1, group(nil, nil)) },
-		"group data size":    func() { AppendPutGroups(nil, 1, group(nil, make([]byte, MaxGroupData+1))) },
+		"group data size":    func() { AppendPutGroups(nil, 1, group(nil, make([]byte, format.MaxGroupData+1))) },
 		"groups payload": func() {
-			AppendPutGroups(nil, 1, slices.Repeat(group(nil, groupData), MaxPayload/MaxGroupData))
+			AppendPutGroups(nil, 1, slices.Repeat(group(nil, groupData), MaxPayload/format.MaxGroupData))
 		},
 		"group ranges count": func() { AppendGetGroups(nil, 1, make([]GroupRange, MaxGroupsPerFrame+1)) },
 		"group range n 0":    func() { AppendGetGroups(nil, 1, []GroupRange{{First: 0, N: 0}}) },
 		"group range end":    func() { AppendGetGroups(nil, 1, []GroupRange{{First: 255, N: 2}}) },
 		"group range wraps":  func() { AppendGetGroups(nil, 1, []GroupRange{{First: 1<<16 - 1, N: 1<<16 - 1}}) },
 		"group result count": func() { AppendGroupResult(nil, 1, make([]GetItem, MaxGroupsPerFrame+1)) },
-		"group result data":  func() { AppendGroupResult(nil, 1, []GetItem{{StatusOK, make([]byte, MaxGroupData+1)}}) },
+		"group result data":  func() { AppendGroupResult(nil, 1, []GetItem{{StatusOK, make([]byte, format.MaxGroupData+1)}}) },
 		"group result payload": func() {
-			AppendGroupResult(nil, 1, slices.Repeat([]GetItem{{StatusOK, groupData}}, MaxPayload/MaxGroupData))
+			AppendGroupResult(nil, 1, slices.Repeat([]GetItem{{StatusOK, groupData}}, MaxPayload/format.MaxGroupData))
 		},
-		"has groups": func() { AppendHasGroups(nil, 1, make([]index.Hash, MaxGroupsPerFrame+1)) },
+		"has groups": func() { AppendHasGroups(nil, 1, make([]format.Hash, MaxGroupsPerFrame+1)) },
 	}
 	for name, f := range cases {
 		func() {
@@ -493,12 +493,12 @@ func TestAppendPanicsOverLimits(t *testing.T) {
 	AppendPushResult(nil, 1, make([]byte, MaxRecordsPerFrame))
 	AppendPutGroups(nil, 1, group(make([]byte, MaxGroupNode), groupData))
 	AppendPutGroups(nil, 1, slices.Repeat(group(nil, []byte{1}), MaxGroupsPerFrame))
-	AppendGetGroups(nil, 1, slices.Repeat([]GroupRange{{First: 0, N: MaxGroupChunks}, {First: MaxGroupChunks - 1, N: 1}}, MaxGroupsPerFrame/2))
-	AppendGroupResult(nil, 1, slices.Repeat([]GetItem{{StatusOK, groupData}}, MaxPayload/MaxGroupData-1))
+	AppendGetGroups(nil, 1, slices.Repeat([]GroupRange{{First: 0, N: format.MaxGroupChunks}, {First: format.MaxGroupChunks - 1, N: 1}}, MaxGroupsPerFrame/2))
+	AppendGroupResult(nil, 1, slices.Repeat([]GetItem{{StatusOK, groupData}}, MaxPayload/format.MaxGroupData-1))
 	AppendGroupResult(nil, 1, make([]GetItem, MaxGroupsPerFrame))
-	AppendHasGroups(nil, 1, make([]index.Hash, MaxGroupsPerFrame))
+	AppendHasGroups(nil, 1, make([]format.Hash, MaxGroupsPerFrame))
 	// A frame of MaxChunksPerFrame hashes is fine for chunks, not for groups.
-	AppendHasChunks(nil, 1, make([]index.Hash, MaxChunksPerFrame))
+	AppendHasChunks(nil, 1, make([]format.Hash, MaxChunksPerFrame))
 }
 
 func repeatChunk(n, size int) []Chunk {
@@ -547,32 +547,32 @@ func TestBytesByHand(t *testing.T) {
 	}{
 		{"ping 1", AppendPing(nil, 1), mustHex("00000009 01 0000000000000001")},
 		{"bye 0", AppendBye(nil, 0), mustHex("00000009 0e 0000000000000000")},
-		{"PROTOCOL.md example", AppendPutChunks(nil, 7, []Chunk{{index.Sum([]byte("hi")), []byte("hi")}}),
+		{"PROTOCOL.md example", AppendPutChunks(nil, 7, []Chunk{{format.Sum([]byte("hi")), []byte("hi")}}),
 			mustHex(`00000033 03 0000000000000007 00000001
 				8f434346648f6b96df89dda901c5176b10a6d83961dd3c1ac88b59b2dc327aa4
 				00000002 6869`)},
 		{"get result", AppendGetResult(nil, 2, []GetItem{{StatusNotFound, []byte("ignored")}, {StatusOK, []byte{9}}}),
 			mustHex("00000014 06 0000000000000002 00000002 01 00 00000001 09")},
-		{"pull", AppendPull(nil, 3, []VVEntry{{index.NodeID{15: 1}, 258}}),
+		{"pull", AppendPull(nil, 3, []VVEntry{{format.NodeID{15: 1}, 258}}),
 			mustHex("00000023 09 0000000000000003 0001 00000000000000000000000000000001 0000000000000102")},
 		{"error", AppendError(nil, 4, CodeUnsupported, "no"),
 			mustHex("0000000f 0d 0000000000000004 0003 0002 6e6f")},
-		{"hello", helloBytes(t, Hello{Node: index.NodeID{0: 0xaa}, Network: "n", ListenPort: 0x1f90}),
+		{"hello", helloBytes(t, Hello{Node: format.NodeID{0: 0xaa}, Network: "n", ListenPort: 0x1f90}),
 			mustHex("4f415348 0003 aa000000000000000000000000000000 01 6e 1f90")},
-		{"put groups", AppendPutGroups(nil, 5, []Group{{index.Hash{31: 1}, []byte{}, []byte("hi")}}),
+		{"put groups", AppendPutGroups(nil, 5, []Group{{format.Hash{31: 1}, []byte{}, []byte("hi")}}),
 			mustHex(`00000037 11 0000000000000005 00000001
 				0000000000000000000000000000000000000000000000000000000000000001
 				00000000 00000002 6869`)},
-		{"get groups", AppendGetGroups(nil, 6, []GroupRange{{index.Hash{0: 0xcc}, 2, 254}}),
+		{"get groups", AppendGetGroups(nil, 6, []GroupRange{{format.Hash{0: 0xcc}, 2, 254}}),
 			mustHex(`00000031 12 0000000000000006 00000001
 				cc00000000000000000000000000000000000000000000000000000000000000
 				0002 00fe`)},
 		{"group result", AppendGroupResult(nil, 6, []GetItem{{StatusOK, []byte{7, 8}}, {StatusNotFound, nil}}),
 			mustHex("00000015 13 0000000000000006 00000002 00 00000002 0708 01")},
-		{"has groups", AppendHasGroups(nil, 8, []index.Hash{{1: 0xee}}),
+		{"has groups", AppendHasGroups(nil, 8, []format.Hash{{1: 0xee}}),
 			mustHex(`0000002d 14 0000000000000008 00000001
 				00ee000000000000000000000000000000000000000000000000000000000000`)},
-		{"wait applied", AppendWaitApplied(nil, 9, index.NodeID{15: 2}, 300),
+		{"wait applied", AppendWaitApplied(nil, 9, format.NodeID{15: 2}, 300),
 			mustHex("00000021 15 0000000000000009 00000000000000000000000000000002 000000000000012c")},
 		{"applied", AppendApplied(nil, 9, StatusNotFound), mustHex("0000000a 16 0000000000000009 01")},
 	} {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"testing"
+
+	"github.com/oashare/oashare/index/format"
 )
 
 // FuzzReader feeds arbitrary streams to a Reader and every frame it returns
@@ -60,7 +62,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add(byte(TypePutGroups), cat(u32(1), groupItem(32, 0)))
 	f.Add(byte(TypeGetGroups), cat(u32(1), groupRange(255, 2)))
 	f.Add(byte(TypeGetGroups), cat(u32(1), groupRange(0, 0)))
-	f.Add(byte(TypeGroupResult), cat(u32(1), []byte{0}, u32(MaxGroupData+1)))
+	f.Add(byte(TypeGroupResult), cat(u32(1), []byte{0}, u32(format.MaxGroupData+1)))
 	f.Add(byte(TypeHasGroups), u32(MaxGroupsPerFrame+1))
 	f.Fuzz(func(t *testing.T, typ byte, p []byte) {
 		fr := Frame{Type: Type(typ), ReqID: 42, Payload: p}

@@ -6,7 +6,7 @@ import (
 	"io"
 	"unicode/utf8"
 
-	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/format"
 )
 
 // Handshake constants.
@@ -41,7 +41,7 @@ type Hello struct {
 	// (the constant) when it is zero.
 	Version uint16
 	// Node is the sender's node ID.
-	Node index.NodeID
+	Node format.NodeID
 	// Network is the name of the oashare network the sender belongs to:
 	// 1..MaxNetworkName bytes of UTF-8.
 	Network string
@@ -121,7 +121,7 @@ func ReadHello(r io.Reader) (Hello, error) {
 	}
 	h := Hello{
 		Version:    v,
-		Node:       index.NodeID(b[6:22]),
+		Node:       format.NodeID(b[6:22]),
 		Network:    string(b[23 : 23+n]),
 		ListenPort: binary.BigEndian.Uint16(b[23+n:]),
 	}

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"fmt"
 
-	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/format"
 )
 
 // Typed values of the payloads whose decoder returns more than one value.
@@ -19,7 +19,7 @@ type errorVal struct {
 }
 
 type waitVal struct {
-	Origin index.NodeID
+	Origin format.NodeID
 	Seq    uint64
 }
 
@@ -92,9 +92,9 @@ func encodeFrame(dst []byte, t Type, id uint64, v any) []byte {
 	case TypePushResult:
 		return AppendPushResult(dst, id, v.([]byte))
 	case TypeGetChunks:
-		return AppendGetChunks(dst, id, v.([]index.Hash))
+		return AppendGetChunks(dst, id, v.([]format.Hash))
 	case TypeHasChunks:
-		return AppendHasChunks(dst, id, v.([]index.Hash))
+		return AppendHasChunks(dst, id, v.([]format.Hash))
 	case TypeGetResult:
 		return AppendGetResult(dst, id, v.([]GetItem))
 	case TypePutGroups:
@@ -104,7 +104,7 @@ func encodeFrame(dst []byte, t Type, id uint64, v any) []byte {
 	case TypeGroupResult:
 		return AppendGroupResult(dst, id, v.([]GetItem))
 	case TypeHasGroups:
-		return AppendHasGroups(dst, id, v.([]index.Hash))
+		return AppendHasGroups(dst, id, v.([]format.Hash))
 	case TypePull:
 		return AppendPull(dst, id, v.([]VVEntry))
 	case TypeRecords:
@@ -159,32 +159,32 @@ type testFrame struct {
 
 func testFrames() []testFrame {
 	hi := []byte("hi")
-	var ff index.Hash
+	var ff format.Hash
 	for i := range ff {
 		ff[i] = 0xff
 	}
 	// A two-chunk group: its node is the chunks' hashes, its name the
 	// node's hash; and a one-chunk file's group, named by its chunk.
 	c1, c2 := []byte("chunk-1"), []byte("c2")
-	h1, h2 := index.Sum(c1), index.Sum(c2)
+	h1, h2 := format.Sum(c1), format.Sum(c2)
 	node := append(h1[:], h2[:]...)
-	group := index.Sum(node)
-	node1 := index.NodeID{0: 1, 15: 0x11}
-	node2 := index.NodeID{0: 2, 15: 0x22}
+	group := format.Sum(node)
+	node1 := format.NodeID{0: 1, 15: 0x11}
+	node2 := format.NodeID{0: 2, 15: 0x22}
 	return []testFrame{
 		{"ping", TypePing, 1, nil},
 		{"pong", TypePong, 1, nil},
 		{"bye", TypeBye, 0, nil},
 		{"put_chunks", TypePutChunks, 7, []Chunk{
-			{index.Sum(hi), hi},
-			{index.Sum(nil), []byte{}},
+			{format.Sum(hi), hi},
+			{format.Sum(nil), []byte{}},
 			{ff, []byte{1, 2, 3}},
 		}},
 		{"put_chunks_empty", TypePutChunks, 2, []Chunk{}},
 		{"put_result", TypePutResult, 7, []byte{StatusOK, StatusNotFound, StatusBadHash, StatusTooLarge, StatusStoreError}},
-		{"get_chunks", TypeGetChunks, 8, []index.Hash{index.Sum(hi), ff}},
+		{"get_chunks", TypeGetChunks, 8, []format.Hash{format.Sum(hi), ff}},
 		{"get_result", TypeGetResult, 8, []GetItem{{StatusOK, hi}, {StatusNotFound, nil}, {StatusOK, []byte{}}}},
-		{"has_chunks", TypeHasChunks, 9, []index.Hash{index.Sum(hi), ff}},
+		{"has_chunks", TypeHasChunks, 9, []format.Hash{format.Sum(hi), ff}},
 		{"has_result", TypeHasResult, 9, []byte{StatusOK, StatusNotFound}},
 		{"pull", TypePull, 10, []VVEntry{{node1, 1}, {node2, 1<<40 + 5}}},
 		{"pull_empty", TypePull, 3, []VVEntry{}},
@@ -198,11 +198,11 @@ func testFrames() []testFrame {
 		{"stat_result", TypeStatResult, 13, StatInfo{DiskTotal: 1 << 40, DiskFree: 1<<39 + 1, Chunks: 3, ChunkBytes: 1536}},
 		{"put_groups", TypePutGroups, 14, []Group{
 			{group, node, append(bytes.Clone(c1), c2...)},
-			{index.Sum(hi), []byte{}, hi},
+			{format.Sum(hi), []byte{}, hi},
 		}},
-		{"get_groups", TypeGetGroups, 15, []GroupRange{{group, 0, 2}, {index.Sum(hi), 0, 1}, {ff, 255, 1}, {ff, 0, MaxGroupChunks}}},
+		{"get_groups", TypeGetGroups, 15, []GroupRange{{group, 0, 2}, {format.Sum(hi), 0, 1}, {ff, 255, 1}, {ff, 0, format.MaxGroupChunks}}},
 		{"group_result", TypeGroupResult, 15, []GetItem{{StatusOK, append(bytes.Clone(c1), c2...)}, {StatusOK, hi}, {StatusNotFound, nil}, {StatusOK, []byte{}}}},
-		{"has_groups", TypeHasGroups, 16, []index.Hash{group, index.Sum(hi)}},
+		{"has_groups", TypeHasGroups, 16, []format.Hash{group, format.Sum(hi)}},
 		{"wait_applied", TypeWaitApplied, 17, waitVal{node1, 1<<33 + 7}},
 		{"applied", TypeApplied, 17, StatusOK},
 		{"applied_not_yet", TypeApplied, 18, StatusNotFound},
@@ -212,7 +212,7 @@ func testFrames() []testFrame {
 func testHello() Hello {
 	return Hello{
 		Version:    Version,
-		Node:       index.NodeID{0xde, 0xad, 0xbe, 0xef, 15: 0x01},
+		Node:       format.NodeID{0xde, 0xad, 0xbe, 0xef, 15: 0x01},
 		Network:    "home-lan",
 		ListenPort: 7946,
 	}

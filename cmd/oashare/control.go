@@ -18,6 +18,7 @@ import (
 	"github.com/oashare/oashare/chunknet"
 	"github.com/oashare/oashare/chunknet/tree"
 	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/format"
 )
 
 // The control socket is a unix socket in the data directory through which
@@ -205,7 +206,7 @@ func (c *control) where(rel string) (*whereJSON, error) {
 		return nil, err
 	}
 	// A data chunk is held by the holders of its group.
-	groups := make([]index.Hash, len(spans))
+	groups := make([]format.Hash, len(spans))
 	for i, s := range spans {
 		groups[i] = s.Group
 	}
@@ -213,7 +214,7 @@ func (c *control) where(rel string) (*whereJSON, error) {
 	if err != nil {
 		return nil, err
 	}
-	holderStrings := func(ids []index.NodeID) []string {
+	holderStrings := func(ids []format.NodeID) []string {
 		out := []string{}
 		for _, id := range ids {
 			out = append(out, id.String())
@@ -229,8 +230,8 @@ func (c *control) where(rel string) (*whereJSON, error) {
 			w.Chunks = append(w.Chunks, chunkJSON{Index: i, Size: tree.LeafSize(v.Size, i), Hash: h.String(), Holders: holderStrings(groupHolders[k])})
 		}
 	}
-	var nodes []index.Hash
-	if err := tree.Nodes(ctx, c.node, v, func(_ uint8, h index.Hash) error { nodes = append(nodes, h); return nil }); err != nil {
+	var nodes []format.Hash
+	if err := tree.Nodes(ctx, c.node, v, func(_ uint8, h format.Hash) error { nodes = append(nodes, h); return nil }); err != nil {
 		return nil, err
 	}
 	holders, err := c.node.Holders(ctx, nodes)

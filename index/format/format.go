@@ -1,4 +1,11 @@
-package index
+// Package format is the vocabulary every oashare package shares, and
+// nothing else: the names of content (Hash, the SHA-256 of a chunk's
+// bytes) and of nodes (NodeID), and the sizes of the content format
+// (chunks, tree nodes, groups). It depends on the standard library only,
+// so that the wire format (chunknet/wire) and the file trees
+// (chunknet/tree) build without the storage engine. multisha, below it,
+// computes many Hashes at once.
+package format
 
 import (
 	"crypto/rand"
@@ -7,8 +14,34 @@ import (
 	"fmt"
 )
 
-// Hash is the name of a chunk: the SHA-256 of its bytes. It is comparable
-// and usable as a map key.
+// The sizes of the content format. Every peer cuts and reads files
+// identically (see chunknet/tree for the layout), so changing any of them
+// is a format change.
+const (
+	// ChunkSize is the size of every data chunk of a file but its last.
+	ChunkSize = 512
+	// Fanout is the most children a tree node has.
+	Fanout = 256
+	// HashSize is the size of a Hash.
+	HashSize = 32
+	// MaxNodeSize is the size of a full tree node: Fanout hashes.
+	MaxNodeSize = Fanout * HashSize
+	// MaxChunkData is the largest chunk stored or sent by name: a full
+	// tree node (data chunks are at most ChunkSize).
+	MaxChunkData = MaxNodeSize
+	// MaxGroupChunks is the most chunks of a group: the data chunks under
+	// one depth-1 node.
+	MaxGroupChunks = Fanout
+	// MaxGroupData is the largest group: MaxGroupChunks chunks of
+	// ChunkSize bytes.
+	MaxGroupData = MaxGroupChunks * ChunkSize
+)
+
+// Compile-time check: a Hash is HashSize bytes.
+var _ [HashSize]byte = Hash{}
+
+// Hash is the name of a chunk, a tree node or a group: the SHA-256 of its
+// bytes. It is comparable and usable as a map key.
 type Hash [32]byte
 
 // Sum returns the Hash of b.
