@@ -59,15 +59,18 @@
 //
 // # Namespace publication
 //
-// Publish commits a change durably, then queues it to every peer.
-// PublishLazy (renames, deletes, attribute changes) commits without
-// waiting for the disk and wakes flushLoop, which syncs at once and
-// pushes; changes made meanwhile share that sync. PublishSoon (new
-// entries; a file's new version at close, once its chunks are durable on
-// their replicas) wakes it at most 5 ms later, so that a burst of small
-// files shares one sync. Sync (fsync) syncs at once. A record leaves the node (push or pull) only once it is
-// durable here (index.DB.DurableSeq), so a crash can never take back a
-// record a peer has seen.
+// Publish commits a change with a named Durability and queues it to every
+// peer once it is durable. Synced commits durably before it returns;
+// SyncAtOnce (renames, deletes, attribute changes) commits without waiting
+// for the disk and wakes flushLoop, which syncs at once and pushes, so
+// changes made meanwhile share that sync; SyncBatched (new entries, a
+// file's new version at close once its chunks are durable on their
+// replicas) wakes it at most 5 ms later, so that a burst of small files
+// shares one sync. Sync (fsync) syncs at once. A record leaves the node
+// (push or pull) only once it is durable here (index.DB.DurableSeq), so a
+// crash can never take back a record a peer has seen. What a change's ops
+// are (what it replaces, tombstones, conflict copies resolved) is decided
+// by the namespace sub-package, which the file system calls.
 //
 // # The barrier of fsync
 //

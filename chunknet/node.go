@@ -77,7 +77,7 @@ type Node struct {
 	payloads   payloadPool   // request payload buffers of the servers
 	out        outbox        // own records not yet sent to peers
 	flushKick  chan struct{} // wakes flushLoop
-	flushArmed atomic.Bool   // a wake-up of flushLoop is due (PublishSoon)
+	flushArmed atomic.Bool   // a wake-up of flushLoop is due (SyncBatched)
 	topUpKick  chan struct{} // wakes topUpLoop
 
 	appliedSig signal                                // notified when records from peers are applied

@@ -313,7 +313,7 @@ func (n *Node) recordsFor(vv []wire.VVEntry) (more bool, recs [][]byte, err erro
 		theirs[e.Node] = e.Seq
 	}
 	ours := n.db.VersionVector()
-	// This node's records go out only once durable (see PublishLazy).
+	// This node's records go out only once durable (see Publish).
 	if d := n.db.DurableSeq(); ours[n.self] > d {
 		ours[n.self] = d
 	}

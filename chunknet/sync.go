@@ -34,66 +34,60 @@ const (
 	pushBatchBytes = 1 << 20
 )
 
-// Publish commits a local namespace change and sends it to every live
-// peer. It returns once the change is durable in the local index; peers
-// receive it asynchronously (and pull it if a push is lost). The commit is
-// local and short, so it completes even if ctx is cancelled (an interrupted
-// system call must not leave a metadata change half-reported).
-func (n *Node) Publish(_ context.Context, ops []index.Op) (*index.Record, error) {
-	rec, err := n.db.Commit(ops)
+// Durability says when a published change is durable on this node. In
+// every case the change is in the local index when Publish returns, and
+// leaves the node (push or pull) only once it is durable here, so that a
+// crash never takes back what a peer has seen.
+type Durability int
+
+const (
+	// Synced: durable when Publish returns (a synced commit).
+	Synced Durability = iota
+	// SyncAtOnce: a background sync starts at once (flushLoop), as a
+	// local disk commits a rename or a delete to its journal: renames,
+	// deletes, attribute changes.
+	SyncAtOnce
+	// SyncBatched: synced at most soonDelay (5 ms) later, sharing one
+	// sync with the changes of that time: new entries, and a file's new
+	// version at close (its chunks are durable on their replicas
+	// already). tar x of small files makes one sync for several files.
+	// Nothing is reordered: a sync makes every earlier change durable,
+	// and a later SyncAtOnce change (the delete of the journal a database
+	// deletes after its commit, say) or Sync takes these along.
+	SyncBatched
+)
+
+// Publish commits a local namespace change with durability d and sends it
+// to every live peer once it is durable; peers receive it asynchronously
+// (and pull it if a push is lost). The commit is local and short, so it
+// runs to the end whatever the caller's context. published names files
+// whose pending versions (index.DB.PutPending) the ops publish: their
+// journal entries go in the same batch.
+func (n *Node) Publish(ops []index.Op, d Durability, published ...uint64) (*index.Record, error) {
+	if d == Synced {
+		rec, err := n.db.Commit(ops, index.Synced, published...)
+		if err != nil {
+			return nil, err
+		}
+		n.out.add(rec)
+		n.flushOut()
+		return rec, nil
+	}
+	rec, err := n.db.Commit(ops, index.Unsynced, published...)
 	if err != nil {
 		return nil, err
 	}
 	n.out.add(rec)
-	n.flushOut()
-	return rec, nil
-}
-
-// PublishLazy is Publish for changes a program does not expect to be
-// durable before it syncs (renames, deletes, attribute changes, as on a
-// local disk): it returns once the change is in the local index,
-// without waiting for the disk. A background sync makes it durable, and
-// sends it to the peers, right away (or the next Publish or Sync does).
-// Records never leave the node before they are durable: a crash could
-// lose them, and their sequence numbers would be used again.
-func (n *Node) PublishLazy(_ context.Context, ops []index.Op) (*index.Record, error) {
-	return n.publishUnsynced(ops, nil, n.kickFlush)
-}
-
-// PublishSoon is PublishLazy for changes whose sync may wait up to
-// soonDelay, so that the changes of that time share one flush (and one
-// push to each peer): a new entry (create, mkdir, mknod, symlink), which
-// no peer can have seen, and a file's new version at close, whose chunks
-// are durable on their replicas already. tar x of small files makes one
-// sync for several files instead of one per file. Nothing is reordered:
-// a sync makes every earlier change durable, and PublishLazy (a rename or
-// a delete, such as of the journal a database deletes after its commit)
-// and Sync (fsync) still sync at once, taking these changes along.
-//
-// published names files whose pending versions (index.DB.PutPending) the
-// ops publish: their journal entries go in the same batch.
-func (n *Node) PublishSoon(_ context.Context, ops []index.Op, published ...uint64) (*index.Record, error) {
-	return n.publishUnsynced(ops, published, func() {
+	if d == SyncAtOnce {
+		n.kickFlush()
+	} else if n.flushArmed.CompareAndSwap(false, true) {
 		// At most soonDelay after the first change not yet synced,
 		// however many follow.
-		if n.flushArmed.CompareAndSwap(false, true) {
-			time.AfterFunc(soonDelay, func() {
-				n.flushArmed.Store(false)
-				n.kickFlush()
-			})
-		}
-	})
-}
-
-// publishUnsynced commits ops without a sync, queues the record for the
-// peers and calls wake to have flushLoop sync it.
-func (n *Node) publishUnsynced(ops []index.Op, published []uint64, wake func()) (*index.Record, error) {
-	rec, err := n.db.CommitLazy(ops, published...)
-	if err != nil {
-		return nil, err
+		time.AfterFunc(soonDelay, func() {
+			n.flushArmed.Store(false)
+			n.kickFlush()
+		})
 	}
-	n.out.add(rec)
-	wake()
 	return rec, nil
 }
 
@@ -105,7 +99,7 @@ func (n *Node) kickFlush() {
 	}
 }
 
-// soonDelay is the longest a change waits for a sync (PublishSoon).
+// soonDelay is the longest a change waits for a sync (SyncBatched).
 const soonDelay = 5 * time.Millisecond
 
 // Sync makes every local change durable and sends what it made durable to

@@ -26,7 +26,7 @@ func fileOps(i int) []index.Op {
 func publishFiles(t *testing.T, n *Node, from, to int) {
 	t.Helper()
 	for i := from; i < to; i++ {
-		if _, err := n.Publish(t.Context(), fileOps(i)); err != nil {
+		if _, err := n.Publish(fileOps(i), Synced); err != nil {
 			t.Fatalf("publish %d: %v", i, err)
 		}
 	}
@@ -224,7 +224,7 @@ func TestPushGapTriggersPull(t *testing.T) {
 	// Three records the node has not seen: the first pull found none.
 	var recs []*index.Record
 	for i := range 3 {
-		rec, err := fp.db.Commit(fileOps(i))
+		rec, err := fp.db.Commit(fileOps(i), index.Synced)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -269,17 +269,17 @@ func connectRawAs(t *testing.T, addr string, id format.NodeID) *rawPeer {
 	return &rawPeer{conn: conn, rd: wire.NewReader(conn, wire.MaxPayload)}
 }
 
-// TestPublishLazy: a change published lazily is in the local index at
+// TestPublishSyncAtOnce: a change published with SyncAtOnce is in the local index at
 // once and reaches every peer without any further call; a record that is
 // not durable yet is neither pushed nor served to a puller.
-func TestPublishLazy(t *testing.T) {
+func TestPublishSyncAtOnce(t *testing.T) {
 	nodes := startCluster(t, 3, Config{})
 	a := nodes[0]
 
-	// A commit straight into the index, not synced (nothing lazy was
+	// A commit straight into the index, not synced (nothing unsynced was
 	// published yet, so nothing syncs behind the test's back): a puller
 	// does not get it until it is durable.
-	rec, err := a.db.CommitLazy(fileOps(50))
+	rec, err := a.db.Commit(fileOps(50), index.Unsynced)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,11 +295,11 @@ func TestPublishLazy(t *testing.T) {
 	}
 
 	for i := range 20 {
-		if _, err := a.node.PublishLazy(t.Context(), fileOps(i)); err != nil {
+		if _, err := a.node.Publish(fileOps(i), SyncAtOnce); err != nil {
 			t.Fatal(err)
 		}
 		if !hasFiles(t, a.db, i+1) {
-			t.Fatalf("file %d not in the local index after PublishLazy", i)
+			t.Fatalf("file %d not in the local index after Publish", i)
 		}
 	}
 	for _, tn := range nodes[1:] {
@@ -310,23 +310,23 @@ func TestPublishLazy(t *testing.T) {
 	})
 }
 
-// TestPublishSoon: new entries published without a sync reach every peer by
+// TestPublishSyncBatched: new entries published with SyncBatched reach every peer by
 // themselves (the flusher's delayed wake-up), and a synced Publish right
 // after one makes both durable and sends them in order.
-func TestPublishSoon(t *testing.T) {
+func TestPublishSyncBatched(t *testing.T) {
 	nodes := startCluster(t, 2, Config{})
 	a, b := nodes[0], nodes[1]
 	for i := range 30 {
-		if _, err := a.node.PublishSoon(t.Context(), fileOps(i)); err != nil {
+		if _, err := a.node.Publish(fileOps(i), SyncBatched); err != nil {
 			t.Fatal(err)
 		}
 	}
 	waitFor(t, 5*time.Second, "new entries on the peer", func() bool { return hasFiles(t, b.db, 30) })
-	rec, err := a.node.PublishSoon(t.Context(), fileOps(30))
+	rec, err := a.node.Publish(fileOps(30), SyncBatched)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.node.Publish(t.Context(), fileOps(31)); err != nil {
+	if _, err := a.node.Publish(fileOps(31), Synced); err != nil {
 		t.Fatal(err)
 	}
 	if d := a.db.DurableSeq(); d < rec.Seq+1 {

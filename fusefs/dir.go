@@ -2,14 +2,13 @@ package fusefs
 
 import (
 	"context"
-	"slices"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"github.com/oashare/oashare/chunknet/namespace"
 	"github.com/oashare/oashare/index"
 )
 
@@ -121,14 +120,15 @@ func (d *dirNode) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttr
 	return d.fsys.setattr(ctx, d.id, nil, in, out)
 }
 
-// setattr applies mode and time changes to an inode record and publishes
-// it. Size changes of files are handled by fileNode before calling this.
+// setattr applies mode, owner and time changes to an inode (through the
+// namespace), or folds them into a file's unpublished changes, to go out
+// with them. Size changes of files are handled by fileNode before calling
+// this.
 func (fsys *FS) setattr(ctx context.Context, id uint64, f *fileState, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	if index.IsConflictID(id) {
 		return syscall.EROFS // conflict copies are read-only
 	}
-	// Lock order, everywhere: a file's mu, then nsMu (publish does the
-	// same).
+	// Lock order, everywhere: a file's mu, then the namespace's.
 	if f != nil {
 		f.mu.Lock()
 		defer f.mu.Unlock()
@@ -136,53 +136,30 @@ func (fsys *FS) setattr(ctx context.Context, id uint64, f *fileState, in *fuse.S
 	if f != nil && f.c != nil {
 		return f.foldAttrs(in, out)
 	}
-	fsys.nsMu.Lock()
-	defer fsys.nsMu.Unlock()
-	ino, errno := fsys.getInode(id)
-	if errno != 0 {
-		return errno
-	}
-	// The change is made on the version just read: it supersedes it.
-	ino.BaseVersion, ino.BaseOrigin = ino.Version, ino.Origin
-	ino.Supersedes = nil
-	changed := false
+	var a namespace.Attrs
 	if m, ok := in.GetMode(); ok {
-		ino.Mode = m & 0o7777
-		changed = true
-	}
-	if mt, ok := in.GetMTime(); ok {
-		ino.MtimeNs = mt.UnixNano()
-		changed = true
-		if f != nil {
-			f.mtime = ino.MtimeNs
-		}
-	}
-	if at, ok := in.GetATime(); ok {
-		ino.AtimeNs = at.UnixNano()
-		changed = true
+		a.Mode = &m
 	}
 	if uid, ok := in.GetUID(); ok {
-		ino.Uid = uid
-		changed = true
+		a.Uid = &uid
 	}
 	if gid, ok := in.GetGID(); ok {
-		ino.Gid = gid
-		changed = true
+		a.Gid = &gid
 	}
-	if changed {
-		ino.CtimeNs = time.Now().UnixNano()
-		if id == index.RootID && ino.Version == 0 {
-			ino.ID, ino.Type = index.RootID, index.TypeDir
-			if _, ok := in.GetUID(); !ok {
-				ino.Uid = fsys.uid
-			}
-			if _, ok := in.GetGID(); !ok {
-				ino.Gid = fsys.gid
-			}
-		}
-		if _, err := fsys.node.PublishLazy(ctx, []index.Op{{Inode: &ino}}); err != nil {
-			return fsys.toErrno("setattr", err)
-		}
+	if mt, ok := in.GetMTime(); ok {
+		ns := mt.UnixNano()
+		a.MtimeNs = &ns
+	}
+	if at, ok := in.GetATime(); ok {
+		ns := at.UnixNano()
+		a.AtimeNs = &ns
+	}
+	ino, err := fsys.ns.SetAttrs(id, a)
+	if err != nil {
+		return fsys.toErrno("setattr", err)
+	}
+	if f != nil && a.MtimeNs != nil {
+		f.mtime = ino.MtimeNs
 	}
 	fsys.fillAttr(&ino, ino.Size, ino.MtimeNs, &out.Attr)
 	return 0
@@ -224,32 +201,13 @@ func (d *dirNode) create(ctx context.Context, name string, ino index.Inode, out 
 	if errno := checkName(name); errno != 0 {
 		return nil, errno
 	}
-	fsys := d.fsys
-	fsys.nsMu.Lock()
-	defer fsys.nsMu.Unlock()
-	old, ok, err := fsys.db.LookupDirent(d.id, name)
+	ino.Uid, ino.Gid = d.fsys.owner(ctx)
+	ino, err := d.fsys.ns.Create(d.id, name, ino)
 	if err != nil {
-		return nil, fsys.toErrno("create", err)
-	} else if ok && (old.Type == index.TypeDir || ino.Type == index.TypeDir) {
-		return nil, syscall.EEXIST
+		return nil, d.fsys.toErrno("create", err)
 	}
-	now := time.Now().UnixNano()
-	ino.ID = fsys.db.NewID()
-	ino.MtimeNs, ino.CtimeNs = now, now
-	ino.Uid, ino.Gid = fsys.owner(ctx)
-	de := index.Dirent{Parent: d.id, Name: name, Child: ino.ID, Type: ino.Type}
-	if errno := fsys.setBase(&de, old, ok); errno != 0 {
-		return nil, errno
-	}
-	ops, errno := fsys.touchDirs([]index.Op{{Inode: &ino}, {Dirent: &de}}, now, d.id)
-	if errno != 0 {
-		return nil, errno
-	}
-	if _, err := fsys.node.PublishSoon(ctx, ops); err != nil {
-		return nil, fsys.toErrno("create", err)
-	}
-	child := fsys.newNode(ctx, d.EmbeddedInode(), &ino)
-	fsys.fillAttr(&ino, 0, now, &out.Attr)
+	child := d.fsys.newNode(ctx, d.EmbeddedInode(), &ino)
+	d.fsys.fillAttr(&ino, 0, ino.MtimeNs, &out.Attr)
 	return child, 0
 }
 
@@ -310,138 +268,14 @@ func (d *dirNode) Symlink(ctx context.Context, target, name string, out *fuse.En
 	return d.create(ctx, name, index.Inode{Type: index.TypeSymlink, Mode: 0o777, Target: target}, out)
 }
 
-// remove publishes a tombstone for name after checking its type.
+// remove deletes the entry name (a tombstone, through the namespace).
 func (d *dirNode) remove(ctx context.Context, name string, wantDir bool) syscall.Errno {
-	fsys := d.fsys
-	fsys.nsMu.Lock()
-	defer fsys.nsMu.Unlock()
-	de, ok, err := fsys.db.LookupDirent(d.id, name)
+	child, err := d.fsys.ns.Remove(d.id, name, wantDir)
 	if err != nil {
-		return fsys.toErrno("remove", err)
+		return d.fsys.toErrno("remove", err)
 	}
-	if !ok {
-		return syscall.ENOENT
-	}
-	if index.IsConflictID(de.Child) {
-		if wantDir {
-			return syscall.ENOTDIR
-		}
-		op, errno := fsys.resolveOp(de.Child)
-		if errno != 0 {
-			return errno
-		}
-		if _, err := fsys.node.PublishLazy(ctx, []index.Op{op}); err != nil {
-			return fsys.toErrno("resolve", err)
-		}
-		return 0
-	}
-	isDir := de.Type == index.TypeDir
-	switch {
-	case wantDir && !isDir:
-		return syscall.ENOTDIR
-	case !wantDir && isDir:
-		return syscall.EISDIR
-	}
-	if isDir {
-		kids, err := fsys.db.ReadDir(de.Child)
-		if err != nil {
-			return fsys.toErrno("rmdir", err)
-		}
-		if len(kids) > 0 {
-			return syscall.ENOTEMPTY
-		}
-	}
-	// An entry conflict copy is deleted by a tombstone of its own entry
-	// version, under the original name: the winner stays.
-	if head, ok, errno := fsys.entryCopy(d.id, name, de); errno != 0 {
-		return errno
-	} else if ok {
-		de = head
-	}
-	// The tombstone names the version being deleted: an update this node
-	// has not seen keeps the entry (see index's doc).
-	tomb, errno := fsys.tombstone(de, false)
-	if errno != 0 {
-		return errno
-	}
-	ops, errno := fsys.touchDirs([]index.Op{{Dirent: &tomb}}, time.Now().UnixNano(), d.id)
-	if errno != 0 {
-		return errno
-	}
-	if _, err := fsys.node.PublishLazy(ctx, ops); err != nil {
-		return fsys.toErrno("remove", err)
-	}
-	fsys.markUnlinked(tomb.Child)
-	return 0
-}
-
-// resolveOp returns the op that resolves conflict copy cid: a version of
-// the original inode with the winner's content that supersedes both the
-// winner and the copy's version, so the copy disappears everywhere.
-func (fsys *FS) resolveOp(cid uint64) (index.Op, syscall.Errno) {
-	id, ref, ok, err := fsys.db.ConflictOf(cid)
-	if err != nil {
-		return index.Op{}, fsys.toErrno("resolve", err)
-	}
-	if !ok {
-		return index.Op{}, syscall.ENOENT
-	}
-	w, errno := fsys.getInode(id)
-	if errno != 0 {
-		return index.Op{}, errno
-	}
-	w.BaseVersion, w.BaseOrigin = w.Version, w.Origin
-	w.Supersedes = []index.VersionRef{ref}
-	return index.Op{Inode: &w}, 0
-}
-
-// entryCopy returns, if the entry de shown as name in parent is an entry
-// conflict copy, the entry version it stands for (named by the original
-// name).
-func (fsys *FS) entryCopy(parent uint64, name string, de index.Dirent) (index.Dirent, bool, syscall.Errno) {
-	if index.IsConflictID(de.Child) || !strings.Contains(name, ".conflict-") {
-		return index.Dirent{}, false, 0
-	}
-	head, ok, err := fsys.db.ConflictEntry(parent, name)
-	if err != nil {
-		return index.Dirent{}, false, fsys.toErrno("lookup", err)
-	}
-	return head, ok, 0
-}
-
-// tombstone returns the op deleting entry version de (as stored or as
-// shown): it names de as its base and the child version this node sees.
-func (fsys *FS) tombstone(de index.Dirent, moved bool) (index.Dirent, syscall.Errno) {
-	child, errno := fsys.getInode(de.Child)
-	if errno != 0 {
-		return index.Dirent{}, errno
-	}
-	return index.Dirent{Parent: de.Parent, Name: de.Name, Child: de.Child, Type: de.Type,
-		Deleted: true, Moved: moved, ChildVersion: child.Version, ChildOrigin: child.Origin,
-		BaseChild: de.Child, BaseVersion: de.Version, BaseOrigin: de.Origin}, 0
-}
-
-// setBase makes new entry de name the entry it replaces: seen, the entry
-// LookupDirent showed under its name (if ok), unless that is a conflict
-// copy (it stands for another name's version); otherwise the newest
-// version stored under the name, normally a tombstone, if any.
-func (fsys *FS) setBase(de *index.Dirent, seen index.Dirent, ok bool) syscall.Errno {
-	if ok && !index.IsConflictID(seen.Child) {
-		_, isCopy, errno := fsys.entryCopy(de.Parent, de.Name, seen)
-		if errno != 0 {
-			return errno
-		}
-		if !isCopy {
-			de.BaseChild, de.BaseVersion, de.BaseOrigin = seen.Child, seen.Version, seen.Origin
-			return 0
-		}
-	}
-	st, ok, err := fsys.db.StoredDirent(de.Parent, de.Name)
-	if err != nil {
-		return fsys.toErrno("lookup", err)
-	}
-	if ok {
-		de.BaseChild, de.BaseVersion, de.BaseOrigin = st.Child, st.Version, st.Origin
+	if child != 0 {
+		d.fsys.markUnlinked(child)
 	}
 	return 0
 }
@@ -467,31 +301,13 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 		return syscall.EXDEV
 	}
 	fsys := d.fsys
-	fsys.nsMu.Lock()
-	defer fsys.nsMu.Unlock()
 	src, ok, err := fsys.db.LookupDirent(d.id, name)
 	if err != nil {
 		return fsys.toErrno("rename", err)
 	}
-	if !ok {
-		return syscall.ENOENT
-	}
-	if index.IsConflictID(src.Child) {
-		// A conflict copy has no record of its own to move: EXDEV makes
-		// mv copy it to a new file and unlink it, which resolves it.
-		return syscall.EXDEV
-	}
-	// An entry conflict copy is moved away from the entry version it
-	// stands for, under the original name.
-	srcHead, srcIsCopy, errno := fsys.entryCopy(d.id, name, src)
-	if errno != 0 {
-		return errno
-	}
-	if !srcIsCopy {
-		srcHead = src
-	}
-	if src.Type == index.TypeDir {
-		// A directory must not move below itself.
+	if ok && src.Type == index.TypeDir {
+		// A directory must not move below itself (the kernel checks it
+		// too, by its own tree).
 		for p := np.EmbeddedInode(); p != nil; {
 			if p.StableAttr().Ino == src.Child {
 				return syscall.EINVAL
@@ -503,107 +319,14 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 			p = parent
 		}
 	}
-	dst, exists, err := fsys.db.LookupDirent(np.id, newName)
+	replaced, err := fsys.ns.Rename(d.id, name, np.id, newName, flags&renameNoReplace != 0)
 	if err != nil {
 		return fsys.toErrno("rename", err)
 	}
-	if exists {
-		if dst.Child == src.Child {
-			return 0
-		}
-		if flags&renameNoReplace != 0 {
-			return syscall.EEXIST
-		}
-		switch {
-		case src.Type == index.TypeDir && dst.Type != index.TypeDir:
-			return syscall.ENOTDIR
-		case src.Type != index.TypeDir && dst.Type == index.TypeDir:
-			return syscall.EISDIR
-		case dst.Type == index.TypeDir:
-			kids, err := fsys.db.ReadDir(dst.Child)
-			if err != nil {
-				return fsys.toErrno("rename", err)
-			}
-			if len(kids) > 0 {
-				return syscall.ENOTEMPTY
-			}
-		}
-	}
-	// The Moved tombstone is never shadowed: the file lives on under
-	// newName.
-	gone, errno := fsys.tombstone(srcHead, true)
-	if errno != 0 {
-		return errno
-	}
-	moved := index.Dirent{Parent: np.id, Name: newName, Child: src.Child, Type: src.Type}
-	if errno := fsys.setBase(&moved, dst, exists); errno != 0 {
-		return errno
-	}
-	var ops []index.Op
-	if gone.Parent != moved.Parent || gone.Name != moved.Name {
-		ops = append(ops, index.Op{Dirent: &gone})
-	} // else a copy moved onto its own name: it replaces the entry shown there
-	ops = append(ops, index.Op{Dirent: &moved})
-	if exists && index.IsConflictID(dst.Child) {
-		// Replacing a conflict copy resolves it; otherwise the new entry
-		// would only hide it.
-		op, errno := fsys.resolveOp(dst.Child)
-		if errno != 0 {
-			return errno
-		}
-		ops = append(ops, op)
-	}
-	if exists {
-		// Replacing an entry conflict copy resolves it too.
-		head, ok, errno := fsys.entryCopy(np.id, newName, dst)
-		if errno != 0 {
-			return errno
-		}
-		if ok && (head.Parent != gone.Parent || head.Name != gone.Name) {
-			tomb, errno := fsys.tombstone(head, false)
-			if errno != 0 {
-				return errno
-			}
-			ops = append(ops, index.Op{Dirent: &tomb})
-		}
-	}
-	ops, errno = fsys.touchDirs(ops, time.Now().UnixNano(), d.id, np.id)
-	if errno != 0 {
-		return errno
-	}
-	if _, err := fsys.node.PublishLazy(ctx, ops); err != nil {
-		return fsys.toErrno("rename", err)
-	}
-	if exists && !index.IsConflictID(dst.Child) {
-		fsys.markUnlinked(dst.Child) // replaced: nobody reaches it any more
+	if replaced != 0 {
+		fsys.markUnlinked(replaced) // nobody reaches it any more
 	}
 	return 0
-}
-
-// touchDirs appends to ops a new version of each directory in dirs (once
-// each) with mtime and ctime set to now: POSIX times for a directory whose
-// entries changed. Being a new version of the directory, it also keeps the
-// directory alive against a delete that did not see the change (an rmdir
-// racing a create inside). Called with nsMu held.
-func (fsys *FS) touchDirs(ops []index.Op, now int64, dirs ...uint64) ([]index.Op, syscall.Errno) {
-	for i, id := range dirs {
-		if slices.Contains(dirs[:i], id) {
-			continue
-		}
-		ino, errno := fsys.getInode(id)
-		if errno != 0 {
-			return nil, errno
-		}
-		ino.BaseVersion, ino.BaseOrigin = ino.Version, ino.Origin
-		ino.Supersedes = nil
-		ino.MtimeNs, ino.CtimeNs = now, now
-		if id == index.RootID && ino.Version == 0 {
-			ino.ID, ino.Type = index.RootID, index.TypeDir
-			ino.Uid, ino.Gid = fsys.uid, fsys.gid
-		}
-		ops = append(ops, index.Op{Inode: &ino})
-	}
-	return ops, 0
 }
 
 func (d *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
@@ -647,9 +370,9 @@ func (d *dirNode) Mknod(ctx context.Context, name string, mode uint32, dev uint3
 var _ = (fs.NodeFsyncer)((*dirNode)(nil))
 
 // Fsync of a directory makes every namespace change this node made
-// durable: creates, renames and deletes are published lazily (see
-// chunknet.Node.PublishLazy), as a local disk keeps them in its journal
-// until a sync. Like fsync of a file, it returns once every live peer has
+// durable: creates, renames and deletes are published without waiting for
+// the disk (chunknet.SyncAtOnce, SyncBatched), as a local disk keeps them
+// in its journal until a sync. Like fsync of a file, it returns once every live peer has
 // applied them (chunknet.Node.SyncPeers).
 func (d *dirNode) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) syscall.Errno {
 	if err := d.fsys.node.SyncPeers(ctx); err != nil {

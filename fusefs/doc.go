@@ -1,8 +1,9 @@
 // Package fusefs serves an oashare node's namespace as a FUSE file system
 // (go-fuse's fs API): it translates kernel requests into lookups in the
-// index, namespace changes published through chunknet, and reads and
-// writes of file content (content.go, tree and chunknet below it), and
-// turns errors into errnos in one place (FS.toErrno).
+// index, operations of the namespace owner (chunknet/namespace: create,
+// remove, rename, attributes, a file's new version), and reads and writes
+// of file content (content.go, tree and chunknet below it), and turns
+// errors into errnos in one place (FS.toErrno).
 //
 // # Nodes
 //
@@ -34,10 +35,10 @@
 // # Locking
 //
 // FS.filesMu guards the map of file states and their handle counts;
-// fileState.mu guards one file's state and content; FS.nsMu is held while
-// a namespace change is checked and published, so that two local changes
-// do not interleave their checks. Lock order: filesMu, then a fileState's
-// mu, then nsMu; liveMu (the inodes the kernel knows) is taken alone.
+// fileState.mu guards one file's state and content; the namespace
+// (chunknet/namespace) serializes the changes it checks and publishes.
+// Lock order: filesMu, then a fileState's mu, then the namespace's;
+// liveMu (the inodes the kernel knows) is taken alone.
 // Reads of an unchanged file snapshot the version under mu and fetch
 // without it, so reads run in parallel.
 //

@@ -22,7 +22,7 @@ import (
 // Locking: mu guards every field but id, fsys and handles (FS.filesMu).
 // Reads of an unchanged file take a snapshot of v under mu and fetch
 // without it, so concurrent reads run in parallel. Lock order: FS.filesMu,
-// then mu, then FS.nsMu.
+// then mu, then the namespace's.
 type fileState struct {
 	id      uint64
 	fsys    *FS
@@ -112,7 +112,7 @@ func (fsys *FS) markUnlinked(id uint64) {
 // and the version is in the local index; otherwise EIO, and the changes
 // stay here: in this state, and, once their bytes are all stored (here,
 // where replicas were too few), in the pending journal, which pendingLoop
-// retries. The version is published lazily (chunknet.Node.PublishSoon):
+// retries. The version is published with chunknet.SyncBatched:
 // a background sync makes it durable within a few milliseconds, and
 // Fsync waits for it.
 func (f *fileState) publish(ctx context.Context) syscall.Errno {
@@ -156,65 +156,30 @@ func (f *fileState) publishLocked(ctx context.Context) syscall.Errno {
 		}
 		f.c.short = false
 	}
-	fsys.nsMu.Lock()
-	defer fsys.nsMu.Unlock()
-	ino, errno := fsys.getInode(f.id)
-	if errno != 0 {
-		return errno
+	// The namespace chooses what the new version replaces (see
+	// namespace.PublishVersion): a peer's concurrent content stays as a
+	// conflict copy, concurrent metadata changes are superseded.
+	ino, err := fsys.ns.PublishVersion(f.pending(v, contentChanged), f.journaled)
+	if err != nil {
+		return fsys.toErrno("publish", err)
 	}
-	// The changes were made on f.v, read from version f.base. If the
-	// content is still f.v, whatever changed since is metadata only and
-	// the new version supersedes it; otherwise a peer changed the content
-	// concurrently, and the new version is based on f.base, so the two
-	// stay heads and the loser shows as a conflict copy.
-	base := f.base
-	if versionOf(&ino) == f.v {
-		base = ino.Ref()
+	if f.journaled {
+		fsys.log.Info("published a file version that waited for its copies", "inode", f.id, "size", v.Size)
 	}
-	if !contentChanged {
-		// Attribute changes only: they apply to whatever content is
-		// current, a peer's newer version included, and supersede it.
-		v, base = versionOf(&ino), ino.Ref()
-		if !f.attrs.setMtime {
-			f.mtime = ino.MtimeNs
-		}
-	}
-	if v != versionOf(&ino) || ino.MtimeNs != f.mtime || f.attrs.set {
-		f.attrs.apply(&ino)
-		ino.Size, ino.Root, ino.Depth = v.Size, v.Root, v.Depth
-		ino.MtimeNs = f.mtime
-		ino.CtimeNs = time.Now().UnixNano()
-		ino.BaseVersion, ino.BaseOrigin = base.Version, base.Origin
-		ino.Supersedes = nil
-		var published []uint64
-		if f.journaled {
-			published = append(published, f.id)
-		}
-		rec, err := fsys.node.PublishSoon(ctx, []index.Op{{Inode: &ino}}, published...)
-		if err != nil {
-			return fsys.toErrno("publish", err)
-		}
-		base = rec.Ops[0].Inode.Ref()
-		if f.journaled {
-			fsys.log.Info("published a file version that waited for its copies", "inode", f.id, "size", v.Size)
-		}
-	} else if errno := f.unjournal(); errno != 0 {
-		return errno
-	}
-	f.v = v
-	f.base = base
+	f.v = versionOf(&ino)
+	f.base = ino.Ref()
+	f.mtime = ino.MtimeNs
 	f.c = nil
 	f.attrs = pendingAttrs{}
 	f.journaled = false
 	return 0
 }
 
-// keepPending records version v of the file, complete but short of
-// copies, in the pending journal, and returns the EIO the program gets.
-// Called with mu held.
-func (f *fileState) keepPending(v tree.Version, contentChanged bool, short int, cause error) syscall.Errno {
-	fsys := f.fsys
-	p := index.Pending{
+// pending describes the file's unpublished change: new content v, made on
+// f.v read from f.base, with its mtime and attribute changes. Called with
+// mu held.
+func (f *fileState) pending(v tree.Version, contentChanged bool) index.Pending {
+	return index.Pending{
 		ID: f.id, Size: v.Size, Root: v.Root, Depth: v.Depth,
 		OrigSize: f.v.Size, OrigRoot: f.v.Root, OrigDepth: f.v.Depth,
 		Base: f.base, MtimeNs: f.mtime, ContentChanged: contentChanged,
@@ -222,6 +187,14 @@ func (f *fileState) keepPending(v tree.Version, contentChanged bool, short int, 
 		SetAtime: f.attrs.setAtime, SetMtime: f.attrs.setMtime,
 		Mode: f.attrs.mode, Uid: f.attrs.uid, Gid: f.attrs.gid, AtimeNs: f.attrs.atime, CtimeNs: f.attrs.ctime,
 	}
+}
+
+// keepPending records version v of the file, complete but short of
+// copies, in the pending journal, and returns the EIO the program gets.
+// Called with mu held.
+func (f *fileState) keepPending(v tree.Version, contentChanged bool, short int, cause error) syscall.Errno {
+	fsys := f.fsys
+	p := f.pending(v, contentChanged)
 	if f.journaled && p == f.journal {
 		return syscall.EIO // recorded already
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/oashare/oashare/chunknet"
+	"github.com/oashare/oashare/chunknet/namespace"
 	"github.com/oashare/oashare/chunknet/tree"
 	"github.com/oashare/oashare/index"
 )
@@ -49,9 +50,9 @@ type FS struct {
 
 	started int64 // mount time: the root's times until it is first changed
 
-	// nsMu is held while a namespace change is checked and published, so
-	// that two local operations do not interleave their checks.
-	nsMu sync.Mutex
+	// ns makes and publishes the namespace changes (create, remove,
+	// rename, attributes, new versions).
+	ns *namespace.Namespace
 
 	statMu   sync.Mutex
 	statAt   time.Time
@@ -120,6 +121,7 @@ func Mount(dir string, opts Options) (*fuse.Server, error) {
 		files:       make(map[uint64]*fileState),
 		pendingKick: make(chan struct{}, 1),
 	}
+	fsys.ns = namespace.New(opts.Node, fsys.uid, fsys.gid)
 	if err := fsys.restorePending(); err != nil {
 		return nil, fmt.Errorf("reading the pending journal: %w", err)
 	}
@@ -173,8 +175,29 @@ func (fsys *FS) toErrno(op string, err error) syscall.Errno {
 	case errors.Is(err, os.ErrNotExist):
 		return syscall.ENOENT
 	}
+	for _, m := range nsErrnos {
+		if errors.Is(err, m.err) {
+			return m.errno // what the program asked for cannot be done: not worth a log line
+		}
+	}
 	fsys.log.Error(op+" failed", "err", err)
 	return syscall.EIO
+}
+
+// nsErrnos are the errnos of the namespace's refusals.
+var nsErrnos = []struct {
+	err   error
+	errno syscall.Errno
+}{
+	{namespace.ErrNotFound, syscall.ENOENT},
+	{namespace.ErrExists, syscall.EEXIST},
+	{namespace.ErrNotDir, syscall.ENOTDIR},
+	{namespace.ErrIsDir, syscall.EISDIR},
+	{namespace.ErrNotEmpty, syscall.ENOTEMPTY},
+	{namespace.ErrReadOnly, syscall.EROFS},
+	{namespace.ErrMoveCopy, syscall.EXDEV},
+	{namespace.ErrBadName, syscall.EINVAL},
+	{namespace.ErrLongName, syscall.ENAMETOOLONG},
 }
 
 func typeMode(t index.EntryType) uint32 {

@@ -209,7 +209,7 @@
 //   - Reads (GetChunk, GetChunks, HasChunk, GetInode, LookupDirent, ReadDir, Heads,
 //     ConflictOf, ConflictEntry, StoredDirent, LogSince) take no lock of this package; each sees a
 //     consistent Pebble state (the namespace views read one snapshot).
-//   - writeMu serializes Commit, CommitLazy and Apply for their whole
+//   - writeMu serializes Commit and Apply for their whole
 //     length (read stored values, build the batch, commit), so the heads
 //     of an entry or an inode, the sequence number and the clock are never
 //     raced; it also guards the writer's cache of inode heads

@@ -44,7 +44,7 @@ func openAt(t testing.TB, fs vfs.FS, dir string, opts Options) *DB {
 
 func mustCommit(t testing.TB, db *DB, ops ...Op) *Record {
 	t.Helper()
-	rec, err := db.Commit(ops)
+	rec, err := db.Commit(ops, Synced)
 	if err != nil {
 		t.Fatalf("Commit: %v", err)
 	}

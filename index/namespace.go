@@ -104,25 +104,29 @@ func (db *DB) applied(origin format.NodeID) uint64 {
 	return db.vv[origin]
 }
 
-// Commit makes a local change. It stamps a copy of every op with the next
-// HLC value and this node's ID, applies the ops (see doc.go), appends
-// the record under this node's next Seq and bumps the version vector, all in
-// one synced batch. It returns the record, for the caller to push to peers.
-// The caller's ops are not modified.
-func (db *DB) Commit(ops []Op) (*Record, error) {
-	return db.commit(ops, true, nil)
-}
+// Durability says whether Commit waits for the disk.
+type Durability bool
 
-// CommitLazy is Commit without waiting for the disk: the change is in
-// the index at once, and durable with the next synced write (Commit,
-// Sync). DurableSeq says how far this node's records are durable; a
-// record beyond it must not leave the node, since a crash may lose it and
-// its sequence number would be used again.
-//
-// published names the files whose pending versions (PutPending) the ops
-// publish: their journal entries are deleted in the same batch.
-func (db *DB) CommitLazy(ops []Op, published ...uint64) (*Record, error) {
-	return db.commit(ops, false, published)
+const (
+	// Synced: the change is durable when Commit returns.
+	Synced Durability = true
+	// Unsynced: the change is in the index at once and durable with the
+	// next synced write (a Synced Commit, Sync). DurableSeq says how far
+	// this node's records are durable; a record beyond it must not leave
+	// the node, since a crash may lose it and its sequence number would
+	// be used again.
+	Unsynced Durability = false
+)
+
+// Commit makes a local change. It stamps a copy of every op with the next
+// HLC value and this node's ID, applies the ops (see doc.go), appends the
+// record under this node's next Seq and bumps the version vector, all in
+// one batch, committed with durability d. It returns the record, for the
+// caller to push to peers. The caller's ops are not modified. published
+// names the files whose pending versions (PutPending) the ops publish:
+// their journal entries are deleted in the same batch.
+func (db *DB) Commit(ops []Op, d Durability, published ...uint64) (*Record, error) {
+	return db.commit(ops, bool(d), published)
 }
 
 // Sync makes every change committed so far durable.

@@ -113,7 +113,7 @@ func TestCommitInvalid(t *testing.T) {
 		"too many ops": append(huge, fileInode(5, 1)),
 		"too big":      huge,
 	} {
-		if _, err := db.Commit(ops); !errors.Is(err, ErrInvalid) {
+		if _, err := db.Commit(ops, Synced); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: Commit err = %v; want ErrInvalid", name, err)
 		}
 	}
@@ -559,7 +559,7 @@ func TestConcurrentUse(t *testing.T) {
 				if _, err := db.PutChunks(chunkSeq(w*1000+i*10, 10, 64)); err != nil {
 					t.Error(err)
 				}
-				if _, err := db.Commit([]Op{fileDirent(RootID, fmt.Sprint("w", w, "-", i), 9)}); err != nil {
+				if _, err := db.Commit([]Op{fileDirent(RootID, fmt.Sprint("w", w, "-", i), 9)}, Synced); err != nil {
 					t.Error(err)
 				}
 				if _, err := db.Apply(remote[i]); err != nil && !errors.Is(err, ErrGap) {
@@ -586,24 +586,24 @@ func TestConcurrentUse(t *testing.T) {
 	}
 }
 
-// TestCommitLazyDurability: a lazy commit is in the index at once; a crash
+// TestCommitUnsyncedDurability: an unsynced commit is in the index at once; a crash
 // before the next sync loses it (and its sequence number is used again),
 // a Sync or a synced Commit makes it durable.
-func TestCommitLazyDurability(t *testing.T) {
+func TestCommitUnsyncedDurability(t *testing.T) {
 	fs := vfs.NewStrictMem()
 	db := openAt(t, fs, "/db", Options{Logger: quietLogger})
 	root := Op{Inode: &Inode{ID: RootID, Type: TypeDir, Mode: 0o755}}
-	if _, err := db.Commit([]Op{root}); err != nil {
+	if _, err := db.Commit([]Op{root}, Synced); err != nil {
 		t.Fatal(err)
 	}
 	lazy := func(id uint64) *Record {
 		t.Helper()
-		rec, err := db.CommitLazy([]Op{{Inode: &Inode{ID: id, Type: TypeFile, Mode: 0o644}}})
+		rec, err := db.Commit([]Op{{Inode: &Inode{ID: id, Type: TypeFile, Mode: 0o644}}}, Unsynced)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if _, ok, _ := db.GetInode(id); !ok {
-			t.Fatalf("inode %d not visible after CommitLazy", id)
+			t.Fatalf("inode %d not visible after an unsynced Commit", id)
 		}
 		return rec
 	}
@@ -631,7 +631,7 @@ func TestCommitLazyDurability(t *testing.T) {
 		t.Fatalf("Sync: %v, durable %d, want %d", err, db.DurableSeq(), r.Seq)
 	}
 	lazy(12)
-	if _, err := db.Commit([]Op{{Inode: &Inode{ID: 13, Type: TypeFile}}}); err != nil {
+	if _, err := db.Commit([]Op{{Inode: &Inode{ID: 13, Type: TypeFile}}}, Synced); err != nil {
 		t.Fatal(err)
 	}
 	crash()

@@ -15,7 +15,7 @@ import (
 // on fewer than min(replicas, live nodes) nodes, so the close or fsync
 // that made it returned EIO. The journal keeps the version across kernel
 // forgets, unmounts, crashes and restarts; fusefs retries it in the
-// background and publishes it with CommitLazy(ops, id), which deletes the
+// background and publishes it with Commit(ops, Unsynced, id), which deletes the
 // entry in the same batch as the record, so a version is never published
 // twice nor lost between the two.
 //

@@ -42,7 +42,7 @@ func TestPendingJournal(t *testing.T) {
 	}
 	// Published lazily, then a crash before any sync: both come back.
 	mustInode := fileInode(42, 1000)
-	if _, err := db.CommitLazy([]Op{mustInode}, 42); err != nil {
+	if _, err := db.Commit([]Op{mustInode}, Unsynced, 42); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := db.Pendings(); len(got) != 1 || got[0].ID != 7 {
@@ -56,7 +56,7 @@ func TestPendingJournal(t *testing.T) {
 		t.Fatal("the unsynced record survived the crash")
 	}
 	// Published and synced: gone for good.
-	if _, err := db.CommitLazy([]Op{mustInode}, 42); err != nil {
+	if _, err := db.Commit([]Op{mustInode}, Unsynced, 42); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.Sync(); err != nil {

@@ -20,8 +20,9 @@ const ConflictIDBit uint64 = 1 << 63
 // IsConflictID reports whether id names a conflict copy.
 func IsConflictID(id uint64) bool { return id&ConflictIDBit != 0 }
 
-// conflictSep separates a name from the suffix of its conflict copies.
-const conflictSep = ".conflict-"
+// ConflictSep separates a name from the suffix of its conflict copies
+// (ConflictName).
+const ConflictSep = ".conflict-"
 
 // conflictID is the derived inode ID of version r of inode id: the first 8
 // bytes of SHA-256(id[8] version[8] origin[16]) with ConflictIDBit set.
@@ -35,7 +36,7 @@ func conflictID(id uint64, r VersionRef) uint64 {
 // h.Version (decimal). If that is longer than MaxNameLen, name is cut to
 // fit (bytewise).
 func ConflictName(name string, h VersionRef) string {
-	suffix := fmt.Sprintf("%s%s-%d", conflictSep, h.Origin.Short(), h.Version)
+	suffix := fmt.Sprintf("%s%s-%d", ConflictSep, h.Origin.Short(), h.Version)
 	if len(name)+len(suffix) > MaxNameLen {
 		name = name[:MaxNameLen-len(suffix)]
 	}
@@ -504,7 +505,7 @@ func lookupDirent(r pebble.Reader, parent uint64, name string) (Dirent, bool, er
 			return de, ok, err
 		}
 	}
-	if !strings.Contains(name, conflictSep) {
+	if !strings.Contains(name, ConflictSep) {
 		return Dirent{}, false, nil
 	}
 	// A conflict copy: rare, so find it in the directory's view, which
