@@ -82,11 +82,11 @@ type DB struct {
 	putLeader  bool
 	chunkCount atomic.Int64
 	chunkBytes atomic.Int64
-	logFirst   uint32 // the first segment of batches (see chunklog.go)
+	logFirst   uint32 // the first segment of batches (see store_chunklog.go)
 
 	durable atomic.Uint64 // this node's records are durable up to this Seq
 
-	under underState // the under-target set's counts (under.go)
+	under underState // the under-target set's counts (store_under.go)
 }
 
 // Key prefixes; see doc.go.
@@ -99,7 +99,7 @@ const (
 	prefixVV     = 'v'
 	prefixMeta   = 'm'
 	prefixUnder  = 'u'
-	// prefixPending keys the pending journal (pending.go).
+	// prefixPending keys the pending journal (ns_pending.go).
 	prefixPending = 'p'
 
 	prefixHistory = 'h'

@@ -5,7 +5,25 @@
 //
 // It knows nothing of the network or of FUSE. chunknet moves chunks and
 // records between peers and calls PutChunks, GetChunk, Apply and LogSince;
-// fusefs reads the namespace and publishes local changes with Commit.
+// chunknet/namespace makes local changes with Commit; fusefs reads the
+// namespace.
+//
+// # Two halves
+//
+// One DB, one Pebble instance, two halves that share nothing but it:
+//
+//   - the chunk store (store_*.go): chunks and groups appended to the
+//     chunk log (store_chunklog.go), their locations in Pebble
+//     (store_chunks.go, store_groups.go), recovery after a crash
+//     (store_logrecover.go), the under-target set (store_under.go);
+//   - the namespace (ns_*.go): records, versions, heads and conflict
+//     copies of inodes (ns_versions.go) and entries (ns_entries.go), their
+//     encoding (ns_record.go), Commit, Apply, the log and the clock
+//     (ns_commit.go), and the pending journal (ns_pending.go).
+//
+// db.go opens both; walzero.go serves Pebble's write-ahead log. The names
+// and sizes every package shares (Hash, NodeID, the format sizes) are in
+// the leaf package index/format.
 //
 // # Namespace and replication
 //
@@ -146,8 +164,8 @@
 //	"C" parent[8] name              → empty: the entry has two heads or more
 //	"l" origin[16] seq[8]           → record (EncodeRecord bytes)
 //	"v" origin[16]                  → highest applied seq[8]
-//	"u" kind[1] hash[32]            → copies[1]: an item below the replica target (under.go)
-//	"p" id[8]                       → a file version not published yet (pending.go)
+//	"u" kind[1] hash[32]            → copies[1]: an item below the replica target (store_under.go)
+//	"p" id[8]                       → a file version not published yet (ns_pending.go)
 //	"m" name                        → metadata:
 //	    "m/node-id"                 → this node's NodeID[16], made at first Open
 //	    "m/hlc"                     → last HLC value used or seen[8]
@@ -157,8 +175,8 @@
 //
 // Chunk bytes are not in Pebble: they are appended, in arrival order, to
 // segment files <dir>/chunks/NNNNNNNN.seg, one self-describing batch per
-// write (chunklog.go has the format), and the "c" key says where. A group
-// (groups.go: the up to 256 data chunks under one depth-1 node of a
+// write (store_chunklog.go has the format), and the "c" key says where. A group
+// (store_groups.go: the up to 256 data chunks under one depth-1 node of a
 // file's tree, named by that node's hash) is stored the same way, its
 // chunks back to back, under one "g" key: a file costs one index entry per
 // 128 KiB, not one per chunk. A batch is synced before its index entries

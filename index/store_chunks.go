@@ -463,7 +463,7 @@ func spreadOf(used, n, matched int) int {
 // matchScan cuts buf into pieces of n bytes and walks them in order: a
 // piece that hashes to the next of hashes is taken (out[j] = piece) and
 // the next hash is looked for; the header of the next batch of the log
-// (see chunklog.go) is stepped over; any other piece (a chunk stored here
+// (see store_chunklog.go) is stepped over; any other piece (a chunk stored here
 // that the asker did not ask for) is skipped, up to maxGap in a row. It
 // returns how many hashes matched, how many bytes of buf lie up to the end
 // of the last piece taken or batch header stepped over (possibly past the

@@ -10,7 +10,7 @@ import (
 
 var keyChunkLog = []byte("m/chunk-log")
 
-// openLog works out where the chunk log stands (see chunklog.go), indexes
+// openLog works out where the chunk log stands (see store_chunklog.go), indexes
 // the items of the batches after the indexed position that a crash left
 // unindexed, and starts the appender. Open calls it once, before any other
 // use of the store.
