@@ -18,7 +18,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.6.1
 
 build:
 	$(GO) build -o $(BIN) ./cmd/oashare
-	$(GO) build -o bin/oashare-loopback ./cmd/oashare-loopback
+	$(GO) build -o bin/oashare-loopback ./scripts/loopback
 
 # A network of one until peers appear; Ctrl-C unmounts and exits.
 run: build
@@ -84,7 +84,7 @@ fmt-check:
 # oashare against local disk, a FUSE loopback and sshfs on a 4-peer testbed
 # (needs root; installs fio, sshfs and openssh-server if missing; about
 # 8 minutes with the defaults on a 2-core machine). BENCH_RUNS, BENCH_SIZE_MIB... : see
-# scripts/bench. The table goes to results/.
+# scripts/bench. The table goes to scripts/results/.
 bench:
 	scripts/bench
 

@@ -72,7 +72,7 @@ type FS struct {
 // KernelOptions are the mount options oashare gives the kernel: request
 // sizes, read-ahead, cache lifetimes and permission checks. They are
 // exported so that a plain loopback mount with exactly the same options
-// can serve as the FUSE ceiling in benchmarks (cmd/oashare-loopback).
+// can serve as the FUSE ceiling in benchmarks (scripts/loopback).
 func KernelOptions(name, fsName string, cacheTimeout time.Duration, allowOther bool) *fs.Options {
 	to := cacheTimeout
 	return &fs.Options{
