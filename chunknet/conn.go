@@ -140,7 +140,8 @@ type clientConn struct {
 	addr string
 	w    frameWriter
 
-	lastRecv atomic.Int64 // unix nanoseconds of the last frame received
+	lastRecv atomic.Int64  // unix nanoseconds of the last frame received
+	readIdle time.Duration // Config.ReadIdle, set by readLoop
 
 	mu      sync.Mutex
 	nextID  uint64
@@ -191,11 +192,13 @@ func (c *clientConn) closedErr() error {
 }
 
 // readLoop owns reading from the connection until it fails.
-func (c *clientConn) readLoop(maxPayload int) {
+func (c *clientConn) readLoop(maxPayload int, readIdle time.Duration) {
+	c.readIdle = readIdle
 	rd := wire.NewReader(c.w.conn, maxPayload)
 	// A response's payload goes to its caller as it was read, uncopied.
 	rd.Alloc = func(n int) []byte { return make([]byte, n) }
 	for {
+		c.w.conn.SetReadDeadline(time.Now().Add(c.readIdle))
 		f, err := rd.Next()
 		if err != nil {
 			c.close(fmt.Errorf("%w: %v", ErrClosed, err))

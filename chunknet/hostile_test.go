@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"math"
+	"net"
+	"runtime"
 	"testing"
 	"time"
 
 	"github.com/oashare/oashare/chunknet/wire"
+	"github.com/oashare/oashare/index"
 	"github.com/oashare/oashare/index/format"
 )
 
@@ -250,4 +254,122 @@ func TestPutChunksRefusesWrongHash(t *testing.T) {
 			t.Errorf("chunk %d stored: %v", i, ok)
 		}
 	}
+}
+
+// stampedRecord is a record of origin with one new file, every version
+// stamped with clock hlc.
+func stampedRecord(origin format.NodeID, seq, hlc uint64) []byte {
+	ops := fileOps(int(seq) + int(origin[0])<<20 + int(origin[1])<<28)
+	ops[0].Inode.Version, ops[0].Inode.Origin = hlc, origin
+	ops[1].Dirent.Version, ops[1].Dirent.Origin = hlc, origin
+	return index.EncodeRecord(&index.Record{Origin: origin, Seq: seq, HLC: hlc, Ops: ops})
+}
+
+// TestHostileRecords: a peer that pushes a record stamped with the largest
+// clock, or records from 5 000 made-up origins, changes nothing that
+// matters: the far-future record is refused, the origins beyond the bound
+// are refused, the node's own changes still commit and reach its peers,
+// and pulls still work (the version vector fits a frame).
+func TestHostileRecords(t *testing.T) {
+	nodes := startCluster(t, 2, Config{Replicas: 2})
+	target, peer := nodes[0], nodes[1]
+	liar := format.NodeID{0xee, 1}
+	rp := connectRawAs(t, target.node.Addr(), liar)
+	now := uint64(time.Now().UnixMilli()) << 16
+
+	rp.send(t, wire.AppendPush(nil, 1, [][]byte{stampedRecord(liar, 1, math.MaxUint64)}))
+	if f := rp.next(t); f.Type != wire.TypePushResult {
+		t.Fatalf("answer to the push: %v", f.Type)
+	}
+	if target.db.Applied(liar) != 0 || target.db.HLCNow() == math.MaxUint64 {
+		t.Fatal("the far-future record was applied")
+	}
+
+	// 5 000 origins, in pushes of 250.
+	for b := 0; b < 20; b++ {
+		var recs [][]byte
+		for k := range 250 {
+			var o format.NodeID
+			binary.BigEndian.PutUint32(o[:], uint32(b*250+k+1))
+			o[15] = 0x77
+			recs = append(recs, stampedRecord(o, 1, now))
+		}
+		rp.send(t, wire.AppendPush(nil, uint64(10+b), recs))
+		if f := rp.next(t); f.Type != wire.TypePushResult {
+			t.Fatalf("answer to push %d: %v", b, f.Type)
+		}
+	}
+	if n := len(target.db.VersionVector()); n > index.MaxOrigins {
+		t.Fatalf("the version vector holds %d origins, more than %d", n, index.MaxOrigins)
+	}
+	// The node still makes changes, and its peer pulls them.
+	if _, err := target.node.Publish(fileOps(7), Synced); err != nil {
+		t.Fatalf("a local change after the hostile pushes: %v", err)
+	}
+	waitFor(t, 10*time.Second, "the peer to get the change", func() bool {
+		return peer.db.Applied(target.node.ID()) >= 1
+	})
+	servesPeers(t, target, peer)
+}
+
+// TestConnectionFlood: 2 000 connections from one host are refused over
+// the cap at once; the node keeps serving its peer, and its heap does not
+// grow with them.
+func TestConnectionFlood(t *testing.T) {
+	nodes := startCluster(t, 2, Config{Replicas: 2, MaxInboundPerHost: 16})
+	target, peer := nodes[0], nodes[1]
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	var conns []net.Conn
+	for range 2000 {
+		c, err := net.DialTimeout("tcp", target.node.Addr(), 5*time.Second)
+		if err != nil {
+			continue // the listen backlog may refuse some
+		}
+		conns = append(conns, c)
+	}
+	t.Cleanup(func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	// Over the cap, connections are closed at once: a read ends.
+	open := 0
+	for _, c := range conns {
+		c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+		var b [1]byte
+		if _, err := c.Read(b[:]); err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				open++
+			}
+		}
+	}
+	if open > 16 {
+		t.Fatalf("%d of %d connections from one host stayed open, want at most 16", open, len(conns))
+	}
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	if grew := int64(after.HeapInuse) - int64(before.HeapInuse); grew > 64<<20 {
+		t.Errorf("the heap grew by %d MiB with 2 000 connections", grew>>20)
+	}
+	servesPeers(t, target, peer)
+}
+
+// TestSlowFrameIsCut: a peer that declares the largest payload and sends
+// it a byte at a time holds at most what it sent, and loses its connection
+// once ReadIdle passes; the node serves its peer meanwhile.
+func TestSlowFrameIsCut(t *testing.T) {
+	cfg := Config{Replicas: 2, ReadIdle: time.Second, PingInterval: 100 * time.Millisecond}
+	nodes := startCluster(t, 2, cfg)
+	target, peer := nodes[0], nodes[1]
+	rp := connectRaw(t, target.node.Addr())
+	rp.send(t, rawFrame(9+wire.MaxPayload, byte(wire.TypePush), 1, []byte{0, 0}))
+	start := time.Now()
+	expectClosed(t, rp.conn)
+	if d := time.Since(start); d > 4*time.Second {
+		t.Fatalf("the slow frame's connection was closed after %v, want about ReadIdle (1s)", d)
+	}
+	servesPeers(t, target, peer)
 }

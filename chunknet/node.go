@@ -38,6 +38,15 @@ type Config struct {
 	// live peer could serve or store (peers restarting, a stalled link)
 	// before it fails; 0 = 10s, < 0 = no retry.
 	RetryFor time.Duration
+	// ReadIdle bounds the wait for each frame on a connection, from the
+	// end of the last one to the end of this one: a peer pings every
+	// PingInterval, so one silent (or trickling a frame) that long is gone
+	// or hostile, and its connection is closed. 0 = 60s.
+	ReadIdle time.Duration
+	// MaxInbound and MaxInboundPerHost cap the inbound connections, in
+	// all and per remote host; connections over a cap are closed at once.
+	// 0 = 1024 and 64.
+	MaxInbound, MaxInboundPerHost int
 	// TopUpEvery is how often items below the replica target are offered
 	// to the live peers again without a wake-up (a peer that joins wakes
 	// it at once); 0 = 10s.
@@ -60,11 +69,14 @@ type Node struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex
-	peers   map[format.NodeID]*peer
-	dialers map[string]*dialer
-	inbound map[*serverConn]struct{}
-	closed  bool
+	mu         sync.Mutex
+	peers      map[format.NodeID]*peer
+	dialers    map[string]*dialer
+	inbound    map[*serverConn]struct{}
+	accepted   int            // inbound connections open (admit)
+	acceptedBy map[string]int // of them, per remote host
+	capLogged  bool           // the cap was reported since it was last under
+	closed     bool
 
 	cache *cache
 
@@ -124,6 +136,15 @@ func New(cfg Config) (*Node, error) {
 	if cfg.RetryFor == 0 {
 		cfg.RetryFor = 10 * time.Second
 	}
+	if cfg.ReadIdle <= 0 {
+		cfg.ReadIdle = 60 * time.Second
+	}
+	if cfg.MaxInbound <= 0 {
+		cfg.MaxInbound = 1024
+	}
+	if cfg.MaxInboundPerHost <= 0 {
+		cfg.MaxInboundPerHost = 64
+	}
 	if cfg.TopUpEvery <= 0 {
 		cfg.TopUpEvery = 10 * time.Second
 	}
@@ -152,6 +173,7 @@ func New(cfg Config) (*Node, error) {
 		peers:       make(map[format.NodeID]*peer),
 		dialers:     make(map[string]*dialer),
 		inbound:     make(map[*serverConn]struct{}),
+		acceptedBy:  make(map[string]int),
 		cache:       newCache(cfg.CacheBytes),
 		flight:      make(map[format.Hash]chan struct{}),
 		groupFlight: make(map[format.Hash]chan struct{}),
@@ -414,7 +436,7 @@ func (n *Node) runPeer(ctx context.Context, p *peer) {
 	var wg sync.WaitGroup
 	pctx, cancel := context.WithCancel(ctx)
 	wg.Add(4)
-	go func() { defer wg.Done(); p.cc.readLoop(wire.MaxPayload) }()
+	go func() { defer wg.Done(); p.cc.readLoop(wire.MaxPayload, n.cfg.ReadIdle) }()
 	go func() { defer wg.Done(); n.pingLoop(pctx, p) }()
 	go func() { defer wg.Done(); n.pushLoop(pctx, p) }()
 	go func() { defer wg.Done(); n.pullLoop(pctx, p) }()
@@ -476,12 +498,57 @@ func (n *Node) acceptLoop() {
 			}
 			continue
 		}
+		if !n.admit(conn) {
+			conn.Close()
+			continue
+		}
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
+			defer n.release(conn)
 			n.serveConn(conn)
 		}()
 	}
+}
+
+// admit counts an accepted connection against the caps on inbound
+// connections, in all and per remote host; false means it is over one
+// (a flood of connections is refused at once, costing a peer nothing).
+func (n *Node) admit(conn net.Conn) bool {
+	host := remoteHost(conn)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.accepted >= n.cfg.MaxInbound || n.acceptedBy[host] >= n.cfg.MaxInboundPerHost {
+		if !n.capLogged {
+			n.capLogged = true
+			n.log.Warn("refusing inbound connections over the cap", "remote", conn.RemoteAddr(),
+				"open", n.accepted, "from that host", n.acceptedBy[host])
+		}
+		return false
+	}
+	n.accepted++
+	n.acceptedBy[host]++
+	n.capLogged = false
+	return true
+}
+
+// release uncounts a connection admit counted.
+func (n *Node) release(conn net.Conn) {
+	host := remoteHost(conn)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.accepted--
+	if n.acceptedBy[host]--; n.acceptedBy[host] <= 0 {
+		delete(n.acceptedBy, host)
+	}
+}
+
+func remoteHost(conn net.Conn) string {
+	host, _, err := net.SplitHostPort(conn.RemoteAddr().String())
+	if err != nil {
+		return conn.RemoteAddr().String()
+	}
+	return host
 }
 
 func (n *Node) serveConn(conn net.Conn) {

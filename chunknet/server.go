@@ -6,6 +6,7 @@ import (
 	"net"
 	"sort"
 	"syscall"
+	"time"
 
 	"github.com/oashare/oashare/chunknet/wire"
 	"github.com/oashare/oashare/index"
@@ -37,11 +38,14 @@ func (sc *serverConn) serve() {
 	rd := wire.NewReader(sc.conn, wire.MaxPayload)
 	// Each request's payload is its own, handed to the goroutine serving
 	// it and recycled when it has answered.
-	rd.Alloc = sc.n.payloads.get
+	rd.Alloc, rd.Free = sc.n.payloads.get, sc.n.payloads.put
 	sem := make(chan struct{}, serverConcurrency)
 	done := make(chan struct{})
 	defer close(done)
 	for {
+		// A live peer pings every PingInterval: one silent for ReadIdle,
+		// or trickling a frame for that long, is gone or hostile.
+		sc.conn.SetReadDeadline(time.Now().Add(sc.n.cfg.ReadIdle))
 		f, err := rd.Next()
 		if err != nil {
 			if sc.n.ctx.Err() == nil && !isEOF(err) {

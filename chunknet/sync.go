@@ -251,6 +251,13 @@ func (n *Node) pullFrom(ctx context.Context, p *peer) error {
 		for o, s := range vv {
 			entries = append(entries, wire.VVEntry{Node: o, Seq: s})
 		}
+		if len(entries) > wire.MaxVVEntries {
+			// More origins than a Pull carries (an index from before
+			// their number was bounded): the peer sends the records of
+			// those left out again, and Apply skips them.
+			slices.SortFunc(entries, func(a, b wire.VVEntry) int { return a.Node.Compare(b.Node) })
+			entries = entries[:wire.MaxVVEntries]
+		}
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		typ, payload, err := p.cc.call(cctx, func(dst []byte, id uint64) []byte { return wire.AppendPull(dst, id, entries) })
 		cancel()
@@ -284,25 +291,29 @@ const (
 func (n *Node) applyRecords(recs [][]byte, from format.NodeID) []byte {
 	st := make([]byte, len(recs))
 	gap := false
+	refused, firstErr := 0, error(nil) // logged once per batch: a peer may send thousands
 	for i, b := range recs {
 		rec, err := index.DecodeRecord(b)
-		if err != nil {
-			n.log.Warn("refusing malformed record", "from", from.Short(), "err", err)
-			st[i] = pushInvalid
-			continue
-		}
-		if rec.Origin == n.self {
+		if err == nil && rec.Origin == n.self {
 			continue // our own record coming back
 		}
-		if _, err := n.db.Apply(rec); err != nil {
-			if errors.Is(err, index.ErrGap) {
-				st[i] = pushGap
-				gap = true
-				continue
-			}
-			n.log.Warn("refusing record", "from", from.Short(), "origin", rec.Origin.Short(), "seq", rec.Seq, "err", err)
-			st[i] = pushInvalid
+		if err == nil {
+			_, err = n.db.Apply(rec)
 		}
+		switch {
+		case err == nil:
+		case errors.Is(err, index.ErrGap):
+			st[i] = pushGap
+			gap = true
+		default:
+			st[i] = pushInvalid
+			if refused++; firstErr == nil {
+				firstErr = err
+			}
+		}
+	}
+	if refused > 0 {
+		n.log.Warn("refusing records", "from", from.Short(), "refused", refused, "of", len(recs), "first error", firstErr)
 	}
 	if gap {
 		n.kickPull(from)

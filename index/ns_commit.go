@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/cockroachdb/pebble"
 
@@ -93,6 +94,32 @@ func (db *DB) VersionVector() map[format.NodeID]uint64 {
 		vv[k] = v
 	}
 	return vv
+}
+
+// MaxClockAheadMs bounds how far ahead of this node's wall clock the
+// clock values of a record from a peer may be (5 minutes): machines on a
+// LAN keep their clocks within seconds of each other.
+const MaxClockAheadMs = 5 * 60 * 1000
+
+// MaxOrigins bounds the origins whose records a node applies, so that the
+// version vector fits a Pull frame (wire.MaxVVEntries).
+const MaxOrigins = 4096
+
+// Errors of Apply for records that are valid but refused.
+var (
+	ErrClockAhead     = errors.New("record clock too far ahead")
+	ErrTooManyOrigins = errors.New("too many origins")
+)
+
+// origins returns how many origins the version vector counts, this node's
+// own always among them (it may not have committed yet).
+func (db *DB) origins() int {
+	db.stateMu.RLock()
+	defer db.stateMu.RUnlock()
+	if _, ok := db.vv[db.self]; ok {
+		return len(db.vv)
+	}
+	return len(db.vv) + 1
 }
 
 // Applied returns the highest Seq of origin's records applied here.
@@ -240,6 +267,24 @@ func (db *DB) Apply(rec *Record) (applied bool, err error) {
 			rec.Origin.Short(), rec.Seq, ErrInvalid, len(enc), MaxRecordBytes)
 	}
 
+	// The newest clock value the record carries: its HLC and every op's
+	// version. One from too far ahead of this node's clock would drag
+	// every later local change there (and, at the top of the range, make
+	// them impossible): it is refused, and pulled again once the wall
+	// clock has caught up with it, if it ever does.
+	newest := rec.HLC
+	for _, op := range rec.Ops {
+		if op.Inode != nil {
+			newest = max(newest, op.Inode.Version)
+		} else {
+			newest = max(newest, op.Dirent.Version)
+		}
+	}
+	if ms := db.wallMs(); ms > 0 && newest > uint64(ms+MaxClockAheadMs)<<16 {
+		return false, fmt.Errorf("index: apply record %s/%d: %w: clock %d is %v ahead of this node's",
+			rec.Origin.Short(), rec.Seq, ErrClockAhead, newest, time.Duration(int64(newest>>16)-ms)*time.Millisecond)
+	}
+
 	db.writeMu.Lock()
 	have := db.applied(rec.Origin)
 	if rec.Seq <= have {
@@ -250,16 +295,13 @@ func (db *DB) Apply(rec *Record) (applied bool, err error) {
 		db.writeMu.Unlock()
 		return false, ErrGap
 	}
+	if have == 0 && db.origins() >= MaxOrigins {
+		db.writeMu.Unlock()
+		return false, fmt.Errorf("index: apply record %s/%d: %w: already %d origins", rec.Origin.Short(), rec.Seq, ErrTooManyOrigins, MaxOrigins)
+	}
 	// Raise the clock past everything this record carries, so that a later
 	// local change outranks it.
-	clock := max(db.hlc.Load(), rec.HLC)
-	for _, op := range rec.Ops {
-		if op.Inode != nil {
-			clock = max(clock, op.Inode.Version)
-		} else {
-			clock = max(clock, op.Dirent.Version)
-		}
-	}
+	clock := max(db.hlc.Load(), newest)
 	// Not synced: the origin synced the record before sending it, and
 	// if this node loses it in a crash, its version vector (committed in
 	// the same batch) goes back with it, and it pulls the record again.

@@ -1,6 +1,7 @@
 package index
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -640,4 +641,75 @@ func TestCommitUnsyncedDurability(t *testing.T) {
 			t.Fatalf("inode %d lost though synced", id)
 		}
 	}
+}
+
+// TestApplyRefusesFarFutureClocks: a record whose clock (or an op's
+// version) is more than MaxClockAheadMs ahead of the wall clock is
+// refused, so one record stamped 2^64-1 cannot drag this node's clock
+// there (and make every later local change impossible); once the wall
+// clock catches up, the same record applies.
+func TestApplyRefusesFarFutureClocks(t *testing.T) {
+	db := openMem(t, nil)
+	now := int64(1_800_000_000_000)
+	db.wallMs = func() int64 { return now }
+	peer := format.NodeID{7}
+	mk := func(seq, hlc, version uint64) *Record {
+		in := fileInode(uint64(100+seq), 1)
+		in.Inode.Version, in.Inode.Origin = version, peer
+		return &Record{Origin: peer, Seq: seq, HLC: hlc, Ops: []Op{in}}
+	}
+	for _, rec := range []*Record{
+		mk(1, math.MaxUint64, math.MaxUint64),
+		mk(1, uint64(now)<<16, math.MaxUint64), // the clock is fine, an op's version is not
+		mk(1, uint64(now+MaxClockAheadMs+1)<<16, uint64(now)<<16),
+	} {
+		if ok, err := db.Apply(rec); ok || !errors.Is(err, ErrClockAhead) {
+			t.Fatalf("Apply of a record %d ms ahead = %v, %v; want ErrClockAhead", int64(rec.HLC>>16)-now, ok, err)
+		}
+	}
+	if db.HLCNow() > uint64(now)<<16 || db.Applied(peer) != 0 {
+		t.Fatalf("a refused record moved the clock (%d) or the vector (%d)", db.HLCNow(), db.Applied(peer))
+	}
+	// Within the bound: applied, and the clock follows.
+	ahead := mk(1, uint64(now+MaxClockAheadMs-1000)<<16, uint64(now+MaxClockAheadMs-1000)<<16)
+	mustApply(t, db, ahead)
+	// Local changes still work, after it.
+	rec := mustCommit(t, db, fileInode(5, 1))
+	if rec.HLC <= ahead.HLC {
+		t.Fatalf("a local change at %d does not outrank the record at %d", rec.HLC, ahead.HLC)
+	}
+	// Later, a record refused before applies.
+	late := mk(2, uint64(now+2*MaxClockAheadMs)<<16, uint64(now+2*MaxClockAheadMs)<<16)
+	if _, err := db.Apply(late); !errors.Is(err, ErrClockAhead) {
+		t.Fatalf("Apply = %v, want ErrClockAhead", err)
+	}
+	now += 2 * MaxClockAheadMs
+	mustApply(t, db, late)
+}
+
+// TestApplyBoundsOrigins: records from more than MaxOrigins origins are
+// refused, so the version vector always fits a Pull frame; known origins
+// go on being applied.
+func TestApplyBoundsOrigins(t *testing.T) {
+	db := openMem(t, nil)
+	rec := func(origin format.NodeID, seq uint64) *Record {
+		op := fileInode(binary.BigEndian.Uint64(origin[:])<<8|seq, 1)
+		op.Inode.Version, op.Inode.Origin = 1<<20+seq, origin
+		return &Record{Origin: origin, Seq: seq, HLC: 1<<20 + seq, Ops: []Op{op}}
+	}
+	for i := range MaxOrigins - 1 { // the node's own origin is one
+		var o format.NodeID
+		binary.BigEndian.PutUint64(o[:], uint64(i)+1)
+		mustApply(t, db, rec(o, 1))
+	}
+	mustCommit(t, db, fileInode(3, 1)) // the node's own origin
+	if n := len(db.VersionVector()); n != MaxOrigins {
+		t.Fatalf("%d origins, want %d", n, MaxOrigins)
+	}
+	if _, err := db.Apply(rec(format.NodeID{0xff}, 1)); !errors.Is(err, ErrTooManyOrigins) {
+		t.Fatalf("Apply from one origin too many = %v, want ErrTooManyOrigins", err)
+	}
+	var known format.NodeID
+	binary.BigEndian.PutUint64(known[:], 1)
+	mustApply(t, db, rec(known, 2))
 }

@@ -163,7 +163,10 @@ type Reader struct {
 	// least n bytes: the payload is then the caller's, never reused by the
 	// Reader (a server hands it to the goroutine serving the request
 	// without copying it). Nil means one buffer reused across frames.
+	// Free, if set, takes back a buffer Alloc gave that the Reader
+	// outgrew (see growFrom).
 	Alloc func(n int) []byte
+	Free  func([]byte)
 
 	r   io.Reader
 	max int
@@ -225,21 +228,49 @@ func (r *Reader) next() (Frame, error) {
 	if n > 0 && t.emptyPayload() {
 		return Frame{}, fmt.Errorf("wire: %v frame with a %d-byte payload, want none: %w", t, n, ErrBadFrame)
 	}
-	var p []byte
-	switch {
-	case r.Alloc != nil && n > 0:
-		p = r.Alloc(int(n))[:n]
-	default:
+	if r.Alloc == nil {
 		if uint64(cap(r.buf)) < n {
 			// Grow at least geometrically so a slowly rising size does not
 			// reallocate on every frame, but never past the limit.
 			c := max(int(n), 2*cap(r.buf))
 			r.buf = make([]byte, min(c, r.max))
 		}
-		p = r.buf[:n]
+		p := r.buf[:n]
+		if _, err := io.ReadFull(r.r, p); err != nil {
+			return Frame{}, fmt.Errorf("wire: reading %v frame payload of %d bytes: %w", t, n, noEOF(err))
+		}
+		return Frame{Type: t, ReqID: id, Payload: p}, nil
 	}
-	if _, err := io.ReadFull(r.r, p); err != nil {
-		return Frame{}, fmt.Errorf("wire: reading %v frame payload of %d bytes: %w", t, n, noEOF(err))
+	if n == 0 {
+		return Frame{Type: t, ReqID: id}, nil
 	}
-	return Frame{Type: t, ReqID: id, Payload: p}, nil
+	// Memory for the payload comes as its bytes do: the length a peer
+	// declares buys it at most growFrom bytes until more arrive, then
+	// twice what has arrived.
+	p := r.Alloc(int(min(n, growFrom)))[:min(n, growFrom)]
+	got := 0
+	for {
+		k, err := io.ReadFull(r.r, p[got:])
+		got += k
+		if err != nil {
+			if r.Free != nil {
+				r.Free(p)
+			}
+			return Frame{}, fmt.Errorf("wire: reading %v frame payload of %d bytes: %w", t, n, noEOF(err))
+		}
+		if uint64(got) == n {
+			return Frame{Type: t, ReqID: id, Payload: p}, nil
+		}
+		q := r.Alloc(int(min(n, 2*uint64(got))))
+		q = q[:min(n, 2*uint64(got))]
+		copy(q, p[:got])
+		if r.Free != nil {
+			r.Free(p)
+		}
+		p = q
+	}
 }
+
+// growFrom is how much of a payload a Reader with Alloc allocates before
+// any of its bytes arrived; beyond it, the buffer doubles as bytes come.
+const growFrom = 1 << 20

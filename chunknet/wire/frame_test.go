@@ -613,3 +613,38 @@ func TestReaderAlloc(t *testing.T) {
 		}
 	}
 }
+
+// TestReaderAllocatesAsBytesArrive: a Reader with Alloc does not allocate
+// what a header declares before the bytes come: a frame that claims the
+// largest payload and sends a few bytes costs at most growFrom; a frame
+// that does send them all reads back whole, the outgrown buffers freed.
+func TestReaderAllocatesAsBytesArrive(t *testing.T) {
+	allocated, freed := 0, 0
+	alloc := func(n int) []byte { allocated += n; return make([]byte, n) }
+	free := func(b []byte) { freed += cap(b) }
+
+	hdr := AppendFrame(nil, TypePush, 3, make([]byte, MaxPayload))[:HeaderSize+10]
+	r := NewReader(bytes.NewReader(hdr), 0)
+	r.Alloc, r.Free = alloc, free
+	if _, err := r.Next(); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("a frame cut short: %v", err)
+	}
+	if allocated > growFrom {
+		t.Fatalf("allocated %d bytes for a frame that sent 10, want at most %d", allocated, growFrom)
+	}
+
+	allocated, freed = 0, 0
+	payload := make([]byte, MaxPayload)
+	for i := range payload {
+		payload[i] = byte(i * 7)
+	}
+	r = NewReader(iotest.HalfReader(bytes.NewReader(AppendFrame(nil, TypePush, 4, payload))), 0)
+	r.Alloc, r.Free = alloc, free
+	f, err := r.Next()
+	if err != nil || !bytes.Equal(f.Payload, payload) {
+		t.Fatalf("a whole large frame: %v, equal %v", err, bytes.Equal(f.Payload, payload))
+	}
+	if allocated-freed != MaxPayload || allocated > 2*MaxPayload {
+		t.Fatalf("allocated %d, freed %d for one %d-byte payload", allocated, freed, MaxPayload)
+	}
+}
