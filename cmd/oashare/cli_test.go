@@ -834,3 +834,49 @@ func TestCLITwoNodes(t *testing.T) {
 		}
 	}
 }
+
+// TestCLIDataDirPrivate: a data directory that already existed with
+// modes open to everyone (0755 directories, 0644 files) is this user's
+// only once a node runs on it, and what the node writes there is too.
+func TestCLIDataDirPrivate(t *testing.T) {
+	needFUSE(t)
+	bin := cliBinary(t)
+	base := t.TempDir()
+	data := filepath.Join(base, "data")
+	if err := os.MkdirAll(filepath.Join(data, "index", "chunks"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(data, "index", "chunks", "leftover"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(filepath.Join(data, "index", "chunks", "leftover"), 0o644)
+	n := startNode(t, bin, freeMountDir(t, base, "mnt"), data, "127.0.0.1:0")
+	if err := os.WriteFile(filepath.Join(n.mnt, "f"), randomBytes(t, 100000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n.signal(syscall.SIGTERM, 10*time.Second)
+	checked := 0
+	filepath.WalkDir(data, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.Type()&os.ModeSymlink != 0 {
+			return err
+		}
+		info, _ := d.Info()
+		want := os.FileMode(0o600)
+		if d.IsDir() {
+			want = 0o700
+		}
+		if info.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s is %v: others can reach it", path, info.Mode().Perm())
+		}
+		if d.Type().IsRegular() || d.IsDir() {
+			checked++
+			if info.Mode().Perm() != want {
+				t.Errorf("%s is %v, want %v", path, info.Mode().Perm(), want)
+			}
+		}
+		return nil
+	})
+	if checked < 5 {
+		t.Fatalf("only %d entries in the data dir", checked)
+	}
+}

@@ -233,9 +233,16 @@ func runMount(ctx context.Context, mountpoint string, f mountFlags) (err error) 
 		return fmt.Errorf("--data %s: %v", f.data, err)
 	}
 	created := firstMissing(dataDir)
+	// What the node writes is its own: the index holds every file's
+	// chunks, and the identity key. New files and directories are
+	// created 0600 and 0700, and whatever was there before is made so.
+	syscall.Umask(0o077)
 	lock, err := lockDataDir(dataDir)
 	if err != nil {
 		return err
+	}
+	if err := privateTree(dataDir); err != nil {
+		return fmt.Errorf("data dir %s: %v (it must be readable and writable by this user only)", dataDir, err)
 	}
 	defer lock.Close()
 	if created != "" {
@@ -329,6 +336,31 @@ func runMount(ctx context.Context, mountpoint string, f mountFlags) (err error) 
 		unmount(server, mnt, log)
 	}
 	return nil
+}
+
+// privateTree makes dir and everything below it this user's only:
+// directories 0700, other files 0600.
+func privateTree(dir string) error {
+	return filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type()&os.ModeSymlink != 0 {
+			return nil // its target is not ours to change
+		}
+		mode := os.FileMode(0o600)
+		if d.IsDir() {
+			mode = 0o700
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if info.Mode().Perm() != mode {
+			return os.Chmod(path, mode)
+		}
+		return nil
+	})
 }
 
 // firstMissing returns the outermost directory on the path to dir that
