@@ -50,10 +50,12 @@ deps:
 
 # test: format, vet, then every test with the race detector (FUSE, TCP,
 # Pebble and network-namespace tests run for real as root and skip with a
-# reason otherwise), then the FUSE tests once more on one OS thread, where
+# reason otherwise), then chunknet's again with every node a member of a
+# network over TLS (CHUNKNET_TLS=1), then the FUSE tests once more on one OS thread, where
 # same-process deadlocks would show.
 test: deps fmt-check vet build
 	$(GO) test -race -count=1 -timeout 30m ./...
+	CHUNKNET_TLS=1 $(GO) test -race -count=1 -timeout 15m ./chunknet/
 	GOMAXPROCS=1 $(GO) test -count=1 -timeout 15m ./fusefs/
 
 # fuzz runs every fuzz target for FUZZTIME each (go test allows one target

@@ -1,6 +1,7 @@
 package chunknet
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -57,8 +58,9 @@ const (
 // handshake runs the hello exchange on a fresh connection, the one place
 // where a peer is admitted. Both sides send a Hello, check the other's, then
 // send a verdict byte; either refusal ends the connection before any index
-// or chunk data moves.
-func handshake(conn net.Conn, self wire.Hello) (wire.Hello, error) {
+// or chunk data moves. A non-zero want is the node the connection
+// authenticated (TLS): the hello must name it.
+func handshake(conn net.Conn, self wire.Hello, want format.NodeID) (wire.Hello, error) {
 	conn.SetDeadline(time.Now().Add(handshakeTimeout))
 	defer conn.SetDeadline(time.Time{})
 	errc := make(chan error, 1)
@@ -82,6 +84,9 @@ func handshake(conn net.Conn, self wire.Hello) (wire.Hello, error) {
 	case peer.Node == self.Node:
 		verdict = wire.VerdictSameNode
 		ourErr = errSelf
+	case !want.IsZero() && peer.Node != want:
+		verdict = wire.VerdictImpostor
+		ourErr = fmt.Errorf("peer authenticated as %s says it is %s", want.Short(), peer.Node.Short())
 	}
 	go func() { errc <- wire.WriteVerdict(conn, verdict) }()
 	perr := wire.ReadVerdict(conn)
@@ -104,6 +109,17 @@ var errSelf = errors.New("connected to ourselves")
 type frameWriter struct {
 	mu   sync.Mutex
 	conn net.Conn
+	// bw gathers the pieces of a frame for a connection without
+	// writev(2) (TLS), so that they leave in few TLS records.
+	bw *bufio.Writer
+}
+
+// gatherer returns the frameWriter.bw a connection needs: none over TCP.
+func gatherer(conn net.Conn) *bufio.Writer {
+	if _, ok := conn.(*net.TCPConn); ok {
+		return nil
+	}
+	return bufio.NewWriterSize(conn, 64<<10)
 }
 
 func (w *frameWriter) write(frame []byte) error {
@@ -120,6 +136,14 @@ func (w *frameWriter) writev(frame [][]byte) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if w.bw != nil {
+		for _, b := range frame {
+			if _, err := w.bw.Write(b); err != nil {
+				return err
+			}
+		}
+		return w.bw.Flush()
+	}
 	bufs := net.Buffers(frame)
 	_, err := bufs.WriteTo(w.conn)
 	return err
@@ -154,7 +178,7 @@ func newClientConn(conn net.Conn, peer wire.Hello, addr string) *clientConn {
 	c := &clientConn{
 		peer:    peer,
 		addr:    addr,
-		w:       frameWriter{conn: conn},
+		w:       frameWriter{conn: conn, bw: gatherer(conn)},
 		nextID:  1,
 		pending: make(map[uint64]chan response),
 		done:    make(chan struct{}),

@@ -149,6 +149,7 @@ func TestFetchUnavailableNeverReturnsBadBytes(t *testing.T) {
 // that appears meanwhile (a peer restarting, an upload landing) is
 // returned.
 func TestFetchRetriesUntilAReplicaAppears(t *testing.T) {
+	plainOnly(t, "the fault transport sees frame types, which TLS hides")
 	fn := &faultNet{}
 	reader := startNode(t, Config{Transport: fn, RetryFor: 20 * time.Second})
 	holder := startNode(t, Config{})
@@ -193,6 +194,7 @@ func TestFetchRetriesUntilAReplicaAppears(t *testing.T) {
 // next replica meanwhile, and later reads ask the stalled peer last until
 // it answers again.
 func TestReadHedgesAroundStalledPeer(t *testing.T) {
+	plainOnly(t, "the fault transport sees frame types, which TLS hides")
 	fn := &faultNet{}
 	cfg := Config{Replicas: 3}
 	stuckCfg := cfg

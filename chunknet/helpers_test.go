@@ -2,12 +2,15 @@ package chunknet
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -57,12 +60,21 @@ func startNodeIn(t testing.TB, dir string, cfg Config) *testNode {
 	return startNodeOn(t, dir, nil, cfg)
 }
 
-// startNodeOn is startNodeIn with the index on fs (nil: the disk).
+// startNodeOn is startNodeIn with the index on fs (nil: the disk). With
+// an identity (cfg.Identity, or every node under CHUNKNET_TLS=1) the node
+// is a member of its test's network (see joinTestNetwork); a restart in
+// the same directory keeps its key.
 func startNodeOn(t testing.TB, dir string, fs vfs.FS, cfg Config) *testNode {
 	t.Helper()
-	db, err := index.Open(dir, index.Options{FS: fs, Logger: quietLogger()})
+	if cfg.Identity == nil && secureTests {
+		cfg.Identity = testKey(t, dir)
+	}
+	db, err := index.Open(dir, index.Options{FS: fs, Logger: quietLogger(), Identity: cfg.Identity})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if cfg.Identity != nil {
+		joinTestNetwork(t, db)
 	}
 	cfg.DB = db
 	if cfg.Network == "" {
@@ -82,7 +94,99 @@ func startNodeOn(t testing.TB, dir string, fs vfs.FS, cfg Config) *testNode {
 	}
 	tn := &testNode{t: t, dir: dir, db: db, node: node}
 	t.Cleanup(tn.stop)
+	if cfg.Identity != nil {
+		netOf(t).add(tn)
+	}
 	return tn
+}
+
+// secureTests makes every test node a member of a network over TLS
+// (make test runs the package both ways).
+var secureTests = os.Getenv("CHUNKNET_TLS") == "1"
+
+// testKey returns the key of the node in dir, made on first use.
+func testKey(t testing.TB, dir string) ed25519.PrivateKey {
+	path := filepath.Join(dir, "test-identity")
+	if seed, err := os.ReadFile(path); err == nil && len(seed) == ed25519.SeedSize {
+		return ed25519.NewKeyFromSeed(seed)
+	}
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, key.Seed(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
+// testNet is the network of one test's nodes.
+type testNet struct {
+	mu    sync.Mutex
+	nodes []*testNode
+}
+
+var testNets sync.Map // top-level test name → *testNet
+
+// netOf returns the network of t's top-level test: its subtests share it.
+func netOf(t testing.TB) *testNet {
+	root, _, sub := strings.Cut(t.Name(), "/")
+	v, loaded := testNets.LoadOrStore(root, &testNet{})
+	if !loaded && !sub {
+		t.Cleanup(func() { testNets.Delete(root) })
+	}
+	return v.(*testNet)
+}
+
+func (tn *testNet) add(n *testNode) {
+	tn.mu.Lock()
+	tn.nodes = append(tn.nodes, n)
+	tn.mu.Unlock()
+}
+
+// joinTestNetwork makes db a member of its test's network: the first
+// index of a test founds it; a later one is added by the running member
+// started last (the one a test's new node usually connects to first), as
+// an invitation would (its entry committed and pushed, the network
+// described to it), unless it belongs to the network already (a restart).
+func joinTestNetwork(t testing.TB, db *index.DB) {
+	t.Helper()
+	if _, ok := db.Network(); ok {
+		return
+	}
+	tnet := netOf(t)
+	tnet.mu.Lock()
+	var sponsor *testNode
+	for i := len(tnet.nodes) - 1; i >= 0; i-- {
+		n := tnet.nodes[i]
+		n.mu.Lock()
+		live := !n.nodeDone
+		n.mu.Unlock()
+		if live {
+			sponsor = n
+			break
+		}
+	}
+	tnet.mu.Unlock()
+	if sponsor == nil {
+		if _, err := db.CreateNetwork("test", "n0"); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	m := db.SelfMember("n")
+	if _, err := sponsor.node.Publish([]index.Op{{Member: &m}}, Synced); err != nil {
+		t.Fatal(err)
+	}
+	netw, _ := sponsor.db.Network()
+	netw.Sponsor = sponsor.db.NodeID()
+	copy(netw.SponsorKey[:], sponsor.node.cfg.Identity.Public().(ed25519.PublicKey))
+	if err := db.JoinNetwork(netw); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // closeNode closes the node (its peers see it leave); the index stays open.
@@ -290,14 +394,106 @@ func rawHandshakeAs(t *testing.T, conn net.Conn, ours wire.Hello) (wire.Hello, e
 	return theirs, wire.ReadVerdict(conn)
 }
 
-// connectRaw dials a node and completes an accepted handshake.
+// connectRaw dials a node and completes an accepted handshake. Under
+// CHUNKNET_TLS=1 the raw peer is a member of the test's network with a key
+// of its own, over TLS: a hostile member.
 func connectRaw(t *testing.T, addr string) *rawPeer {
 	t.Helper()
 	conn := dialRaw(t, addr)
+	if secureTests {
+		key := rawMember(t)
+		tc := rawTLS(t, conn, key)
+		if _, err := rawHandshakeAs(t, tc, wire.Hello{Node: keyID(key), Network: networkOf(t)}); err != nil {
+			t.Fatalf("handshake refused: %v", err)
+		}
+		return &rawPeer{conn: tc, rd: wire.NewReader(tc, wire.MaxPayload)}
+	}
 	if _, err := rawHandshake(t, conn, testNetwork); err != nil {
 		t.Fatalf("handshake refused: %v", err)
 	}
 	return &rawPeer{conn: conn, rd: wire.NewReader(conn, wire.MaxPayload)}
+}
+
+func keyID(key ed25519.PrivateKey) format.NodeID {
+	return format.NodeIDOf(key.Public().(ed25519.PublicKey))
+}
+
+func newKey(t testing.TB) ed25519.PrivateKey {
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
+// rawMember makes a fresh key a member of the test's network (as an
+// invitation would) and waits until every running node knows it.
+func rawMember(t *testing.T) ed25519.PrivateKey {
+	t.Helper()
+	key := newKey(t)
+	tnet := netOf(t)
+	tnet.mu.Lock()
+	nodes := append([]*testNode(nil), tnet.nodes...)
+	tnet.mu.Unlock()
+	var live []*testNode
+	for _, n := range nodes {
+		n.mu.Lock()
+		if !n.nodeDone {
+			live = append(live, n)
+		}
+		n.mu.Unlock()
+	}
+	if len(live) == 0 {
+		t.Fatal("rawMember: no running node in the test's network")
+	}
+	m := index.Member{ID: keyID(key), Name: "raw"}
+	copy(m.Key[:], key.Public().(ed25519.PublicKey))
+	if _, err := live[0].node.Publish([]index.Op{{Member: &m}}, Synced); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the raw member to be known", func() bool {
+		for _, n := range live {
+			if !n.db.IsMember(m.ID) {
+				return false
+			}
+		}
+		return true
+	})
+	return key
+}
+
+// networkOf returns the hello network name of the test's network.
+func networkOf(t *testing.T) string {
+	tnet := netOf(t)
+	tnet.mu.Lock()
+	defer tnet.mu.Unlock()
+	if len(tnet.nodes) == 0 {
+		t.Fatal("networkOf: no node in the test's network")
+	}
+	return tnet.nodes[0].node.cfg.Network
+}
+
+// rawTLS runs the client side of TLS on conn with key, accepting any
+// server key.
+func rawTLS(t *testing.T, conn net.Conn, key ed25519.PrivateKey) net.Conn {
+	t.Helper()
+	cert, err := selfCert(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, _, _, err := secureClient(t.Context(), conn, cert, func(format.NodeID) error { return nil })
+	if err != nil {
+		t.Fatalf("TLS: %v", err)
+	}
+	return tc
+}
+
+// plainOnly skips a test of the plain-TCP protocol when every node speaks
+// TLS; secure_test.go covers the same ground there.
+func plainOnly(t *testing.T, why string) {
+	if secureTests {
+		t.Skip("plain TCP only (" + why + "); the TLS run covers it in secure_test.go")
+	}
 }
 
 func (p *rawPeer) send(t *testing.T, frame []byte) {

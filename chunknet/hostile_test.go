@@ -117,6 +117,7 @@ func TestHostileFramesCloseOnlyThatConnection(t *testing.T) {
 }
 
 func TestHandshakeRefusals(t *testing.T) {
+	plainOnly(t, "raw hellos of made-up nodes")
 	nodes := startCluster(t, 2, Config{Replicas: 2})
 	target, peer := nodes[0], nodes[1]
 
@@ -271,6 +272,7 @@ func stampedRecord(origin format.NodeID, seq, hlc uint64) []byte {
 // are refused, the node's own changes still commit and reach its peers,
 // and pulls still work (the version vector fits a frame).
 func TestHostileRecords(t *testing.T) {
+	plainOnly(t, "unsigned records of made-up origins")
 	nodes := startCluster(t, 2, Config{Replicas: 2})
 	target, peer := nodes[0], nodes[1]
 	liar := format.NodeID{0xee, 1}

@@ -2,6 +2,9 @@ package chunknet
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,7 +25,12 @@ const DefaultPort = 7733
 
 // Config builds a Node. Every node is a value: several live in one test.
 type Config struct {
-	DB       *index.DB
+	DB *index.DB
+	// Identity is this node's key, the one DB was opened with. With one,
+	// the node speaks TLS with members of DB's network only, and Network
+	// is that network's ID (see secure.go); without one, plain TCP with
+	// any node of the same Network name.
+	Identity ed25519.PrivateKey
 	Network  string // nodes only talk to nodes of the same network name
 	Listen   string // host:port; port 0 picks a free one
 	DataDir  string // directory whose disk Stat reports; "" = none
@@ -92,6 +100,10 @@ type Node struct {
 	flushArmed atomic.Bool   // a wake-up of flushLoop is due (SyncBatched)
 	topUpKick  chan struct{} // wakes topUpLoop
 
+	cert        tls.Certificate // of Identity
+	joinMu      sync.Mutex      // serializes the use of join codes
+	membersKick chan struct{}   // wakes membersLoop
+
 	appliedSig signal                                // notified when records from peers are applied
 	visible    atomic.Pointer[func(context.Context)] // see SetVisibleHook
 }
@@ -114,6 +126,21 @@ func New(cfg Config) (*Node, error) {
 	}
 	if cfg.Replicas < 1 {
 		return nil, fmt.Errorf("chunknet: replicas must be at least 1, got %d", cfg.Replicas)
+	}
+	var cert tls.Certificate
+	if cfg.Identity != nil {
+		netw, ok := cfg.DB.Network()
+		switch {
+		case !cfg.DB.Signed() || cfg.DB.NodeID() != format.NodeIDOf(cfg.Identity.Public().(ed25519.PublicKey)):
+			return nil, errors.New("chunknet: Config.Identity is not the key the index was opened with")
+		case !ok:
+			return nil, index.ErrNoNetwork
+		}
+		cfg.Network = hex.EncodeToString(netw.ID[:])
+		var err error
+		if cert, err = selfCert(cfg.Identity); err != nil {
+			return nil, err
+		}
 	}
 	if len(cfg.Network) == 0 || len(cfg.Network) > wire.MaxNetworkName {
 		return nil, fmt.Errorf("chunknet: network name must be 1 to %d bytes", wire.MaxNetworkName)
@@ -180,11 +207,18 @@ func New(cfg Config) (*Node, error) {
 
 		flushKick: make(chan struct{}, 1),
 		topUpKick: make(chan struct{}, 1),
+
+		cert:        cert,
+		membersKick: make(chan struct{}, 1),
 	}
-	n.wg.Add(3)
+	n.wg.Add(4)
 	go n.acceptLoop()
 	go n.flushLoop()
 	go n.topUpLoop()
+	go n.membersLoop()
+	if n.secure() {
+		n.db.SetOnMembers(n.kickMembers)
+	}
 	return n, nil
 }
 
@@ -400,7 +434,16 @@ func (n *Node) connect(ctx context.Context, addr string) (*peer, error) {
 	if err != nil {
 		return nil, err
 	}
-	hello, err := handshake(conn, n.hello())
+	var want format.NodeID // the node the connection authenticated
+	if n.secure() {
+		tc, id, _, err := secureClient(dctx, conn, n.cert, n.memberCheck)
+		if err != nil {
+			conn.Close()
+			return nil, err
+		}
+		conn, want = tc, id
+	}
+	hello, err := handshake(conn, n.hello(), want)
 	if err != nil {
 		conn.Close()
 		return nil, err
@@ -552,7 +595,24 @@ func remoteHost(conn net.Conn) string {
 }
 
 func (n *Node) serveConn(conn net.Conn) {
-	hello, err := handshake(conn, n.hello())
+	var want format.NodeID // the node the connection authenticated
+	if n.secure() {
+		// Any well-formed key passes TLS; a member's connection goes on,
+		// anyone else's may only ask to join.
+		tc, id, pub, err := secureServer(n.ctx, conn, n.cert, func(format.NodeID) error { return nil })
+		if err != nil {
+			n.log.Info("refused inbound connection", "remote", conn.RemoteAddr(), "err", err)
+			conn.Close()
+			return
+		}
+		if !n.db.IsMember(id) {
+			n.serveJoin(tc, id, pub)
+			tc.Close()
+			return
+		}
+		conn, want = tc, id
+	}
+	hello, err := handshake(conn, n.hello(), want)
 	if err != nil {
 		if !errors.Is(err, errSelf) {
 			n.log.Info("refused inbound connection", "remote", conn.RemoteAddr(), "err", err)
@@ -560,7 +620,7 @@ func (n *Node) serveConn(conn net.Conn) {
 		conn.Close()
 		return
 	}
-	sc := &serverConn{n: n, conn: conn, peer: hello, w: frameWriter{conn: conn}}
+	sc := &serverConn{n: n, conn: conn, peer: hello, w: frameWriter{conn: conn, bw: gatherer(conn)}}
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()

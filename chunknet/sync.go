@@ -135,11 +135,11 @@ func (n *Node) flushLoop() {
 // outbox holds this node's records committed but not yet sent, by Seq.
 type outbox struct {
 	mu      sync.Mutex
-	pending map[uint64][]byte // Seq → encoded record
+	pending map[uint64][]byte // Seq → the record as sent (Record.Wire)
 }
 
 func (o *outbox) add(rec *index.Record) {
-	enc := index.EncodeRecord(rec)
+	enc := rec.Wire
 	o.mu.Lock()
 	if o.pending == nil {
 		o.pending = make(map[uint64][]byte)
@@ -287,30 +287,43 @@ const (
 	pushInvalid = 2 // malformed or refused; logged
 )
 
-// applyRecords decodes and applies records received from peer from.
+// applyRecords decodes, checks and applies records received from peer
+// from. A record whose origin is not a member yet may follow the record
+// that adds it: those are tried again after the others, as long as that
+// makes progress, and otherwise left for the next pull.
 func (n *Node) applyRecords(recs [][]byte, from format.NodeID) []byte {
 	st := make([]byte, len(recs))
 	gap := false
 	refused, firstErr := 0, error(nil) // logged once per batch: a peer may send thousands
-	for i, b := range recs {
-		rec, err := index.DecodeRecord(b)
-		if err == nil && rec.Origin == n.self {
-			continue // our own record coming back
-		}
-		if err == nil {
-			_, err = n.db.Apply(rec)
-		}
-		switch {
-		case err == nil:
-		case errors.Is(err, index.ErrGap):
-			st[i] = pushGap
-			gap = true
-		default:
-			st[i] = pushInvalid
-			if refused++; firstErr == nil {
-				firstErr = err
+	todo := make([]int, len(recs))
+	for i := range todo {
+		todo[i] = i
+	}
+	for len(todo) > 0 {
+		var later []int
+		for _, i := range todo {
+			_, _, err := n.db.Receive(recs[i])
+			switch {
+			case err == nil:
+				st[i] = pushApplied
+			case errors.Is(err, index.ErrGap):
+				st[i] = pushGap
+				gap = true
+			case errors.Is(err, index.ErrUnknownOrigin):
+				st[i] = pushGap
+				later = append(later, i)
+			default:
+				st[i] = pushInvalid
+				if refused++; firstErr == nil {
+					firstErr = err
+				}
 			}
 		}
+		if len(later) == len(todo) {
+			n.log.Debug("records of origins not known yet", "from", from.Short(), "records", len(later))
+			break
+		}
+		todo = later
 	}
 	if refused > 0 {
 		n.log.Warn("refusing records", "from", from.Short(), "refused", refused, "of", len(recs), "first error", firstErr)

@@ -1,6 +1,7 @@
 package index
 
 import (
+	"crypto/ed25519"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -28,10 +29,20 @@ type Options struct {
 	// OnApply, if set, is called after a record received from a peer has
 	// been committed by Apply, on Apply's goroutine, with no lock held.
 	OnApply func(rec *Record)
+	// Identity is this node's key. With one, the node ID is derived from
+	// it (format.NodeIDOf), records are signed, and the DB belongs to a
+	// network with a member list (see ns_members.go); an index made with
+	// another key, or with none, is refused. Without one, the node ID is
+	// random and any record is accepted.
+	Identity ed25519.PrivateKey
 }
 
 // ErrClosed is returned by calls made after Close.
 var ErrClosed = errors.New("index: closed")
+
+// ErrWrongIdentity: the index was made by another node than the one
+// whose key opens it (Options.Identity), or without a key.
+var ErrWrongIdentity = errors.New("index: wrong identity")
 
 // ErrCorrupt wraps every error about bytes that do not decode: a malformed
 // record from a peer or a damaged value on disk.
@@ -62,7 +73,16 @@ type DB struct {
 	log     *slog.Logger
 	self    format.NodeID
 	onApply atomic.Pointer[func(*Record)]
-	closed  atomic.Bool
+
+	identity  ed25519.PrivateKey // nil: no network (see Options.Identity)
+	onMembers atomic.Pointer[func()]
+	// network and members are guarded by stateMu (written under writeMu
+	// too); membersPending are the entries of the batch being built,
+	// guarded by writeMu.
+	network        *Network
+	members        map[format.NodeID]Member
+	membersPending []Member
+	closed         atomic.Bool
 
 	// wallMs returns the physical clock in unix milliseconds; tests replace it.
 	wallMs func() int64
@@ -111,6 +131,8 @@ const (
 	prefixEntryHead  = 'E'
 	prefixEntryNamed = 'N'
 	prefixConflicted = 'C'
+	// prefixMember keys the member list (ns_members.go).
+	prefixMember = 'M'
 )
 
 var (
@@ -177,6 +199,9 @@ func Open(dir string, opts Options) (*DB, error) {
 		wallMs: func() int64 { return time.Now().UnixMilli() },
 		vv:     make(map[format.NodeID]uint64),
 
+		identity: opts.Identity,
+		members:  make(map[format.NodeID]Member),
+
 		headsCache:   make(map[uint64][]VersionRef),
 		headsPending: make(map[uint64][]VersionRef),
 	}
@@ -184,6 +209,9 @@ func Open(dir string, opts Options) (*DB, error) {
 		db.onApply.Store(&opts.OnApply)
 	}
 	err = db.load()
+	if err == nil {
+		err = db.loadMembers()
+	}
 	if err == nil {
 		err = db.openLog()
 	}
@@ -208,6 +236,9 @@ func (db *DB) load() error {
 	switch {
 	case !ok:
 		db.self = format.NewNodeID()
+		if db.identity != nil {
+			db.self = format.NodeIDOf(db.identity.Public().(ed25519.PublicKey))
+		}
 		if err := db.pdb.Set(keyNodeID, db.self[:], pebble.Sync); err != nil {
 			return fmt.Errorf("store node id: %w", err)
 		}
@@ -215,6 +246,14 @@ func (db *DB) load() error {
 		return fmt.Errorf("%w: node id is %d bytes", ErrCorrupt, len(v))
 	default:
 		copy(db.self[:], v)
+		if db.identity != nil && format.NodeIDOf(db.identity.Public().(ed25519.PublicKey)) != db.self {
+			return fmt.Errorf("%w: the index belongs to node %s, whose key this is not", ErrWrongIdentity, db.self)
+		}
+	}
+	if _, hasNet, err := db.getMeta(keyNetwork); err != nil {
+		return err
+	} else if hasNet && db.identity == nil {
+		return fmt.Errorf("%w: the index belongs to a network; open it with its node's key", ErrWrongIdentity)
 	}
 
 	for _, m := range []struct {

@@ -162,16 +162,19 @@
 //	"E" parent[8] name 0 version[8] origin[16] → empty: the entry version is a head
 //	"N" parent[8] name 0 version[8] origin[16] → empty: a received entry version names it
 //	"C" parent[8] name              → empty: the entry has two heads or more
-//	"l" origin[16] seq[8]           → record (EncodeRecord bytes)
+//	"l" origin[16] seq[8]           → record (Record.Wire: EncodeRecord bytes, then a signature on a network)
 //	"v" origin[16]                  → highest applied seq[8]
 //	"u" kind[1] hash[32]            → copies[1]: an item below the replica target (store_under.go)
 //	"p" id[8]                       → a file version not published yet (ns_pending.go)
+//	"M" id[16]                      → member value: format=1 member-body (ns_members.go)
 //	"m" name                        → metadata:
 //	    "m/node-id"                 → this node's NodeID[16], made at first Open
 //	    "m/hlc"                     → last HLC value used or seen[8]
 //	    "m/chunk-count"             → number of chunks in the store[8]
 //	    "m/chunk-bytes"             → total bytes of those chunks[8]
 //	    "m/chunk-log"               → where the chunk log stands (below)
+//	    "m/network"                 → the network this node belongs to (ns_members.go)
+//	    "m/invite/" h[8]            → an invitation this node issued, h from SHA-256 of its token
 //
 // Chunk bytes are not in Pebble: they are appended, in arrival order, to
 // segment files <dir>/chunks/NNNNNNNN.seg, one self-describing batch per
@@ -196,7 +199,7 @@
 // str a uv length followed by that many bytes.
 //
 //	record: format=1 origin[16] seq:uv hlc:uv nops:uv op×nops
-//	op:     kind[1]=1 inode-body | kind[1]=2 dirent-body
+//	op:     kind[1]=1 inode-body | kind[1]=2 dirent-body | kind[1]=3 id[16] member-body
 //	inode-body:  id:uv type[1] mode:uv size:uv mtime:sv ctime:sv
 //	             root[32] depth[1] target:str uid:uv gid:uv rdev:uv
 //	             atime:sv version:uv origin[16]
@@ -207,6 +210,12 @@
 //	             childversion:uv childorigin[16]
 //	             basechild:uv baseversion:uv baseorigin[16]
 //	flags:       bit 0 deleted, bit 1 moved; other bits must be 0
+//	member-body: key[32] name:str mflags[1] untilseq:uv version:uv origin[16]
+//	mflags:      bit 0 removed; other bits must be 0
+//
+// On a network (a DB with an identity) the log holds, and peers exchange,
+// each record's encoding followed by its origin's Ed25519 signature[64]
+// over "oashare record v1" and the encoding.
 //
 //	inode value:  format=1 inode-body
 //	dirent value: format=1 dirent-val

@@ -56,6 +56,12 @@ func TestGoldenEncodings(t *testing.T) {
 	golden(t, "chunk_log_state", logState{first: 1, seg: 3, off: 1 << 33}.encode())
 	golden(t, "group_location", encodeGroupLoc(nil, 7, 4096, 131072))
 	golden(t, "chunk_location", location{seg: 2, off: 512, n: 8192}.encode(nil))
+	m := memberOf(keyOf(1), "alpha")
+	m.Member.Removed, m.Member.UntilSeq, m.Member.Version, m.Member.Origin = true, 9, 300, format.NodeID{3}
+	golden(t, "record_member", EncodeRecord(&Record{Origin: format.NodeID{3}, Seq: 4, HLC: 300, Ops: []Op{m}}))
+	golden(t, "member_value", encodeMemberValue(m.Member))
+	n := Network{ID: [16]byte{1, 2}, Name: "home", Founder: m.Member.ID, FounderKey: m.Member.Key}
+	golden(t, "network", encodeNetwork(&n))
 }
 
 // TestGoldenDecode: the pinned bytes decode to the values they were made

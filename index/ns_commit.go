@@ -1,6 +1,7 @@
 package index
 
 import (
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -199,6 +200,14 @@ func (db *DB) commit(ops []Op, sync bool, published []uint64) (*Record, error) {
 	if err := validateOps(ops); err != nil {
 		return nil, fmt.Errorf("index: commit: %w", err)
 	}
+	if db.identity != nil {
+		if _, ok := db.Network(); !ok {
+			return nil, ErrNoNetwork
+		}
+		if _, m := db.memberKeyOf(db.self); m != nil && m.Removed {
+			return nil, fmt.Errorf("index: commit: %w: this node was removed from the network", ErrRevoked)
+		}
+	}
 	db.writeMu.Lock()
 	defer db.writeMu.Unlock()
 
@@ -210,11 +219,16 @@ func (db *DB) commit(ops []Op, sync bool, published []uint64) (*Record, error) {
 		Ops:    make([]Op, len(ops)),
 	}
 	for i, op := range ops {
-		if op.Inode != nil {
+		switch {
+		case op.Member != nil:
+			m := *op.Member
+			m.Version, m.Origin = hlc, db.self
+			rec.Ops[i].Member = &m
+		case op.Inode != nil:
 			in := *op.Inode
 			in.Version, in.Origin = hlc, db.self
 			rec.Ops[i].Inode = &in
-		} else {
+		default:
 			de := *op.Dirent
 			de.Version, de.Origin = hlc, db.self
 			rec.Ops[i].Dirent = &de
@@ -228,11 +242,15 @@ func (db *DB) commit(ops []Op, sync bool, published []uint64) (*Record, error) {
 		return nil, fmt.Errorf("index: commit: %w: record is %d bytes, limit %d",
 			ErrInvalid, len(enc), MaxRecordBytes)
 	}
+	rec.Wire = enc
+	if db.identity != nil {
+		rec.Wire = append(enc, ed25519.Sign(db.identity, signedBytes(enc))...)
+	}
 	opts := pebble.NoSync
 	if sync {
 		opts = pebble.Sync
 	}
-	if err := db.commitRecord(rec, enc, hlc, opts, true, published); err != nil {
+	if err := db.commitRecord(rec, rec.Wire, hlc, opts, true, published); err != nil {
 		return nil, err
 	}
 	if sync {
@@ -251,12 +269,18 @@ func (db *DB) commit(ops []Op, sync bool, published []uint64) (*Record, error) {
 // doc.go). A record already applied returns (false, nil); one beyond the
 // next expected returns (false, ErrGap). An invalid record returns an error wrapping ErrInvalid and
 // changes nothing.
+//
+// Apply is for a DB without an identity; on a network, records arrive
+// signed, through Receive.
 func (db *DB) Apply(rec *Record) (applied bool, err error) {
 	if db.closed.Load() {
 		return false, ErrClosed
 	}
 	if rec == nil {
 		return false, fmt.Errorf("index: apply: %w: nil record", ErrInvalid)
+	}
+	if db.identity != nil {
+		return false, fmt.Errorf("index: apply: %w: records of a network arrive signed (Receive)", ErrInvalid)
 	}
 	if err := validateRecord(rec); err != nil {
 		return false, fmt.Errorf("index: apply record %s/%d: %w", rec.Origin.Short(), rec.Seq, err)
@@ -266,6 +290,45 @@ func (db *DB) Apply(rec *Record) (applied bool, err error) {
 		return false, fmt.Errorf("index: apply record %s/%d: %w: %d bytes, limit %d",
 			rec.Origin.Short(), rec.Seq, ErrInvalid, len(enc), MaxRecordBytes)
 	}
+	return db.apply(rec, enc)
+}
+
+// Receive decodes a record as a peer sent it (Record.Wire bytes) and
+// applies it as Apply does. On a DB with an identity it first checks the
+// record's signature against its origin's key, and that the origin may
+// still make records (see ns_members.go): a record failing either is
+// refused with an error wrapping ErrUnknownOrigin, ErrBadSignature or
+// ErrRevoked. The record is returned when it decoded.
+func (db *DB) Receive(b []byte) (rec *Record, applied bool, err error) {
+	if db.closed.Load() {
+		return nil, false, ErrClosed
+	}
+	enc, sig := b, []byte(nil)
+	if db.identity != nil {
+		if len(b) <= ed25519.SignatureSize {
+			return nil, false, fmt.Errorf("%w: signed record is %d bytes", ErrCorrupt, len(b))
+		}
+		enc, sig = b[:len(b)-ed25519.SignatureSize], b[len(b)-ed25519.SignatureSize:]
+	}
+	rec, err = DecodeRecord(enc)
+	if err != nil {
+		return nil, false, err
+	}
+	if rec.Seq <= db.applied(rec.Origin) {
+		return rec, false, nil // had it: no need to check it again
+	}
+	if db.identity != nil {
+		if err := db.verify(rec, enc, sig); err != nil {
+			return rec, false, fmt.Errorf("index: record %s/%d: %w", rec.Origin.Short(), rec.Seq, err)
+		}
+	}
+	rec.Wire = b
+	applied, err = db.apply(rec, b)
+	return rec, applied, err
+}
+
+// apply applies a valid record whose log value is stored.
+func (db *DB) apply(rec *Record, stored []byte) (applied bool, err error) {
 
 	// The newest clock value the record carries: its HLC and every op's
 	// version. One from too far ahead of this node's clock would drag
@@ -274,9 +337,12 @@ func (db *DB) Apply(rec *Record) (applied bool, err error) {
 	// clock has caught up with it, if it ever does.
 	newest := rec.HLC
 	for _, op := range rec.Ops {
-		if op.Inode != nil {
+		switch {
+		case op.Member != nil:
+			newest = max(newest, op.Member.Version)
+		case op.Inode != nil:
 			newest = max(newest, op.Inode.Version)
-		} else {
+		default:
 			newest = max(newest, op.Dirent.Version)
 		}
 	}
@@ -305,7 +371,7 @@ func (db *DB) Apply(rec *Record) (applied bool, err error) {
 	// Not synced: the origin synced the record before sending it, and
 	// if this node loses it in a crash, its version vector (committed in
 	// the same batch) goes back with it, and it pulls the record again.
-	err = db.commitRecord(rec, enc, clock, pebble.NoSync, false, nil)
+	err = db.commitRecord(rec, stored, clock, pebble.NoSync, false, nil)
 	db.writeMu.Unlock()
 	if err != nil {
 		return false, err
@@ -327,7 +393,10 @@ func (db *DB) commitRecord(rec *Record, enc []byte, clock uint64, opts *pebble.W
 	b := db.pdb.NewBatch()
 	defer b.Close()
 	committed := false
-	defer func() { db.settleHeads(committed) }()
+	defer func() {
+		db.settleHeads(committed)
+		db.settleMembers(committed)
+	}()
 	skipped := 0
 	for i, op := range rec.Ops {
 		won, err := db.applyOp(b, op, fresh)
@@ -370,6 +439,9 @@ func (db *DB) commitRecord(rec *Record, enc []byte, clock uint64, opts *pebble.W
 // applyEntry). Ops of one record touch distinct keys and inodes, so reading
 // the committed state (not b) is enough.
 func (db *DB) applyOp(b *pebble.Batch, op Op, fresh bool) (bool, error) {
+	if m := op.Member; m != nil {
+		return db.applyMember(b, m)
+	}
 	if in := op.Inode; in != nil {
 		return db.applyInode(b, in, fresh)
 	}

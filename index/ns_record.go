@@ -128,10 +128,13 @@ func (de *Dirent) Ref() VersionRef { return VersionRef{de.Version, de.Origin} }
 // Base returns the entry version de replaces (zero if none).
 func (de *Dirent) Base() VersionRef { return VersionRef{de.BaseVersion, de.BaseOrigin} }
 
-// Op is one change in a Record: exactly one of Inode and Dirent is set.
+// Op is one change in a Record: exactly one of Inode, Dirent and Member
+// is set. A record's ops are all Member ops (a membership change, see
+// ns_members.go) or none.
 type Op struct {
 	Inode  *Inode
 	Dirent *Dirent
+	Member *Member
 }
 
 // Record is one atomic namespace change made by node Origin: its Seq-th
@@ -141,6 +144,11 @@ type Record struct {
 	Seq    uint64
 	HLC    uint64
 	Ops    []Op
+
+	// Wire is the record as logged and sent to peers, set by Commit and
+	// Receive: its encoding (EncodeRecord) followed, on a DB with an
+	// identity, by its origin's signature (see ns_members.go).
+	Wire []byte
 }
 
 // Limits on records; DecodeRecord and Validate enforce them.
@@ -162,11 +170,19 @@ var ErrInvalid = errors.New("index: invalid op")
 // not 0; Dirent.Child not 0 unless Deleted; Inode.ID not 0; Inode.Mode
 // within 0o7777; a symlink target at most MaxTargetLen bytes.
 func (op Op) Validate() error {
+	set := 0
+	for _, p := range []bool{op.Inode != nil, op.Dirent != nil, op.Member != nil} {
+		if p {
+			set++
+		}
+	}
 	switch {
-	case op.Inode == nil && op.Dirent == nil:
-		return fmt.Errorf("%w: neither inode nor dirent", ErrInvalid)
-	case op.Inode != nil && op.Dirent != nil:
-		return fmt.Errorf("%w: both inode and dirent", ErrInvalid)
+	case set == 0:
+		return fmt.Errorf("%w: neither inode, dirent nor member", ErrInvalid)
+	case set > 1:
+		return fmt.Errorf("%w: more than one of inode, dirent and member", ErrInvalid)
+	case op.Member != nil:
+		return validateMember(op.Member)
 	case op.Inode != nil:
 		in := op.Inode
 		switch {
@@ -234,6 +250,7 @@ type opKey struct {
 	dirent bool
 	id     uint64
 	name   string
+	member format.NodeID
 }
 
 // validateOps checks a record's ops: 1..MaxRecordOps of them, each valid,
@@ -250,10 +267,16 @@ func validateOps(ops []Op) error {
 		if err := op.Validate(); err != nil {
 			return fmt.Errorf("op %d: %w", i, err)
 		}
+		if (op.Member != nil) != (ops[0].Member != nil) {
+			return fmt.Errorf("%w: op %d: a record mixes member ops with others", ErrInvalid, i)
+		}
 		k := opKey{dirent: op.Dirent != nil}
-		if op.Inode != nil {
+		switch {
+		case op.Member != nil:
+			k.member = op.Member.ID
+		case op.Inode != nil:
 			k.id = op.Inode.ID
-		} else {
+		default:
 			k.id, k.name = op.Dirent.Parent, op.Dirent.Name
 		}
 		if _, dup := seen[k]; dup {
@@ -285,6 +308,9 @@ func validateRecord(r *Record) error {
 func validateStamps(ops []Op) error {
 	for i, op := range ops {
 		in := op.Inode
+		if op.Member != nil {
+			continue // a member entry names no earlier version
+		}
 		if de := op.Dirent; de != nil {
 			if b := de.Base(); !b.IsZero() && !newer(de.Version, de.Origin, b.Version, b.Origin) {
 				return fmt.Errorf("%w: op %d: dirent %q: base %d is not older than version %d",
@@ -313,6 +339,7 @@ const formatV1 = 1
 const (
 	opKindInode  = 1
 	opKindDirent = 2
+	opKindMember = 3
 )
 
 // EncodeRecord returns the binary form of r (see doc.go). It does not
@@ -333,6 +360,10 @@ func EncodeRecord(r *Record) []byte {
 			b = append(b, opKindDirent)
 			b = appendDirentKey(b, op.Dirent)
 			b = appendDirentVal(b, op.Dirent)
+		case op.Member != nil:
+			b = append(b, opKindMember)
+			b = append(b, op.Member.ID[:]...)
+			b = appendMember(b, op.Member)
 		default:
 			b = append(b, 0) // an empty op; DecodeRecord rejects it
 		}
@@ -366,6 +397,25 @@ func appendInode(b []byte, in *Inode) []byte {
 	}
 	return b
 }
+
+// appendMember appends a member entry but its ID (which, in a record,
+// precedes it and, stored, is the key).
+func appendMember(b []byte, m *Member) []byte {
+	b = append(b, m.Key[:]...)
+	b = binary.AppendUvarint(b, uint64(len(m.Name)))
+	b = append(b, m.Name...)
+	var flags byte
+	if m.Removed {
+		flags |= memberRemoved
+	}
+	b = append(b, flags)
+	b = binary.AppendUvarint(b, m.UntilSeq)
+	b = binary.AppendUvarint(b, m.Version)
+	return append(b, m.Origin[:]...)
+}
+
+// Member flag bits.
+const memberRemoved = 1 << 0
 
 func appendDirentKey(b []byte, d *Dirent) []byte {
 	b = binary.AppendUvarint(b, d.Parent)
@@ -435,6 +485,11 @@ func DecodeRecord(b []byte) (*Record, error) {
 			de.Name = d.str(MaxNameLen, "dirent name")
 			d.direntVal(de)
 			r.Ops = append(r.Ops, Op{Dirent: de})
+		case kind == opKindMember:
+			m := &Member{}
+			copy(m.ID[:], d.fixed(len(m.ID), "member id"))
+			d.member(m)
+			r.Ops = append(r.Ops, Op{Member: m})
 		default:
 			d.fail("op %d: unknown kind %d", i, kind)
 		}
@@ -622,6 +677,21 @@ func (d *decoder) direntVal(de *Dirent) {
 	de.BaseChild = d.uvarint("dirent base child")
 	de.BaseVersion = d.uvarint("dirent base version")
 	copy(de.BaseOrigin[:], d.fixed(len(de.BaseOrigin), "dirent base origin"))
+}
+
+func (d *decoder) member(m *Member) {
+	copy(m.Key[:], d.fixed(len(m.Key), "member key"))
+	m.Name = d.str(MaxMemberName, "member name")
+	switch flags := d.u8("member flags"); {
+	case d.err != nil:
+	case flags&^memberRemoved != 0:
+		d.fail("member flags %#x", flags)
+	default:
+		m.Removed = flags&memberRemoved != 0
+	}
+	m.UntilSeq = d.uvarint("member until-seq")
+	m.Version = d.uvarint("member version")
+	copy(m.Origin[:], d.fixed(len(m.Origin), "member origin"))
 }
 
 // u32 reads a uvarint that must fit 32 bits.

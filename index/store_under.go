@@ -204,3 +204,34 @@ func (db *DB) CopiesOf(item Item) (int, bool, error) {
 	}
 	return int(v[0]), true, nil
 }
+
+// ForEachStored calls fn for every group and chunk in this node's store,
+// groups first, in key order, until fn returns false. It reads one
+// snapshot of the index.
+func (db *DB) ForEachStored(fn func(Item) bool) error {
+	if db.closed.Load() {
+		return ErrClosed
+	}
+	snap := db.pdb.NewSnapshot()
+	defer snap.Close()
+	for _, kind := range []byte{prefixGroup, prefixChunk} {
+		lo := []byte{kind}
+		it, err := snap.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
+		if err != nil {
+			return err
+		}
+		for it.First(); it.Valid(); it.Next() {
+			k := it.Key()
+			if len(k) != 1+len(format.Hash{}) {
+				continue
+			}
+			if !fn(Item{Group: kind == prefixGroup, Hash: format.Hash(k[1:])}) {
+				return it.Close()
+			}
+		}
+		if err := it.Close(); err != nil {
+			return err
+		}
+	}
+	return nil
+}

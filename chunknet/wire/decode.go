@@ -3,6 +3,7 @@ package wire
 import (
 	"encoding/binary"
 	"fmt"
+	"unicode/utf8"
 
 	"github.com/oashare/oashare/index/format"
 )
@@ -390,4 +391,43 @@ func DecodeApplied(p []byte) (byte, error) {
 		return 0, fmt.Errorf("wire: Applied payload %x, want one status byte 0 or 1: %w", p, ErrBadFrame)
 	}
 	return p[0], nil
+}
+
+// DecodeJoin decodes a Join payload. name is a copy.
+func DecodeJoin(p []byte) (mac [JoinMACSize]byte, name string, err error) {
+	d := dec{p: p}
+	if err := d.need("Join", "proof and name length", JoinMACSize+1); err != nil {
+		return mac, "", err
+	}
+	copy(mac[:], d.bytes(JoinMACSize))
+	n := int(d.u8())
+	if n > MaxJoinName {
+		return mac, "", fmt.Errorf("wire: Join name length %d exceeds the limit of %d: %w", n, MaxJoinName, ErrBadFrame)
+	}
+	if err := d.need("Join", "name", n); err != nil {
+		return mac, "", err
+	}
+	name = string(d.bytes(n))
+	if !utf8.ValidString(name) {
+		return mac, "", fmt.Errorf("wire: Join name is not UTF-8: %w", ErrBadFrame)
+	}
+	return mac, name, d.end("Join")
+}
+
+// DecodeJoinResult decodes a JoinResult payload: the network description
+// (aliasing p).
+func DecodeJoinResult(p []byte) ([]byte, error) {
+	d := dec{p: p}
+	if err := d.need("JoinResult", "length", 2); err != nil {
+		return nil, err
+	}
+	n := int(d.u16())
+	if n == 0 || n > MaxJoinResult {
+		return nil, fmt.Errorf("wire: JoinResult network is %d bytes, want 1 to %d: %w", n, MaxJoinResult, ErrBadFrame)
+	}
+	if err := d.need("JoinResult", "network", n); err != nil {
+		return nil, err
+	}
+	network := d.bytes(n)
+	return network, d.end("JoinResult")
 }

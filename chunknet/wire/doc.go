@@ -13,9 +13,18 @@
 // reused buffer and sends it with one Write. Decode functions return slices
 // that alias the payload they were given.
 //
+// # Security
+//
+// Between the members of a network (version 4), every connection is
+// TLS 1.3, mutually authenticated, and everything below (hello, verdict,
+// frames) moves inside it; chunknet describes the keys and the checks. A
+// node joining with a code sends a single Join frame inside TLS instead of
+// a hello, and is answered by JoinResult or Error (code JoinRefused), then
+// the connection closes.
+//
 // # Handshake
 //
-// Right after the TCP connect, each side writes a hello and reads the
+// Right after the TCP connect (the TLS handshake, between members), each side writes a hello and reads the
 // peer's (both sides write first, so neither waits for the other; over TCP
 // the kernel buffers the few bytes, but over a synchronous net.Pipe in
 // tests one side must write from another goroutine):
@@ -45,6 +54,7 @@
 //	2 VerdictSameNode      same node ID: the node dialled itself
 //	3 VerdictVersion       protocol versions differ
 //	4 VerdictBusy          busy, shutting down, any other reason
+//	5 VerdictImpostor      the hello names another node than the TLS peer
 //
 // The caller decides the verdict ([WriteVerdict]); [ReadVerdict] returns nil
 // for 0 and a [*RefusedError] (matching [ErrRefused]) for anything else.
@@ -85,7 +95,7 @@
 // Type numbers are APPEND-ONLY: never renumbered, never reused; a new frame
 // type takes the next free number (and, when old nodes could not ignore it,
 // a new Version). Version 2 added the group frames, 17 to 20; version 3
-// the barrier of fsync, 21 and 22.
+// the barrier of fsync, 21 and 22; version 4 joining, 23 and 24.
 //
 //	 1 Ping        request   empty                                → Pong
 //	 2 Pong        response  empty
@@ -109,6 +119,8 @@
 //	20 HasGroups   request   count u32 | count × group[32]        → HasResult
 //	21 WaitApplied request   origin node ID[16] | seq u64         → Applied
 //	22 Applied     response  status u8 (0 applied, 1 not yet)
+//	23 Join        request   proof[32] | name len u8 | name[name len] (at most 64, UTF-8)  → JoinResult
+//	24 JoinResult  response  len u16 | network description[len] (1 to 512 bytes; index.EncodeNetwork)
 //
 // Result frames hold one entry per item of the request they answer, in the
 // same order. Any request may be answered by Error instead of its own
@@ -139,7 +151,7 @@
 //
 // Error codes ([CodeInternal] …), append-only:
 //
-//	1 Internal  2 BadRequest  3 Unsupported
+//	1 Internal  2 BadRequest  3 Unsupported  4 JoinRefused
 //
 // # Limits
 //

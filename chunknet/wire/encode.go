@@ -473,3 +473,34 @@ func AppendWaitApplied(dst []byte, id uint64, origin format.NodeID, seq uint64) 
 func AppendApplied(dst []byte, id uint64, status byte) []byte {
 	return AppendFrame(dst, TypeApplied, id, []byte{status})
 }
+
+// MaxJoinName bounds the name a joiner gives (its host name), and
+// MaxJoinResult the network description a JoinResult carries, in bytes.
+const (
+	MaxJoinName   = 64
+	MaxJoinResult = 512
+	// JoinMACSize is the size of the proof of a Join.
+	JoinMACSize = 32
+)
+
+// AppendJoin appends a Join frame: the proof that the joiner holds a join
+// code (see chunknet) and the name it joins under (at most MaxJoinName
+// bytes; longer names are cut).
+func AppendJoin(dst []byte, id uint64, mac [JoinMACSize]byte, name string) []byte {
+	if len(name) > MaxJoinName {
+		name = name[:MaxJoinName]
+	}
+	p := make([]byte, 0, JoinMACSize+1+len(name))
+	p = append(p, mac[:]...)
+	p = append(p, byte(len(name)))
+	p = append(p, name...)
+	return AppendFrame(dst, TypeJoin, id, p)
+}
+
+// AppendJoinResult appends a JoinResult frame answering request id with
+// the network description network (at most MaxJoinResult bytes, opaque
+// here).
+func AppendJoinResult(dst []byte, id uint64, network []byte) []byte {
+	p := binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(network)), uint16(len(network)))
+	return AppendFrame(dst, TypeJoinResult, id, append(p, network...))
+}

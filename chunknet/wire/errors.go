@@ -75,6 +75,8 @@ func verdictText(code byte) string {
 		return "protocol version mismatch"
 	case VerdictBusy:
 		return "busy or other reason"
+	case VerdictImpostor:
+		return "the hello names another node than the authenticated one"
 	}
 	return "unknown reason"
 }

@@ -40,7 +40,11 @@ const (
 	TypeWaitApplied Type = 21 // request: answer once you apply an origin's records up to a seq; answered by Applied
 	TypeApplied     Type = 22 // response: whether they are applied (and visible to programs)
 
-	maxType = TypeApplied // the highest known type; raise when appending
+	// Version 4: members only.
+	TypeJoin       Type = 23 // request of a node joining with a code; answered by JoinResult or Error
+	TypeJoinResult Type = 24 // response: the network the joiner now belongs to
+
+	maxType = TypeJoinResult // the highest known type; raise when appending
 )
 
 var typeNames = [...]string{
@@ -66,6 +70,8 @@ var typeNames = [...]string{
 	TypeHasGroups:   "HasGroups",
 	TypeWaitApplied: "WaitApplied",
 	TypeApplied:     "Applied",
+	TypeJoin:        "Join",
+	TypeJoinResult:  "JoinResult",
 }
 
 func (t Type) known() bool { return t >= TypePing && t <= maxType }
@@ -83,7 +89,7 @@ func (t Type) String() string {
 // nor a response.
 func (t Type) IsResponse() bool {
 	switch t {
-	case TypePong, TypePutResult, TypeGetResult, TypeHasResult, TypeRecords, TypePushResult, TypeError, TypeStatResult, TypeGroupResult, TypeApplied:
+	case TypePong, TypePutResult, TypeGetResult, TypeHasResult, TypeRecords, TypePushResult, TypeError, TypeStatResult, TypeGroupResult, TypeApplied, TypeJoinResult:
 		return true
 	}
 	return false
@@ -140,6 +146,7 @@ const (
 	CodeInternal    uint16 = 1 // the responder failed; the request may be retried elsewhere
 	CodeBadRequest  uint16 = 2 // the request was malformed or out of limits
 	CodeUnsupported uint16 = 3 // the responder does not serve this request type
+	CodeJoinRefused uint16 = 4 // a Join was refused; the message says why
 )
 
 // Frame is one decoded frame.

@@ -16,8 +16,10 @@ const (
 	// Version is the protocol version this package speaks. Peers of
 	// different versions refuse each other at the handshake. Version 2
 	// added the group frames (PutGroups, GetGroups, GroupResult,
-	// HasGroups); version 3 the barrier of fsync (WaitApplied, Applied).
-	Version uint16 = 3
+	// HasGroups); version 3 the barrier of fsync (WaitApplied, Applied);
+	// version 4 runs over mutually authenticated TLS between members
+	// and adds Join and JoinResult.
+	Version uint16 = 4
 	// MaxNetworkName bounds the network name of a hello, in bytes.
 	MaxNetworkName = 64
 	// MaxHelloSize is the largest hello on the wire: magic, version, node
@@ -33,6 +35,7 @@ const (
 	VerdictSameNode     byte = 2 // the peer's node ID is ours: we dialled ourselves
 	VerdictVersion      byte = 3 // protocol versions differ
 	VerdictBusy         byte = 4 // busy, shutting down, or any other reason
+	VerdictImpostor     byte = 5 // the hello names another node than the one the connection authenticated
 )
 
 // Hello is the first message each side writes after the TCP connect.
@@ -135,7 +138,7 @@ func ReadHello(r io.Reader) (Hello, error) {
 // one of the Verdict* constants (else an error wrapping ErrBadHello, and
 // nothing is written).
 func WriteVerdict(w io.Writer, code byte) error {
-	if code > VerdictBusy {
+	if code > VerdictImpostor {
 		return fmt.Errorf("wire: verdict code %d unknown: %w", code, ErrBadHello)
 	}
 	if _, err := w.Write([]byte{code}); err != nil {

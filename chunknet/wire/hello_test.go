@@ -220,7 +220,7 @@ type errWriter struct{}
 func (errWriter) Write([]byte) (int, error) { return 0, errWrite }
 
 func TestVerdict(t *testing.T) {
-	for code := byte(0); code <= VerdictBusy; code++ {
+	for code := byte(0); code <= VerdictImpostor; code++ {
 		var b bytes.Buffer
 		if err := WriteVerdict(&b, code); err != nil {
 			t.Fatal(err)
@@ -246,7 +246,7 @@ func TestVerdict(t *testing.T) {
 	if !errors.As(err, &re) || re.Code != 200 || !strings.Contains(err.Error(), "200") {
 		t.Errorf("unknown verdict: %v", err)
 	}
-	if err := WriteVerdict(io.Discard, VerdictBusy+1); !errors.Is(err, ErrBadHello) {
+	if err := WriteVerdict(io.Discard, VerdictImpostor+1); !errors.Is(err, ErrBadHello) {
 		t.Errorf("WriteVerdict(unknown) = %v", err)
 	}
 	if err := ReadVerdict(bytes.NewReader(nil)); !errors.Is(err, io.EOF) {

@@ -18,6 +18,11 @@ type errorVal struct {
 	Msg  string
 }
 
+type joinVal struct {
+	mac  [JoinMACSize]byte
+	name string
+}
+
 type waitVal struct {
 	Origin format.NodeID
 	Seq    uint64
@@ -65,6 +70,11 @@ func decodeFrame(f Frame) (any, error) {
 		return waitVal{origin, seq}, err
 	case TypeApplied:
 		return DecodeApplied(f.Payload)
+	case TypeJoin:
+		mac, name, err := DecodeJoin(f.Payload)
+		return joinVal{mac, name}, err
+	case TypeJoinResult:
+		return DecodeJoinResult(f.Payload)
 	}
 	return nil, fmt.Errorf("type %v: %w", f.Type, ErrUnknownType)
 }
@@ -120,6 +130,11 @@ func encodeFrame(dst []byte, t Type, id uint64, v any) []byte {
 		return AppendWaitApplied(dst, id, w.Origin, w.Seq)
 	case TypeApplied:
 		return AppendApplied(dst, id, v.(byte))
+	case TypeJoin:
+		j := v.(joinVal)
+		return AppendJoin(dst, id, j.mac, j.name)
+	case TypeJoinResult:
+		return AppendJoinResult(dst, id, v.([]byte))
 	}
 	panic("encodeFrame: unknown type " + t.String())
 }
@@ -206,6 +221,8 @@ func testFrames() []testFrame {
 		{"wait_applied", TypeWaitApplied, 17, waitVal{node1, 1<<33 + 7}},
 		{"applied", TypeApplied, 17, StatusOK},
 		{"applied_not_yet", TypeApplied, 18, StatusNotFound},
+		{"join", TypeJoin, 19, joinVal{[JoinMACSize]byte{1, 31: 2}, "host-a"}},
+		{"join_result", TypeJoinResult, 19, []byte("network")},
 	}
 }
 

@@ -8,6 +8,7 @@
 package format
 
 import (
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -68,9 +69,22 @@ func ParseHash(s string) (Hash, error) {
 	return h, nil
 }
 
-// NodeID names one oashare node. It is random, made once per data
-// directory and kept in its index.
+// NodeID names one oashare node. It is derived from the node's public
+// key (NodeIDOf), so no other node can claim it: a peer proves it by the
+// key its connection is authenticated with, and by its records'
+// signatures.
 type NodeID [16]byte
+
+// NodeIDOf returns the node ID of the node whose Ed25519 public key is
+// pub: the first 16 bytes of SHA-256("oashare node v1" || pub).
+func NodeIDOf(pub ed25519.PublicKey) NodeID {
+	h := sha256.New()
+	h.Write([]byte("oashare node v1"))
+	h.Write(pub)
+	var n NodeID
+	copy(n[:], h.Sum(nil))
+	return n
+}
 
 func (n NodeID) String() string { return hex.EncodeToString(n[:]) }
 
@@ -92,7 +106,8 @@ func ParseNodeID(s string) (NodeID, error) {
 	return n, nil
 }
 
-// NewNodeID returns a random node ID.
+// NewNodeID returns a random node ID, for nodes without a key (tests of
+// logic, indexes opened without an identity).
 func NewNodeID() NodeID {
 	var n NodeID
 	if _, err := rand.Read(n[:]); err != nil {

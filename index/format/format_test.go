@@ -1,6 +1,8 @@
 package format
 
 import (
+	"bytes"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"testing"
 )
@@ -46,5 +48,18 @@ func TestNodeID(t *testing.T) {
 func TestSizes(t *testing.T) {
 	if MaxNodeSize != 8192 || MaxGroupData != 128<<10 || MaxChunkData < ChunkSize || MaxGroupChunks != Fanout {
 		t.Errorf("sizes: node %d, group %d, chunk %d", MaxNodeSize, MaxGroupData, MaxChunkData)
+	}
+}
+
+func TestNodeIDOf(t *testing.T) {
+	// A fixed key gives a fixed ID: peers compute it identically.
+	pub := ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize)).Public().(ed25519.PublicKey)
+	sum := sha256.Sum256(append([]byte("oashare node v1"), pub...))
+	if got := NodeIDOf(pub); !bytes.Equal(got[:], sum[:16]) {
+		t.Fatalf("NodeIDOf = %v, want %x", got, sum[:16])
+	}
+	other := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{1}, ed25519.SeedSize)).Public().(ed25519.PublicKey)
+	if NodeIDOf(other) == NodeIDOf(pub) {
+		t.Fatal("two keys give one node ID")
 	}
 }
