@@ -23,7 +23,7 @@ import (
 
 // Joining. A member issues a join code (Node.Invite): the first bytes of
 // its own node ID, a random secret token it stores (index.Invite, with an
-// expiry), and a check byte. The joiner finds the inviter by its ID
+// expiry), and a check against typos. The joiner finds the inviter by its ID
 // (discovery, or a given address), opens TLS with its own key, checks the
 // server's key against the ID in the code, and proves it knows the token
 // without sending it: it sends
@@ -39,11 +39,14 @@ import (
 // connects as a member. A code used, expired or unknown is refused with a
 // message that says which.
 
-// Join code layout: inviter ID prefix, token, check byte; 20 bytes, 32
-// characters of base32 after "oa1-".
+// Join code layout: inviter ID prefix, token, two check bytes; 20 bytes,
+// 32 characters of base32 after "oa1-". The token's 80 bits are guessed
+// only online, one TLS handshake per guess, against a code that lives a
+// day and is used once.
 const (
 	codePrefixLen = 8
-	codeTokenLen  = 11
+	codeTokenLen  = 10
+	codeCheckLen  = 2
 	codePrefix    = "oa1-"
 )
 
@@ -56,13 +59,13 @@ type JoinCode struct {
 }
 
 func (c JoinCode) bytes() []byte {
-	b := append(append(make([]byte, 0, codePrefixLen+codeTokenLen+1), c.Inviter[:]...), c.Token[:]...)
-	return append(b, codeCheck(b))
+	b := append(append(make([]byte, 0, codePrefixLen+codeTokenLen+codeCheckLen), c.Inviter[:]...), c.Token[:]...)
+	return append(b, codeCheck(b)...)
 }
 
-func codeCheck(b []byte) byte {
+func codeCheck(b []byte) []byte {
 	h := sha256.Sum256(append([]byte("oashare code"), b...))
-	return h[0]
+	return h[:codeCheckLen]
 }
 
 // String returns the code as users type it: "oa1-" and four groups of
@@ -85,16 +88,16 @@ func (c JoinCode) IsInviter(id format.NodeID) bool {
 // dashes do not matter.
 func ParseJoinCode(s string) (JoinCode, error) {
 	var c JoinCode
-	t := strings.ToUpper(strings.Join(strings.Fields(s), ""))
-	if !strings.HasPrefix(t, strings.ToUpper(codePrefix)) {
+	t := strings.ToUpper(strings.ReplaceAll(strings.Join(strings.Fields(s), ""), "-", ""))
+	if !strings.HasPrefix(t, "OA1") {
 		return c, fmt.Errorf("join code %q: it starts with %q; copy it whole from the output of 'oashare invite'", s, codePrefix)
 	}
-	t = strings.ReplaceAll(t[len(codePrefix):], "-", "")
+	t = t[len("OA1"):]
 	b, err := codeEncoding.DecodeString(t)
-	if err != nil || len(b) != codePrefixLen+codeTokenLen+1 {
+	if err != nil || len(b) != codePrefixLen+codeTokenLen+codeCheckLen {
 		return c, fmt.Errorf("join code %q: not a join code (32 letters and digits after %q); copy it whole from the output of 'oashare invite'", s, codePrefix)
 	}
-	if codeCheck(b[:len(b)-1]) != b[len(b)-1] {
+	if n := len(b) - codeCheckLen; !bytes.Equal(codeCheck(b[:n]), b[n:]) {
 		return c, fmt.Errorf("join code %q: mistyped (its check does not match); copy it again from the output of 'oashare invite'", s)
 	}
 	copy(c.Inviter[:], b)

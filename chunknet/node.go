@@ -328,6 +328,9 @@ func (n *Node) members() ([]format.NodeID, map[format.NodeID]*peer) {
 	ids = append(ids, n.self)
 	m := make(map[format.NodeID]*peer, len(n.peers))
 	for id, p := range n.peers {
+		if !n.db.IsMember(id) {
+			continue // removed; its connection is closing
+		}
 		ids = append(ids, id)
 		m[id] = p
 	}

@@ -207,6 +207,10 @@ func (n *Node) membersLoop() {
 			}
 		}
 		removed = now
+		if now[n.self] {
+			n.log.Error("this node was removed from the network: no member accepts it any more")
+			continue
+		}
 		if len(gone) > 0 {
 			if err := n.repairAfterRemoval(n.ctx, gone); err != nil && n.ctx.Err() == nil {
 				n.log.Error("listing the copies a removed member held", "err", err)
@@ -276,4 +280,21 @@ func (n *Node) repairAfterRemoval(ctx context.Context, gone []format.NodeID) err
 	n.log.Info("making again the copies a removed member held", "items", len(items))
 	n.kickTopUp()
 	return nil
+}
+
+// RemoveMember revokes member id: the removal is committed and sent to
+// every peer, which then refuse its connections and its later records.
+func (n *Node) RemoveMember(id format.NodeID) error {
+	if !n.secure() {
+		return errors.New("this node has no identity: it has no member list")
+	}
+	if id == n.self {
+		return errors.New("a node cannot remove itself; remove it from another member")
+	}
+	op, err := n.db.Removal(id)
+	if err != nil {
+		return err
+	}
+	_, err = n.Publish([]index.Op{op}, Synced)
+	return err
 }
