@@ -10,8 +10,9 @@ RUN_FLAGS ?=
 # Packages the tests need: fuse3 (fusermount3), iproute2 (ip netns),
 # util-linux (nsenter), procps (pkill/ps in scripts); sqlite3, git and rsync
 # are the real programs fusefs/programs_test.go runs on the mounts (tar, sed
-# and diff are essential on Debian).
-TEST_DEBS := fuse3 iproute2 util-linux procps sqlite3 git rsync
+# and diff are essential on Debian); tcpdump captures the testbed's bridge
+# (cmd/oashare/testbed_test.go: nothing readable crosses it).
+TEST_DEBS := fuse3 iproute2 util-linux procps sqlite3 git rsync tcpdump
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.6.1
 
 .PHONY: build run test test-race test-short lint fmt-check vet fuzz bench bench-go demo ci deps clean
@@ -37,6 +38,7 @@ deps:
 	command -v sqlite3 >/dev/null || missing="$$missing sqlite3"; \
 	command -v git >/dev/null || missing="$$missing git"; \
 	command -v rsync >/dev/null || missing="$$missing rsync"; \
+	command -v tcpdump >/dev/null || missing="$$missing tcpdump"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "tests need:$$missing — install them (apt-get install$$missing) or run as root"; exit 1; fi; \
 	  echo "installing:$$missing"; \

@@ -79,6 +79,8 @@ type Node struct {
 
 	mu         sync.Mutex
 	peers      map[format.NodeID]*peer
+	seen       map[format.NodeID]PeerInfo // when and where each peer was last connected
+	seenAt     map[format.NodeID]time.Time
 	dialers    map[string]*dialer
 	inbound    map[*serverConn]struct{}
 	accepted   int            // inbound connections open (admit)
@@ -198,6 +200,8 @@ func New(cfg Config) (*Node, error) {
 		ctx:         ctx,
 		cancel:      cancel,
 		peers:       make(map[format.NodeID]*peer),
+		seen:        make(map[format.NodeID]PeerInfo),
+		seenAt:      make(map[format.NodeID]time.Time),
 		dialers:     make(map[string]*dialer),
 		inbound:     make(map[*serverConn]struct{}),
 		acceptedBy:  make(map[string]int),
@@ -317,6 +321,14 @@ func (n *Node) Peers() []PeerInfo {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID.Compare(out[j].ID) < 0 })
 	return out
+}
+
+// LastSeen returns when peer id was last connected and at which address
+// (zero if not since this node started, or if it is connected now).
+func (n *Node) LastSeen(id format.NodeID) (time.Time, string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.seenAt[id], n.seen[id].Addr
 }
 
 // members returns this node and every live peer, sorted, plus the peers by
@@ -497,6 +509,7 @@ func (n *Node) runPeer(ctx context.Context, p *peer) {
 	if n.peers[p.id] == p {
 		delete(n.peers, p.id)
 	}
+	n.seen[p.id], n.seenAt[p.id] = PeerInfo{ID: p.id, Addr: p.addr}, time.Now()
 	n.mu.Unlock()
 	n.log.Info("peer down", "peer", p.id.Short(), "addr", p.addr, "why", p.cc.closedErr())
 }

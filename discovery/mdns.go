@@ -48,9 +48,14 @@ const (
 // the other nodes of the same network and protocol version.
 type MDNS struct {
 	ID      string // this node's ID, 32 hex digits; also the instance name
-	Network string // network name; nodes of other networks are ignored
-	Version int    // protocol version; nodes speaking another one are ignored
-	Port    int    // the port this node accepts peer connections on
+	Network string // network name or tag; nodes of other networks are ignored
+	// IDPrefix, if set, makes Run report the nodes whose ID starts with
+	// it (lower-case hex), whatever their network, and no other, and not
+	// announce this node: a node joining a network looks for the member
+	// that invited it.
+	IDPrefix string
+	Version  int // protocol version; nodes speaking another one are ignored
+	Port     int // the port this node accepts peer connections on
 
 	// Ifaces names the interfaces to announce and browse on. Empty means
 	// every interface that is up and multicast-capable, except loopback.
@@ -74,7 +79,7 @@ func (m MDNS) Run(ctx context.Context, emit func(Event)) error {
 	if !validID(m.ID) {
 		return fmt.Errorf("mdns: node id %q: want 32 hex digits", m.ID)
 	}
-	if m.Port < 1 || m.Port > 65535 {
+	if (m.Port < 1 || m.Port > 65535) && m.IDPrefix == "" {
 		return fmt.Errorf("mdns: port %d out of range", m.Port)
 	}
 	ifaces, err := m.interfaces()
@@ -86,16 +91,20 @@ func (m MDNS) Run(ctx context.Context, emit func(Event)) error {
 		return fmt.Errorf("mdns: no IP address on %s", ifaceNames(ifaces))
 	}
 
-	server, err := zeroconf.RegisterProxy(m.ID, Service, mdnsDomain, m.Port,
-		hostName(m.ID), ips, m.txt(), ifaces)
-	if err != nil {
-		return fmt.Errorf("mdns: announcing on %s: %w", ifaceNames(ifaces), err)
+	if m.IDPrefix == "" {
+		// A node looking for its inviter is no member yet: it browses
+		// without announcing itself.
+		server, err := zeroconf.RegisterProxy(m.ID, Service, mdnsDomain, m.Port,
+			hostName(m.ID), ips, m.txt(), ifaces)
+		if err != nil {
+			return fmt.Errorf("mdns: announcing on %s: %w", ifaceNames(ifaces), err)
+		}
+		// Shutdown sends the goodbye (all records with TTL 0) and closes
+		// the announcement's sockets.
+		defer server.Shutdown()
+		log.Info("mdns: announcing", "service", Service, "ifaces", ifaceNames(ifaces),
+			"addrs", ips, "port", m.Port, "network", m.Network, "version", m.Version)
 	}
-	// Shutdown sends the goodbye (all records with TTL 0) and closes the
-	// announcement's sockets.
-	defer server.Shutdown()
-	log.Info("mdns: announcing", "service", Service, "ifaces", ifaceNames(ifaces),
-		"addrs", ips, "port", m.Port, "network", m.Network, "version", m.Version)
 
 	f := &peerFilter{self: m, zone: linkLocalZone(ifaces), log: log, emit: emit}
 	for {
@@ -234,6 +243,10 @@ func (f *peerFilter) handle(e *zeroconf.ServiceEntry) {
 		})
 	case strings.EqualFold(ev.ID, f.self.ID):
 		// Our own announcement, looped back.
+	case f.self.IDPrefix != "":
+		if strings.HasPrefix(strings.ToLower(ev.ID), f.self.IDPrefix) && ev.Version == f.self.Version {
+			f.emit(ev)
+		}
 	case ev.Network != f.self.Network:
 		f.once("net\x00"+ev.ID+"\x00"+ev.Network, func() {
 			f.log.Debug("mdns: ignoring node of another network",

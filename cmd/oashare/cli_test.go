@@ -789,15 +789,51 @@ func TestCLIStaleMount(t *testing.T) {
 	}
 }
 
-// TestCLITwoNodes runs two nodes on loopback, the second given the first
-// with --peer: each lists the other in status, and a file written in
-// either mount reads back identical in the other.
+// invite runs `oashare invite` for node n and returns the join code, the
+// last line of its output.
+func (n *cliNode) invite(t *testing.T, extra ...string) string {
+	t.Helper()
+	r := runCLI(t, "/", n.env, append([]string{n.bin, "invite", n.mnt}, extra...)...)
+	if r.code != 0 {
+		t.Fatalf("invite: exit %d: %s", r.code, r.stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	return lines[len(lines)-1]
+}
+
+// members runs `oashare members --json` for node n.
+func (n *cliNode) members(t *testing.T) []memberJSON {
+	t.Helper()
+	r := runCLI(t, "/", n.env, n.bin, "members", "--json", "--data", n.data)
+	if r.code != 0 {
+		t.Fatalf("members: exit %d: %s", r.code, r.stderr)
+	}
+	var ms []memberJSON
+	if err := json.Unmarshal([]byte(r.stdout), &ms); err != nil {
+		t.Fatalf("members --json: %v\n%s", err, r.stdout)
+	}
+	return ms
+}
+
+// TestCLITwoNodes runs two nodes on loopback, the second joining the
+// first's network with a code from `oashare invite` and given its address
+// with --peer: each lists the other in status and members, and a file
+// written in either mount reads back identical in the other. The code
+// then grants nothing more, and a removed member is cut off.
 func TestCLITwoNodes(t *testing.T) {
 	needFUSE(t)
 	bin := cliBinary(t)
 	base := t.TempDir()
 	a := startNode(t, bin, freeMountDir(t, base, "mntA"), filepath.Join(base, "dataA"), "127.0.0.1:0")
-	b := startNode(t, bin, freeMountDir(t, base, "mntB"), filepath.Join(base, "dataB"), "127.0.0.1:0", "--peer", "127.0.0.1:"+a.port())
+	if s, _ := a.status(t); s.Members != 1 || !strings.Contains(s.Hint, "oashare invite") {
+		t.Fatalf("a lone node's status: %d members, hint %q", s.Members, s.Hint)
+	}
+	code := a.invite(t)
+	if !strings.HasPrefix(code, "oa1-") {
+		t.Fatalf("invite printed %q as its last line", code)
+	}
+	peerA := "127.0.0.1:" + a.port()
+	b := startNode(t, bin, freeMountDir(t, base, "mntB"), filepath.Join(base, "dataB"), "127.0.0.1:0", "--peer", peerA, "--join", code)
 
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -833,6 +869,63 @@ func TestCLITwoNodes(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
+	for _, n := range []*cliNode{a, b} {
+		ids := map[string]bool{}
+		for _, m := range n.members(t) {
+			ids[m.ID] = !m.Removed
+		}
+		if len(ids) != 2 || !ids[a.nodeID] || !ids[b.nodeID] {
+			t.Fatalf("members of %s: %v", n.nodeID, ids)
+		}
+	}
+
+	// The code is used: a third machine gets nothing with it, and says so
+	// in one line; the same for a code that expired, and a mistyped one.
+	base3 := t.TempDir()
+	expired := a.invite(t, "--expires", "1ms")
+	for _, tc := range []struct{ code, phrase string }{
+		{code, "used already"},
+		{expired, "expired"},
+		{code[:len(code)-1] + map[bool]string{true: "B", false: "A"}[code[len(code)-1] == 'A'], "mistyped"},
+	} {
+		r := runCLI(t, "/", cliEnv(filepath.Join(base3, "xdg")), bin, "mount", freeMountDir(t, base3, "mntC"+tc.phrase[:1]),
+			"--data", filepath.Join(base3, "dataC"), "--no-mdns", "--listen", "127.0.0.1:0", "--peer", peerA, "--join", tc.code, "--join-wait", "20s")
+		// The log may tell of the search first; the error is the last line.
+		lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+		last := lines[len(lines)-1]
+		if r.code == 0 || !strings.HasPrefix(last, "oashare: ") || !strings.Contains(last, tc.phrase) {
+			t.Fatalf("joining with a code %s: exit %d, stderr %q", tc.phrase, r.code, r.stderr)
+		}
+		if _, err := os.Stat(filepath.Join(base3, "dataC")); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("a refused join left its data dir behind: %v", err)
+		}
+	}
+	if ms := a.members(t); len(ms) != 2 {
+		t.Fatalf("after the refused joins a lists %d members", len(ms))
+	}
+
+	// Removal: b is dropped and refused from then on.
+	r := runCLI(t, "/", a.env, bin, "remove", b.nodeID[:8], "--data", a.data)
+	if r.code != 0 || !strings.Contains(r.stdout, "removed "+b.nodeID) {
+		t.Fatalf("remove: exit %d: %s %s", r.code, r.stdout, r.stderr)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		sa, _ := a.status(t)
+		sb, _ := b.status(t)
+		if len(sa.Peers) == 0 && len(sb.Peers) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10s the removed member is still connected: a %+v, b %+v", sa.Peers, sb.Peers)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, m := range a.members(t) {
+		if m.ID == b.nodeID && !m.Removed {
+			t.Fatalf("a lists the removed member as a member: %+v", m)
+		}
+	}
 }
 
 // TestCLIDataDirPrivate: a data directory that already existed with
@@ -843,14 +936,21 @@ func TestCLIDataDirPrivate(t *testing.T) {
 	bin := cliBinary(t)
 	base := t.TempDir()
 	data := filepath.Join(base, "data")
-	if err := os.MkdirAll(filepath.Join(data, "index", "chunks"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	mnt := freeMountDir(t, base, "mnt")
+	// A data dir of a node that ran before, opened to everyone since.
+	startNode(t, bin, mnt, data, "127.0.0.1:0").signal(syscall.SIGTERM, 10*time.Second)
 	if err := os.WriteFile(filepath.Join(data, "index", "chunks", "leftover"), []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	os.Chmod(filepath.Join(data, "index", "chunks", "leftover"), 0o644)
-	n := startNode(t, bin, freeMountDir(t, base, "mnt"), data, "127.0.0.1:0")
+	filepath.WalkDir(data, func(path string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			os.Chmod(path, 0o755)
+		} else if err == nil && d.Type().IsRegular() {
+			os.Chmod(path, 0o644)
+		}
+		return nil
+	})
+	n := startNode(t, bin, mnt, data, "127.0.0.1:0")
 	if err := os.WriteFile(filepath.Join(n.mnt, "f"), randomBytes(t, 100000), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -878,5 +978,27 @@ func TestCLIDataDirPrivate(t *testing.T) {
 	})
 	if checked < 5 {
 		t.Fatalf("only %d entries in the data dir", checked)
+	}
+	if _, err := os.Stat(filepath.Join(data, identityFileName)); err != nil {
+		t.Fatalf("the node's key is not in its data dir: %v", err)
+	}
+}
+
+// TestCLIOldDataDirRefused: a data dir whose index predates identities is
+// refused with one line saying what to do, and left as it was.
+func TestCLIOldDataDirRefused(t *testing.T) {
+	needFUSE(t)
+	bin := cliBinary(t)
+	base := t.TempDir()
+	data := filepath.Join(base, "data")
+	if err := os.MkdirAll(filepath.Join(data, indexDirName), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	r := runCLI(t, "/", cliEnv(filepath.Join(base, "xdg")), bin, "mount", freeMountDir(t, base, "mnt"), "--data", data, "--no-mdns", "--listen", "127.0.0.1:0")
+	if r.code == 0 || !strings.Contains(r.stderr, "move it away") || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+		t.Fatalf("an old data dir: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(data, identityFileName)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a key was added to the refused data dir: %v", err)
 	}
 }

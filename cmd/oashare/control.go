@@ -45,6 +45,8 @@ type statusJSON struct {
 	// that wait for their copies to be published; BelowTarget the groups
 	// (and tree nodes) this node wrote that have fewer copies than
 	// --replicas, to be topped up as peers appear.
+	Members          int    `json:"members"`
+	Hint             string `json:"hint,omitempty"`
 	Pending          int    `json:"pending_versions"`
 	GroupsBelow      int64  `json:"groups_below_target"`
 	TreeNodesBelow   int64  `json:"tree_nodes_below_target"`
@@ -122,6 +124,12 @@ func (c *control) serve() {
 			switch cmd {
 			case "status":
 				reply = c.status()
+			case "invite":
+				reply = orError(c.invite(arg))
+			case "members":
+				reply = c.members()
+			case "remove":
+				reply = orError(c.remove(arg))
 			case "where":
 				w, err := c.where(arg)
 				if err != nil {
@@ -135,6 +143,14 @@ func (c *control) serve() {
 			json.NewEncoder(conn).Encode(reply)
 		}()
 	}
+}
+
+// orError is v, or the error as the control socket sends it.
+func orError(v any, err error) any {
+	if err != nil {
+		return errorJSON{err.Error()}
+	}
+	return v
 }
 
 func (c *control) status() statusJSON {
@@ -151,6 +167,14 @@ func (c *control) status() statusJSON {
 	}
 	for _, p := range c.node.Peers() {
 		s.Peers = append(s.Peers, peerJSON{ID: p.ID.String(), Addr: p.Addr})
+	}
+	for _, m := range c.node.DB().Members() {
+		if !m.Removed {
+			s.Members++
+		}
+	}
+	if s.Members <= 1 {
+		s.Hint = addMachineHint(c.mnt)
 	}
 	ps, err := c.node.DB().Pendings()
 	if err == nil {

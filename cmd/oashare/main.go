@@ -45,6 +45,9 @@ network. Files are cut into chunks of at most 512 bytes named by their SHA-256,
 stored on several peers, and read back verified. Peers find each other by mDNS.
 
   oashare mount ~/net          share ~/net with the LAN (Ctrl-C to stop)
+  oashare invite ~/net         a join code for one more machine
+  oashare mount ~/net --join CODE   on that machine: join and share
+  oashare members ~/net        who is in the network; oashare remove NODE revokes one
   oashare status               what the running node sees
   oashare where ~/net/FILE     which peers hold each chunk of FILE`,
 		SilenceUsage:  true,
@@ -54,6 +57,6 @@ stored on several peers, and read back verified. Peers find each other by mDNS.
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return fmt.Errorf("%v (see '%s --help')", err, c.CommandPath())
 	})
-	root.AddCommand(newMountCmd(), newStatusCmd(), newWhereCmd())
+	root.AddCommand(newMountCmd(), newStatusCmd(), newWhereCmd(), newInviteCmd(), newMembersCmd(), newRemoveCmd())
 	return root
 }

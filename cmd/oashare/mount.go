@@ -33,6 +33,9 @@ type mountFlags struct {
 	peers    []string
 	replicas int
 	network  string
+	join     string
+	joinCode chunknet.JoinCode
+	joinWait time.Duration
 	logLevel string
 	fuseLog  bool
 	cacheMB  int
@@ -47,13 +50,21 @@ func newMountCmd() *cobra.Command {
 		Long: `Mount the shared folder on MOUNTPOINT (an existing, empty directory) and serve
 it until Ctrl-C or SIGTERM, which unmount it and exit 0.
 
-Peers of the same --network find each other by mDNS (service _oashare._tcp) on
-the chosen interfaces; --peer adds peers by address where multicast does not
-reach. Each chunk is stored on --replicas peers (fewer while fewer are alive).
-The node's state (index, chunks, identity, control socket) lives in --data; one
-node per data directory. A stale mount left on MOUNTPOINT by a killed node is
-cleaned up first.`,
+Only members of one network share a folder. Started for the first time
+without --join, a node creates a new network (named --network) and is its
+first member; 'oashare invite' then prints a join code, and
+'oashare mount DIR --join CODE' on another machine makes it a member. From then
+on its data directory belongs to that network. Members find each other by mDNS
+(service _oashare._tcp) on the chosen interfaces; --peer adds peers by address
+where multicast does not reach. Every connection is TLS 1.3 between members
+whose keys are checked; nobody else can read or change anything.
+
+Each chunk is stored on --replicas peers (fewer while fewer are alive). The
+node's state (index, chunks, key, control socket) lives in --data, readable by
+this user only; one node per data directory. A stale mount left on MOUNTPOINT
+by a killed node is cleaned up first.`,
 		Example: `  oashare mount ~/net
+  oashare mount ~/net --join oa1-ABCDEFGH-IJKLMNOP-QRSTUVWX-YZ234567
   oashare mount ~/net --iface eth0 --replicas 2
   oashare mount /mnt/share --no-mdns --peer 192.168.1.20:7733 --data /srv/oashare`,
 		Args: exactArgs(1, "MOUNTPOINT"),
@@ -68,7 +79,9 @@ cleaned up first.`,
 	fl.BoolVar(&f.noMDNS, "no-mdns", false, "do not use mDNS; find peers only through --peer")
 	fl.StringArrayVar(&f.peers, "peer", nil, "HOST:PORT of a peer to connect to (repeatable)")
 	fl.IntVar(&f.replicas, "replicas", 3, "copies of each chunk, on distinct peers")
-	fl.StringVar(&f.network, "network", "default", "network name; nodes only join peers of the same network")
+	fl.StringVar(&f.network, "network", "home", "name of the network a first start creates (shown to members only)")
+	fl.StringVar(&f.join, "join", "", "join the network of the member that printed this code ('oashare invite'); ignored once the data dir belongs to a network")
+	fl.DurationVar(&f.joinWait, "join-wait", 2*time.Minute, "how long --join looks for the member that printed the code")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.IntVar(&f.cacheMB, "cache-mb", 32, "MiB of verified chunks kept in memory for reads (0 = none: every read asks the peers)")
 	fl.StringVar(&f.pprof, "pprof", "", "serve Go profiles (net/http/pprof) on this HOST:PORT, e.g. 127.0.0.1:6060; off by default")
@@ -99,8 +112,18 @@ func (f *mountFlags) check() error {
 	if f.replicas < 1 {
 		return fmt.Errorf("--replicas %d: must be at least 1", f.replicas)
 	}
-	if len(f.network) == 0 || len(f.network) > wire.MaxNetworkName {
-		return fmt.Errorf("--network %q: must be 1 to %d bytes", f.network, wire.MaxNetworkName)
+	if len(f.network) == 0 || len(f.network) > index.MaxMemberName {
+		return fmt.Errorf("--network %q: must be 1 to %d bytes", f.network, index.MaxMemberName)
+	}
+	if f.join != "" {
+		code, err := chunknet.ParseJoinCode(f.join)
+		if err != nil {
+			return fmt.Errorf("--join: %v", err)
+		}
+		f.joinCode = code
+	}
+	if f.joinWait <= 0 {
+		return fmt.Errorf("--join-wait %v: must be positive, e.g. 2m", f.joinWait)
 	}
 	if _, port, err := net.SplitHostPort(f.listen); err != nil {
 		return fmt.Errorf("--listen %q: want HOST:PORT, e.g. :%d or 10.0.0.5:%d", f.listen, chunknet.DefaultPort, chunknet.DefaultPort)
@@ -255,14 +278,36 @@ func runMount(ctx context.Context, mountpoint string, f mountFlags) (err error) 
 		}()
 	}
 
-	db, err := index.Open(filepath.Join(dataDir, indexDirName), index.Options{Logger: log})
+	key, err := loadIdentity(dataDir)
+	if err != nil {
+		return err
+	}
+	db, err := index.Open(filepath.Join(dataDir, indexDirName), index.Options{Logger: log, Identity: key})
 	if err != nil {
 		return fmt.Errorf("opening the index in %s: %v", dataDir, err)
 	}
 	defer db.Close()
 	log = log.With("node", db.NodeID().Short())
 
-	node, err := chunknet.New(chunknet.Config{DB: db, Network: f.network, Listen: f.listen, Replicas: f.replicas, Logger: log, DataDir: dataDir, CacheBytes: cacheBytes(f.cacheMB)})
+	netw, member := db.Network()
+	founded := false
+	switch {
+	case member && f.join != "":
+		log.Warn("this data dir belongs to a network already; --join ignored", "network", netw.Name)
+	case member:
+	case f.join != "":
+		if netw, err = joinNetwork(ctx, db, key, f.joinCode, f, log); err != nil {
+			return err
+		}
+		log.Info("joined a network", "network", netw.Name, "sponsor", netw.Sponsor.Short())
+	default:
+		if netw, err = db.CreateNetwork(f.network, memberName()); err != nil {
+			return fmt.Errorf("creating a network: %v", err)
+		}
+		founded = true
+	}
+
+	node, err := chunknet.New(chunknet.Config{DB: db, Identity: key, Listen: f.listen, Replicas: f.replicas, Logger: log, DataDir: dataDir, CacheBytes: cacheBytes(f.cacheMB)})
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return fmt.Errorf("--listen %s: the port is taken (another oashare node or program uses it): pick another, e.g. --listen :%d", f.listen, chunknet.DefaultPort+1)
@@ -278,7 +323,7 @@ func runMount(ctx context.Context, mountpoint string, f mountFlags) (err error) 
 	unmounted := make(chan struct{})
 	go func() { server.Wait(); close(unmounted) }()
 
-	ctl, err := startControl(dataDir, node, mnt, f.network)
+	ctl, err := startControl(dataDir, node, mnt, netw.Name)
 	if err != nil {
 		unmount(server, mnt, log)
 		return err
@@ -295,7 +340,9 @@ func runMount(ctx context.Context, mountpoint string, f mountFlags) (err error) 
 	if !f.noMDNS {
 		_, port, _ := net.SplitHostPort(node.Addr())
 		p, _ := strconv.Atoi(port)
-		ds = append(ds, discovery.MDNS{ID: db.NodeID().String(), Network: f.network, Version: int(wire.Version), Port: p, Ifaces: f.ifaces, Logger: log})
+		// mDNS carries an opaque tag of the network, nothing an outsider
+		// can read.
+		ds = append(ds, discovery.MDNS{ID: db.NodeID().String(), Network: chunknet.NetworkTag(netw.ID), Version: int(wire.Version), Port: p, Ifaces: f.ifaces, Logger: log})
 	}
 	go func() {
 		defer close(discDone)
@@ -317,7 +364,10 @@ func runMount(ctx context.Context, mountpoint string, f mountFlags) (err error) 
 			return err
 		}
 	}
-	log.Info("ready", "mountpoint", mnt, "listen", node.Addr(), "network", f.network, "replicas", f.replicas, "data", dataDir, "mdns", !f.noMDNS)
+	if founded {
+		log.Info("created a new network with this node as its only member; "+addMachineHint(mnt), "network", netw.Name)
+	}
+	log.Info("ready", "mountpoint", mnt, "listen", node.Addr(), "network", netw.Name, "members", len(db.Members()), "replicas", f.replicas, "data", dataDir, "mdns", !f.noMDNS)
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)

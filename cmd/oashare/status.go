@@ -36,7 +36,7 @@ With --json the answer is one JSON object; live peers are the list under "peers"
 			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintf(w, "node:\t%s\n", s.NodeID)
 			fmt.Fprintf(w, "listen:\t%s\n", s.Listen)
-			fmt.Fprintf(w, "network:\t%s\n", s.Network)
+			fmt.Fprintf(w, "network:\t%s, %d members ('oashare members')\n", s.Network, s.Members)
 			fmt.Fprintf(w, "mount:\t%s\n", s.Mountpoint)
 			fmt.Fprintf(w, "replicas:\t%d\n", s.Replicas)
 			fmt.Fprintf(w, "stored:\t%d chunks, %d bytes\n", s.Chunks, s.Bytes)
@@ -48,6 +48,9 @@ With --json the answer is one JSON object; live peers are the list under "peers"
 			fmt.Fprintf(w, "peers:\t%d live\n", len(s.Peers))
 			for _, p := range s.Peers {
 				fmt.Fprintf(w, "  %s\t%s\n", p.ID, p.Addr)
+			}
+			if s.Hint != "" {
+				fmt.Fprintf(w, "alone:\t%s\n", s.Hint)
 			}
 			return w.Flush()
 		},

@@ -205,3 +205,172 @@ func TestTestbedLAN(t *testing.T) {
 		t.Fatalf("sha256sum -c on peer 4: %v\n%s", err, out)
 	}
 }
+
+// TestTestbedMembers: on a LAN of four peers found by mDNS, peers 2 and 3
+// join peer 1's network with join codes and peer 4 starts without one.
+// Peers 1-3 see each other and share files; peer 4 sees no peer and no
+// file, and no member lists it. A capture on the bridge while a file full
+// of a marker is copied on peer 1 and read on peer 3 holds neither the
+// marker nor the file's name. A member removed with `oashare remove` is
+// dropped by every peer.
+func TestTestbedMembers(t *testing.T) {
+	needTestbed(t)
+	if _, err := exec.LookPath("tcpdump"); err != nil {
+		t.Skip("tcpdump missing (make deps installs it)")
+	}
+	if _, err := os.Stat("/run/netns/oasbr"); err == nil {
+		t.Skip("a testbed is already up on this machine (scripts/testbed down removes it); not touching it")
+	}
+	bin := buildBinary(t)
+	dir := filepath.Join(t.TempDir(), "tb")
+	tb := &testbed{t: t, script: filepath.Join(repoRoot(t), "scripts", "testbed")}
+	tb.env = append(os.Environ(), "OASHARE_BIN="+bin, "TESTBED_DIR="+dir, "TESTBED_REPLICAS=3", "TESTBED_OUTSIDERS=4")
+	t.Cleanup(func() {
+		cmd := exec.Command(tb.script, "down")
+		cmd.Env = tb.env
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("testbed down: %v\n%s", err, out)
+		}
+	})
+	tb.run("up", "4")
+	tb.run("wait-peers")
+	data := func(k int) string { return filepath.Join(dir, fmt.Sprintf("p%d", k), "data") }
+	status := func(k int) statusJSON {
+		t.Helper()
+		out, err := exec.Command(bin, "status", "--json", "--data", data(k)).Output()
+		var s statusJSON
+		if err == nil {
+			err = json.Unmarshal(out, &s)
+		}
+		if err != nil {
+			t.Fatalf("status of peer %d: %v\n%s", k, err, out)
+		}
+		return s
+	}
+	members := func(k int) map[string]bool {
+		t.Helper()
+		out, err := exec.Command(bin, "members", "--json", "--data", data(k)).Output()
+		var ms []memberJSON
+		if err == nil {
+			err = json.Unmarshal(out, &ms)
+		}
+		if err != nil {
+			t.Fatalf("members of peer %d: %v\n%s", k, err, out)
+		}
+		ids := map[string]bool{}
+		for _, m := range ms {
+			ids[m.ID] = !m.Removed
+		}
+		return ids
+	}
+	ids := map[int]string{}
+	for k := 1; k <= 4; k++ {
+		ids[k] = status(k).NodeID
+	}
+
+	// A capture of everything on the bridge, from before the copy.
+	pcap := filepath.Join(t.TempDir(), "bridge.pcap")
+	// Every port of the bridge: frames forwarded between two peers do not
+	// all show on br0 itself.
+	capture := exec.Command("nsenter", "--net=/run/netns/oasbr", "tcpdump", "-i", "any", "-U", "-s", "0", "-w", pcap)
+	var capOut bytes.Buffer
+	capture.Stdout, capture.Stderr = &capOut, &capOut
+	if err := capture.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	stopCapture := func() {
+		if !stopped {
+			stopped = true
+			capture.Process.Signal(os.Interrupt)
+			capture.Wait()
+		}
+	}
+	t.Cleanup(stopCapture)
+	for i := 0; !strings.Contains(capOut.String(), "listening on") && i < 100; i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	marker := make([]byte, 16)
+	io.ReadFull(rand.Reader, marker)
+	mark := fmt.Sprintf("OASHARE-MARKER-%x", marker)
+	name := fmt.Sprintf("secret-name-%x.txt", marker[:6])
+	// Every line differs (random bytes after the marker), so no chunk
+	// repeats and the whole file crosses the bridge.
+	var content []byte
+	for len(content) < 300<<10 {
+		noise := make([]byte, 16)
+		io.ReadFull(rand.Reader, noise)
+		content = append(content, fmt.Sprintf("%s %x\n", mark, noise)...)
+	}
+	m1, m3, m4 := tb.run("mnt", "1"), tb.run("mnt", "3"), tb.run("mnt", "4")
+	if err := os.WriteFile(filepath.Join(m1, name), content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		got, err := os.ReadFile(filepath.Join(m3, name))
+		if err == nil && bytes.Equal(got, content) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("peer 3 does not read the file written on peer 1: %v (%d bytes)", err, len(got))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // the last packets reach the capture
+	stopCapture()
+	raw, err := os.ReadFile(pcap)
+	if err != nil {
+		t.Fatalf("reading the capture: %v\n%s", err, capOut.String())
+	}
+	// The copy went over the bridge (3 replicas: peers 2 and 3 got it),
+	// encrypted: more bytes than the file, none of them readable.
+	if len(raw) < 2*len(content) {
+		t.Fatalf("the capture holds %d bytes for a %d-byte file copied to two peers: it missed the traffic\n%s", len(raw), len(content), capOut.String())
+	}
+	// mDNS announces node IDs (as TLS shows each node's key), and an
+	// opaque tag for the network; never its name.
+	for _, secret := range []string{mark, name, "secret-name", status(1).Network} {
+		if bytes.Contains(raw, []byte(secret)) {
+			t.Fatalf("the capture on the bridge contains %q", secret)
+		}
+	}
+
+	// Members see each other; the outsider sees nobody and nothing.
+	for k := 1; k <= 3; k++ {
+		if s := status(k); len(s.Peers) != 2 || s.Members != 3 {
+			t.Fatalf("peer %d: %d peers, %d members; want 2 and 3", k, len(s.Peers), s.Members)
+		}
+		ms := members(k)
+		if len(ms) != 3 || ms[ids[4]] {
+			t.Fatalf("peer %d lists members %v", k, ms)
+		}
+	}
+	if s := status(4); len(s.Peers) != 0 || s.Members != 1 {
+		t.Fatalf("the outsider has %d peers and %d members", len(s.Peers), s.Members)
+	}
+	if names, err := os.ReadDir(m4); err != nil || len(names) != 0 {
+		t.Fatalf("the outsider's mount lists %d entries (%v)", len(names), err)
+	}
+
+	// Removal: peer 3 is dropped by peers 1 and 2 within seconds.
+	if out, err := exec.Command(bin, "remove", ids[3], "--data", data(1)).CombinedOutput(); err != nil {
+		t.Fatalf("remove: %v\n%s", err, out)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		s1, s2, s3 := status(1), status(2), status(3)
+		if len(s1.Peers) == 1 && len(s2.Peers) == 1 && len(s3.Peers) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("10s after the removal: peers 1, 2, 3 have %d, %d, %d peers; want 1, 1, 0", len(s1.Peers), len(s2.Peers), len(s3.Peers))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The file is still whole on the members left.
+	if got, err := os.ReadFile(filepath.Join(tb.run("mnt", "2"), name)); err != nil || !bytes.Equal(got, content) {
+		t.Fatalf("peer 2 after the removal: %v (%d bytes)", err, len(got))
+	}
+}
