@@ -55,6 +55,14 @@ type Config struct {
 	// all and per remote host; connections over a cap are closed at once.
 	// 0 = 1024 and 64.
 	MaxInbound, MaxInboundPerHost int
+	// Quota bounds the bytes one member may have this node store for it
+	// (see trust.go); 0 = a fair share: the data disk's size divided by
+	// the members; < 0 = none.
+	Quota int64
+	// SpotCheckEvery: one put to a peer in this many is read back from it
+	// SpotCheckDelay later (see trust.go); 0 = 32 and 2s, < 0 = never.
+	SpotCheckEvery int
+	SpotCheckDelay time.Duration
 	// TopUpEvery is how often items below the replica target are offered
 	// to the live peers again without a wake-up (a peer that joins wakes
 	// it at once); 0 = 10s.
@@ -102,6 +110,9 @@ type Node struct {
 	flushArmed atomic.Bool   // a wake-up of flushLoop is due (SyncBatched)
 	topUpKick  chan struct{} // wakes topUpLoop
 
+	distrusted  map[format.NodeID]bool // caught lying about copies (trust.go); guarded by mu
+	quotaCache  quotaCache
+	quotaLog    everyMinute
 	cert        tls.Certificate // of Identity
 	joinMu      sync.Mutex      // serializes the use of join codes
 	membersKick chan struct{}   // wakes membersLoop
@@ -174,6 +185,12 @@ func New(cfg Config) (*Node, error) {
 	if cfg.MaxInboundPerHost <= 0 {
 		cfg.MaxInboundPerHost = 64
 	}
+	if cfg.SpotCheckEvery == 0 {
+		cfg.SpotCheckEvery = 32
+	}
+	if cfg.SpotCheckDelay <= 0 {
+		cfg.SpotCheckDelay = 2 * time.Second
+	}
 	if cfg.TopUpEvery <= 0 {
 		cfg.TopUpEvery = 10 * time.Second
 	}
@@ -214,6 +231,7 @@ func New(cfg Config) (*Node, error) {
 
 		cert:        cert,
 		membersKick: make(chan struct{}, 1),
+		distrusted:  make(map[format.NodeID]bool),
 	}
 	n.wg.Add(4)
 	go n.acceptLoop()
@@ -332,7 +350,8 @@ func (n *Node) LastSeen(id format.NodeID) (time.Time, string) {
 }
 
 // members returns this node and every live peer, sorted, plus the peers by
-// ID: the set chunk placement is computed over.
+// ID: the set chunk placement is computed over. Peers not trusted with
+// copies (removed, distrusted) are left out.
 func (n *Node) members() ([]format.NodeID, map[format.NodeID]*peer) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -340,8 +359,8 @@ func (n *Node) members() ([]format.NodeID, map[format.NodeID]*peer) {
 	ids = append(ids, n.self)
 	m := make(map[format.NodeID]*peer, len(n.peers))
 	for id, p := range n.peers {
-		if !n.db.IsMember(id) {
-			continue // removed; its connection is closing
+		if !n.db.IsMember(id) || n.distrusted[id] {
+			continue // removed (its connection is closing), or lying about copies
 		}
 		ids = append(ids, id)
 		m[id] = p

@@ -108,7 +108,7 @@ func (sc *serverConn) handle(f wire.Frame) (reply []byte, bad error) {
 		if err != nil {
 			return nil, err
 		}
-		return wire.AppendPutResult(nil, f.ReqID, n.storeChunks(chunks)), nil
+		return wire.AppendPutResult(nil, f.ReqID, n.storeChunks(chunks, sc.peer.Node)), nil
 	case wire.TypeGetChunks:
 		hashes, err := wire.DecodeHashes(f.Payload)
 		if err != nil {
@@ -144,7 +144,7 @@ func (sc *serverConn) handle(f wire.Frame) (reply []byte, bad error) {
 		if err != nil {
 			return nil, err
 		}
-		return wire.AppendPutResult(nil, f.ReqID, n.storeGroups(groups)), nil
+		return wire.AppendPutResult(nil, f.ReqID, n.storeGroups(groups, sc.peer.Node)), nil
 	case wire.TypeGetGroups:
 		ranges, err := wire.DecodeGetGroups(f.Payload)
 		if err != nil {
@@ -206,10 +206,13 @@ func (sc *serverConn) handle(f wire.Frame) (reply []byte, bad error) {
 	}
 }
 
-// storeChunks verifies and stores chunks a peer sent, returning a status
+// storeChunks verifies and stores chunks peer from sent, returning a status
 // per chunk.
-func (n *Node) storeChunks(chunks []wire.Chunk) []byte {
+func (n *Node) storeChunks(chunks []wire.Chunk, from format.NodeID) []byte {
 	st := make([]byte, len(chunks))
+	if !n.admitPut(from) {
+		return quotaStatuses(st)
+	}
 	good := make([]index.Chunk, 0, len(chunks))
 	for i, c := range chunks {
 		if !verify(c.Hash, c.Data) {
@@ -219,7 +222,9 @@ func (n *Node) storeChunks(chunks []wire.Chunk) []byte {
 		}
 		good = append(good, index.Chunk{Hash: c.Hash, Data: c.Data})
 	}
-	if _, err := n.db.PutChunks(good); err != nil {
+	stats, err := n.db.Put(nil, good)
+	n.charge(from, stats)
+	if err != nil {
 		n.log.Error("storing chunks", "err", err)
 		for i := range st {
 			if st[i] == wire.StatusOK {
@@ -230,10 +235,13 @@ func (n *Node) storeChunks(chunks []wire.Chunk) []byte {
 	return st
 }
 
-// storeGroups verifies and stores groups a peer sent, returning a status
-// per group.
-func (n *Node) storeGroups(groups []wire.Group) []byte {
+// storeGroups verifies and stores groups peer from sent, returning a
+// status per group.
+func (n *Node) storeGroups(groups []wire.Group, from format.NodeID) []byte {
 	st := make([]byte, len(groups))
+	if !n.admitPut(from) {
+		return quotaStatuses(st)
+	}
 	good := make([]upGroup, 0, len(groups))
 	for i, g := range groups {
 		if !verifyGroup(g.Hash, g.Node, g.Data) {
@@ -243,13 +251,22 @@ func (n *Node) storeGroups(groups []wire.Group) []byte {
 		}
 		good = append(good, upGroup{hash: g.Hash, node: g.Node, data: g.Data})
 	}
-	if err := n.storeGroupsHere(good); err != nil {
+	stats, err := n.putGroupsHere(good)
+	n.charge(from, stats)
+	if err != nil {
 		n.log.Error("storing groups", "err", err)
 		for i := range st {
 			if st[i] == wire.StatusOK {
 				st[i] = wire.StatusStoreError
 			}
 		}
+	}
+	return st
+}
+
+func quotaStatuses(st []byte) []byte {
+	for i := range st {
+		st[i] = wire.StatusQuota
 	}
 	return st
 }

@@ -305,6 +305,12 @@ func (n *Node) replicateGroups(ctx context.Context, batch []upGroup) error {
 
 // storeGroupsHere stores groups and their nodes in the local store.
 func (n *Node) storeGroupsHere(gs []upGroup) error {
+	_, err := n.putGroupsHere(gs)
+	return err
+}
+
+// putGroupsHere stores groups with their nodes and says what was new.
+func (n *Node) putGroupsHere(gs []upGroup) (index.PutStats, error) {
 	groups := make([]index.Group, 0, len(gs))
 	var nodes []index.Chunk
 	for _, g := range gs {
@@ -313,8 +319,7 @@ func (n *Node) storeGroupsHere(gs []upGroup) error {
 			nodes = append(nodes, index.Chunk{Hash: g.hash, Data: g.node})
 		}
 	}
-	_, err := n.db.PutGroups(groups, nodes)
-	return err
+	return n.db.Put(groups, nodes)
 }
 
 // sendFunc stores the items idx of a batch on node id (this node when id
@@ -502,10 +507,12 @@ func (n *Node) putOn(ctx context.Context, id format.NodeID, p *peer, chunks []in
 	for i, c := range chunks {
 		wc[i] = wire.Chunk{Hash: c.Hash, Data: c.Data}
 	}
-	return n.putRemote(ctx, p, "chunk", func(i int) format.Hash { return chunks[i].Hash }, len(chunks),
+	ok, err := n.putRemote(ctx, p, "chunk", func(i int) format.Hash { return chunks[i].Hash }, len(chunks),
 		func(ctx context.Context) (wire.Type, []byte, error) {
 			return p.cc.call(ctx, func(dst []byte, rid uint64) []byte { return wire.AppendPutChunks(dst, rid, wc) })
 		})
+	n.maybeSpotCheck(p, ok, func(i int) spot { return spot{hash: chunks[i].Hash} })
+	return ok, err
 }
 
 // putRemote sends peer p one put request of count items (with call) and
@@ -556,8 +563,12 @@ func (n *Node) putGroupsOn(ctx context.Context, id format.NodeID, p *peer, gs []
 	for i, g := range gs {
 		wg[i] = wire.Group{Hash: g.hash, Node: g.node, Data: g.data}
 	}
-	return n.putRemote(ctx, p, "group", func(i int) format.Hash { return gs[i].hash }, len(gs),
+	ok, err := n.putRemote(ctx, p, "group", func(i int) format.Hash { return gs[i].hash }, len(gs),
 		func(ctx context.Context) (wire.Type, []byte, error) {
 			return p.cc.callv(ctx, func(dst []byte, rid uint64) ([]byte, [][]byte) { return wire.PutGroupsVec(dst, rid, wg) })
 		})
+	n.maybeSpotCheck(p, ok, func(i int) spot {
+		return spot{group: true, hash: gs[i].hash, first: bytes.Clone(gs[i].data[:min(format.ChunkSize, len(gs[i].data))])}
+	})
+	return ok, err
 }

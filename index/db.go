@@ -82,6 +82,7 @@ type DB struct {
 	network        *Network
 	members        map[format.NodeID]Member
 	membersPending []Member
+	usageMu        sync.Mutex // serializes AddUsage
 	closed         atomic.Bool
 
 	// wallMs returns the physical clock in unix milliseconds; tests replace it.
@@ -133,6 +134,8 @@ const (
 	prefixConflicted = 'C'
 	// prefixMember keys the member list (ns_members.go).
 	prefixMember = 'M'
+	// prefixUsage keys the bytes stored per member (ns_members.go).
+	prefixUsage = 'q'
 )
 
 var (

@@ -167,6 +167,7 @@
 //	"u" kind[1] hash[32]            → copies[1]: an item below the replica target (store_under.go)
 //	"p" id[8]                       → a file version not published yet (ns_pending.go)
 //	"M" id[16]                      → member value: format=1 member-body (ns_members.go)
+//	"q" id[16]                      → bytes[8] stored here for that member (ns_members.go)
 //	"m" name                        → metadata:
 //	    "m/node-id"                 → this node's NodeID[16], made at first Open
 //	    "m/hlc"                     → last HLC value used or seen[8]

@@ -505,3 +505,35 @@ func (db *DB) Invites() ([]Invite, error) {
 func (db *DB) DropInvite(token []byte) error {
 	return db.pdb.Delete(inviteKey(token), pebble.Sync)
 }
+
+// Usage. The bytes each member had this node store for it (new chunks and
+// groups it sent; what was stored already costs nothing) are counted
+// under "q" id[16] → bytes[8], for chunknet's per-member quota. Counts
+// are written without a sync: a crash loses the last few, at the
+// member's benefit.
+
+func usageKey(id format.NodeID) []byte { return append([]byte{prefixUsage}, id[:]...) }
+
+// Usage returns the bytes this node stored for member id.
+func (db *DB) Usage(id format.NodeID) (int64, error) {
+	v, ok, err := db.getMeta(usageKey(id))
+	if err != nil || !ok {
+		return 0, err
+	}
+	if len(v) != 8 {
+		return 0, fmt.Errorf("%w: usage of %s is %d bytes", ErrCorrupt, id.Short(), len(v))
+	}
+	return int64(binary.BigEndian.Uint64(v)), nil
+}
+
+// AddUsage adds n bytes to member id's usage and returns the new total.
+func (db *DB) AddUsage(id format.NodeID, n int64) (int64, error) {
+	db.usageMu.Lock()
+	defer db.usageMu.Unlock()
+	cur, err := db.Usage(id)
+	if err != nil {
+		return 0, err
+	}
+	cur += n
+	return cur, db.pdb.Set(usageKey(id), binary.BigEndian.AppendUint64(nil, uint64(cur)), pebble.NoSync)
+}

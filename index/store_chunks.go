@@ -54,6 +54,31 @@ func (db *DB) PutChunks(chunks []Chunk) (added int, err error) {
 	return req.added, req.err
 }
 
+// PutStats says what a Put stored that was not stored before.
+type PutStats struct {
+	Chunks, Groups int
+	Bytes          int64
+}
+
+// Put is PutGroups (and, with no groups, PutChunks) reporting what was
+// new: a peer's storage is charged for it (see chunknet's quota).
+func (db *DB) Put(groups []Group, chunks []Chunk) (PutStats, error) {
+	if db.closed.Load() {
+		return PutStats{}, ErrClosed
+	}
+	if err := checkPut(groups, chunks); err != nil {
+		return PutStats{}, err
+	}
+	if len(groups)+len(chunks) == 0 {
+		return PutStats{}, nil
+	}
+	req := &putReq{groups: groups, chunks: chunks, done: make(chan struct{})}
+	if err := db.enqueuePut(req); err != nil {
+		return PutStats{}, err
+	}
+	return PutStats{Chunks: req.added, Groups: req.addedGroups, Bytes: req.addedBytes}, req.err
+}
+
 func checkChunkSizes(chunks []Chunk) error {
 	for i := range chunks {
 		if n := len(chunks[i].Data); n > format.MaxChunkData {
@@ -96,8 +121,9 @@ func (db *DB) enqueuePut(req *putReq) error {
 type putReq struct {
 	chunks      []Chunk
 	groups      []Group
-	added       int // new chunks
-	addedGroups int // new groups
+	added       int   // new chunks
+	addedGroups int   // new groups
+	addedBytes  int64 // their bytes
 	err         error
 	done        chan struct{}
 }
@@ -261,6 +287,7 @@ func (db *DB) writeItems(items []putItem) error {
 		} else {
 			items[i].owner.added++
 		}
+		items[i].owner.addedBytes += int64(len(items[i].data))
 	}
 	return nil
 }

@@ -65,26 +65,19 @@ func decodeGroupLoc(b []byte) (seg uint32, off uint64, n uint32, err error) {
 // It shares PutChunks' group commit: concurrent calls of either are
 // written by one leader in one batch with one sync.
 func (db *DB) PutGroups(groups []Group, chunks []Chunk) (added int, err error) {
-	if db.closed.Load() {
-		return 0, ErrClosed
-	}
+	st, err := db.Put(groups, chunks)
+	return st.Groups, err
+}
+
+// checkPut checks the sizes of what a Put stores.
+func checkPut(groups []Group, chunks []Chunk) error {
 	for i := range groups {
 		if n := len(groups[i].Data); n == 0 || n > format.MaxGroupData {
-			return 0, fmt.Errorf("index: group %s is %d bytes, want 1..%d",
+			return fmt.Errorf("index: group %s is %d bytes, want 1..%d",
 				groups[i].Hash.Short(), n, format.MaxGroupData)
 		}
 	}
-	if err := checkChunkSizes(chunks); err != nil {
-		return 0, err
-	}
-	if len(groups)+len(chunks) == 0 {
-		return 0, nil
-	}
-	req := &putReq{groups: groups, chunks: chunks, done: make(chan struct{})}
-	if err := db.enqueuePut(req); err != nil {
-		return 0, err
-	}
-	return req.addedGroups, req.err
+	return checkChunkSizes(chunks)
 }
 
 // GetGroup appends to buf[:0] the bytes [off, off+n) of stored group h,

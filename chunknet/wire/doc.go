@@ -147,7 +147,7 @@
 // Chunk status codes ([StatusOK] …), one byte per item (chunk or group),
 // append-only; any non-zero code is a failure of that item only:
 //
-//	0 OK  1 NotFound  2 BadHash  3 TooLarge  4 StoreError
+//	0 OK  1 NotFound  2 BadHash  3 TooLarge  4 StoreError  5 Quota (of a put: the sender is over its quota here)
 //
 // Error codes ([CodeInternal] …), append-only:
 //

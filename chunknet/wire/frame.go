@@ -139,6 +139,7 @@ const (
 	StatusBadHash    byte = 2 // the data does not hash to the given hash
 	StatusTooLarge   byte = 3 // the data exceeds the chunk size limit
 	StatusStoreError byte = 4 // the local store failed
+	StatusQuota      byte = 5 // the sender has had this node store its quota (a put only)
 )
 
 // Error frame codes. Codes are append-only.

@@ -45,12 +45,13 @@ type statusJSON struct {
 	// that wait for their copies to be published; BelowTarget the groups
 	// (and tree nodes) this node wrote that have fewer copies than
 	// --replicas, to be topped up as peers appear.
-	Members          int    `json:"members"`
-	Hint             string `json:"hint,omitempty"`
-	Pending          int    `json:"pending_versions"`
-	GroupsBelow      int64  `json:"groups_below_target"`
-	TreeNodesBelow   int64  `json:"tree_nodes_below_target"`
-	StateUnavailable string `json:"state_error,omitempty"`
+	Members          int      `json:"members"`
+	Distrusted       []string `json:"distrusted,omitempty"`
+	Hint             string   `json:"hint,omitempty"`
+	Pending          int      `json:"pending_versions"`
+	GroupsBelow      int64    `json:"groups_below_target"`
+	TreeNodesBelow   int64    `json:"tree_nodes_below_target"`
+	StateUnavailable string   `json:"state_error,omitempty"`
 }
 
 type chunkJSON struct {
@@ -172,6 +173,9 @@ func (c *control) status() statusJSON {
 		if !m.Removed {
 			s.Members++
 		}
+	}
+	for _, id := range c.node.Distrusted() {
+		s.Distrusted = append(s.Distrusted, id.String())
 	}
 	if s.Members <= 1 {
 		s.Hint = addMachineHint(c.mnt)

@@ -39,6 +39,7 @@ type mountFlags struct {
 	logLevel string
 	fuseLog  bool
 	cacheMB  int
+	quotaMB  int64
 	pprof    string
 }
 
@@ -83,6 +84,7 @@ by a killed node is cleaned up first.`,
 	fl.StringVar(&f.join, "join", "", "join the network of the member that printed this code ('oashare invite'); ignored once the data dir belongs to a network")
 	fl.DurationVar(&f.joinWait, "join-wait", 2*time.Minute, "how long --join looks for the member that printed the code")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fl.Int64Var(&f.quotaMB, "quota-mb", 0, "MiB each member may have this node store for it (0 = a fair share: the data disk's size divided by the members; -1 = no limit)")
 	fl.IntVar(&f.cacheMB, "cache-mb", 32, "MiB of verified chunks kept in memory for reads (0 = none: every read asks the peers)")
 	fl.StringVar(&f.pprof, "pprof", "", "serve Go profiles (net/http/pprof) on this HOST:PORT, e.g. 127.0.0.1:6060; off by default")
 	fl.BoolVar(&f.fuseLog, "debug-fuse", false, "log every FUSE request (very verbose)")
@@ -146,6 +148,9 @@ func (f *mountFlags) check() error {
 		if _, err := discovery.ValidateIfaces(f.ifaces); err != nil {
 			return fmt.Errorf("--iface: %v (or pass --no-mdns with --peer)", err)
 		}
+	}
+	if f.quotaMB < -1 || f.quotaMB > 1<<40 {
+		return fmt.Errorf("--quota-mb %d: must be -1 (no limit), 0 (a fair share) or a number of MiB", f.quotaMB)
 	}
 	if f.cacheMB < 0 || f.cacheMB > 1<<20 {
 		return fmt.Errorf("--cache-mb %d: must be from 0 to 1048576", f.cacheMB)
@@ -307,7 +312,7 @@ func runMount(ctx context.Context, mountpoint string, f mountFlags) (err error) 
 		founded = true
 	}
 
-	node, err := chunknet.New(chunknet.Config{DB: db, Identity: key, Listen: f.listen, Replicas: f.replicas, Logger: log, DataDir: dataDir, CacheBytes: cacheBytes(f.cacheMB)})
+	node, err := chunknet.New(chunknet.Config{DB: db, Identity: key, Listen: f.listen, Replicas: f.replicas, Logger: log, DataDir: dataDir, CacheBytes: cacheBytes(f.cacheMB), Quota: quotaBytes(f.quotaMB)})
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return fmt.Errorf("--listen %s: the port is taken (another oashare node or program uses it): pick another, e.g. --listen :%d", f.listen, chunknet.DefaultPort+1)
@@ -448,6 +453,14 @@ func unmount(server interface{ Unmount() error }, mnt string, log *slog.Logger) 
 func cacheBytes(mb int) int {
 	if mb == 0 {
 		return -1
+	}
+	return mb << 20
+}
+
+// quotaBytes maps --quota-mb to chunknet.Config.Quota.
+func quotaBytes(mb int64) int64 {
+	if mb <= 0 {
+		return mb
 	}
 	return mb << 20
 }

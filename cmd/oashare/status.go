@@ -49,6 +49,9 @@ With --json the answer is one JSON object; live peers are the list under "peers"
 			for _, p := range s.Peers {
 				fmt.Fprintf(w, "  %s\t%s\n", p.ID, p.Addr)
 			}
+			for _, id := range s.Distrusted {
+				fmt.Fprintf(w, "distrusted:\t%s (acknowledged a copy it did not keep; gets no copies)\n", id)
+			}
 			if s.Hint != "" {
 				fmt.Fprintf(w, "alone:\t%s\n", s.Hint)
 			}
