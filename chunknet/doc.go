@@ -14,7 +14,20 @@
 // with the handshake (handshake in conn.go), the single place where a peer
 // is admitted: magic, protocol version, network name and node ID are
 // checked before any other byte moves. The Transport interface makes the
-// byte streams; an authenticated, encrypted transport replaces TCP there.
+// byte streams.
+//
+// # Members only
+//
+// A node with an identity (Config.Identity) speaks only to the members of
+// its network, over mutually authenticated TLS 1.3 with pinned keys
+// (secure.go): a peer's node ID is derived from its key and checked
+// against the replicated member list before our hello is sent, and the
+// hello must then name the same node. A non-member may only send one Join
+// frame proving it holds a join code (join.go). Records are signed by
+// their origin (index), so no member forges or alters another's. A
+// member's acknowledgements of stored copies are spot-checked, and its
+// puts are bounded by a quota (trust.go); a removed member's connections
+// are closed and the copies it held are restored (secure.go).
 //
 // # Goroutines
 //

@@ -60,19 +60,25 @@ func (db *DB) applyEntry(b *pebble.Batch, de *Dirent, fresh bool) (bool, error) 
 	if err := b.Set(entryVerKey(prefixEntryHist, de.Parent, de.Name, self), val, nil); err != nil {
 		return false, err
 	}
-	heads, err := entryHeadRefs(r, de.Parent, de.Name)
+	// Only whether the entry ends with two heads or more matters here:
+	// count at most three (an entry with thousands of concurrent versions
+	// costs each new one a few reads, not a scan of them all).
+	n, err := countUnder(r, entryNamePrefix(prefixEntryHead, de.Parent, de.Name), 3)
 	if err != nil {
 		return false, err
 	}
-	n := len(heads)
 	if base := de.Base(); !base.IsZero() {
 		if err := b.Set(entryVerKey(prefixEntryNamed, de.Parent, de.Name, base), nil, nil); err != nil {
+			return false, err
+		}
+		isHead, err := has(r, entryVerKey(prefixEntryHead, de.Parent, de.Name, base))
+		if err != nil {
 			return false, err
 		}
 		if err := b.Delete(entryVerKey(prefixEntryHead, de.Parent, de.Name, base), nil); err != nil {
 			return false, err
 		}
-		if slices.Contains(heads, base) {
+		if isHead {
 			n--
 		}
 	}

@@ -3,6 +3,7 @@ package index
 import (
 	"crypto/ed25519"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/cockroachdb/pebble/vfs"
@@ -51,15 +52,32 @@ func network(t *testing.T) (founder, member *DB) {
 // syncRecords sends every record of from that to lacks, as a pull would.
 func syncRecords(t testing.TB, from, to *DB) {
 	t.Helper()
-	for origin, seq := range from.VersionVector() {
-		recs, err := from.LogSince(origin, to.Applied(origin), 0, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, b := range recs {
-			if _, _, err := to.Receive(b); err != nil {
-				t.Fatalf("receive %s/%d of %d: %v", origin.Short(), to.Applied(origin)+1, seq, err)
+	// As a pull does: a record whose origin to does not know yet waits
+	// for the records that add it, which may come from another origin.
+	for {
+		progress, waiting := false, error(nil)
+		for origin := range from.VersionVector() {
+			recs, err := from.LogSince(origin, to.Applied(origin), 0, 0)
+			if err != nil {
+				t.Fatal(err)
 			}
+			for _, b := range recs {
+				_, applied, err := to.Receive(b)
+				if errors.Is(err, ErrUnknownOrigin) {
+					waiting = fmt.Errorf("receive %s/%d: %w", origin.Short(), to.Applied(origin)+1, err)
+					break
+				}
+				if err != nil {
+					t.Fatalf("receive %s/%d: %v", origin.Short(), to.Applied(origin)+1, err)
+				}
+				progress = progress || applied
+			}
+		}
+		if waiting == nil {
+			return
+		}
+		if !progress {
+			t.Fatal(waiting)
 		}
 	}
 }

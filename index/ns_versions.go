@@ -117,6 +117,20 @@ func refsUnder(r pebble.Reader, prefix []byte, what func() string) ([]VersionRef
 	return out, it.Error()
 }
 
+// countUnder counts the keys under prefix, up to limit.
+func countUnder(r pebble.Reader, prefix []byte, limit int) (int, error) {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return 0, err
+	}
+	defer it.Close()
+	n := 0
+	for it.First(); it.Valid() && n < limit; it.Next() {
+		n++
+	}
+	return n, it.Error()
+}
+
 // applyInode adds version in of its inode to b, unless it was received
 // before: it stores the version in the history, marks the versions it
 // names (base, Supersedes) as replaced, makes it a head unless a version

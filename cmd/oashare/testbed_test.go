@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -273,7 +274,7 @@ func TestTestbedMembers(t *testing.T) {
 	// Every port of the bridge: frames forwarded between two peers do not
 	// all show on br0 itself.
 	capture := exec.Command("nsenter", "--net=/run/netns/oasbr", "tcpdump", "-i", "any", "-U", "-s", "0", "-w", pcap)
-	var capOut bytes.Buffer
+	var capOut lockedBuffer // written by the copy goroutine of exec, read here
 	capture.Stdout, capture.Stderr = &capOut, &capOut
 	if err := capture.Start(); err != nil {
 		t.Fatal(err)
@@ -373,4 +374,23 @@ func TestTestbedMembers(t *testing.T) {
 	if got, err := os.ReadFile(filepath.Join(tb.run("mnt", "2"), name)); err != nil || !bytes.Equal(got, content) {
 		t.Fatalf("peer 2 after the removal: %v (%d bytes)", err, len(got))
 	}
+}
+
+// lockedBuffer is a bytes.Buffer that a running command writes while the
+// test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
