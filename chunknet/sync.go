@@ -302,7 +302,7 @@ func (n *Node) applyRecords(recs [][]byte, from format.NodeID) []byte {
 	for len(todo) > 0 {
 		var later []int
 		for _, i := range todo {
-			_, _, err := n.db.Receive(recs[i])
+			_, _, err := n.db.ReceiveFrom(recs[i], from)
 			switch {
 			case err == nil:
 				st[i] = pushApplied

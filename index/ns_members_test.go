@@ -150,12 +150,16 @@ func TestReceiveRefusesForgeries(t *testing.T) {
 		{"outsider", outRec, ErrUnknownOrigin},
 		{"unsigned", unsigned, nil},
 	} {
-		_, applied, err := member.Receive(tc.b)
-		if err == nil || applied {
-			t.Fatalf("%s: Receive applied it (err %v)", tc.name, err)
-		}
-		if tc.want != nil && !errors.Is(err, tc.want) {
-			t.Fatalf("%s: err %v, want %v", tc.name, err, tc.want)
+		// Received from a node, or relayed by another member than its
+		// origin: checked the same.
+		for _, from := range []format.NodeID{{}, member.NodeID(), format.NodeIDOf(keyOf(2).Public().(ed25519.PublicKey))} {
+			_, applied, err := member.ReceiveFrom(tc.b, from)
+			if err == nil || applied {
+				t.Fatalf("%s from %s: applied (err %v)", tc.name, from.Short(), err)
+			}
+			if tc.want != nil && !errors.Is(err, tc.want) {
+				t.Fatalf("%s from %s: err %v, want %v", tc.name, from.Short(), err, tc.want)
+			}
 		}
 	}
 	if _, ok, _ := member.LookupDirent(RootID, "f"); ok {
@@ -194,6 +198,11 @@ func TestRemovedMember(t *testing.T) {
 	// Its record made after the removal's cut is refused, whatever its clock.
 	if _, _, err := founder.Receive(late.Wire); !errors.Is(err, ErrRevoked) {
 		t.Fatalf("a removed member's later record: %v, want ErrRevoked", err)
+	}
+	// Even from the removed node itself, over a connection that proved
+	// its key.
+	if _, _, err := founder.ReceiveFrom(late.Wire, member.NodeID()); !errors.Is(err, ErrRevoked) {
+		t.Fatalf("a removed member's later record, from it: %v, want ErrRevoked", err)
 	}
 	// An addition made concurrently (or later) does not undo a removal,
 	// in whichever order the two arrive.
