@@ -253,8 +253,9 @@ func (r *Reader) next() (Frame, error) {
 		return Frame{Type: t, ReqID: id}, nil
 	}
 	// Memory for the payload comes as its bytes do: the length a peer
-	// declares buys it at most growFrom bytes until more arrive, then
-	// twice what has arrived.
+	// declares buys it at most growFrom bytes until they have arrived,
+	// then at most four times what has arrived (so a payload of up to
+	// 4 MiB is copied once at most: MaxPayload is 4 × growFrom).
 	p := r.Alloc(int(min(n, growFrom)))[:min(n, growFrom)]
 	got := 0
 	for {
@@ -269,8 +270,12 @@ func (r *Reader) next() (Frame, error) {
 		if uint64(got) == n {
 			return Frame{Type: t, ReqID: id, Payload: p}, nil
 		}
-		q := r.Alloc(int(min(n, 2*uint64(got))))
-		q = q[:min(n, 2*uint64(got))]
+		want := min(n, 4*uint64(got))
+		if uint64(cap(p)) >= want {
+			p = p[:want] // Alloc gave room enough already
+			continue
+		}
+		q := r.Alloc(int(want))[:want]
 		copy(q, p[:got])
 		if r.Free != nil {
 			r.Free(p)
@@ -280,5 +285,5 @@ func (r *Reader) next() (Frame, error) {
 }
 
 // growFrom is how much of a payload a Reader with Alloc allocates before
-// any of its bytes arrived; beyond it, the buffer doubles as bytes come.
+// any of its bytes arrived; beyond it, the buffer grows as bytes come.
 const growFrom = 1 << 20

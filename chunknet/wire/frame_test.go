@@ -651,4 +651,34 @@ func TestReaderAllocatesAsBytesArrive(t *testing.T) {
 	if allocated-freed != MaxPayload || allocated > 2*MaxPayload {
 		t.Fatalf("allocated %d, freed %d for one %d-byte payload", allocated, freed, MaxPayload)
 	}
+
+	// A frame that sends a little more than growFrom and stops holds at
+	// most four times what it sent.
+	allocated, freed = 0, 0
+	cut := AppendFrame(nil, TypePush, 5, payload)[:HeaderSize+growFrom+10]
+	r = NewReader(bytes.NewReader(cut), 0)
+	r.Alloc, r.Free = alloc, free
+	if _, err := r.Next(); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("a frame cut short: %v", err)
+	}
+	if allocated > growFrom+4*(growFrom+10) {
+		t.Fatalf("allocated %d bytes for a frame that sent %d", allocated, growFrom+10)
+	}
+
+	// A payload of a few MiB is copied at most once; none when Alloc's
+	// buffers have room (as pooled ones do).
+	calls := 0
+	roomy := func(n int) []byte { calls++; return make([]byte, n, MaxPayload) }
+	big := payload[:2*growFrom+100]
+	r = NewReader(iotest.HalfReader(bytes.NewReader(AppendFrame(nil, TypePush, 6, big))), 0)
+	r.Alloc = roomy
+	if f, err := r.Next(); err != nil || !bytes.Equal(f.Payload, big) || calls != 1 {
+		t.Fatalf("a 2 MiB frame with roomy buffers: %v, equal %v, %d allocations", err, bytes.Equal(f.Payload, big), calls)
+	}
+	calls = 0
+	r = NewReader(iotest.HalfReader(bytes.NewReader(AppendFrame(nil, TypePush, 7, big))), 0)
+	r.Alloc = func(n int) []byte { calls++; return make([]byte, n) }
+	if f, err := r.Next(); err != nil || !bytes.Equal(f.Payload, big) || calls != 2 {
+		t.Fatalf("a 2 MiB frame: %v, equal %v, %d allocations, want 2", err, bytes.Equal(f.Payload, big), calls)
+	}
 }
