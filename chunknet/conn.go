@@ -3,6 +3,7 @@ package chunknet
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -109,25 +110,29 @@ var errSelf = errors.New("connected to ourselves")
 type frameWriter struct {
 	mu   sync.Mutex
 	conn net.Conn
-	// bw gathers the pieces of a frame for a connection without
-	// writev(2) (TLS), so that they leave in few TLS records.
-	bw *bufio.Writer
+	// Over TLS: bw gathers the pieces of a frame so that they leave in
+	// full TLS records, and raw (under TLS) sends the records of a frame
+	// in few system calls.
+	bw  *bufio.Writer
+	raw *bufConn
 }
 
-// gatherer returns the frameWriter.bw a connection needs: none over TCP.
-func gatherer(conn net.Conn) *bufio.Writer {
-	if _, ok := conn.(*net.TCPConn); ok {
-		return nil
+// tlsRecord is the most data a TLS record carries.
+const tlsRecord = 16 << 10
+
+// newFrameWriter returns the frameWriter of conn: writev(2) over TCP,
+// gathering over TLS.
+func newFrameWriter(conn net.Conn) frameWriter {
+	tc, ok := conn.(*tls.Conn)
+	if !ok {
+		return frameWriter{conn: conn}
 	}
-	return bufio.NewWriterSize(conn, 64<<10)
+	raw, _ := tc.NetConn().(*bufConn)
+	return frameWriter{conn: conn, bw: bufio.NewWriterSize(conn, 64<<10), raw: raw}
 }
 
 func (w *frameWriter) write(frame []byte) error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
-	_, err := w.conn.Write(frame)
-	return err
+	return w.writev([][]byte{frame})
 }
 
 // writev writes one frame given as pieces, with writev(2) on a TCP
@@ -136,16 +141,41 @@ func (w *frameWriter) writev(frame [][]byte) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
-	if w.bw != nil {
-		for _, b := range frame {
-			if _, err := w.bw.Write(b); err != nil {
-				return err
-			}
+	if w.bw == nil {
+		if len(frame) == 1 {
+			_, err := w.conn.Write(frame[0])
+			return err
 		}
-		return w.bw.Flush()
+		bufs := net.Buffers(frame)
+		_, err := bufs.WriteTo(w.conn)
+		return err
 	}
-	bufs := net.Buffers(frame)
-	_, err := bufs.WriteTo(w.conn)
+	if w.raw != nil {
+		w.raw.cork()
+	}
+	// Small pieces gather in bw and leave as full TLS records; a large
+	// one goes to TLS as it is, uncopied.
+	var err error
+	for _, b := range frame {
+		if len(b) >= tlsRecord {
+			if err = w.bw.Flush(); err == nil {
+				_, err = w.conn.Write(b)
+			}
+		} else {
+			_, err = w.bw.Write(b)
+		}
+		if err != nil {
+			break
+		}
+	}
+	if err == nil {
+		err = w.bw.Flush()
+	}
+	if w.raw != nil {
+		if uerr := w.raw.uncork(); err == nil {
+			err = uerr
+		}
+	}
 	return err
 }
 
@@ -178,7 +208,7 @@ func newClientConn(conn net.Conn, peer wire.Hello, addr string) *clientConn {
 	c := &clientConn{
 		peer:    peer,
 		addr:    addr,
-		w:       frameWriter{conn: conn, bw: gatherer(conn)},
+		w:       newFrameWriter(conn),
 		nextID:  1,
 		pending: make(map[uint64]chan response),
 		done:    make(chan struct{}),

@@ -655,7 +655,7 @@ func (n *Node) serveConn(conn net.Conn) {
 		conn.Close()
 		return
 	}
-	sc := &serverConn{n: n, conn: conn, peer: hello, w: frameWriter{conn: conn, bw: gatherer(conn)}}
+	sc := &serverConn{n: n, conn: conn, peer: hello, w: newFrameWriter(conn)}
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()

@@ -1,6 +1,7 @@
 package chunknet
 
 import (
+	"bufio"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -12,6 +13,7 @@ import (
 	"math/big"
 	"net"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/oashare/oashare/index"
@@ -117,14 +119,61 @@ func tlsConfig(cert tls.Certificate, server bool, check func(format.NodeID) erro
 // secureClient runs the client side of the TLS handshake on conn; check
 // decides on the server's node ID.
 func secureClient(ctx context.Context, conn net.Conn, cert tls.Certificate, check func(format.NodeID) error) (*tls.Conn, format.NodeID, ed25519.PublicKey, error) {
-	tc := tls.Client(conn, tlsConfig(cert, false, check))
+	tc := tls.Client(newBufConn(conn), tlsConfig(cert, false, check))
 	return finishTLS(ctx, tc)
 }
 
 // secureServer runs the server side; check decides on the client's ID.
 func secureServer(ctx context.Context, conn net.Conn, cert tls.Certificate, check func(format.NodeID) error) (*tls.Conn, format.NodeID, ed25519.PublicKey, error) {
-	tc := tls.Server(conn, tlsConfig(cert, true, check))
+	tc := tls.Server(newBufConn(conn), tlsConfig(cert, true, check))
 	return finishTLS(ctx, tc)
+}
+
+// bufConn sits between TLS and TCP. TLS reads and writes one record (at
+// most 16 KiB) at a time; unbuffered, a frame of a few MiB would cost a
+// system call per record each way. Reads here fill a buffer with as much
+// as has arrived; writes made while corked (a frame being written, see
+// frameWriter) gather, and leave as one write when the frame is whole or
+// the buffer is full.
+type bufConn struct {
+	net.Conn
+	r *bufio.Reader // used by the connection's one reader only
+
+	mu     sync.Mutex
+	w      *bufio.Writer
+	corked bool
+}
+
+const bufConnSize = 256 << 10
+
+func newBufConn(c net.Conn) *bufConn {
+	return &bufConn{Conn: c, r: bufio.NewReaderSize(c, bufConnSize), w: bufio.NewWriterSize(c, bufConnSize)}
+}
+
+func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func (c *bufConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.corked {
+		return c.w.Write(p)
+	}
+	return c.Conn.Write(p)
+}
+
+// cork holds writes until uncork.
+func (c *bufConn) cork() {
+	c.mu.Lock()
+	c.corked = true
+	c.mu.Unlock()
+}
+
+// uncork sends what was held.
+func (c *bufConn) uncork() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.corked = false
+	return c.w.Flush()
 }
 
 func finishTLS(ctx context.Context, tc *tls.Conn) (*tls.Conn, format.NodeID, ed25519.PublicKey, error) {
