@@ -216,7 +216,9 @@
 //
 // On a network (a DB with an identity) the log holds, and peers exchange,
 // each record's encoding followed by its origin's Ed25519 signature[64]
-// over "oashare record v1" and the encoding.
+// over "oashare record v1" and the encoding. Receive checks it;
+// ReceiveFrom does not for a record that came from its origin over a
+// connection that authenticated the origin's key.
 //
 //	inode value:  format=1 inode-body
 //	dirent value: format=1 dirent-val
