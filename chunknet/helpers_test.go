@@ -507,7 +507,15 @@ func (p *rawPeer) send(t *testing.T, frame []byte) {
 // next reads one frame, failing the test after 5 s.
 func (p *rawPeer) next(t *testing.T) wire.Frame {
 	t.Helper()
-	p.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	return p.nextWithin(t, 5*time.Second)
+}
+
+// nextWithin reads one frame, failing the test after d: for an answer
+// that takes real work (thousands of records applied, under the race
+// detector, beside other packages' tests).
+func (p *rawPeer) nextWithin(t *testing.T, d time.Duration) wire.Frame {
+	t.Helper()
+	p.conn.SetReadDeadline(time.Now().Add(d))
 	f, err := p.rd.Next()
 	if err != nil {
 		t.Fatalf("reading a frame: %v", err)

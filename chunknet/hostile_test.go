@@ -296,7 +296,7 @@ func TestHostileRecords(t *testing.T) {
 		recs = append(recs, stampedRecord(o, 1, now))
 	}
 	rp.send(t, wire.AppendPush(nil, 10, recs))
-	if f := rp.next(t); f.Type != wire.TypePushResult {
+	if f := rp.nextWithin(t, time.Minute); f.Type != wire.TypePushResult {
 		t.Fatalf("answer to the push of 5 000 origins: %v", f.Type)
 	}
 	if n := len(target.db.VersionVector()); n > index.MaxOrigins {

@@ -190,7 +190,7 @@ func TestHostileMemberRecords(t *testing.T) {
 	push := func(id uint64, recs ...[]byte) []byte {
 		t.Helper()
 		rp.send(t, wire.AppendPush(nil, id, recs))
-		f := rp.next(t)
+		f := rp.nextWithin(t, time.Minute)
 		st, err := wire.DecodeStatuses(f.Payload)
 		if f.Type != wire.TypePushResult || err != nil {
 			t.Fatalf("answer to push %d: %v %v", id, f.Type, err)
