@@ -166,7 +166,9 @@ func (fsys *FS) setattr(ctx context.Context, id uint64, f *fileState, in *fuse.S
 }
 
 // foldAttrs records attribute changes to a file with unpublished writes,
-// to be published with them (see pendingAttrs). Called with f.mu held.
+// to be published with them in one version: `tar x` sets owner, mode and
+// times on each file before closing it, and that costs one version, not
+// four. This peer shows them at once. Called with f.mu held.
 func (f *fileState) foldAttrs(in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	ino, errno := f.fsys.getInode(f.id)
 	if errno != 0 {
@@ -174,24 +176,23 @@ func (f *fileState) foldAttrs(in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Err
 	}
 	p := &f.attrs
 	if m, ok := in.GetMode(); ok {
-		p.setMode, p.mode = true, m&0o7777
+		p.SetMode, p.Mode = true, m&0o7777
 	}
 	if uid, ok := in.GetUID(); ok {
-		p.setUID, p.uid = true, uid
+		p.SetUID, p.Uid = true, uid
 	}
 	if gid, ok := in.GetGID(); ok {
-		p.setGID, p.gid = true, gid
+		p.SetGID, p.Gid = true, gid
 	}
 	if at, ok := in.GetATime(); ok {
-		p.setAtime, p.atime = true, at.UnixNano()
+		p.SetAtime, p.AtimeNs = true, at.UnixNano()
 	}
 	if mt, ok := in.GetMTime(); ok {
 		f.mtime = mt.UnixNano()
-		p.setMtime = true
+		p.SetMtime = true
 	}
-	p.set = true
-	p.ctime = time.Now().UnixNano()
-	p.apply(&ino)
+	p.CtimeNs = time.Now().UnixNano()
+	p.Apply(&ino)
 	f.fsys.fillAttr(&ino, f.c.size, f.mtime, &out.Attr)
 	return 0
 }

@@ -80,40 +80,6 @@ func (f *fileNode) localAtime(out *fuse.Attr) {
 	}
 }
 
-// pendingAttrs are attribute changes (chmod, chown, utimens) made to a
-// file that has unpublished writes. Like the writes, they are published at
-// close or fsync, in the same new version: `tar x` sets owner, mode and
-// times on each file before closing it, and that costs one version, not
-// four. This peer shows them at once.
-type pendingAttrs struct {
-	set              bool
-	setMode, setUID  bool
-	setGID, setAtime bool
-	setMtime         bool // f.mtime was set explicitly (utimens)
-	mode, uid, gid   uint32
-	atime, ctime     int64
-}
-
-// apply writes the pending changes into ino.
-func (p *pendingAttrs) apply(ino *index.Inode) {
-	if !p.set {
-		return
-	}
-	if p.setMode {
-		ino.Mode = p.mode
-	}
-	if p.setUID {
-		ino.Uid = p.uid
-	}
-	if p.setGID {
-		ino.Gid = p.gid
-	}
-	if p.setAtime {
-		ino.AtimeNs = p.atime
-	}
-	ino.CtimeNs = max(ino.CtimeNs, p.ctime)
-}
-
 // localAttr returns size and mtime including unpublished changes, and
 // whether the file was deleted here while open, and applies unpublished
 // attribute changes to ino.
@@ -121,7 +87,7 @@ func (f *fileState) localAttr(ino *index.Inode) (size uint64, mtime int64, unlin
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.c != nil {
-		f.attrs.apply(ino)
+		f.attrs.Apply(ino)
 		return f.c.size, f.mtime, f.unlinked
 	}
 	return ino.Size, ino.MtimeNs, f.unlinked
@@ -193,7 +159,7 @@ func (f *fileState) open(ctx context.Context, flags uint32) (*handle, uint32, sy
 // localChanges reports whether this peer has changed the file since its
 // pending state began: content, mtime or attributes. Called with mu held.
 func (f *fileState) localChanges() bool {
-	return f.c != nil && (f.c.changed() || f.attrs.set || f.mtime != f.c.mtime0)
+	return f.c != nil && (f.c.changed() || f.attrs.Changed() || f.mtime != f.c.mtime0)
 }
 
 // changes returns the local change state, creating it on the current

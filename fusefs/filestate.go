@@ -34,7 +34,7 @@ type fileState struct {
 	base   index.VersionRef // the inode version v was read from (or published as)
 	c      *content         // unpublished local changes, nil when there are none
 	mtime  int64            // mtime of unpublished changes
-	attrs  pendingAttrs     // attribute changes made while c was pending
+	attrs  index.AttrChange // attribute changes made while c was pending
 	// writers counts the open handles that may write; when the last goes,
 	// what was written after its flush is published (Release).
 	writers int
@@ -133,12 +133,12 @@ func (f *fileState) publishLocked(ctx context.Context) syscall.Errno {
 	if !f.localChanges() {
 		// A file created and closed unwritten, or opened for writing
 		// and not written: nothing to publish.
-		f.c, f.attrs = nil, pendingAttrs{}
+		f.c, f.attrs = nil, index.AttrChange{}
 		return 0
 	}
 	// An explicit utimens is an attribute change; any other new mtime
 	// comes from a write or a truncate.
-	contentChanged := f.c.changed() || (f.mtime != f.c.mtime0 && !f.attrs.setMtime)
+	contentChanged := f.c.changed() || (f.mtime != f.c.mtime0 && !f.attrs.SetMtime)
 	v, err := f.c.commit(ctx)
 	if err != nil {
 		return fsys.toErrno("upload", err)
@@ -146,7 +146,7 @@ func (f *fileState) publishLocked(ctx context.Context) syscall.Errno {
 	if f.unlinked {
 		// Nobody can reach the file any more: its changes stay readable
 		// through the descriptors still open, and go nowhere.
-		f.v, f.c, f.attrs = v, nil, pendingAttrs{}
+		f.v, f.c, f.attrs = v, nil, index.AttrChange{}
 		return f.unjournal()
 	}
 	if f.c.short {
@@ -170,7 +170,7 @@ func (f *fileState) publishLocked(ctx context.Context) syscall.Errno {
 	f.base = ino.Ref()
 	f.mtime = ino.MtimeNs
 	f.c = nil
-	f.attrs = pendingAttrs{}
+	f.attrs = index.AttrChange{}
 	f.journaled = false
 	return 0
 }
@@ -183,9 +183,7 @@ func (f *fileState) pending(v tree.Version, contentChanged bool) index.Pending {
 		ID: f.id, Size: v.Size, Root: v.Root, Depth: v.Depth,
 		OrigSize: f.v.Size, OrigRoot: f.v.Root, OrigDepth: f.v.Depth,
 		Base: f.base, MtimeNs: f.mtime, ContentChanged: contentChanged,
-		SetMode: f.attrs.setMode, SetUID: f.attrs.setUID, SetGID: f.attrs.setGID,
-		SetAtime: f.attrs.setAtime, SetMtime: f.attrs.setMtime,
-		Mode: f.attrs.mode, Uid: f.attrs.uid, Gid: f.attrs.gid, AtimeNs: f.attrs.atime, CtimeNs: f.attrs.ctime,
+		AttrChange: f.attrs,
 	}
 }
 
@@ -233,11 +231,9 @@ func (fsys *FS) restorePending() error {
 	}
 	for _, p := range ps {
 		st := &fileState{id: p.ID, fsys: fsys, loaded: true, journaled: true, journal: p, mtime: p.MtimeNs,
-			v:    tree.Version{Size: p.OrigSize, Root: p.OrigRoot, Depth: p.OrigDepth},
-			base: p.Base,
-			attrs: pendingAttrs{set: p.SetMode || p.SetUID || p.SetGID || p.SetAtime || p.SetMtime,
-				setMode: p.SetMode, setUID: p.SetUID, setGID: p.SetGID, setAtime: p.SetAtime, setMtime: p.SetMtime,
-				mode: p.Mode, uid: p.Uid, gid: p.Gid, atime: p.AtimeNs, ctime: p.CtimeNs}}
+			v:     tree.Version{Size: p.OrigSize, Root: p.OrigRoot, Depth: p.OrigDepth},
+			base:  p.Base,
+			attrs: p.AttrChange}
 		v := tree.Version{Size: p.Size, Root: p.Root, Depth: p.Depth}
 		if err := v.Validate(); err != nil {
 			fsys.log.Error("dropping a pending version that does not decode", "inode", p.ID, "err", err)

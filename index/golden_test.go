@@ -51,8 +51,8 @@ func TestGoldenEncodings(t *testing.T) {
 	golden(t, "dirent_value", encodeDirentValue(rec.Ops[5].Dirent))
 	golden(t, "pending", encodePending(&Pending{ID: 42, Size: 1000, Root: format.Sum([]byte("new")), Depth: 1,
 		OrigSize: 3, OrigRoot: format.Sum([]byte("old")), Base: VersionRef{Version: 77, Origin: format.NodeID{1, 2}},
-		MtimeNs: -5, ContentChanged: true, SetMode: true, Mode: 0o640, SetGID: true, Gid: 1000,
-		SetMtime: true, AtimeNs: 9, CtimeNs: 11}))
+		MtimeNs: -5, ContentChanged: true, AttrChange: AttrChange{SetMode: true, Mode: 0o640, SetGID: true, Gid: 1000,
+			SetMtime: true, AtimeNs: 9, CtimeNs: 11}}))
 	golden(t, "chunk_log_state", logState{first: 1, seg: 3, off: 1 << 33}.encode())
 	golden(t, "group_location", encodeGroupLoc(nil, 7, 4096, 131072))
 	golden(t, "chunk_location", location{seg: 2, off: 512, n: 8192}.encode(nil))

@@ -46,9 +46,43 @@ type Pending struct {
 	ContentChanged bool
 	// Attribute changes made with the content, applied over the inode
 	// current when the version is published.
+	AttrChange
+}
+
+// AttrChange is a set of attribute changes (chmod, chown, utimens) made
+// to a file while it has unpublished writes, kept to be published with
+// them in one version. SetMtime says the version's MtimeNs was set
+// explicitly; CtimeNs is when the last change was made.
+type AttrChange struct {
 	SetMode, SetUID, SetGID, SetAtime, SetMtime bool
 	Mode, Uid, Gid                              uint32
 	AtimeNs, CtimeNs                            int64
+}
+
+// Changed reports whether any attribute change was made.
+func (a *AttrChange) Changed() bool {
+	return a.CtimeNs != 0 || a.SetMode || a.SetUID || a.SetGID || a.SetAtime || a.SetMtime
+}
+
+// Apply writes the changes into ino (mtime aside: it goes with the
+// content), and raises its ctime to CtimeNs.
+func (a *AttrChange) Apply(ino *Inode) {
+	if !a.Changed() {
+		return
+	}
+	if a.SetMode {
+		ino.Mode = a.Mode
+	}
+	if a.SetUID {
+		ino.Uid = a.Uid
+	}
+	if a.SetGID {
+		ino.Gid = a.Gid
+	}
+	if a.SetAtime {
+		ino.AtimeNs = a.AtimeNs
+	}
+	ino.CtimeNs = max(ino.CtimeNs, a.CtimeNs)
 }
 
 const (

@@ -18,8 +18,8 @@ func TestPendingJournal(t *testing.T) {
 	db := openAt(t, fs, "/db", Options{Logger: quietLogger})
 	p := Pending{ID: 42, Size: 1000, Root: format.Sum([]byte("new")), Depth: 1, OrigSize: 3, OrigRoot: format.Sum([]byte("old")),
 		Base: VersionRef{Version: 77, Origin: format.NodeID{1, 2}}, MtimeNs: -5, ContentChanged: true,
-		SetMode: true, Mode: 0o640, SetGID: true, Gid: 1000, SetMtime: true, AtimeNs: 9, CtimeNs: 11}
-	q := Pending{ID: 7, Size: 5, Root: format.Sum([]byte("x")), SetUID: true, Uid: 3, SetAtime: true}
+		AttrChange: AttrChange{SetMode: true, Mode: 0o640, SetGID: true, Gid: 1000, SetMtime: true, AtimeNs: 9, CtimeNs: 11}}
+	q := Pending{ID: 7, Size: 5, Root: format.Sum([]byte("x")), AttrChange: AttrChange{SetUID: true, Uid: 3, SetAtime: true}}
 	for _, x := range []Pending{p, q} {
 		if err := db.PutPending(x); err != nil {
 			t.Fatal(err)
@@ -139,7 +139,7 @@ func TestUnderTarget(t *testing.T) {
 // error or a value that survives a round trip, never a panic. (Varints, as
 // in records, may come longer than needed.)
 func FuzzDecodePending(f *testing.F) {
-	f.Add(encodePending(&Pending{ID: 1, Size: 5, Root: format.Sum([]byte("x")), SetUID: true, Uid: 3}))
+	f.Add(encodePending(&Pending{ID: 1, Size: 5, Root: format.Sum([]byte("x")), AttrChange: AttrChange{SetUID: true, Uid: 3}}))
 	f.Add([]byte{formatV1})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := decodePending(9, b)

@@ -390,7 +390,7 @@ func (ns *Namespace) PublishVersion(p index.Pending, journaled bool) (index.Inod
 	}
 	// Attribute changes were folded into the change (their ctime is set),
 	// even ones that set nothing.
-	attrsSet := p.CtimeNs != 0 || p.SetMode || p.SetUID || p.SetGID || p.SetAtime || p.SetMtime
+	attrsSet := p.Changed()
 	if sameContent(&ino, newSize, newRoot, newDepth) && ino.MtimeNs == mtime && !attrsSet {
 		if journaled {
 			// Nothing to publish: the journal entry goes alone.
@@ -400,21 +400,7 @@ func (ns *Namespace) PublishVersion(p index.Pending, journaled bool) (index.Inod
 		}
 		return ino, nil
 	}
-	if p.SetMode {
-		ino.Mode = p.Mode
-	}
-	if p.SetUID {
-		ino.Uid = p.Uid
-	}
-	if p.SetGID {
-		ino.Gid = p.Gid
-	}
-	if p.SetAtime {
-		ino.AtimeNs = p.AtimeNs
-	}
-	if attrsSet {
-		ino.CtimeNs = max(ino.CtimeNs, p.CtimeNs)
-	}
+	p.Apply(&ino)
 	ino.Size, ino.Root, ino.Depth = newSize, newRoot, newDepth
 	ino.MtimeNs = mtime
 	ino.CtimeNs = time.Now().UnixNano()

@@ -124,7 +124,7 @@ func TestPublishVersion(t *testing.T) {
 	}
 	// A mode change alone supersedes the winner and keeps its content.
 	cur, _, _ := db.GetInode(f.ID)
-	got, err := ns.PublishVersion(index.Pending{ID: f.ID, Size: 999, Base: f.Ref(), SetMode: true, Mode: 0o600, CtimeNs: 5}, false)
+	got, err := ns.PublishVersion(index.Pending{ID: f.ID, Size: 999, Base: f.Ref(), AttrChange: index.AttrChange{SetMode: true, Mode: 0o600, CtimeNs: 5}}, false)
 	if err != nil || got.Mode != 0o600 || got.Size != cur.Size || got.Root != cur.Root || got.BaseVersion != cur.Version {
 		t.Fatalf("a mode change: %+v, %v (current %+v)", got, err, cur)
 	}
