@@ -82,7 +82,8 @@ type DB struct {
 	network        *Network
 	members        map[format.NodeID]Member
 	membersPending []Member
-	usageMu        sync.Mutex // serializes AddUsage
+	usageMu        sync.Mutex              // guards usage; serializes AddUsage
+	usage          map[format.NodeID]int64 // counts read or written so far (ns_members.go)
 	closed         atomic.Bool
 
 	// wallMs returns the physical clock in unix milliseconds; tests replace it.

@@ -515,8 +515,31 @@ func (db *DB) DropInvite(token []byte) error {
 
 func usageKey(id format.NodeID) []byte { return append([]byte{prefixUsage}, id[:]...) }
 
-// Usage returns the bytes this node stored for member id.
+// Usage returns the bytes this node stored for member id. Counts are
+// kept in memory once read: a node checks one before every put it
+// serves, and a read of the index per put showed in its profile.
 func (db *DB) Usage(id format.NodeID) (int64, error) {
+	db.usageMu.Lock()
+	defer db.usageMu.Unlock()
+	return db.usageLocked(id)
+}
+
+func (db *DB) usageLocked(id format.NodeID) (int64, error) {
+	if n, ok := db.usage[id]; ok {
+		return n, nil
+	}
+	n, err := db.readUsage(id)
+	if err != nil {
+		return 0, err
+	}
+	if db.usage == nil {
+		db.usage = make(map[format.NodeID]int64)
+	}
+	db.usage[id] = n
+	return n, nil
+}
+
+func (db *DB) readUsage(id format.NodeID) (int64, error) {
 	v, ok, err := db.getMeta(usageKey(id))
 	if err != nil || !ok {
 		return 0, err
@@ -531,10 +554,14 @@ func (db *DB) Usage(id format.NodeID) (int64, error) {
 func (db *DB) AddUsage(id format.NodeID, n int64) (int64, error) {
 	db.usageMu.Lock()
 	defer db.usageMu.Unlock()
-	cur, err := db.Usage(id)
+	cur, err := db.usageLocked(id)
 	if err != nil {
 		return 0, err
 	}
 	cur += n
-	return cur, db.pdb.Set(usageKey(id), binary.BigEndian.AppendUint64(nil, uint64(cur)), pebble.NoSync)
+	if err := db.pdb.Set(usageKey(id), binary.BigEndian.AppendUint64(nil, uint64(cur)), pebble.NoSync); err != nil {
+		return 0, err
+	}
+	db.usage[id] = cur
+	return cur, nil
 }

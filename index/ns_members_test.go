@@ -355,3 +355,37 @@ func TestInvites(t *testing.T) {
 		t.Fatalf("after drop: %+v", got)
 	}
 }
+
+// TestUsageCounts: a member's usage adds up, is read back from memory and
+// from the index after a reopen, and members are counted apart.
+func TestUsageCounts(t *testing.T) {
+	fs := vfs.NewMem()
+	db := openAt(t, fs, "/db", Options{})
+	a, b := format.NodeID{1}, format.NodeID{2}
+	if n, err := db.Usage(a); n != 0 || err != nil {
+		t.Fatalf("usage of a new member: %d, %v", n, err)
+	}
+	for _, add := range []int64{100, 23} {
+		if _, err := db.AddUsage(a, add); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := db.AddUsage(b, 7); n != 7 || err != nil {
+		t.Fatalf("AddUsage(b, 7) = %d, %v", n, err)
+	}
+	check := func(when string) {
+		t.Helper()
+		if n, err := db.Usage(a); n != 123 || err != nil {
+			t.Fatalf("%s: usage of a is %d, %v, want 123", when, n, err)
+		}
+		if n, err := db.Usage(b); n != 7 || err != nil {
+			t.Fatalf("%s: usage of b is %d, %v, want 7", when, n, err)
+		}
+	}
+	check("before reopening")
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = openAt(t, fs, "/db", Options{})
+	check("after reopening")
+}
