@@ -390,8 +390,7 @@ func (ns *Namespace) PublishVersion(p index.Pending, journaled bool) (index.Inod
 	}
 	// Attribute changes were folded into the change (their ctime is set),
 	// even ones that set nothing.
-	attrsSet := p.Changed()
-	if sameContent(&ino, newSize, newRoot, newDepth) && ino.MtimeNs == mtime && !attrsSet {
+	if sameContent(&ino, newSize, newRoot, newDepth) && ino.MtimeNs == mtime && !p.Changed() {
 		if journaled {
 			// Nothing to publish: the journal entry goes alone.
 			if err := ns.db.DeletePending(p.ID); err != nil {
