@@ -121,9 +121,10 @@ func (db *DB) enqueuePut(req *putReq) error {
 type putReq struct {
 	chunks      []Chunk
 	groups      []Group
-	added       int   // new chunks
-	addedGroups int   // new groups
-	addedBytes  int64 // their bytes
+	drops       []Item // DropStored: items to remove instead
+	added       int    // new chunks (DropStored: items dropped)
+	addedGroups int    // new groups
+	addedBytes  int64  // their bytes
 	err         error
 	done        chan struct{}
 }
@@ -141,7 +142,12 @@ type putItem struct {
 // it.
 func (db *DB) putGroup(group []*putReq) {
 	var items []putItem
+	var drops []*putReq
 	for _, r := range group {
+		if r.drops != nil {
+			drops = append(drops, r)
+			continue
+		}
 		for i := range r.chunks {
 			it := putItem{data: r.chunks[i].Data, owner: r}
 			it.key[0] = prefixChunk
@@ -155,8 +161,20 @@ func (db *DB) putGroup(group []*putReq) {
 			items = append(items, it)
 		}
 	}
-	err := db.writeItems(items)
+	// Drops first: a put that raced with a drop of the same item leaves
+	// it stored, as its caller was told.
+	for _, r := range drops {
+		db.dropItems(r)
+		close(r.done)
+	}
+	var err error
+	if len(items) > 0 {
+		err = db.writeItems(items)
+	}
 	for _, r := range group {
+		if r.drops != nil {
+			continue
+		}
 		if err != nil {
 			r.added, r.addedGroups, r.err = 0, 0, err
 		}
