@@ -9,6 +9,7 @@ require (
 	github.com/spf13/cobra v1.8.1
 	github.com/spf13/pflag v1.0.5
 	golang.org/x/sys v0.28.0
+	golang.org/x/time v0.3.0
 )
 
 require (

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/oashare/oashare/chunknet/wire"
 	"github.com/oashare/oashare/index"
 	"github.com/oashare/oashare/index/format"
@@ -67,6 +69,14 @@ type Config struct {
 	// to the live peers again without a wake-up (a peer that joins wakes
 	// it at once); 0 = 10s.
 	TopUpEvery time.Duration
+	// RepairAfter is how long a member may be away before the copies it
+	// held are made again elsewhere (repair.go); 0 = 1m. RepairEvery is
+	// how often a repair pass runs when nothing wakes one; 0 = 10m.
+	// RepairRate paces repair, in bytes per second sent; 0 = 32 MiB/s,
+	// < 0 = unpaced.
+	RepairAfter time.Duration
+	RepairEvery time.Duration
+	RepairRate  int64
 }
 
 // Node is one oashare peer on the network: it serves chunks and namespace
@@ -109,6 +119,7 @@ type Node struct {
 	flushKick  chan struct{} // wakes flushLoop
 	flushArmed atomic.Bool   // a wake-up of flushLoop is due (SyncBatched)
 	topUpKick  chan struct{} // wakes topUpLoop
+	repair     repairState
 
 	distrusted  map[format.NodeID]bool // caught lying about copies (trust.go); guarded by mu
 	quotaCache  quotaCache
@@ -194,6 +205,15 @@ func New(cfg Config) (*Node, error) {
 	if cfg.TopUpEvery <= 0 {
 		cfg.TopUpEvery = 10 * time.Second
 	}
+	if cfg.RepairAfter <= 0 {
+		cfg.RepairAfter = time.Minute
+	}
+	if cfg.RepairEvery <= 0 {
+		cfg.RepairEvery = 10 * time.Minute
+	}
+	if cfg.RepairRate == 0 {
+		cfg.RepairRate = 32 << 20
+	}
 	if cfg.CacheBytes == 0 {
 		cfg.CacheBytes = 32 << 20
 	}
@@ -233,11 +253,18 @@ func New(cfg Config) (*Node, error) {
 		membersKick: make(chan struct{}, 1),
 		distrusted:  make(map[format.NodeID]bool),
 	}
-	n.wg.Add(4)
+	n.repair.kick = make(chan struct{}, 1)
+	n.repair.started = time.Now()
+	if cfg.RepairRate > 0 {
+		// A burst of one whole group with its node: the largest item.
+		n.repair.limiter = rate.NewLimiter(rate.Limit(cfg.RepairRate), format.MaxGroupData+format.MaxChunkData)
+	}
+	n.wg.Add(5)
 	go n.acceptLoop()
 	go n.flushLoop()
 	go n.topUpLoop()
 	go n.membersLoop()
+	go n.repairLoop()
 	if n.secure() {
 		n.db.SetOnMembers(n.kickMembers)
 	}
@@ -503,7 +530,8 @@ func (n *Node) connect(ctx context.Context, addr string) (*peer, error) {
 	n.peers[hello.Node] = p
 	n.mu.Unlock()
 	n.log.Info("peer up", "peer", hello.Node.Short(), "addr", addr)
-	n.kickTopUp() // items written while it was away may go to it now
+	n.kickTopUp()  // items written while it was away may go to it now
+	n.kickRepair() // and items it now ranks for (rebalance)
 	return p, nil
 }
 
@@ -530,6 +558,7 @@ func (n *Node) runPeer(ctx context.Context, p *peer) {
 	}
 	n.seen[p.id], n.seenAt[p.id] = PeerInfo{ID: p.id, Addr: p.addr}, time.Now()
 	n.mu.Unlock()
+	n.kickRepair() // its items wait RepairAfter, then others copy them
 	n.log.Info("peer down", "peer", p.id.Short(), "addr", p.addr, "why", p.cc.closedErr())
 }
 

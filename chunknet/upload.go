@@ -547,18 +547,40 @@ func (n *Node) putRemote(ctx context.Context, p *peer, what string, name func(i 
 }
 
 // putGroupsOn stores groups on one node (this one or a peer) and reports
-// which were stored.
+// which were stored. To a peer, they go in frames of at most
+// groupBatchBytes each (one group alone may exceed it), one after the
+// other.
 func (n *Node) putGroupsOn(ctx context.Context, id format.NodeID, p *peer, gs []upGroup) ([]bool, error) {
-	ok := make([]bool, len(gs))
-	if id == n.self {
-		if err := n.storeGroupsHere(gs); err != nil {
-			return ok, err
+	if id != n.self {
+		size, start := 0, 0
+		var ok []bool
+		var firstErr error
+		for i, g := range gs {
+			size += len(g.data) + len(g.node)
+			if i+1 < len(gs) && size+len(gs[i+1].data)+len(gs[i+1].node) <= groupBatchBytes {
+				continue
+			}
+			part, err := n.putGroupFrame(ctx, p, gs[start:i+1])
+			ok = append(ok, part...)
+			if firstErr == nil {
+				firstErr = err
+			}
+			size, start = 0, i+1
 		}
-		for i := range ok {
-			ok[i] = true
-		}
-		return ok, nil
+		return ok, firstErr
 	}
+	ok := make([]bool, len(gs))
+	if err := n.storeGroupsHere(gs); err != nil {
+		return ok, err
+	}
+	for i := range ok {
+		ok[i] = true
+	}
+	return ok, nil
+}
+
+// putGroupFrame stores groups on peer p with one PutGroups request.
+func (n *Node) putGroupFrame(ctx context.Context, p *peer, gs []upGroup) ([]bool, error) {
 	wg := make([]wire.Group, len(gs))
 	for i, g := range gs {
 		wg[i] = wire.Group{Hash: g.hash, Node: g.node, Data: g.data}

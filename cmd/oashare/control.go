@@ -45,13 +45,26 @@ type statusJSON struct {
 	// that wait for their copies to be published; BelowTarget the groups
 	// (and tree nodes) this node wrote that have fewer copies than
 	// --replicas, to be topped up as peers appear.
-	Members          int      `json:"members"`
-	Distrusted       []string `json:"distrusted,omitempty"`
-	Hint             string   `json:"hint,omitempty"`
-	Pending          int      `json:"pending_versions"`
-	GroupsBelow      int64    `json:"groups_below_target"`
-	TreeNodesBelow   int64    `json:"tree_nodes_below_target"`
-	StateUnavailable string   `json:"state_error,omitempty"`
+	Members          int        `json:"members"`
+	Distrusted       []string   `json:"distrusted,omitempty"`
+	Hint             string     `json:"hint,omitempty"`
+	Pending          int        `json:"pending_versions"`
+	GroupsBelow      int64      `json:"groups_below_target"`
+	TreeNodesBelow   int64      `json:"tree_nodes_below_target"`
+	StateUnavailable string     `json:"state_error,omitempty"`
+	Repair           repairJSON `json:"repair"`
+}
+
+// repairJSON is what repair knows from this node's store (see chunknet's
+// repair.go): the last pass's counts and the totals since start.
+type repairJSON struct {
+	LastPass    string `json:"last_pass,omitempty"`
+	Checked     int64  `json:"checked"`
+	Short       int64  `json:"below_target"`
+	Waiting     int64  `json:"waiting"`
+	Copied      int64  `json:"copies_made"`
+	CopiedBytes int64  `json:"copied_bytes"`
+	Dropped     int64  `json:"surplus_dropped"`
 }
 
 type chunkJSON struct {
@@ -131,6 +144,13 @@ func (c *control) serve() {
 				reply = c.members()
 			case "remove":
 				reply = orError(c.remove(arg))
+			case "fsck":
+				if len(arg) == 0 {
+					reply = errorJSON{"fsck: no mode"}
+					break
+				}
+				conn.SetDeadline(time.Now().Add(24 * time.Hour)) // a big share takes long
+				reply = orError(c.fsck(arg[1:], arg[0] == 'r'))
 			case "where":
 				w, err := c.where(arg)
 				if err != nil {
@@ -179,6 +199,11 @@ func (c *control) status() statusJSON {
 	}
 	if s.Members <= 1 {
 		s.Hint = addMachineHint(c.mnt)
+	}
+	rs := c.node.RepairStats()
+	s.Repair = repairJSON{Checked: rs.Checked, Short: rs.Short, Waiting: rs.Waiting, Copied: rs.Copied, CopiedBytes: rs.CopiedBytes, Dropped: rs.Dropped}
+	if !rs.LastPass.IsZero() {
+		s.Repair.LastPass = rs.LastPass.UTC().Format(time.RFC3339)
 	}
 	ps, err := c.node.DB().Pendings()
 	if err == nil {
@@ -283,7 +308,11 @@ func ask(dataDir, cmd, arg string, out any) error {
 		return fmt.Errorf("control socket %s: %v", path, err)
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(2 * time.Minute))
+	wait := 2 * time.Minute
+	if cmd == "fsck" {
+		wait = 24 * time.Hour // it asks every peer about every file
+	}
+	conn.SetDeadline(time.Now().Add(wait))
 	line := cmd
 	if arg != "" {
 		line += "\t" + arg

@@ -49,7 +49,8 @@ stored on several peers, and read back verified. Peers find each other by mDNS.
   oashare mount ~/net --join CODE   on that machine: join and share
   oashare members ~/net        who is in the network; oashare remove NODE revokes one
   oashare status               what the running node sees
-  oashare where ~/net/FILE     which peers hold each chunk of FILE`,
+  oashare where ~/net/FILE     which peers hold each chunk of FILE
+  oashare fsck [~/net/DIR]     are all copies there? (--repair: make them now)`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -57,6 +58,6 @@ stored on several peers, and read back verified. Peers find each other by mDNS.
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return fmt.Errorf("%v (see '%s --help')", err, c.CommandPath())
 	})
-	root.AddCommand(newMountCmd(), newStatusCmd(), newWhereCmd(), newInviteCmd(), newMembersCmd(), newRemoveCmd())
+	root.AddCommand(newMountCmd(), newStatusCmd(), newWhereCmd(), newInviteCmd(), newMembersCmd(), newRemoveCmd(), newFsckCmd())
 	return root
 }

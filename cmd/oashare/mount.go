@@ -41,6 +41,9 @@ type mountFlags struct {
 	cacheMB  int
 	quotaMB  int64
 	pprof    string
+
+	repairAfter  time.Duration
+	repairRateMB int
 }
 
 func newMountCmd() *cobra.Command {
@@ -85,6 +88,8 @@ by a killed node is cleaned up first.`,
 	fl.DurationVar(&f.joinWait, "join-wait", 2*time.Minute, "how long --join looks for the member that printed the code")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.Int64Var(&f.quotaMB, "quota-mb", 0, "MiB each member may have this node store for it (0 = a fair share: the data disk's size divided by the members; -1 = no limit)")
+	fl.DurationVar(&f.repairAfter, "repair-after", time.Minute, "how long a peer may be away (stopped, dead or cut off) before the copies it held are made again on the others")
+	fl.IntVar(&f.repairRateMB, "repair-rate-mb", 32, "MiB/s this node sends at most to restore or move copies, so that reads and writes keep the links and disks (-1 = no limit)")
 	fl.IntVar(&f.cacheMB, "cache-mb", 32, "MiB of verified chunks kept in memory for reads (0 = none: every read asks the peers)")
 	fl.StringVar(&f.pprof, "pprof", "", "serve Go profiles (net/http/pprof) on this HOST:PORT, e.g. 127.0.0.1:6060; off by default")
 	fl.BoolVar(&f.fuseLog, "debug-fuse", false, "log every FUSE request (very verbose)")
@@ -151,6 +156,12 @@ func (f *mountFlags) check() error {
 	}
 	if f.quotaMB < -1 || f.quotaMB > 1<<40 {
 		return fmt.Errorf("--quota-mb %d: must be -1 (no limit), 0 (a fair share) or a number of MiB", f.quotaMB)
+	}
+	if f.repairAfter < time.Second || f.repairAfter > 365*24*time.Hour {
+		return fmt.Errorf("--repair-after %v: must be from 1s to 8760h", f.repairAfter)
+	}
+	if f.repairRateMB == 0 || f.repairRateMB < -1 || f.repairRateMB > 1<<20 {
+		return fmt.Errorf("--repair-rate-mb %d: must be -1 (no limit) or from 1 to 1048576", f.repairRateMB)
 	}
 	if f.cacheMB < 0 || f.cacheMB > 1<<20 {
 		return fmt.Errorf("--cache-mb %d: must be from 0 to 1048576", f.cacheMB)
@@ -312,7 +323,8 @@ func runMount(ctx context.Context, mountpoint string, f mountFlags) (err error) 
 		founded = true
 	}
 
-	node, err := chunknet.New(chunknet.Config{DB: db, Identity: key, Listen: f.listen, Replicas: f.replicas, Logger: log, DataDir: dataDir, CacheBytes: cacheBytes(f.cacheMB), Quota: quotaBytes(f.quotaMB)})
+	node, err := chunknet.New(chunknet.Config{DB: db, Identity: key, Listen: f.listen, Replicas: f.replicas, Logger: log, DataDir: dataDir, CacheBytes: cacheBytes(f.cacheMB), Quota: quotaBytes(f.quotaMB),
+		RepairAfter: f.repairAfter, RepairRate: repairRate(f.repairRateMB)})
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return fmt.Errorf("--listen %s: the port is taken (another oashare node or program uses it): pick another, e.g. --listen :%d", f.listen, chunknet.DefaultPort+1)
@@ -481,4 +493,12 @@ func allowOther() bool {
 		}
 	}
 	return false
+}
+
+// repairRate is --repair-rate-mb in bytes per second (-1: unpaced).
+func repairRate(mb int) int64 {
+	if mb < 0 {
+		return -1
+	}
+	return int64(mb) << 20
 }

@@ -42,6 +42,12 @@ With --json the answer is one JSON object; live peers are the list under "peers"
 			fmt.Fprintf(w, "stored:\t%d chunks, %d bytes\n", s.Chunks, s.Bytes)
 			fmt.Fprintf(w, "below target:\t%d groups, %d tree nodes (fewer copies than --replicas; topped up as peers appear)\n", s.GroupsBelow, s.TreeNodesBelow)
 			fmt.Fprintf(w, "pending:\t%d file versions (a close or fsync failed; published once their copies are made)\n", s.Pending)
+			if r := s.Repair; r.LastPass == "" {
+				fmt.Fprintf(w, "repair:\tno pass yet (the first runs once peers had time to connect)\n")
+			} else {
+				fmt.Fprintf(w, "repair:\tlast pass %s: %d groups and tree nodes stored here, %d below target, %d waiting for a peer away less than --repair-after ('oashare fsck' checks the whole share)\n", r.LastPass, r.Checked, r.Short, r.Waiting)
+				fmt.Fprintf(w, "\tsince start: %d copies made (%d bytes), %d surplus copies dropped\n", r.Copied, r.CopiedBytes, r.Dropped)
+			}
 			if s.StateUnavailable != "" {
 				fmt.Fprintf(w, "error:\t%s\n", s.StateUnavailable)
 			}
