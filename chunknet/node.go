@@ -77,6 +77,9 @@ type Config struct {
 	RepairAfter time.Duration
 	RepairEvery time.Duration
 	RepairRate  int64
+	// ScrubEvery is how often every stored item is read back and checked
+	// (scrub.go); 0 = a week, < 0 = never.
+	ScrubEvery time.Duration
 }
 
 // Node is one oashare peer on the network: it serves chunks and namespace
@@ -120,6 +123,7 @@ type Node struct {
 	flushArmed atomic.Bool   // a wake-up of flushLoop is due (SyncBatched)
 	topUpKick  chan struct{} // wakes topUpLoop
 	repair     repairState
+	scrub      scrubState
 
 	distrusted  map[format.NodeID]bool // caught lying about copies (trust.go); guarded by mu
 	quotaCache  quotaCache
@@ -214,6 +218,9 @@ func New(cfg Config) (*Node, error) {
 	if cfg.RepairRate == 0 {
 		cfg.RepairRate = 32 << 20
 	}
+	if cfg.ScrubEvery == 0 {
+		cfg.ScrubEvery = 7 * 24 * time.Hour
+	}
 	if cfg.CacheBytes == 0 {
 		cfg.CacheBytes = 32 << 20
 	}
@@ -265,6 +272,10 @@ func New(cfg Config) (*Node, error) {
 	go n.topUpLoop()
 	go n.membersLoop()
 	go n.repairLoop()
+	if cfg.ScrubEvery > 0 {
+		n.wg.Add(1)
+		go n.scrubLoop()
+	}
 	if n.secure() {
 		n.db.SetOnMembers(n.kickMembers)
 	}

@@ -53,6 +53,16 @@ type statusJSON struct {
 	TreeNodesBelow   int64      `json:"tree_nodes_below_target"`
 	StateUnavailable string     `json:"state_error,omitempty"`
 	Repair           repairJSON `json:"repair"`
+	Scrub            scrubJSON  `json:"scrub"`
+}
+
+// scrubJSON counts what scrub found since the node started.
+type scrubJSON struct {
+	LastPass string `json:"last_pass,omitempty"`
+	Passes   int64  `json:"passes"`
+	Checked  int64  `json:"checked"`
+	Damaged  int64  `json:"damaged"`
+	Replaced int64  `json:"replaced"`
 }
 
 // repairJSON is what repair knows from this node's store (see chunknet's
@@ -204,6 +214,11 @@ func (c *control) status() statusJSON {
 	s.Repair = repairJSON{Checked: rs.Checked, Short: rs.Short, Waiting: rs.Waiting, Copied: rs.Copied, CopiedBytes: rs.CopiedBytes, Dropped: rs.Dropped}
 	if !rs.LastPass.IsZero() {
 		s.Repair.LastPass = rs.LastPass.UTC().Format(time.RFC3339)
+	}
+	ss := c.node.ScrubStats()
+	s.Scrub = scrubJSON{Passes: ss.Passes, Checked: ss.Items, Damaged: ss.Damaged, Replaced: ss.Replaced}
+	if !ss.LastPass.IsZero() {
+		s.Scrub.LastPass = ss.LastPass.UTC().Format(time.RFC3339)
 	}
 	ps, err := c.node.DB().Pendings()
 	if err == nil {

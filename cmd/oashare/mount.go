@@ -44,6 +44,7 @@ type mountFlags struct {
 
 	repairAfter  time.Duration
 	repairRateMB int
+	scrubEvery   time.Duration
 }
 
 func newMountCmd() *cobra.Command {
@@ -90,6 +91,7 @@ by a killed node is cleaned up first.`,
 	fl.Int64Var(&f.quotaMB, "quota-mb", 0, "MiB each member may have this node store for it (0 = a fair share: the data disk's size divided by the members; -1 = no limit)")
 	fl.DurationVar(&f.repairAfter, "repair-after", time.Minute, "how long a peer may be away (stopped, dead or cut off) before the copies it held are made again on the others")
 	fl.IntVar(&f.repairRateMB, "repair-rate-mb", 32, "MiB/s this node sends at most to restore or move copies, so that reads and writes keep the links and disks (-1 = no limit)")
+	fl.DurationVar(&f.scrubEvery, "scrub-every", 7*24*time.Hour, "how often every chunk this node stores is read back and checked against its name (a damaged one is replaced from another peer); 0 = never")
 	fl.IntVar(&f.cacheMB, "cache-mb", 32, "MiB of verified chunks kept in memory for reads (0 = none: every read asks the peers)")
 	fl.StringVar(&f.pprof, "pprof", "", "serve Go profiles (net/http/pprof) on this HOST:PORT, e.g. 127.0.0.1:6060; off by default")
 	fl.BoolVar(&f.fuseLog, "debug-fuse", false, "log every FUSE request (very verbose)")
@@ -162,6 +164,9 @@ func (f *mountFlags) check() error {
 	}
 	if f.repairRateMB == 0 || f.repairRateMB < -1 || f.repairRateMB > 1<<20 {
 		return fmt.Errorf("--repair-rate-mb %d: must be -1 (no limit) or from 1 to 1048576", f.repairRateMB)
+	}
+	if f.scrubEvery != 0 && (f.scrubEvery < time.Second || f.scrubEvery > 10*365*24*time.Hour) {
+		return fmt.Errorf("--scrub-every %v: must be 0 (never) or from 1s to 87600h", f.scrubEvery)
 	}
 	if f.cacheMB < 0 || f.cacheMB > 1<<20 {
 		return fmt.Errorf("--cache-mb %d: must be from 0 to 1048576", f.cacheMB)
@@ -324,7 +329,7 @@ func runMount(ctx context.Context, mountpoint string, f mountFlags) (err error) 
 	}
 
 	node, err := chunknet.New(chunknet.Config{DB: db, Identity: key, Listen: f.listen, Replicas: f.replicas, Logger: log, DataDir: dataDir, CacheBytes: cacheBytes(f.cacheMB), Quota: quotaBytes(f.quotaMB),
-		RepairAfter: f.repairAfter, RepairRate: repairRate(f.repairRateMB)})
+		RepairAfter: f.repairAfter, RepairRate: repairRate(f.repairRateMB), ScrubEvery: scrubEvery(f.scrubEvery)})
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return fmt.Errorf("--listen %s: the port is taken (another oashare node or program uses it): pick another, e.g. --listen :%d", f.listen, chunknet.DefaultPort+1)
@@ -501,4 +506,12 @@ func repairRate(mb int) int64 {
 		return -1
 	}
 	return int64(mb) << 20
+}
+
+// scrubEvery is --scrub-every as chunknet takes it (< 0: never).
+func scrubEvery(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }

@@ -48,6 +48,7 @@ With --json the answer is one JSON object; live peers are the list under "peers"
 				fmt.Fprintf(w, "repair:\tlast pass %s: %d groups and tree nodes stored here, %d below target, %d waiting for a peer away less than --repair-after ('oashare fsck' checks the whole share)\n", r.LastPass, r.Checked, r.Short, r.Waiting)
 				fmt.Fprintf(w, "\tsince start: %d copies made (%d bytes), %d surplus copies dropped\n", r.Copied, r.CopiedBytes, r.Dropped)
 			}
+			fmt.Fprintf(w, "scrub:\t%d passes since start, %d items read back, %d damaged, %d replaced from other peers\n", s.Scrub.Passes, s.Scrub.Checked, s.Scrub.Damaged, s.Scrub.Replaced)
 			if s.StateUnavailable != "" {
 				fmt.Fprintf(w, "error:\t%s\n", s.StateUnavailable)
 			}
