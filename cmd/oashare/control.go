@@ -104,6 +104,9 @@ type control struct {
 	network string
 	wg      sync.WaitGroup
 	once    sync.Once
+
+	left      chan struct{} // closed when a leave drained the node: stop
+	leaveOnce sync.Once
 }
 
 func startControl(dataDir string, node *chunknet.Node, mnt, network string) (*control, error) {
@@ -114,7 +117,7 @@ func startControl(dataDir string, node *chunknet.Node, mnt, network string) (*co
 		return nil, fmt.Errorf("control socket %s: %v", path, err)
 	}
 	os.Chmod(path, 0o600)
-	c := &control{ln: ln, node: node, mnt: mnt, network: network}
+	c := &control{ln: ln, node: node, mnt: mnt, network: network, left: make(chan struct{})}
 	c.wg.Add(1)
 	go c.serve()
 	return c, nil
@@ -161,6 +164,10 @@ func (c *control) serve() {
 				}
 				conn.SetDeadline(time.Now().Add(24 * time.Hour)) // a big share takes long
 				reply = orError(c.fsck(arg[1:], arg[0] == 'r'))
+			case "leave":
+				conn.SetDeadline(time.Now().Add(30 * 24 * time.Hour)) // as long as the copies take
+				c.leave(json.NewEncoder(conn), arg == "force")
+				return
 			case "where":
 				w, err := c.where(arg)
 				if err != nil {
@@ -344,4 +351,44 @@ func ask(dataDir, cmd, arg string, out any) error {
 		return errors.New(e.Error)
 	}
 	return json.Unmarshal(raw, out)
+}
+
+// leaveJSON is one line of the answer to leave: progress, then either
+// done or an error.
+type leaveJSON struct {
+	Progress *chunknet.DrainProgress `json:"progress,omitempty"`
+	Done     bool                    `json:"done,omitempty"`
+	Error    string                  `json:"error,omitempty"`
+}
+
+// leave drains this node (see chunknet's Drain), streaming progress to
+// enc, and on success makes the node stop (Left is closed).
+func (c *control) leave(enc *json.Encoder, force bool) {
+	if !force {
+		if ps, err := c.node.DB().Pendings(); err != nil {
+			enc.Encode(leaveJSON{Error: err.Error()})
+			return
+		} else if len(ps) > 0 {
+			enc.Encode(leaveJSON{Error: fmt.Sprintf("%d file versions written here are not published yet (a close or fsync failed; 'oashare status'): leaving now would lose them; wait until they are, or use --force", len(ps))})
+			return
+		}
+	}
+	last := time.Time{}
+	err := c.node.Drain(c.node.Context(), force, func(p chunknet.DrainProgress) {
+		if time.Since(last) < 500*time.Millisecond && p.ItemsDone < p.Items {
+			return
+		}
+		last = time.Now()
+		enc.Encode(leaveJSON{Progress: &p})
+	})
+	if err != nil {
+		msg := err.Error()
+		if errors.Is(err, chunknet.ErrCannotDrain) {
+			msg += "; the node keeps running (use --force to leave anyway)"
+		}
+		enc.Encode(leaveJSON{Error: msg})
+		return
+	}
+	enc.Encode(leaveJSON{Done: true})
+	c.leaveOnce.Do(func() { close(c.left) })
 }

@@ -50,7 +50,8 @@ stored on several peers, and read back verified. Peers find each other by mDNS.
   oashare members ~/net        who is in the network; oashare remove NODE revokes one
   oashare status               what the running node sees
   oashare where ~/net/FILE     which peers hold each chunk of FILE
-  oashare fsck [~/net/DIR]     are all copies there? (--repair: make them now)`,
+  oashare fsck [~/net/DIR]     are all copies there? (--repair: make them now)
+  oashare leave ~/net          move this node's copies to the others, then stop`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -58,6 +59,6 @@ stored on several peers, and read back verified. Peers find each other by mDNS.
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return fmt.Errorf("%v (see '%s --help')", err, c.CommandPath())
 	})
-	root.AddCommand(newMountCmd(), newStatusCmd(), newWhereCmd(), newInviteCmd(), newMembersCmd(), newRemoveCmd(), newFsckCmd())
+	root.AddCommand(newMountCmd(), newStatusCmd(), newWhereCmd(), newInviteCmd(), newMembersCmd(), newRemoveCmd(), newFsckCmd(), newLeaveCmd())
 	return root
 }

@@ -398,6 +398,8 @@ func runMount(ctx context.Context, mountpoint string, f mountFlags) (err error) 
 		log.Info("stopping", "signal", s.String())
 	case <-unmounted:
 		log.Info("stopping: the folder was unmounted")
+	case <-ctl.left:
+		log.Info("stopping: this node left the network's storage ('oashare leave'); its copies are on the other peers")
 	}
 	stopDiscovery()
 	<-discDone

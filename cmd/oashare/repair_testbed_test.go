@@ -193,3 +193,50 @@ func TestTestbedRepairAfterJoin(t *testing.T) {
 	}
 	waitHealthy(t, bin, dir, 3, 2*time.Minute)
 }
+
+// TestTestbedLeave: 'oashare leave' on peer 2 shows its progress, moves
+// its copies and stops the node; peers 1 and 3 are then killed and peer 4
+// alone reads everything. Peer 4, alone, refuses to leave and keeps
+// running.
+func TestTestbedLeave(t *testing.T) {
+	tb, bin, dir := startRepairTestbed(t, 4)
+	src := makeRepairTree(t)
+	m1, m4 := tb.run("mnt", "1"), tb.run("mnt", "4")
+	if out, err := exec.Command("cp", "-r", filepath.Join(src, "photos"), m1+"/").CombinedOutput(); err != nil {
+		t.Fatalf("cp -r: %v\n%s", err, out)
+	}
+	waitSame(t, src, m4, 30*time.Second)
+	pid2, err := os.ReadFile(filepath.Join(dir, "p2", "pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bin, "leave", tb.run("mnt", "2")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("leave on peer 2: %v\n%s", err, out)
+	}
+	if !bytes.Contains(out, []byte("moved ")) || !bytes.Contains(out, []byte("MiB/s")) || !bytes.Contains(out, []byte("left: ")) {
+		t.Fatalf("leave printed no progress:\n%s", out)
+	}
+	t.Logf("leave:\n%s", out)
+	if _, err := os.Stat("/proc/" + string(bytes.TrimSpace(pid2))); err == nil {
+		time.Sleep(2 * time.Second)
+		if _, err := os.Stat("/proc/" + string(bytes.TrimSpace(pid2))); err == nil {
+			t.Fatal("peer 2 still runs after leave")
+		}
+	}
+	if m, _ := os.ReadFile("/proc/mounts"); bytes.Contains(m, []byte(filepath.Join(dir, "p2", "mnt"))) {
+		t.Fatal("peer 2's mount is still there after leave")
+	}
+	tb.run("kill", "1")
+	tb.run("kill", "3")
+	if diff := sameTree(filepath.Join(src, "photos"), filepath.Join(m4, "photos")); diff != "" {
+		t.Fatalf("after peer 2 left and peers 1 and 3 were killed, peer 4 differs:\n%s", diff)
+	}
+	out, err = exec.Command(bin, "leave", "--data", filepath.Join(dir, "p4", "data")).CombinedOutput()
+	if err == nil || !bytes.Contains(out, []byte("no other peer is up")) {
+		t.Fatalf("leave of the last peer: %v\n%s", err, out)
+	}
+	if _, code := fsck(t, bin, dir, 4); code != 0 {
+		t.Fatalf("after a refused leave, fsck on peer 4 exits %d", code)
+	}
+}

@@ -1,0 +1,246 @@
+package chunknet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/format"
+)
+
+// Drain: before a node leaves for good ('oashare leave'), it copies every
+// group and tree node it stores that the live members other than itself do
+// not hold min(replicas, their number) times to their best-ranked nodes
+// among themselves, so that nothing waits for RepairAfter and no copy is
+// lost with it. A first walk counts what must move and checks that the
+// others can take it; a second moves it, reporting progress.
+
+// ErrCannotDrain: the other members cannot take this node's copies (none
+// is up, or they lack the space).
+var ErrCannotDrain = errors.New("the other peers cannot take this node's copies")
+
+// DrainProgress is what a drain has done and has left.
+type DrainProgress struct {
+	Items, ItemsDone int64         // groups and tree nodes to copy, and copied
+	Bytes, BytesDone int64         // their bytes (one per copy to make)
+	Rate             float64       // bytes per second so far
+	Left             time.Duration // at that rate; 0 when unknown
+	Peers            int           // live peers taking the copies
+}
+
+// Drain copies what only this node holds enough of to the other live
+// members (see above), calling progress after each batch. Unless force,
+// it fails with ErrCannotDrain, having copied nothing, when no other
+// member is up or when their free space is less than what must move.
+func (n *Node) Drain(ctx context.Context, force bool, progress func(DrainProgress)) error {
+	ids, peers := n.members()
+	others := slices.DeleteFunc(slices.Clone(ids), func(id format.NodeID) bool { return id == n.self })
+	if len(others) == 0 {
+		return fmt.Errorf("%w: no other peer is up, so this node holds the only copies", ErrCannotDrain)
+	}
+	d := &drain{n: n, others: others, peers: peers, need: min(n.cfg.Replicas, len(others)), rank: newRanker(others)}
+	// Plan: what must move.
+	var plan DrainProgress
+	if err := d.walk(ctx, func(group bool, keys []format.Hash, short []int, held [][]format.NodeID) error {
+		for k, i := range short {
+			plan.Items++
+			plan.Bytes += int64(d.need-len(held[k])) * d.size(group, keys[i])
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	plan.Peers = len(others)
+	if plan.Items == 0 {
+		progress(plan)
+		return nil
+	}
+	st := n.ClusterStat(ctx)
+	local := n.LocalStat()
+	free := int64(st.DiskFree) - int64(local.DiskFree)
+	if !force && st.Nodes < len(others)+1 {
+		return fmt.Errorf("%w: %d of the %d other peers did not say how much space they have", ErrCannotDrain, len(others)+1-st.Nodes, len(others))
+	}
+	if !force && plan.Bytes > free {
+		return fmt.Errorf("%w: %d bytes of copies must move, and the %d other peers have %d bytes free", ErrCannotDrain, plan.Bytes, len(others), free)
+	}
+	progress(plan)
+	// Move.
+	start := time.Now()
+	done := DrainProgress{Items: plan.Items, Bytes: plan.Bytes, Peers: plan.Peers}
+	err := d.walk(ctx, func(group bool, keys []format.Hash, short []int, held [][]format.NodeID) error {
+		moved, bytes, err := d.move(ctx, group, keys, short, held)
+		done.ItemsDone += moved
+		done.BytesDone += bytes
+		if el := time.Since(start).Seconds(); el > 0 {
+			done.Rate = float64(done.BytesDone) / el
+			if done.Rate > 0 && done.Bytes > done.BytesDone {
+				done.Left = time.Duration(float64(done.Bytes-done.BytesDone) / done.Rate * float64(time.Second))
+			} else {
+				done.Left = 0
+			}
+		}
+		progress(done)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	// Check: nothing left short.
+	left := 0
+	if err := d.walk(ctx, func(_ bool, _ []format.Hash, short []int, _ [][]format.NodeID) error {
+		left += len(short)
+		return nil
+	}); err != nil {
+		return err
+	}
+	if left > 0 && !force {
+		return fmt.Errorf("%w: %d groups and tree nodes could not be copied (a peer refused or left); try again", ErrCannotDrain, left)
+	}
+	return nil
+}
+
+type drain struct {
+	n      *Node
+	others []format.NodeID // live members but this node, sorted
+	peers  map[format.NodeID]*peer
+	need   int
+	rank   *ranker
+}
+
+// walk calls fn for each page of this node's store with the items that
+// the other live members hold fewer than need times, and their holders
+// among them.
+func (d *drain) walk(ctx context.Context, fn func(group bool, keys []format.Hash, short []int, held [][]format.NodeID) error) error {
+	n := d.n
+	var after *index.Item
+	for {
+		var items []index.Item
+		if err := n.db.ListStored(after, repairBatch, func(it index.Item) bool {
+			items = append(items, it)
+			return true
+		}); err != nil {
+			return err
+		}
+		if len(items) == 0 {
+			return nil
+		}
+		last := items[len(items)-1]
+		after = &last
+		var groups, chunks []format.Hash
+		for _, it := range items {
+			if it.Group {
+				groups = append(groups, it.Hash)
+			} else if ok, _ := n.db.HasGroup(it.Hash); !ok {
+				chunks = append(chunks, it.Hash)
+			}
+		}
+		for _, kind := range []struct {
+			group bool
+			keys  []format.Hash
+		}{{true, groups}, {false, chunks}} {
+			if len(kind.keys) == 0 {
+				continue
+			}
+			holders, err := n.itemHolders(ctx, kind.group, kind.keys)
+			if err != nil {
+				return err
+			}
+			var short []int
+			var held [][]format.NodeID
+			for i := range kind.keys {
+				h := slices.DeleteFunc(holders[i], func(id format.NodeID) bool { return id == n.self || d.peers[id] == nil })
+				if len(h) < d.need {
+					short = append(short, i)
+					held = append(held, h)
+				}
+			}
+			if err := fn(kind.group, kind.keys, short, held); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// size is the bytes of one copy of item h as stored here.
+func (d *drain) size(group bool, h format.Hash) int64 {
+	if group {
+		data, ok, err := d.n.db.GetGroup(h, 0, format.MaxGroupData, nil)
+		node, _, _ := d.n.db.GetChunk(h, nil)
+		if err != nil || !ok {
+			return 0
+		}
+		return int64(len(data) + len(node))
+	}
+	c, _, _ := d.n.db.GetChunk(h, nil)
+	return int64(len(c))
+}
+
+// move copies the short items of one page to the others' best-ranked
+// nodes that lack them; it returns how many items reached need copies and
+// the bytes sent.
+func (d *drain) move(ctx context.Context, group bool, keys []format.Hash, short []int, held [][]format.NodeID) (int64, int64, error) {
+	n := d.n
+	var gs []upGroup
+	var cs []index.Chunk
+	var hs []format.Hash
+	var hold [][]format.NodeID
+	var sizes []int64
+	for k, i := range short {
+		if group {
+			g, ok := n.localGroup(keys[i])
+			if !ok {
+				continue
+			}
+			gs = append(gs, g)
+			sizes = append(sizes, int64(len(g.data)+len(g.node)))
+		} else {
+			c, ok, err := n.db.GetChunk(keys[i], nil)
+			if err != nil || !ok || !verify(keys[i], c) {
+				n.log.Error("drain: a tree node is not intact in this node's store", "node", keys[i].Short(), "err", err)
+				continue
+			}
+			cs = append(cs, index.Chunk{Hash: keys[i], Data: c})
+			sizes = append(sizes, int64(len(c)))
+		}
+		hs = append(hs, keys[i])
+		hold = append(hold, slices.Clone(held[k]))
+	}
+	if len(hs) == 0 {
+		return 0, 0, nil
+	}
+	before := make([]int, len(hs))
+	for k := range hold {
+		before[k] = len(hold[k])
+	}
+	send := func(ctx context.Context, id format.NodeID, p *peer, idx []int) ([]bool, error) {
+		if group {
+			sub := make([]upGroup, len(idx))
+			for k, i := range idx {
+				sub[k] = gs[i]
+			}
+			return n.putGroupsOn(ctx, id, p, sub)
+		}
+		sub := make([]index.Chunk, len(idx))
+		for k, i := range idx {
+			sub[k] = cs[i]
+		}
+		return n.putOn(ctx, id, p, sub)
+	}
+	err := n.replicatePass(ctx, hs, hold, d.others, d.peers, d.need, send)
+	var moved, bytes int64
+	for k := range hs {
+		bytes += int64(len(hold[k])-before[k]) * sizes[k]
+		if len(hold[k]) >= d.need {
+			moved++
+		}
+	}
+	if err != nil && ctx.Err() == nil {
+		n.log.Warn("drain: a peer refused a copy", "err", err)
+		err = nil // counted as left at the end
+	}
+	return moved, bytes, err
+}

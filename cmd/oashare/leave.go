@@ -1,0 +1,125 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+func newLeaveCmd() *cobra.Command {
+	var data string
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "leave [MOUNTPOINT]",
+		Short: "Move this node's copies to the other peers, then unmount and stop it",
+		Long: `Copy every group and tree node the node stores that the other live peers do
+not hold --replicas times (or as many times as there are of them) to them,
+showing progress (items and bytes moved, rate, time left), then unmount and
+stop the node. The node is found from MOUNTPOINT, or --data.
+If no other peer is up, or they have less free space than what must move, or
+file versions written on this node are not published yet, leave says so and
+the node keeps running; --force leaves anyway.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dataDir := data
+			if len(args) == 1 && !cmd.Flags().Changed("data") {
+				abs, err := filepath.Abs(args[0])
+				if err != nil {
+					return err
+				}
+				point, dd, err := oashareMountOf(abs)
+				if err != nil {
+					return err
+				}
+				if point != abs {
+					return fmt.Errorf("%s is inside the mount %s, not its mount point: give the mount point", abs, point)
+				}
+				dataDir = dd
+			}
+			arg := ""
+			if force {
+				arg = "force"
+			}
+			return leave(dataDir, arg)
+		},
+	}
+	cmd.Flags().StringVar(&data, "data", defaultDataDir(), "data directory of the node (default with MOUNTPOINT: the node serving it)")
+	cmd.Flags().BoolVar(&force, "force", false, "leave even if the other peers cannot take every copy")
+	return cmd
+}
+
+// leave asks the node of dataDir to drain and stop, printing its progress:
+// one line rewritten in place on a terminal, a line per update otherwise.
+func leave(dataDir, arg string) error {
+	path := filepath.Join(dataDir, controlSocketName)
+	conn, err := net.DialTimeout("unix", path, 2*time.Second)
+	if err != nil {
+		return fmt.Errorf("no oashare node is running with data dir %s (%v)", dataDir, err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "leave\t"+arg+"\n"); err != nil {
+		return err
+	}
+	tty := isTerminal(os.Stdout)
+	dec := json.NewDecoder(bufio.NewReader(conn))
+	printed := false
+	for {
+		var l leaveJSON
+		if err := dec.Decode(&l); err != nil {
+			if printed && tty {
+				fmt.Println()
+			}
+			return fmt.Errorf("the node stopped answering during the leave: %v", err)
+		}
+		switch {
+		case l.Error != "":
+			if printed && tty {
+				fmt.Println()
+			}
+			return errors.New(l.Error)
+		case l.Progress != nil:
+			p := l.Progress
+			line := fmt.Sprintf("moved %d/%d groups and tree nodes to %d peers, %s/%s, %s/s",
+				p.ItemsDone, p.Items, p.Peers, mib(p.BytesDone), mib(p.Bytes), mib(int64(p.Rate)))
+			if p.Left > 0 {
+				line += fmt.Sprintf(", %s left", p.Left.Round(time.Second))
+			}
+			if tty {
+				fmt.Printf("\r\033[K%s", line)
+			} else {
+				fmt.Println(line)
+			}
+			printed = true
+		case l.Done:
+			if printed && tty {
+				fmt.Println()
+			}
+			// The node unmounts and exits now; wait for it.
+			deadline := time.Now().Add(30 * time.Second)
+			for time.Now().Before(deadline) {
+				if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+					break
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			fmt.Println("left: every copy this node held is on the other peers; the node is stopped")
+			return nil
+		}
+	}
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+// isTerminal reports whether f is a terminal (a character device).
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
