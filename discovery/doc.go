@@ -50,9 +50,13 @@
 //	v=<protocol version, decimal>
 //	net=<network name>
 //
-// The announced addresses are read once, at start: per interface its IPv4
-// addresses and its global IPv6 addresses (link-local ones if it has no
-// global one).
+// The announced addresses are per interface its IPv4 addresses and its
+// global IPv6 addresses (link-local ones if it has no global one). Run
+// reads them at start and every two seconds after: when the interfaces or
+// their addresses change (a new DHCP lease, Wi-Fi joining another network,
+// a cable plugged in), it withdraws the announcement and announces and
+// browses again on the new set. A node started before its network is up
+// waits for an interface with an address instead of giving up.
 //
 // # What is reported
 //
@@ -87,7 +91,7 @@
 //
 // MDNS.Ifaces names the interfaces to announce and browse on; ValidateIfaces
 // checks such names up front and says which one is missing, down or without
-// multicast. Empty means every interface that is up and multicast-capable,
+// multicast (Run waits for one that is down: ErrIfaceDown). Empty means every interface that is up and multicast-capable,
 // except loopback. The choice decides where queries and announcements are
 // sent. Receiving is by a socket bound to the wildcard address: if another
 // program on the machine has joined the mDNS group on other interfaces,

@@ -31,7 +31,7 @@ func checkIfaces(names []string, all []net.Interface) ([]net.Interface, error) {
 		case !ok:
 			return nil, fmt.Errorf("interface %s not found (see `ip link`)", name)
 		case ifi.Flags&net.FlagUp == 0:
-			return nil, fmt.Errorf("interface %s is down", name)
+			return nil, fmt.Errorf("interface %s is %w", name, ErrIfaceDown)
 		case ifi.Flags&net.FlagMulticast == 0:
 			return nil, fmt.Errorf("interface %s has no multicast", name)
 		}
@@ -39,6 +39,10 @@ func checkIfaces(names []string, all []net.Interface) ([]net.Interface, error) {
 	}
 	return out, nil
 }
+
+// ErrIfaceDown: a named interface exists but is down. MDNS.Run waits for
+// it to come up.
+var ErrIfaceDown = errors.New("down")
 
 // errNoIfaces is returned when no interface qualifies for mDNS.
 var errNoIfaces = errors.New("no interface is up and multicast-capable (see `ip link`)")

@@ -71,6 +71,10 @@ type MDNS struct {
 
 // Run implements Discoverer. It announces the node, then browses until ctx
 // is done; on the way out it withdraws the announcement with a goodbye.
+// With no usable interface (none up, or a named one down, or no address
+// yet) it waits for one; when the interfaces or their addresses change,
+// it announces and browses again on the new set. Only an interface named
+// in Ifaces that does not exist, or cannot multicast, is an error.
 func (m MDNS) Run(ctx context.Context, emit func(Event)) error {
 	log := m.Logger
 	if log == nil {
@@ -82,22 +86,72 @@ func (m MDNS) Run(ctx context.Context, emit func(Event)) error {
 	if (m.Port < 1 || m.Port > 65535) && m.IDPrefix == "" {
 		return fmt.Errorf("mdns: port %d out of range", m.Port)
 	}
-	ifaces, err := m.interfaces()
-	if err != nil {
-		return fmt.Errorf("mdns: %w", err)
+	f := &peerFilter{self: m, log: log, emit: emit}
+	waiting := false
+	for ctx.Err() == nil {
+		ifaces, err := m.interfaces()
+		if err != nil && !errors.Is(err, errNoIfaces) && !errors.Is(err, ErrIfaceDown) {
+			return fmt.Errorf("mdns: %w", err)
+		}
+		ips := ifaceIPs(ifaces)
+		if err != nil || len(ips) == 0 {
+			// Started before the network (a laptop before its Wi-Fi, a
+			// cable not yet plugged): wait for it rather than give up.
+			if !waiting {
+				why := "no IP address on " + ifaceNames(ifaces)
+				if err != nil {
+					why = err.Error()
+				}
+				log.Warn("mdns: waiting for a network interface to come up", "why", why, "check every", ifaceWatch)
+				waiting = true
+			}
+			if !sleep(ctx, ifaceWatch) {
+				return nil
+			}
+			continue
+		}
+		if waiting {
+			log.Info("mdns: a network interface is up", "ifaces", ifaceNames(ifaces), "addrs", ips)
+			waiting = false
+		}
+		if err := m.session(ctx, log, f, ifaces, ips); err != nil {
+			log.Warn("mdns: announcing or browsing stopped; retrying", "err", err, "in", browseRetry)
+			if !sleep(ctx, browseRetry) {
+				return nil
+			}
+		}
 	}
-	ips := ifaceIPs(ifaces)
-	if len(ips) == 0 {
-		return fmt.Errorf("mdns: no IP address on %s", ifaceNames(ifaces))
-	}
+	return nil
+}
 
+// ifaceWatch is how often Run looks at the interfaces and their
+// addresses: when they change, it announces and browses again on the new
+// set.
+const ifaceWatch = 2 * time.Second
+
+// sleep waits d, or until ctx is done (false).
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// session announces the node on ifaces (with ips) and browses there until
+// ctx is done (nil) or the interfaces or their addresses change (nil: the
+// caller starts a new session on the new set), or zeroconf fails.
+func (m MDNS) session(ctx context.Context, log *slog.Logger, f *peerFilter, ifaces []net.Interface, ips []string) error {
 	if m.IDPrefix == "" {
 		// A node looking for its inviter is no member yet: it browses
 		// without announcing itself.
 		server, err := zeroconf.RegisterProxy(m.ID, Service, mdnsDomain, m.Port,
 			hostName(m.ID), ips, m.txt(), ifaces)
 		if err != nil {
-			return fmt.Errorf("mdns: announcing on %s: %w", ifaceNames(ifaces), err)
+			return fmt.Errorf("announcing on %s: %w", ifaceNames(ifaces), err)
 		}
 		// Shutdown sends the goodbye (all records with TTL 0) and closes
 		// the announcement's sockets.
@@ -105,24 +159,37 @@ func (m MDNS) Run(ctx context.Context, emit func(Event)) error {
 		log.Info("mdns: announcing", "service", Service, "ifaces", ifaceNames(ifaces),
 			"addrs", ips, "port", m.Port, "network", m.Network, "version", m.Version)
 	}
-
-	f := &peerFilter{self: m, zone: linkLocalZone(ifaces), log: log, emit: emit}
+	f.zone = linkLocalZone(ifaces)
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	changed := make(chan struct{})
+	go func() {
+		// Watch the interfaces; a change ends the session.
+		want := ifaceNames(ifaces) + " " + strings.Join(ips, ",")
+		for sleep(sctx, ifaceWatch) {
+			now, _ := m.interfaces()
+			if got := ifaceNames(now) + " " + strings.Join(ifaceIPs(now), ","); got != want {
+				log.Info("mdns: the network changed; announcing again", "was", want, "now", got)
+				close(changed)
+				cancel()
+				return
+			}
+		}
+	}()
 	for {
-		err := browse(ctx, ifaces, m.rebrowse(), f.handle)
+		err := browse(sctx, ifaces, m.rebrowse(), f.handle)
+		select {
+		case <-changed:
+			return nil
+		default:
+		}
 		if ctx.Err() != nil {
 			return nil
 		}
-		if err == nil {
-			continue // the session ran its course; browse afresh
+		if err != nil {
+			return err
 		}
-		log.Warn("mdns: browsing stopped; retrying", "err", err, "in", browseRetry)
-		t := time.NewTimer(browseRetry)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
+		// The session ran its course; browse afresh.
 	}
 }
 

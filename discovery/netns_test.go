@@ -467,3 +467,36 @@ func TestHelperRefusesHostNamespace(t *testing.T) {
 		t.Errorf("helper output %q", out)
 	}
 }
+
+// TestMDNSFollowsNetworkChanges: a node started while its only interface
+// is down waits for it instead of giving up, and finds its peer once the
+// interface comes up; when its address changes, the peer learns the new
+// one without a restart.
+func TestMDNSFollowsNetworkChanges(t *testing.T) {
+	l := newLab(t, "a", "b")
+	const (
+		idA = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+		idB = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+	)
+	ipCmd(t, "-n", l.nodes["a"], "link", "set", labIface, "down")
+	a := l.start("a", MDNS{ID: idA, Network: "lab", Version: 1, Port: 7001})
+	b := l.start("b", MDNS{ID: idB, Network: "lab", Version: 1, Port: 7002})
+	a.waitLog("WARN", "waiting for a network interface to come up", "")
+
+	ipCmd(t, "-n", l.nodes["a"], "link", "set", labIface, "up")
+	// The multicast route went with the link; put it back, as a DHCP
+	// client or NetworkManager would set the link up with its routes.
+	exec.Command("ip", "-n", l.nodes["a"], "route", "replace", "224.0.0.0/4", "dev", labIface).Run()
+	a.waitEvent(Event{ID: idB, Addr: l.addrs["b"] + ":7002", Network: "lab", Version: 1, Source: SourceMDNS})
+	b.waitEvent(Event{ID: idA, Addr: l.addrs["a"] + ":7001", Network: "lab", Version: 1, Source: SourceMDNS})
+
+	// A new address (a new DHCP lease, another network).
+	// (Deleting the old one first: Linux deletes the secondary addresses
+	// of a subnet with its primary one.)
+	ipCmd(t, "-n", l.nodes["a"], "addr", "del", l.addrs["a"]+"/24", "dev", labIface)
+	ipCmd(t, "-n", l.nodes["a"], "addr", "add", "10.231.0.101/24", "dev", labIface)
+	exec.Command("ip", "-n", l.nodes["a"], "route", "replace", "224.0.0.0/4", "dev", labIface).Run()
+	b.waitEvent(Event{ID: idA, Addr: "10.231.0.101:7001", Network: "lab", Version: 1, Source: SourceMDNS})
+	a.stop()
+	b.stop()
+}

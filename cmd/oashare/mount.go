@@ -152,7 +152,8 @@ func (f *mountFlags) check() error {
 		return errors.New("--iface selects mDNS interfaces and makes no sense with --no-mdns; drop one of them")
 	}
 	if !f.noMDNS {
-		if _, err := discovery.ValidateIfaces(f.ifaces); err != nil {
+		// A down interface is waited for (see discovery.MDNS.Run).
+		if _, err := discovery.ValidateIfaces(f.ifaces); err != nil && !errors.Is(err, discovery.ErrIfaceDown) {
 			return fmt.Errorf("--iface: %v (or pass --no-mdns with --peer)", err)
 		}
 	}
