@@ -80,8 +80,10 @@ func (n *Node) Check(ctx context.Context, v tree.Version, repair bool) (Health, 
 				}
 			}
 			if len(short) > 0 {
-				if err := n.repairShort(ctx, kind.group, kind.keys, spans, short, holders); err != nil {
-					return Health{}, err
+				for b := 0; b < len(short); b += repairCopyBatch {
+					if err := n.repairShort(ctx, kind.group, kind.keys, spans, short[b:min(b+repairCopyBatch, len(short))], holders); err != nil {
+						return Health{}, err
+					}
 				}
 				if holders, err = n.itemHolders(ctx, kind.group, kind.keys); err != nil {
 					return Health{}, err

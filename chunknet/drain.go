@@ -72,19 +72,17 @@ func (n *Node) Drain(ctx context.Context, force bool, progress func(DrainProgres
 	start := time.Now()
 	done := DrainProgress{Items: plan.Items, Bytes: plan.Bytes, Peers: plan.Peers}
 	err := d.walk(ctx, func(group bool, keys []format.Hash, short []int, held [][]format.NodeID) error {
-		moved, bytes, err := d.move(ctx, group, keys, short, held)
-		done.ItemsDone += moved
-		done.BytesDone += bytes
-		if el := time.Since(start).Seconds(); el > 0 {
-			done.Rate = float64(done.BytesDone) / el
-			if done.Rate > 0 && done.Bytes > done.BytesDone {
-				done.Left = time.Duration(float64(done.Bytes-done.BytesDone) / done.Rate * float64(time.Second))
-			} else {
-				done.Left = 0
+		for b := 0; b < len(short); b += repairCopyBatch {
+			e := min(b+repairCopyBatch, len(short))
+			moved, bytes, err := d.move(ctx, group, keys, short[b:e], held[b:e])
+			done.ItemsDone += moved
+			done.BytesDone += bytes
+			if err != nil {
+				return err
 			}
+			d.report(&done, start, progress)
 		}
-		progress(done)
-		return err
+		return nil
 	})
 	if err != nil {
 		return err
@@ -101,6 +99,18 @@ func (n *Node) Drain(ctx context.Context, force bool, progress func(DrainProgres
 		return fmt.Errorf("%w: %d groups and tree nodes could not be copied (a peer refused or left); try again", ErrCannotDrain, left)
 	}
 	return nil
+}
+
+// report updates p's rate and time left and passes it on.
+func (d *drain) report(p *DrainProgress, start time.Time, progress func(DrainProgress)) {
+	if el := time.Since(start).Seconds(); el > 0 {
+		p.Rate = float64(p.BytesDone) / el
+		p.Left = 0
+		if p.Rate > 0 && p.Bytes > p.BytesDone {
+			p.Left = time.Duration(float64(p.Bytes-p.BytesDone) / p.Rate * float64(time.Second))
+		}
+	}
+	progress(*p)
 }
 
 type drain struct {

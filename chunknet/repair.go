@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
 
+	"github.com/oashare/oashare/chunknet/wire"
 	"github.com/oashare/oashare/index"
 	"github.com/oashare/oashare/index/format"
 )
@@ -44,8 +46,14 @@ import (
 // What a pass costs: one Has query per batch of repairBatch items to each
 // live peer, and the copies; see REPAIR.md for the model at scale.
 
-// repairBatch is how many stored items one step of a pass examines.
-const repairBatch = 256
+// repairBatch is how many stored items one step of a pass examines: each
+// peer gets one Has query per step about the items it must be asked about,
+// so a large step keeps the queries few (see REPAIR.md). repairCopyBatch
+// is how many of them are read into memory and sent at once.
+const (
+	repairBatch     = 4096
+	repairCopyBatch = 64
+)
 
 // RepairStats counts what repair did since the node started.
 type RepairStats struct {
@@ -165,8 +173,13 @@ func (n *Node) RepairPass(ctx context.Context) (next time.Duration, err error) {
 	if len(ids) == 1 {
 		return next, nil // alone: nothing to copy to or to compare with
 	}
-	p := &repairPass{n: n, ids: ids, peers: peers, waiting: waiting,
-		live: newRanker(ids), all: newRanker(append(slices.Clone(ids), waiting...))}
+	wait := make(map[format.NodeID]bool, len(waiting))
+	for _, id := range waiting {
+		wait[id] = true
+	}
+	p := &repairPass{n: n, ids: ids, peers: peers, view: &repairView{
+		self: n.self, replicas: n.cfg.Replicas, need: min(n.cfg.Replicas, len(ids)),
+		all: newRanker(append(slices.Clone(ids), waiting...)), waiting: wait}}
 	var after *index.Item
 	for {
 		var items []index.Item
@@ -216,14 +229,91 @@ func (n *Node) RepairPass(ctx context.Context) (next time.Duration, err error) {
 	return next, nil
 }
 
+// repairView is what one pass decides by: who this node is, the live
+// nodes and the members away for less than RepairAfter.
+type repairView struct {
+	self     format.NodeID
+	replicas int
+	need     int     // min(replicas, live nodes)
+	all      *ranker // over the live nodes and waiting
+	waiting  map[format.NodeID]bool
+}
+
+// askFor returns the live nodes whose holding of item h decides what this
+// node does with it: its targets and every node ranked above this one.
+// Nodes ranked below this one that are not targets can change nothing:
+// they are not the actor if this node holds it, and their copies are
+// surplus.
+func (v *repairView) askFor(h format.Hash) []format.NodeID {
+	mine := score(h, nodeSeed(v.self))
+	top := v.all.top(h, min(v.replicas, len(v.all.ids)))
+	var out []format.NodeID
+	for _, j := range top {
+		if id := v.all.ids[j]; id != v.self && !v.waiting[id] {
+			out = append(out, id)
+		}
+	}
+	for i, id := range v.all.ids {
+		if id == v.self || v.waiting[id] || slices.Contains(out, id) {
+			continue
+		}
+		if s := score(h, v.all.seeds[i]); s > mine || (s == mine && id.Compare(v.self) < 0) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// repairDecision is what this node does with one item it stores.
+type repairDecision struct {
+	wait  bool            // a target is away for less than RepairAfter: nothing
+	drop  bool            // every target holds it and this node is not one: drop it
+	short bool            // fewer targets than need hold it
+	copy  bool            // short, and this node is the actor: copy it
+	held  []format.NodeID // the targets that hold it
+}
+
+// decide applies the rules of repair (see the top of this file) to item
+// h, held by holders (live nodes, this one among them).
+func (v *repairView) decide(h format.Hash, holders []format.NodeID) repairDecision {
+	var d repairDecision
+	top := v.all.top(h, min(v.replicas, len(v.all.ids)))
+	self := false
+	for _, j := range top {
+		id := v.all.ids[j]
+		if v.waiting[id] {
+			return repairDecision{wait: true}
+		}
+		if id == v.self {
+			self = true
+		}
+		if slices.Contains(holders, id) {
+			d.held = append(d.held, id)
+		}
+	}
+	if len(d.held) >= v.need {
+		d.drop = !self && slices.Contains(holders, v.self)
+		return d
+	}
+	d.short = true
+	// The actor is the best-ranked holder.
+	actor, best := format.NodeID{}, uint64(0)
+	for i, id := range holders {
+		s := score(h, nodeSeed(id))
+		if i == 0 || s > best || (s == best && id.Compare(actor) < 0) {
+			actor, best = id, s
+		}
+	}
+	d.copy = actor == v.self
+	return d
+}
+
 // repairPass is the state of one pass.
 type repairPass struct {
-	n       *Node
-	ids     []format.NodeID // live nodes, this one included, sorted
-	peers   map[format.NodeID]*peer
-	waiting []format.NodeID // members absent for less than RepairAfter
-	live    *ranker         // over ids
-	all     *ranker         // over ids and waiting
+	n     *Node
+	ids   []format.NodeID // live nodes, this one included, sorted
+	peers map[format.NodeID]*peer
+	view  *repairView
 
 	copied, copiedBytes, dropped, waited, checked, short int64
 }
@@ -232,13 +322,11 @@ type repairPass struct {
 // which are surplus here, which this node must copy, and does so.
 func (p *repairPass) step(ctx context.Context, group bool, keys []format.Hash) error {
 	n := p.n
-	var holders [][]format.NodeID
-	var err error
-	if group {
-		holders, err = n.GroupHolders(ctx, keys)
-	} else {
-		holders, err = n.Holders(ctx, keys)
+	ask := make([][]format.NodeID, len(keys))
+	for i, h := range keys {
+		ask[i] = p.view.askFor(h)
 	}
+	holders, err := n.holdersAmong(ctx, group, keys, ask)
 	if err != nil {
 		return err
 	}
@@ -247,50 +335,26 @@ func (p *repairPass) step(ctx context.Context, group bool, keys []format.Hash) e
 	var fixHolders [][]format.NodeID
 	var drops []index.Item
 	for i, h := range keys {
-		top := p.all.top(h, min(n.cfg.Replicas, len(p.all.ids)))
-		wait := false
-		targets := make([]format.NodeID, 0, len(top))
-		for _, j := range top {
-			id := p.all.ids[j]
-			if slices.Contains(p.waiting, id) {
-				wait = true
-			}
-			targets = append(targets, id)
-		}
 		p.checked++
-		if wait {
+		d := p.view.decide(h, holders[i])
+		switch {
+		case d.wait:
 			p.waited++
-			continue
-		}
-		var held []format.NodeID
-		for _, id := range targets {
-			if slices.Contains(holders[i], id) {
-				held = append(held, id)
+		case d.drop:
+			drops = append(drops, index.Item{Group: group, Hash: h})
+		case d.short:
+			p.short++
+			if d.copy {
+				fix = append(fix, i)
+				fixHolders = append(fixHolders, d.held)
 			}
 		}
-		if len(held) >= need {
-			if !slices.Contains(targets, n.self) && slices.Contains(holders[i], n.self) {
-				drops = append(drops, index.Item{Group: group, Hash: h})
-			}
-			continue
-		}
-		// Short: the best-ranked live holder acts.
-		p.short++
-		actor := n.self
-		for _, j := range p.live.top(h, len(p.ids)) {
-			if slices.Contains(holders[i], p.ids[j]) {
-				actor = p.ids[j]
-				break
-			}
-		}
-		if actor != n.self {
-			continue
-		}
-		fix = append(fix, i)
-		fixHolders = append(fixHolders, held)
 	}
-	if len(fix) > 0 {
-		if err := p.copy(ctx, group, keys, fix, fixHolders, need); err != nil {
+	// Copies are read and sent a few at a time: a page's worth of groups
+	// would not fit in memory.
+	for b := 0; b < len(fix); b += repairCopyBatch {
+		e := min(b+repairCopyBatch, len(fix))
+		if err := p.copy(ctx, group, keys, fix[b:e], fixHolders[b:e], need); err != nil {
 			return err
 		}
 	}
@@ -397,4 +461,70 @@ func (n *Node) repairWait(ctx context.Context, size int) error {
 		size -= k
 	}
 	return nil
+}
+
+// holdersAmong reports, for each item keys[i], which nodes of ask[i] (and
+// this one) hold it, asking each peer one Has query for all the items it
+// is asked about (in frames of at most MaxGroupsPerFrame hashes).
+func (n *Node) holdersAmong(ctx context.Context, group bool, keys []format.Hash, ask [][]format.NodeID) ([][]format.NodeID, error) {
+	has, appendHas, perFrame := n.db.HasChunk, wire.AppendHasChunks, getFrameHashes
+	if group {
+		has, appendHas, perFrame = n.db.HasGroup, wire.AppendHasGroups, wire.MaxGroupsPerFrame
+	}
+	out := make([][]format.NodeID, len(keys))
+	byPeer := make(map[format.NodeID][]int)
+	for i, h := range keys {
+		if ok, err := has(h); err == nil && ok {
+			out[i] = append(out[i], n.self)
+		}
+		for _, id := range ask[i] {
+			byPeer[id] = append(byPeer[id], i)
+		}
+	}
+	_, peers := n.members()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for id, idx := range byPeer {
+		p := peers[id]
+		if p == nil {
+			continue // gone since: holds nothing that counts
+		}
+		for start := 0; start < len(idx); start += perFrame {
+			part := idx[start:min(start+perFrame, len(idx))]
+			hashes := make([]format.Hash, len(part))
+			for k, i := range part {
+				hashes[k] = keys[i]
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				defer cancel()
+				typ, payload, err := p.cc.call(cctx, func(dst []byte, rid uint64) []byte { return appendHas(dst, rid, hashes) })
+				if err == nil {
+					err = expect(typ, wire.TypeHasResult)
+				}
+				var st []byte
+				if err == nil {
+					st, err = wire.DecodeStatuses(payload)
+				}
+				if err != nil || len(st) != len(part) {
+					n.log.Debug("has query failed", "peer", id.Short(), "err", err)
+					return
+				}
+				mu.Lock()
+				for k, s := range st {
+					if s == wire.StatusOK {
+						out[part[k]] = append(out[part[k]], id)
+					}
+				}
+				mu.Unlock()
+			}()
+		}
+	}
+	wg.Wait()
+	for i := range out {
+		sortIDs(out[i])
+	}
+	return out, ctx.Err()
 }
