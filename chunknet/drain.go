@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/oashare/oashare/chunknet/wire"
 	"github.com/oashare/oashare/index"
 	"github.com/oashare/oashare/index/format"
 )
@@ -67,6 +68,15 @@ func (n *Node) Drain(ctx context.Context, force bool, progress func(DrainProgres
 	if !force && plan.Bytes > free {
 		return fmt.Errorf("%w: %d bytes of copies must move, and the %d other peers have %d bytes free", ErrCannotDrain, plan.Bytes, len(others), free)
 	}
+	// From now on the others place nothing here, and their repair counts
+	// the copies the drain makes among them as the ones that stay.
+	d.announce(true)
+	ok := false
+	defer func() {
+		if !ok {
+			d.announce(false)
+		}
+	}()
 	progress(plan)
 	// Move.
 	start := time.Now()
@@ -98,7 +108,18 @@ func (n *Node) Drain(ctx context.Context, force bool, progress func(DrainProgres
 	if left > 0 && !force {
 		return fmt.Errorf("%w: %d groups and tree nodes could not be copied (a peer refused or left); try again", ErrCannotDrain, left)
 	}
+	ok = true
 	return nil
+}
+
+// announce tells every live peer that this node is draining (on) or no
+// longer.
+func (d *drain) announce(on bool) {
+	for _, p := range d.peers {
+		if err := p.cc.w.write(wire.AppendLeaving(nil, 0, on)); err != nil {
+			d.n.log.Debug("telling a peer this node leaves", "peer", p.id.Short(), "err", err)
+		}
+	}
 }
 
 // report updates p's rate and time left and passes it on.
@@ -253,4 +274,18 @@ func (d *drain) move(ctx context.Context, group bool, keys []format.Hash, short 
 		err = nil // counted as left at the end
 	}
 	return moved, bytes, err
+}
+
+// setLeaving records that peer id is draining (on) or no longer: while it
+// is, it gets no copies and counts as gone for placement.
+func (n *Node) setLeaving(id format.NodeID, on bool) {
+	n.mu.Lock()
+	if on {
+		n.leaving[id] = true
+	} else {
+		delete(n.leaving, id)
+	}
+	n.mu.Unlock()
+	n.log.Info("peer leaving", "peer", id.Short(), "draining", on)
+	n.kickRepair()
 }

@@ -39,11 +39,23 @@ func TestDrainMovesCopiesBeforeLeaving(t *testing.T) {
 	if updates < 2 || last.Items == 0 || last.ItemsDone != last.Items || last.BytesDone != last.Bytes || last.Peers != 3 {
 		t.Fatalf("progress: %d updates, last %+v; want the plan and a final count equal to it", updates, last)
 	}
-	for i, h := range heldBy(t, items, others) {
-		if len(h) != 3 {
-			t.Fatalf("item %d (%s) on %d of the other nodes after the drain, want 3", i, items[i].Hash.Short(), len(h))
+	check := func(when string) {
+		t.Helper()
+		for i, h := range heldBy(t, items, others) {
+			if len(h) != 3 {
+				t.Fatalf("item %d (%s) on %d of the other nodes %s, want 3", i, items[i].Hash.Short(), len(h), when)
+			}
 		}
 	}
+	check("after the drain")
+	// The others knew it was leaving: their repair keeps the copies the
+	// drain made, though the leaving node is still connected.
+	for _, tn := range others {
+		if _, err := tn.node.RepairPass(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("after the others' repair passes")
 	leaving.stop()
 	nodes[2].stop()
 	nodes[3].stop()

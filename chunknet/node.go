@@ -126,6 +126,7 @@ type Node struct {
 	scrub      scrubState
 
 	distrusted  map[format.NodeID]bool // caught lying about copies (trust.go); guarded by mu
+	leaving     map[format.NodeID]bool // draining (a Leaving frame, drain.go); guarded by mu
 	quotaCache  quotaCache
 	quotaLog    everyMinute
 	cert        tls.Certificate // of Identity
@@ -259,6 +260,7 @@ func New(cfg Config) (*Node, error) {
 		cert:        cert,
 		membersKick: make(chan struct{}, 1),
 		distrusted:  make(map[format.NodeID]bool),
+		leaving:     make(map[format.NodeID]bool),
 	}
 	n.repair.kick = make(chan struct{}, 1)
 	n.repair.started = time.Now()
@@ -397,8 +399,8 @@ func (n *Node) members() ([]format.NodeID, map[format.NodeID]*peer) {
 	ids = append(ids, n.self)
 	m := make(map[format.NodeID]*peer, len(n.peers))
 	for id, p := range n.peers {
-		if !n.db.IsMember(id) || n.distrusted[id] {
-			continue // removed (its connection is closing), or lying about copies
+		if !n.db.IsMember(id) || n.distrusted[id] || n.leaving[id] {
+			continue // removed (its connection is closing), lying about copies, or draining
 		}
 		ids = append(ids, id)
 		m[id] = p
@@ -566,6 +568,7 @@ func (n *Node) runPeer(ctx context.Context, p *peer) {
 	n.mu.Lock()
 	if n.peers[p.id] == p {
 		delete(n.peers, p.id)
+		delete(n.leaving, p.id)
 	}
 	n.seen[p.id], n.seenAt[p.id] = PeerInfo{ID: p.id, Addr: p.addr}, time.Now()
 	n.mu.Unlock()

@@ -63,6 +63,14 @@ func (sc *serverConn) serve() {
 				goto out
 			}
 			continue
+		case wire.TypeLeaving:
+			on, err := wire.DecodeLeaving(f.Payload)
+			if err != nil {
+				sc.n.log.Warn("closing connection: bad frame", "peer", sc.peer.Node.Short(), "err", err)
+				goto out
+			}
+			sc.n.setLeaving(sc.peer.Node, on)
+			continue
 		}
 		if f.Type.IsResponse() {
 			sc.n.log.Warn("closing connection: response frame sent as a request", "peer", sc.peer.Node.Short(), "type", f.Type)

@@ -431,3 +431,11 @@ func DecodeJoinResult(p []byte) ([]byte, error) {
 	network := d.bytes(n)
 	return network, d.end("JoinResult")
 }
+
+// DecodeLeaving decodes a Leaving payload.
+func DecodeLeaving(p []byte) (bool, error) {
+	if len(p) != 1 || p[0] > 1 {
+		return false, fmt.Errorf("%w: Leaving payload %x, want one byte 0 or 1", ErrBadFrame, p)
+	}
+	return p[0] == 1, nil
+}

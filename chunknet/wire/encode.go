@@ -122,6 +122,16 @@ func AppendPing(dst []byte, id uint64) []byte { return AppendFrame(dst, TypePing
 // AppendPong appends a Pong frame answering the Ping with request ID id.
 func AppendPong(dst []byte, id uint64) []byte { return AppendFrame(dst, TypePong, id, nil) }
 
+// AppendLeaving appends a Leaving frame: the sender is draining (on) or
+// no longer. Like Bye, it has no reply; id is not used, 0 will do.
+func AppendLeaving(dst []byte, id uint64, on bool) []byte {
+	b := byte(0)
+	if on {
+		b = 1
+	}
+	return AppendFrame(dst, TypeLeaving, id, []byte{b})
+}
+
 // AppendBye appends a Bye frame. id is not used by the receiver; 0 will do.
 func AppendBye(dst []byte, id uint64) []byte { return AppendFrame(dst, TypeBye, id, nil) }
 

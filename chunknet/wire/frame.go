@@ -44,7 +44,10 @@ const (
 	TypeJoin       Type = 23 // request of a node joining with a code; answered by JoinResult or Error
 	TypeJoinResult Type = 24 // response: the network the joiner now belongs to
 
-	maxType = TypeJoinResult // the highest known type; raise when appending
+	// Version 5: leave.
+	TypeLeaving Type = 25 // the sender is draining (1) or no longer (0): place no copies on it; 1-byte payload, no reply
+
+	maxType = TypeLeaving // the highest known type; raise when appending
 )
 
 var typeNames = [...]string{
@@ -72,6 +75,7 @@ var typeNames = [...]string{
 	TypeApplied:     "Applied",
 	TypeJoin:        "Join",
 	TypeJoinResult:  "JoinResult",
+	TypeLeaving:     "Leaving",
 }
 
 func (t Type) known() bool { return t >= TypePing && t <= maxType }
@@ -86,7 +90,7 @@ func (t Type) String() string {
 
 // IsResponse reports whether frames of type t answer a request: their
 // request ID is that of the request they answer. Bye is neither a request
-// nor a response.
+// nor a response, nor is Leaving.
 func (t Type) IsResponse() bool {
 	switch t {
 	case TypePong, TypePutResult, TypeGetResult, TypeHasResult, TypeRecords, TypePushResult, TypeError, TypeStatResult, TypeGroupResult, TypeApplied, TypeJoinResult:

@@ -18,8 +18,8 @@ const (
 	// added the group frames (PutGroups, GetGroups, GroupResult,
 	// HasGroups); version 3 the barrier of fsync (WaitApplied, Applied);
 	// version 4 runs over mutually authenticated TLS between members
-	// and adds Join and JoinResult.
-	Version uint16 = 4
+	// and adds Join and JoinResult; version 5 adds Leaving.
+	Version uint16 = 5
 	// MaxNetworkName bounds the network name of a hello, in bytes.
 	MaxNetworkName = 64
 	// MaxHelloSize is the largest hello on the wire: magic, version, node

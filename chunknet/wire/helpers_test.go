@@ -75,6 +75,8 @@ func decodeFrame(f Frame) (any, error) {
 		return joinVal{mac, name}, err
 	case TypeJoinResult:
 		return DecodeJoinResult(f.Payload)
+	case TypeLeaving:
+		return DecodeLeaving(f.Payload)
 	}
 	return nil, fmt.Errorf("type %v: %w", f.Type, ErrUnknownType)
 }
@@ -135,6 +137,8 @@ func encodeFrame(dst []byte, t Type, id uint64, v any) []byte {
 		return AppendJoin(dst, id, j.mac, j.name)
 	case TypeJoinResult:
 		return AppendJoinResult(dst, id, v.([]byte))
+	case TypeLeaving:
+		return AppendLeaving(dst, id, v.(bool))
 	}
 	panic("encodeFrame: unknown type " + t.String())
 }
@@ -223,6 +227,8 @@ func testFrames() []testFrame {
 		{"applied_not_yet", TypeApplied, 18, StatusNotFound},
 		{"join", TypeJoin, 19, joinVal{[JoinMACSize]byte{1, 31: 2}, "host-a"}},
 		{"join_result", TypeJoinResult, 19, []byte("network")},
+		{"leaving", TypeLeaving, 0, true},
+		{"leaving_no_more", TypeLeaving, 0, false},
 	}
 }
 
