@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"slices"
 
 	"github.com/oashare/oashare/chunknet/tree"
 	"github.com/oashare/oashare/index"
@@ -118,47 +117,26 @@ func (n *Node) itemHolders(ctx context.Context, group bool, keys []format.Hash) 
 func (n *Node) repairShort(ctx context.Context, group bool, keys []format.Hash, spans []tree.Span, short []int, holders [][]format.NodeID) error {
 	ids, peers := n.members()
 	need := min(n.cfg.Replicas, len(ids))
-	var hs []format.Hash
-	var held [][]format.NodeID
-	var gs []upGroup
-	var cs []index.Chunk
+	b := &copyBatch{group: group}
 	for _, i := range short {
 		h := keys[i]
 		if group {
-			g, ok := n.fetchGroup(ctx, spans[i])
-			if !ok {
-				continue
+			if g, ok := n.fetchGroup(ctx, spans[i]); ok {
+				b.addGroup(g, holders[i])
 			}
-			gs = append(gs, g)
-		} else {
-			d, err := n.Fetch(ctx, []format.Hash{h})
-			if err != nil {
-				n.log.Warn("fsck: a tree node below target could not be read", "node", h.Short(), "err", err)
-				continue
-			}
-			cs = append(cs, index.Chunk{Hash: h, Data: bytes.Clone(d[0])})
+			continue
 		}
-		hs = append(hs, h)
-		held = append(held, slices.Clone(holders[i]))
+		d, err := n.Fetch(ctx, []format.Hash{h})
+		if err != nil {
+			n.log.Warn("fsck: a tree node below target could not be read", "node", h.Short(), "err", err)
+			continue
+		}
+		b.addChunk(index.Chunk{Hash: h, Data: bytes.Clone(d[0])}, holders[i])
 	}
-	if len(hs) == 0 {
+	if len(b.hashes) == 0 {
 		return nil
 	}
-	send := func(ctx context.Context, id format.NodeID, p *peer, idx []int) ([]bool, error) {
-		if group {
-			sub := make([]upGroup, len(idx))
-			for k, i := range idx {
-				sub[k] = gs[i]
-			}
-			return n.putGroupsOn(ctx, id, p, sub)
-		}
-		sub := make([]index.Chunk, len(idx))
-		for k, i := range idx {
-			sub[k] = cs[i]
-		}
-		return n.putOn(ctx, id, p, sub)
-	}
-	if err := n.replicatePass(ctx, hs, held, ids, peers, need, send); err != nil && ctx.Err() == nil {
+	if _, err := n.copyOut(ctx, b, ids, peers, need); err != nil && ctx.Err() == nil {
 		n.log.Warn("fsck: a node refused a copy", "err", err)
 	}
 	return ctx.Err()

@@ -147,28 +147,8 @@ type drain struct {
 // among them.
 func (d *drain) walk(ctx context.Context, fn func(group bool, keys []format.Hash, short []int, held [][]format.NodeID) error) error {
 	n := d.n
-	var after *index.Item
-	for {
-		var items []index.Item
-		if err := n.db.ListStored(after, repairBatch, func(it index.Item) bool {
-			items = append(items, it)
-			return true
-		}); err != nil {
-			return err
-		}
-		if len(items) == 0 {
-			return nil
-		}
-		last := items[len(items)-1]
-		after = &last
-		var groups, chunks []format.Hash
-		for _, it := range items {
-			if it.Group {
-				groups = append(groups, it.Hash)
-			} else if ok, _ := n.db.HasGroup(it.Hash); !ok {
-				chunks = append(chunks, it.Hash)
-			}
-		}
+	return n.eachStoredPage(func(items []index.Item) error {
+		groups, chunks := n.splitItems(items)
 		for _, kind := range []struct {
 			group bool
 			keys  []format.Hash
@@ -193,7 +173,8 @@ func (d *drain) walk(ctx context.Context, fn func(group bool, keys []format.Hash
 				return err
 			}
 		}
-	}
+		return nil
+	})
 }
 
 // size is the bytes of one copy of item h as stored here.
@@ -215,57 +196,18 @@ func (d *drain) size(group bool, h format.Hash) int64 {
 // the bytes sent.
 func (d *drain) move(ctx context.Context, group bool, keys []format.Hash, short []int, held [][]format.NodeID) (int64, int64, error) {
 	n := d.n
-	var gs []upGroup
-	var cs []index.Chunk
-	var hs []format.Hash
-	var hold [][]format.NodeID
-	var sizes []int64
+	b := &copyBatch{group: group}
 	for k, i := range short {
-		if group {
-			g, ok := n.localGroup(keys[i])
-			if !ok {
-				continue
-			}
-			gs = append(gs, g)
-			sizes = append(sizes, int64(len(g.data)+len(g.node)))
-		} else {
-			c, ok, err := n.db.GetChunk(keys[i], nil)
-			if err != nil || !ok || !verify(keys[i], c) {
-				n.log.Error("drain: a tree node is not intact in this node's store", "node", keys[i].Short(), "err", err)
-				continue
-			}
-			cs = append(cs, index.Chunk{Hash: keys[i], Data: c})
-			sizes = append(sizes, int64(len(c)))
-		}
-		hs = append(hs, keys[i])
-		hold = append(hold, slices.Clone(held[k]))
+		n.addLocal(b, keys[i], held[k])
 	}
-	if len(hs) == 0 {
+	if len(b.hashes) == 0 {
 		return 0, 0, nil
 	}
-	before := make([]int, len(hs))
-	for k := range hold {
-		before[k] = len(hold[k])
-	}
-	send := func(ctx context.Context, id format.NodeID, p *peer, idx []int) ([]bool, error) {
-		if group {
-			sub := make([]upGroup, len(idx))
-			for k, i := range idx {
-				sub[k] = gs[i]
-			}
-			return n.putGroupsOn(ctx, id, p, sub)
-		}
-		sub := make([]index.Chunk, len(idx))
-		for k, i := range idx {
-			sub[k] = cs[i]
-		}
-		return n.putOn(ctx, id, p, sub)
-	}
-	err := n.replicatePass(ctx, hs, hold, d.others, d.peers, d.need, send)
+	made, err := n.copyOut(ctx, b, d.others, d.peers, d.need)
 	var moved, bytes int64
-	for k := range hs {
-		bytes += int64(len(hold[k])-before[k]) * sizes[k]
-		if len(hold[k]) >= d.need {
+	for k, m := range made {
+		bytes += int64(m) * int64(b.size(k))
+		if len(b.held[k]) >= d.need {
 			moved++
 		}
 	}

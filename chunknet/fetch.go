@@ -564,17 +564,8 @@ func (n *Node) whoHolds(ctx context.Context, hashes []format.Hash, perFrame int,
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				defer cancel()
-				typ, payload, err := p.cc.call(cctx, func(dst []byte, id uint64) []byte { return appendHas(dst, id, part) })
-				if err == nil {
-					err = expect(typ, wire.TypeHasResult)
-				}
-				var st []byte
-				if err == nil {
-					st, err = wire.DecodeStatuses(payload)
-				}
-				if err != nil || len(st) != len(part) {
+				st, err := n.askHas(ctx, p, part, appendHas)
+				if err != nil {
 					n.log.Debug("has query failed", "peer", p.id.Short(), "err", err)
 					return
 				}

@@ -40,11 +40,14 @@ import (
 // that goes wakes one RepairAfter later. Copies made in a pass are only
 // counted, and surplus ones only dropped, in a later pass that finds the
 // targets holding them, so a node always drops its copy after the new
-// ones exist. The bytes sent are paced by Config.RepairRate so that
-// foreground reads and writes keep most of the links and disks.
+// ones exist; a pass that found work (items short, copies made or
+// dropped) is followed by another after 1s, 2s, 4s ... (at most 64s)
+// until one finds none. The bytes sent are paced by Config.RepairRate so
+// that foreground reads and writes keep most of the links and disks.
 //
-// What a pass costs: one Has query per batch of repairBatch items to each
-// live peer, and the copies; see REPAIR.md for the model at scale.
+// What a pass costs: per page of repairBatch items, one Has query to each
+// peer that decides something about them (askFor), and the copies; see
+// REPAIR.md for the model at scale.
 
 // repairBatch is how many stored items one step of a pass examines: each
 // peer gets one Has query per step about the items it must be asked about,
@@ -73,6 +76,7 @@ type repairState struct {
 	started time.Time
 
 	passes, copied, copiedBytes, dropped atomic.Int64
+	unsettled                            atomic.Int64 // passes in a row that found work
 	checked, short, waiting              atomic.Int64 // of the last pass
 	lastPass                             atomic.Int64 // unix nanoseconds
 }
@@ -180,38 +184,20 @@ func (n *Node) RepairPass(ctx context.Context) (next time.Duration, err error) {
 	p := &repairPass{n: n, ids: ids, peers: peers, view: &repairView{
 		self: n.self, replicas: n.cfg.Replicas, need: min(n.cfg.Replicas, len(ids)),
 		all: newRanker(append(slices.Clone(ids), waiting...)), waiting: wait}}
-	var after *index.Item
-	for {
-		var items []index.Item
-		if err := n.db.ListStored(after, repairBatch, func(it index.Item) bool {
-			items = append(items, it)
-			return true
-		}); err != nil {
-			return next, err
-		}
-		if len(items) == 0 {
-			break
-		}
-		last := items[len(items)-1]
-		after = &last
-		var groups, chunks []format.Hash
-		for _, it := range items {
-			if it.Group {
-				groups = append(groups, it.Hash)
-			} else if ok, _ := n.db.HasGroup(it.Hash); !ok {
-				chunks = append(chunks, it.Hash) // else the group's node, which goes with it
+	err = n.eachStoredPage(func(items []index.Item) error {
+		groups, chunks := n.splitItems(items)
+		if len(groups) > 0 {
+			if err := p.step(ctx, true, groups); err != nil {
+				return err
 			}
 		}
-		for _, kind := range []struct {
-			group bool
-			keys  []format.Hash
-		}{{true, groups}, {false, chunks}} {
-			if len(kind.keys) > 0 {
-				if err := p.step(ctx, kind.group, kind.keys); err != nil {
-					return next, err
-				}
-			}
+		if len(chunks) > 0 {
+			return p.step(ctx, false, chunks)
 		}
+		return nil
+	})
+	if err != nil {
+		return next, err
 	}
 	n.repair.passes.Add(1)
 	n.repair.checked.Store(p.checked)
@@ -221,10 +207,15 @@ func (n *Node) RepairPass(ctx context.Context) (next time.Duration, err error) {
 	if p.copied > 0 || p.dropped > 0 {
 		n.log.Info("repair pass", "copies made", p.copied, "bytes", p.copiedBytes, "surplus dropped", p.dropped, "waiting", p.waited)
 	}
-	if p.copied > 0 {
-		// The next pass counts the new copies and drops what they made
-		// surplus.
-		next = min(next, time.Second)
+	// Unsettled (items short, whoever copies them, or copies made or
+	// dropped here): look again soon, to count the new copies and drop
+	// what they made surplus, backing off while it stays so (a peer that
+	// refuses, or copies slowly).
+	if p.short > 0 || p.copied > 0 || p.dropped > 0 {
+		d := time.Second << min(n.repair.unsettled.Add(1)-1, 6)
+		next = min(next, d)
+	} else {
+		n.repair.unsettled.Store(0)
 	}
 	return next, nil
 }
@@ -374,71 +365,29 @@ func (p *repairPass) step(ctx context.Context, group bool, keys []format.Hash) e
 // paced by the repair rate.
 func (p *repairPass) copy(ctx context.Context, group bool, keys []format.Hash, fix []int, fixHolders [][]format.NodeID, need int) error {
 	n := p.n
-	var gs []upGroup
-	var cs []index.Chunk
-	var hs []format.Hash
-	var held [][]format.NodeID
+	b := &copyBatch{group: group}
 	for k, i := range fix {
-		var size int
-		if group {
-			g, ok := n.localGroup(keys[i])
-			if !ok {
-				continue // logged; scrub replaces it
-			}
-			gs = append(gs, g)
-			size = len(g.data) + len(g.node)
-		} else {
-			d, ok, err := n.db.GetChunk(keys[i], nil)
-			if err != nil || !ok || !verify(keys[i], d) {
-				n.log.Error("a chunk to repair is not intact in this node's store", "chunk", keys[i].Short(), "err", err)
-				continue
-			}
-			cs = append(cs, index.Chunk{Hash: keys[i], Data: d})
-			size = len(d)
+		size, ok := n.addLocal(b, keys[i], fixHolders[k])
+		if !ok {
+			continue
 		}
-		hs = append(hs, keys[i])
-		held = append(held, slices.Clone(fixHolders[k]))
 		if err := n.repairWait(ctx, size); err != nil {
 			return err
 		}
 	}
-	if len(hs) == 0 {
+	if len(b.hashes) == 0 {
 		return nil
 	}
-	before := make([]int, len(hs))
-	for k := range held {
-		before[k] = len(held[k])
-	}
-	send := func(ctx context.Context, id format.NodeID, peer *peer, idx []int) ([]bool, error) {
-		if group {
-			sub := make([]upGroup, len(idx))
-			for k, i := range idx {
-				sub[k] = gs[i]
-			}
-			return n.putGroupsOn(ctx, id, peer, sub)
-		}
-		sub := make([]index.Chunk, len(idx))
-		for k, i := range idx {
-			sub[k] = cs[i]
-		}
-		return n.putOn(ctx, id, peer, sub)
-	}
-	err := n.replicatePass(ctx, hs, held, p.ids, p.peers, need, send)
-	for k := range hs {
-		made := int64(len(held[k]) - before[k])
-		if made <= 0 {
+	made, err := n.copyOut(ctx, b, p.ids, p.peers, need)
+	for k, m := range made {
+		if m <= 0 {
 			continue
 		}
-		var size int
-		if group {
-			size = len(gs[k].data) + len(gs[k].node)
-		} else {
-			size = len(cs[k].Data)
-		}
-		p.copied += made
-		p.copiedBytes += made * int64(size)
-		n.repair.copied.Add(made)
-		n.repair.copiedBytes.Add(made * int64(size))
+		bytes := int64(m) * int64(b.size(k))
+		p.copied += int64(m)
+		p.copiedBytes += bytes
+		n.repair.copied.Add(int64(m))
+		n.repair.copiedBytes.Add(bytes)
 	}
 	if err != nil && ctx.Err() == nil {
 		n.log.Debug("repair: a node refused a copy", "err", err)
@@ -498,17 +447,8 @@ func (n *Node) holdersAmong(ctx context.Context, group bool, keys []format.Hash,
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				defer cancel()
-				typ, payload, err := p.cc.call(cctx, func(dst []byte, rid uint64) []byte { return appendHas(dst, rid, hashes) })
-				if err == nil {
-					err = expect(typ, wire.TypeHasResult)
-				}
-				var st []byte
-				if err == nil {
-					st, err = wire.DecodeStatuses(payload)
-				}
-				if err != nil || len(st) != len(part) {
+				st, err := n.askHas(ctx, p, hashes, appendHas)
+				if err != nil {
 					n.log.Debug("has query failed", "peer", id.Short(), "err", err)
 					return
 				}

@@ -83,20 +83,7 @@ func (n *Node) ScrubPass(ctx context.Context) error {
 	_, stored := n.db.ChunkStats()
 	perSec := max(float64(stored)/(n.cfg.ScrubEvery/2).Seconds(), scrubMinRate)
 	lim := rate.NewLimiter(rate.Limit(perSec), format.MaxGroupData+format.MaxChunkData)
-	var after *index.Item
-	for {
-		var items []index.Item
-		if err := n.db.ListStored(after, repairBatch, func(it index.Item) bool {
-			items = append(items, it)
-			return true
-		}); err != nil {
-			return err
-		}
-		if len(items) == 0 {
-			break
-		}
-		last := items[len(items)-1]
-		after = &last
+	err := n.eachStoredPage(func(items []index.Item) error {
 		for _, it := range items {
 			size, err := n.scrubItem(ctx, it)
 			if err != nil {
@@ -106,6 +93,10 @@ func (n *Node) ScrubPass(ctx context.Context) error {
 				return err
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	n.scrub.passes.Add(1)
 	n.scrub.lastPass.Store(time.Now().UnixNano())
