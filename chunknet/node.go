@@ -263,6 +263,8 @@ func New(cfg Config) (*Node, error) {
 		leaving:     make(map[format.NodeID]bool),
 	}
 	n.repair.kick = make(chan struct{}, 1)
+	n.repair.recvKick = make(chan struct{}, 1)
+	n.repair.recv = make(map[index.Item]bool)
 	n.repair.started = time.Now()
 	if cfg.RepairRate > 0 {
 		// A burst of one whole group with its node: the largest item.

@@ -42,8 +42,11 @@ import (
 // targets holding them, so a node always drops its copy after the new
 // ones exist; a pass that found work (items short, copies made or
 // dropped) is followed by another after 1s, 2s, 4s ... (at most 64s)
-// until one finds none. The bytes sent are paced by Config.RepairRate so
-// that foreground reads and writes keep most of the links and disks.
+// until one finds none. A node that receives copies from peers checks
+// those items receivedDelay later (repairReceived): a rebalance may have
+// made it the best-ranked holder of an item still short. The bytes sent
+// are paced by Config.RepairRate so that foreground reads and writes keep
+// most of the links and disks.
 //
 // What a pass costs: per page of repairBatch items, one Has query to each
 // peer that decides something about them (askFor), and the copies; see
@@ -74,6 +77,11 @@ type repairState struct {
 	kick    chan struct{}
 	limiter *rate.Limiter
 	started time.Time
+
+	recvKick     chan struct{} // copies arrived (noteReceived)
+	recvMu       sync.Mutex
+	recv         map[index.Item]bool
+	recvOverflow bool
 
 	passes, copied, copiedBytes, dropped atomic.Int64
 	unsettled                            atomic.Int64 // passes in a row that found work
@@ -109,23 +117,112 @@ func (n *Node) repairLoop() {
 	settle := min(n.cfg.RepairAfter, 10*time.Second)
 	t := time.NewTimer(settle)
 	defer t.Stop()
+	due := time.Now().Add(settle) // of the next full pass
+	recv := time.NewTimer(time.Hour)
+	recv.Stop()
+	defer recv.Stop()
+	debouncing := false
 	for {
+		var next time.Duration
+		var err error
 		select {
 		case <-n.ctx.Done():
 			return
+		case <-n.repair.recvKick:
+			if !debouncing {
+				debouncing = true
+				recv.Reset(receivedDelay)
+			}
+			continue
+		case <-recv.C:
+			debouncing = false
+			next, err = n.repairReceived(n.ctx)
+			next = min(next, time.Until(due))
 		case <-t.C:
+			next, err = n.RepairPass(n.ctx)
 		case <-n.repair.kick:
 			if time.Since(n.repair.started) < settle {
 				continue // the timer runs the first pass
 			}
+			next, err = n.RepairPass(n.ctx)
 		}
-		next, err := n.RepairPass(n.ctx)
 		if err != nil && n.ctx.Err() == nil {
 			n.log.Warn("repairing copies", "err", err)
 			next = min(next, 10*time.Second)
 		}
+		next = max(next, 0)
+		due = time.Now().Add(next)
 		t.Reset(next)
 	}
+}
+
+// receivedDelay is how long after copies arrive from peers (the last of a
+// burst) this node checks them: one it now ranks best among the holders
+// of may be its to copy on (see repairReceived).
+const receivedDelay = 3 * time.Second
+
+// maxReceived bounds the items remembered for repairReceived; past it, a
+// full pass runs instead.
+const maxReceived = 1 << 16
+
+// noteReceived remembers items stored here for a peer: a node that gets
+// a copy from a repair or a rebalance may be the best-ranked holder, so
+// the one to make the rest, without any peer coming or going to wake it.
+func (n *Node) noteReceived(items []index.Item) {
+	if len(items) == 0 {
+		return
+	}
+	s := &n.repair
+	s.recvMu.Lock()
+	for _, it := range items {
+		if len(s.recv) >= maxReceived {
+			s.recvOverflow = true
+			break
+		}
+		s.recv[it] = true
+	}
+	s.recvMu.Unlock()
+	select {
+	case s.recvKick <- struct{}{}:
+	default:
+	}
+}
+
+// repairReceived applies the rules of a pass to the items noted by
+// noteReceived (all of the store if there were too many), and returns when
+// the next pass is due.
+func (n *Node) repairReceived(ctx context.Context) (time.Duration, error) {
+	s := &n.repair
+	s.recvMu.Lock()
+	items, overflow := s.recv, s.recvOverflow
+	s.recv, s.recvOverflow = make(map[index.Item]bool), false
+	s.recvMu.Unlock()
+	if overflow {
+		return n.RepairPass(ctx)
+	}
+	p, next := n.newRepairPass()
+	if p == nil {
+		return next, nil
+	}
+	var groups, chunks []format.Hash
+	for it := range items {
+		if it.Group {
+			groups = append(groups, it.Hash)
+		} else {
+			chunks = append(chunks, it.Hash)
+		}
+	}
+	for _, kind := range []struct {
+		group bool
+		keys  []format.Hash
+	}{{true, groups}, {false, chunks}} {
+		for b := 0; b < len(kind.keys); b += repairBatch {
+			if err := p.step(ctx, kind.group, kind.keys[b:min(b+repairBatch, len(kind.keys))]); err != nil {
+				return next, err
+			}
+		}
+	}
+	return p.finish(next), nil
 }
 
 // absent returns the members (by this node's member list and the peers
@@ -172,18 +269,10 @@ func (n *Node) absent(live []format.NodeID) (waiting []format.NodeID, next time.
 // RepairPass makes one repair pass over this node's store (see above) and
 // returns when the next one is due. fsck --repair runs one at once.
 func (n *Node) RepairPass(ctx context.Context) (next time.Duration, err error) {
-	ids, peers := n.members()
-	waiting, next := n.absent(ids)
-	if len(ids) == 1 {
-		return next, nil // alone: nothing to copy to or to compare with
+	p, next := n.newRepairPass()
+	if p == nil {
+		return next, nil
 	}
-	wait := make(map[format.NodeID]bool, len(waiting))
-	for _, id := range waiting {
-		wait[id] = true
-	}
-	p := &repairPass{n: n, ids: ids, peers: peers, view: &repairView{
-		self: n.self, replicas: n.cfg.Replicas, need: min(n.cfg.Replicas, len(ids)),
-		all: newRanker(append(slices.Clone(ids), waiting...)), waiting: wait}}
 	err = n.eachStoredPage(func(items []index.Item) error {
 		groups, chunks := n.splitItems(items)
 		if len(groups) > 0 {
@@ -204,20 +293,44 @@ func (n *Node) RepairPass(ctx context.Context) (next time.Duration, err error) {
 	n.repair.short.Store(p.short)
 	n.repair.waiting.Store(p.waited)
 	n.repair.lastPass.Store(time.Now().UnixNano())
+	return p.finish(next), nil
+}
+
+// newRepairPass returns the state of a pass over the live nodes now, or
+// nil if this node is alone, and when the next pass is due as far as
+// absent members go.
+func (n *Node) newRepairPass() (*repairPass, time.Duration) {
+	ids, peers := n.members()
+	waiting, next := n.absent(ids)
+	if len(ids) == 1 {
+		return nil, next // alone: nothing to copy to or to compare with
+	}
+	wait := make(map[format.NodeID]bool, len(waiting))
+	for _, id := range waiting {
+		wait[id] = true
+	}
+	return &repairPass{n: n, ids: ids, peers: peers, view: &repairView{
+		self: n.self, replicas: n.cfg.Replicas, need: min(n.cfg.Replicas, len(ids)),
+		all: newRanker(append(slices.Clone(ids), waiting...)), waiting: wait}}, next
+}
+
+// finish logs what pass p did and returns when the next pass is due,
+// given next: soon if it found work (see the top of this file).
+func (p *repairPass) finish(next time.Duration) time.Duration {
+	n := p.n
 	if p.copied > 0 || p.dropped > 0 {
 		n.log.Info("repair pass", "copies made", p.copied, "bytes", p.copiedBytes, "surplus dropped", p.dropped, "waiting", p.waited)
 	}
 	// Unsettled (items short, whoever copies them, or copies made or
-	// dropped here): look again soon, to count the new copies and drop
-	// what they made surplus, backing off while it stays so (a peer that
+	// dropped) : look again soon, to count the new copies and drop what
+	// they made surplus, backing off while it stays so (a peer that
 	// refuses, or copies slowly).
 	if p.short > 0 || p.copied > 0 || p.dropped > 0 {
-		d := time.Second << min(n.repair.unsettled.Add(1)-1, 6)
-		next = min(next, d)
+		next = min(next, time.Second<<min(n.repair.unsettled.Add(1)-1, 6))
 	} else {
 		n.repair.unsettled.Store(0)
 	}
-	return next, nil
+	return next
 }
 
 // repairView is what one pass decides by: who this node is, the live

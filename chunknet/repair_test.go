@@ -2,6 +2,7 @@ package chunknet
 
 import (
 	"bytes"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -63,13 +64,27 @@ func heldBy(t *testing.T, items []index.Item, nodes []*testNode) [][]format.Node
 // nodes among nodes, and nowhere else among them.
 func onTop(t *testing.T, items []index.Item, nodes []*testNode, k int) bool {
 	t.Helper()
+	return misplaced(t, items, nodes, k) == ""
+}
+
+// misplaced describes the first item not held by exactly its k
+// best-ranked nodes among nodes, or is "".
+func misplaced(t *testing.T, items []index.Item, nodes []*testNode, k int) string {
+	t.Helper()
 	ids := nodeIDs(nodes)
+	bad, first := 0, ""
 	for i, h := range heldBy(t, items, nodes) {
-		if !sameSet(h, Rank(items[i].Hash, ids)[:min(k, len(ids))]) {
-			return false
+		if want := Rank(items[i].Hash, ids)[:min(k, len(ids))]; !sameSet(h, want) {
+			if bad == 0 {
+				first = fmt.Sprintf("%s on %v, want %v", items[i], h, want)
+			}
+			bad++
 		}
 	}
-	return true
+	if bad == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d items misplaced, first %s", bad, first)
 }
 
 func copiedBy(nodes []*testNode) (copies, dropped int64) {
@@ -209,9 +224,16 @@ func TestRebalanceOnJoin(t *testing.T) {
 			}
 		}
 	}()
-	waitFor(t, time.Minute, "every item on its 3 best of 5 nodes", func() bool {
-		return onTop(t, items, all, 3)
-	})
+	deadline := time.Now().Add(time.Minute)
+	for !onTop(t, items, all, 3) {
+		if time.Now().After(deadline) {
+			for _, tn := range all {
+				t.Logf("node %s: %+v", tn.node.ID().Short(), tn.node.RepairStats())
+			}
+			t.Fatalf("after a minute: %s", misplaced(t, items, all, 3))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	close(stop)
 	if err := <-readErr; err != nil {
 		t.Fatalf("a read during the rebalance: %v", err)

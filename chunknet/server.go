@@ -232,6 +232,13 @@ func (n *Node) storeChunks(chunks []wire.Chunk, from format.NodeID) []byte {
 	}
 	stats, err := n.db.Put(nil, good)
 	n.charge(from, stats)
+	if err == nil && stats.Chunks > 0 {
+		items := make([]index.Item, len(good))
+		for i, c := range good {
+			items[i] = index.Item{Hash: c.Hash}
+		}
+		n.noteReceived(items)
+	}
 	if err != nil {
 		n.log.Error("storing chunks", "err", err)
 		for i := range st {
@@ -261,6 +268,13 @@ func (n *Node) storeGroups(groups []wire.Group, from format.NodeID) []byte {
 	}
 	stats, err := n.putGroupsHere(good)
 	n.charge(from, stats)
+	if err == nil && stats.Groups > 0 {
+		items := make([]index.Item, len(good))
+		for i, g := range good {
+			items[i] = index.Item{Group: true, Hash: g.hash}
+		}
+		n.noteReceived(items)
+	}
 	if err != nil {
 		n.log.Error("storing groups", "err", err)
 		for i := range st {
