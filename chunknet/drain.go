@@ -227,6 +227,7 @@ func (n *Node) setLeaving(id format.NodeID, on bool) {
 	} else {
 		delete(n.leaving, id)
 	}
+	n.placementEpoch.Add(1)
 	n.mu.Unlock()
 	n.log.Info("peer leaving", "peer", id.Short(), "draining", on)
 	n.kickRepair()

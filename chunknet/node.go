@@ -125,13 +125,17 @@ type Node struct {
 	repair     repairState
 	scrub      scrubState
 
-	distrusted  map[format.NodeID]bool // caught lying about copies (trust.go); guarded by mu
-	leaving     map[format.NodeID]bool // draining (a Leaving frame, drain.go); guarded by mu
-	quotaCache  quotaCache
-	quotaLog    everyMinute
-	cert        tls.Certificate // of Identity
-	joinMu      sync.Mutex      // serializes the use of join codes
-	membersKick chan struct{}   // wakes membersLoop
+	distrusted map[format.NodeID]bool // caught lying about copies (trust.go); guarded by mu
+	leaving    map[format.NodeID]bool // draining (a Leaving frame, drain.go); guarded by mu
+	// placementEpoch counts the changes of the set members() returns
+	// (peers up and down, draining, distrusted): a spot check spanning
+	// one is inconclusive (trust.go).
+	placementEpoch atomic.Int64
+	quotaCache     quotaCache
+	quotaLog       everyMinute
+	cert           tls.Certificate // of Identity
+	joinMu         sync.Mutex      // serializes the use of join codes
+	membersKick    chan struct{}   // wakes membersLoop
 
 	appliedSig signal                                // notified when records from peers are applied
 	visible    atomic.Pointer[func(context.Context)] // see SetVisibleHook
@@ -543,6 +547,7 @@ func (n *Node) connect(ctx context.Context, addr string) (*peer, error) {
 		return nil, nil
 	}
 	n.peers[hello.Node] = p
+	n.placementEpoch.Add(1)
 	n.mu.Unlock()
 	n.log.Info("peer up", "peer", hello.Node.Short(), "addr", addr)
 	n.kickTopUp()  // items written while it was away may go to it now
@@ -571,6 +576,7 @@ func (n *Node) runPeer(ctx context.Context, p *peer) {
 	if n.peers[p.id] == p {
 		delete(n.peers, p.id)
 		delete(n.leaving, p.id)
+		n.placementEpoch.Add(1)
 	}
 	n.seen[p.id], n.seenAt[p.id] = PeerInfo{ID: p.id, Addr: p.addr}, time.Now()
 	n.mu.Unlock()

@@ -192,7 +192,9 @@ func count(holders [][]format.NodeID, id format.NodeID) int {
 // among the best 3 for; the nodes that held them drop their copies only
 // once it holds them, and reads work throughout.
 func TestRebalanceOnJoin(t *testing.T) {
-	cfg := Config{Replicas: 3, RepairAfter: 2 * time.Second, RepairRate: -1}
+	// Every put is read back soon after: a copy dropped as surplus by a
+	// rebalance must not make its holder look like a liar.
+	cfg := Config{Replicas: 3, RepairAfter: 2 * time.Second, RepairRate: -1, SpotCheckEvery: 1, SpotCheckDelay: 3 * time.Second}
 	nodes := startCluster(t, 3, cfg)
 	// 240 groups: what one old holder sends a joiner is more than one
 	// frame holds.
@@ -240,6 +242,12 @@ func TestRebalanceOnJoin(t *testing.T) {
 	}
 	if c, d := copiedBy(all); c == 0 || d == 0 {
 		t.Fatalf("repair made %d copies and dropped %d: the joiners' copies must be moved by it, the old ones dropped", c, d)
+	}
+	time.Sleep(4 * time.Second) // the last spot checks
+	for _, tn := range all {
+		if d := tn.node.Distrusted(); len(d) > 0 {
+			t.Fatalf("node %s distrusts %v after a rebalance: a dropped surplus copy was taken for a lie", tn.node.ID().Short(), d)
+		}
 	}
 }
 

@@ -102,6 +102,7 @@ type spot struct {
 	group bool
 	hash  format.Hash
 	first []byte // a group's first chunk, as sent
+	epoch int64  // placementEpoch when it was sent
 }
 
 // maybeSpotCheck, for one put in SpotCheckEvery, reads back from p one of
@@ -120,6 +121,7 @@ func (n *Node) maybeSpotCheck(p *peer, ok []bool, pick func(i int) spot) {
 		return
 	}
 	s := pick(acked[rand.IntN(len(acked))])
+	s.epoch = n.placementEpoch.Load()
 	n.Go(func(ctx context.Context) {
 		if !sleepCtx(ctx, n.cfg.SpotCheckDelay) {
 			return
@@ -159,9 +161,31 @@ func (n *Node) spotCheck(ctx context.Context, p *peer, s spot) {
 		}
 		lied = items[0].Status != wire.StatusOK || !verify(s.hash, items[0].Data)
 	}
+	if lied && n.mayHaveDropped(p.id, s) {
+		n.log.Debug("spot check inconclusive: the peer may have dropped the copy as surplus", "peer", p.id.Short(), "item", s.hash.Short())
+		return
+	}
 	if lied {
 		n.distrust(ctx, p.id, s)
 	}
+}
+
+// mayHaveDropped reports whether peer id may rightly have dropped item s
+// since it acknowledged it: repair drops a copy that is surplus, which
+// needs the live nodes to have changed since (placementEpoch), or id not
+// to be among the item's targets now.
+func (n *Node) mayHaveDropped(id format.NodeID, s spot) bool {
+	if n.placementEpoch.Load() != s.epoch {
+		return true
+	}
+	ids, _ := n.members()
+	r := newRanker(ids)
+	for _, j := range r.top(s.hash, n.cfg.Replicas) {
+		if ids[j] == id {
+			return false
+		}
+	}
+	return true
 }
 
 // distrust stops placing copies on id, which acknowledged s and does not
@@ -173,6 +197,7 @@ func (n *Node) distrust(ctx context.Context, id format.NodeID, s spot) {
 		return
 	}
 	n.distrusted[id] = true
+	n.placementEpoch.Add(1)
 	n.mu.Unlock()
 	what := "chunk"
 	if s.group {

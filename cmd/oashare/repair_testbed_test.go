@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -91,6 +92,23 @@ func waitHealthy(t *testing.T, bin, dir string, k int, d time.Duration) fsckJSON
 			return f
 		}
 		if time.Now().After(deadline) {
+			for p := 1; ; p++ {
+				data := filepath.Join(dir, fmt.Sprintf("p%d", p))
+				if _, err := os.Stat(data); err != nil {
+					break
+				}
+				st, _ := exec.Command(bin, "status", "--data", filepath.Join(data, "data")).CombinedOutput()
+				t.Logf("peer %d status:\n%s", p, st)
+				if lg, err := os.ReadFile(filepath.Join(data, "log")); err == nil {
+					var keep []string
+					for _, l := range strings.Split(string(lg), "\n") {
+						if strings.Contains(l, "repair") || strings.Contains(l, "WARN") || strings.Contains(l, "ERROR") || strings.Contains(l, "peer up") || strings.Contains(l, "peer down") {
+							keep = append(keep, l)
+						}
+					}
+					t.Logf("peer %d log (repair, peers, warnings; last 40):\n%s", p, strings.Join(keep[max(0, len(keep)-40):], "\n"))
+				}
+			}
 			t.Fatalf("fsck on peer %d still exits %d after %v: %d full, %d below target, %d unavailable", k, code, d, f.Full, f.Below, f.Unavailable)
 		}
 		time.Sleep(time.Second)
