@@ -87,7 +87,7 @@ fmt-check:
 
 # oashare against local disk, a FUSE loopback and sshfs on a 4-peer testbed
 # (needs root; installs fio, sshfs and openssh-server if missing; about
-# 14 minutes with the defaults on a 2-core machine). BENCH_RUNS, BENCH_SIZE_MIB... : see
+# 20 minutes on a 2-core machine with BENCH_BEFORE). BENCH_RUNS, BENCH_SIZE_MIB... : see
 # scripts/bench. The table goes to scripts/results/.
 bench:
 	scripts/bench
