@@ -58,6 +58,19 @@ func makeRepairTree(t *testing.T) string {
 	return src
 }
 
+// copyRepairTree copies a makeRepairTree onto peer 1 and waits until peer
+// 4 shows it; it returns the source and peer 4's mount.
+func copyRepairTree(t *testing.T, tb *testbed) (src, m4 string) {
+	t.Helper()
+	src = makeRepairTree(t)
+	m1, m4 := tb.run("mnt", "1"), tb.run("mnt", "4")
+	if out, err := exec.Command("cp", "-r", filepath.Join(src, "photos"), m1+"/").CombinedOutput(); err != nil {
+		t.Fatalf("cp -r: %v\n%s", err, out)
+	}
+	waitSame(t, src, m4, 30*time.Second)
+	return src, m4
+}
+
 // fsck runs 'oashare fsck --json' against peer k and returns its report
 // and exit status.
 func fsck(t *testing.T, bin, dir string, k int, extra ...string) (fsckJSON, int) {
@@ -137,12 +150,7 @@ func waitSame(t *testing.T, src, mnt string, d time.Duration) {
 // peer 4 alone still reads everything identical, and fsck says so.
 func TestTestbedRepair(t *testing.T) {
 	tb, bin, dir := startRepairTestbed(t, 4)
-	src := makeRepairTree(t)
-	m1, m4 := tb.run("mnt", "1"), tb.run("mnt", "4")
-	if out, err := exec.Command("cp", "-r", filepath.Join(src, "photos"), m1+"/").CombinedOutput(); err != nil {
-		t.Fatalf("cp -r: %v\n%s", err, out)
-	}
-	waitSame(t, src, m4, 30*time.Second)
+	src, m4 := copyRepairTree(t, tb)
 	f := waitHealthy(t, bin, dir, 4, 30*time.Second)
 	if f.Files != 8 || f.Full == 0 {
 		t.Fatalf("fsck before any loss: %d files, %d items at full count; want 8 files", f.Files, f.Full)
@@ -219,12 +227,7 @@ func TestTestbedRepairAfterJoin(t *testing.T) {
 // running.
 func TestTestbedLeave(t *testing.T) {
 	tb, bin, dir := startRepairTestbed(t, 4)
-	src := makeRepairTree(t)
-	m1, m4 := tb.run("mnt", "1"), tb.run("mnt", "4")
-	if out, err := exec.Command("cp", "-r", filepath.Join(src, "photos"), m1+"/").CombinedOutput(); err != nil {
-		t.Fatalf("cp -r: %v\n%s", err, out)
-	}
-	waitSame(t, src, m4, 30*time.Second)
+	src, m4 := copyRepairTree(t, tb)
 	pid2, err := os.ReadFile(filepath.Join(dir, "p2", "pid"))
 	if err != nil {
 		t.Fatal(err)
