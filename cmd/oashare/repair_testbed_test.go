@@ -22,24 +22,7 @@ import (
 func startRepairTestbed(t *testing.T, n int) (*testbed, string, string) {
 	t.Helper()
 	needTestbed(t)
-	if _, err := os.Stat("/run/netns/oasbr"); err == nil {
-		t.Skip("a testbed is already up on this machine (scripts/testbed down removes it); not touching it")
-	}
-	bin := buildBinary(t)
-	dir := filepath.Join(t.TempDir(), "tb")
-	tb := &testbed{t: t, script: filepath.Join(repoRoot(t), "scripts", "testbed")}
-	tb.env = append(os.Environ(), "OASHARE_BIN="+bin, "TESTBED_DIR="+dir, "TESTBED_REPLICAS=3",
-		"TESTBED_FLAGS=--cache-mb 0 --repair-after 5s")
-	t.Cleanup(func() {
-		cmd := exec.Command(tb.script, "down")
-		cmd.Env = tb.env
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Errorf("testbed down: %v\n%s", err, out)
-		}
-		if m, _ := os.ReadFile("/proc/mounts"); bytes.Contains(m, []byte(dir)) {
-			t.Errorf("mounts left behind under %s", dir)
-		}
-	})
+	tb, bin, dir := newTestbed(t, "TESTBED_FLAGS=--cache-mb 0 --repair-after 5s")
 	tb.run("up", fmt.Sprint(n))
 	tb.run("wait-peers")
 	return tb, bin, dir

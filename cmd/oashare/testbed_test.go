@@ -55,6 +55,36 @@ type testbed struct {
 	env    []string
 }
 
+// newTestbed prepares a testbed of the binary built from this tree, with
+// replicas 3 and env (TESTBED_... settings) added, in a temporary
+// directory, and takes it down when the test ends, checking that no
+// namespace or mount is left. It skips if a testbed is up already. The
+// caller runs "up".
+func newTestbed(t *testing.T, env ...string) (tb *testbed, bin, dir string) {
+	t.Helper()
+	if _, err := os.Stat("/run/netns/oasbr"); err == nil {
+		t.Skip("a testbed is already up on this machine (scripts/testbed down removes it); not touching it")
+	}
+	bin = buildBinary(t)
+	dir = filepath.Join(t.TempDir(), "tb")
+	tb = &testbed{t: t, script: filepath.Join(repoRoot(t), "scripts", "testbed")}
+	tb.env = append(append(os.Environ(), "OASHARE_BIN="+bin, "TESTBED_DIR="+dir, "TESTBED_REPLICAS=3"), env...)
+	t.Cleanup(func() {
+		cmd := exec.Command(tb.script, "down")
+		cmd.Env = tb.env
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("testbed down: %v\n%s", err, out)
+		}
+		if out, _ := exec.Command("ip", "netns", "list").Output(); bytes.Contains(out, []byte("oasbr")) {
+			t.Errorf("namespaces left behind:\n%s", out)
+		}
+		if m, _ := os.ReadFile("/proc/mounts"); bytes.Contains(m, []byte(dir)) {
+			t.Errorf("mounts left behind under %s", dir)
+		}
+	})
+	return tb, bin, dir
+}
+
 func (tb *testbed) run(args ...string) string {
 	tb.t.Helper()
 	cmd := exec.Command(tb.script, args...)
@@ -110,28 +140,9 @@ func sameTree(a, b string) string {
 // killed with SIGKILL.
 func TestTestbedLAN(t *testing.T) {
 	needTestbed(t)
-	if _, err := os.Stat("/run/netns/oasbr"); err == nil {
-		t.Skip("a testbed is already up on this machine (scripts/testbed down removes it); not touching it")
-	}
-	bin := buildBinary(t)
-	dir := filepath.Join(t.TempDir(), "tb")
-	tb := &testbed{t: t, script: filepath.Join(repoRoot(t), "scripts", "testbed")}
 	// --cache-mb 0: peer 4 keeps no chunk in memory, so every read after
 	// the kills really goes to the surviving peers.
-	tb.env = append(os.Environ(), "OASHARE_BIN="+bin, "TESTBED_DIR="+dir, "TESTBED_REPLICAS=3", "TESTBED_FLAGS=--cache-mb 0")
-	t.Cleanup(func() {
-		cmd := exec.Command(tb.script, "down")
-		cmd.Env = tb.env
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Errorf("testbed down: %v\n%s", err, out)
-		}
-		if out, _ := exec.Command("ip", "netns", "list").Output(); bytes.Contains(out, []byte("oasbr")) {
-			t.Errorf("namespaces left behind:\n%s", out)
-		}
-		if m, _ := os.ReadFile("/proc/mounts"); bytes.Contains(m, []byte(dir)) {
-			t.Errorf("mounts left behind under %s", dir)
-		}
-	})
+	tb, bin, dir := newTestbed(t, "TESTBED_FLAGS=--cache-mb 0")
 	tb.run("up", "4")
 	tb.run("wait-peers")
 
@@ -219,20 +230,7 @@ func TestTestbedMembers(t *testing.T) {
 	if _, err := exec.LookPath("tcpdump"); err != nil {
 		t.Skip("tcpdump missing (make deps installs it)")
 	}
-	if _, err := os.Stat("/run/netns/oasbr"); err == nil {
-		t.Skip("a testbed is already up on this machine (scripts/testbed down removes it); not touching it")
-	}
-	bin := buildBinary(t)
-	dir := filepath.Join(t.TempDir(), "tb")
-	tb := &testbed{t: t, script: filepath.Join(repoRoot(t), "scripts", "testbed")}
-	tb.env = append(os.Environ(), "OASHARE_BIN="+bin, "TESTBED_DIR="+dir, "TESTBED_REPLICAS=3", "TESTBED_OUTSIDERS=4")
-	t.Cleanup(func() {
-		cmd := exec.Command(tb.script, "down")
-		cmd.Env = tb.env
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Errorf("testbed down: %v\n%s", err, out)
-		}
-	})
+	tb, bin, dir := newTestbed(t, "TESTBED_OUTSIDERS=4")
 	tb.run("up", "4")
 	tb.run("wait-peers")
 	data := func(k int) string { return filepath.Join(dir, fmt.Sprintf("p%d", k), "data") }
