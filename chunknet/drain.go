@@ -179,16 +179,8 @@ func (d *drain) walk(ctx context.Context, fn func(group bool, keys []format.Hash
 
 // size is the bytes of one copy of item h as stored here.
 func (d *drain) size(group bool, h format.Hash) int64 {
-	if group {
-		data, ok, err := d.n.db.GetGroup(h, 0, format.MaxGroupData, nil)
-		node, _, _ := d.n.db.GetChunk(h, nil)
-		if err != nil || !ok {
-			return 0
-		}
-		return int64(len(data) + len(node))
-	}
-	c, _, _ := d.n.db.GetChunk(h, nil)
-	return int64(len(c))
+	n, _, _ := d.n.db.StoredSize(index.Item{Group: group, Hash: h})
+	return n
 }
 
 // move copies the short items of one page to the others' best-ranked

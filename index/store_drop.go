@@ -168,3 +168,39 @@ func (db *DB) dropItems(r *putReq) {
 	db.chunkBytes.Store(total)
 	r.added, r.err = dropped, kept
 }
+
+// StoredSize returns the bytes item takes in this node's store (a group
+// with its depth-1 node) from its index entries alone, without reading
+// them; ok is false if it is not stored.
+func (db *DB) StoredSize(item Item) (size int64, ok bool, err error) {
+	if db.closed.Load() {
+		return 0, false, ErrClosed
+	}
+	read := func(key []byte, group bool) (int64, bool, error) {
+		v, c, err := db.pdb.Get(key)
+		if errors.Is(err, pebble.ErrNotFound) {
+			return 0, false, nil
+		}
+		if err != nil {
+			return 0, false, err
+		}
+		defer c.Close()
+		if group {
+			_, _, n, err := decodeGroupLoc(v)
+			return int64(n), err == nil, err
+		}
+		l, err := decodeLocation(v)
+		return int64(l.n), err == nil, err
+	}
+	key := chunkKey(item.Hash)
+	node, nodeOK, err := read(key, false)
+	if err != nil || !item.Group {
+		return node, nodeOK, err
+	}
+	key[0] = prefixGroup
+	data, ok, err := read(key, true)
+	if err != nil || !ok {
+		return 0, false, err
+	}
+	return data + node, true, nil
+}

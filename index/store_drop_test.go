@@ -49,6 +49,12 @@ func TestListAndDropStored(t *testing.T) {
 		}
 	}
 
+	if n, ok, err := db.StoredSize(Item{Group: true, Hash: groups[2].Hash}); err != nil || !ok || n != int64(len(groups[2].Data)+len(nodes[2].Data)) {
+		t.Fatalf("StoredSize(group 2) = %d, %v, %v; want %d", n, ok, err, len(groups[2].Data)+len(nodes[2].Data))
+	}
+	if n, ok, err := db.StoredSize(Item{Hash: tree.Hash}); err != nil || !ok || n != int64(len(tree.Data)) {
+		t.Fatalf("StoredSize(tree node) = %d, %v, %v; want %d", n, ok, err, len(tree.Data))
+	}
 	count0, bytes0 := db.ChunkStats()
 	// A group in the under-target set stays; the others go with their
 	// nodes; the tree node goes.
@@ -61,6 +67,9 @@ func TestListAndDropStored(t *testing.T) {
 	}
 	if ok, _ := db.HasGroup(groups[0].Hash); !ok {
 		t.Fatal("a group below its target was dropped")
+	}
+	if _, ok, _ := db.StoredSize(Item{Hash: tree.Hash}); ok {
+		t.Fatal("StoredSize finds a dropped tree node")
 	}
 	for _, h := range []struct {
 		group bool
