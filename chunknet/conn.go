@@ -1,9 +1,7 @@
 package chunknet
 
 import (
-	"bufio"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -106,76 +104,37 @@ func handshake(conn net.Conn, self wire.Hello, want format.NodeID) (wire.Hello, 
 var errSelf = errors.New("connected to ourselves")
 
 // frameWriter serializes whole frames onto a connection: one writer at a
-// time, one Write per frame.
+// time, one write per frame (writev(2) over plain TCP, one sealed buffer
+// between members).
 type frameWriter struct {
-	mu   sync.Mutex
-	conn net.Conn
-	// Over TLS: bw gathers the pieces of a frame so that they leave in
-	// full TLS records, and raw (under TLS) sends the records of a frame
-	// in few system calls.
-	bw  *bufio.Writer
-	raw *bufConn
+	mu     sync.Mutex
+	conn   net.Conn
+	sealed *sealedConn
 }
 
-// tlsRecord is the most data a TLS record carries.
-const tlsRecord = 16 << 10
-
-// newFrameWriter returns the frameWriter of conn: writev(2) over TCP,
-// gathering over TLS.
 func newFrameWriter(conn net.Conn) frameWriter {
-	tc, ok := conn.(*tls.Conn)
-	if !ok {
-		return frameWriter{conn: conn}
-	}
-	raw, _ := tc.NetConn().(*bufConn)
-	return frameWriter{conn: conn, bw: bufio.NewWriterSize(conn, 64<<10), raw: raw}
+	sc, _ := conn.(*sealedConn)
+	return frameWriter{conn: conn, sealed: sc}
 }
 
 func (w *frameWriter) write(frame []byte) error {
 	return w.writev([][]byte{frame})
 }
 
-// writev writes one frame given as pieces, with writev(2) on a TCP
-// connection.
+// writev writes one frame given as pieces.
 func (w *frameWriter) writev(frame [][]byte) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
-	if w.bw == nil {
-		if len(frame) == 1 {
-			_, err := w.conn.Write(frame[0])
-			return err
-		}
-		bufs := net.Buffers(frame)
-		_, err := bufs.WriteTo(w.conn)
+	if w.sealed != nil {
+		return w.sealed.writeFrame(frame)
+	}
+	if len(frame) == 1 {
+		_, err := w.conn.Write(frame[0])
 		return err
 	}
-	if w.raw != nil {
-		w.raw.cork()
-	}
-	// Small pieces gather in bw and leave as full TLS records; a large
-	// one goes to TLS as it is, uncopied.
-	var err error
-	for _, b := range frame {
-		if len(b) >= tlsRecord {
-			if err = w.bw.Flush(); err == nil {
-				_, err = w.conn.Write(b)
-			}
-		} else {
-			_, err = w.bw.Write(b)
-		}
-		if err != nil {
-			break
-		}
-	}
-	if err == nil {
-		err = w.bw.Flush()
-	}
-	if w.raw != nil {
-		if uerr := w.raw.uncork(); err == nil {
-			err = uerr
-		}
-	}
+	bufs := net.Buffers(frame)
+	_, err := bufs.WriteTo(w.conn)
 	return err
 }
 

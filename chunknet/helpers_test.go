@@ -406,7 +406,8 @@ func connectRaw(t *testing.T, addr string) *rawPeer {
 		if _, err := rawHandshakeAs(t, tc, wire.Hello{Node: keyID(key), Network: networkOf(t)}); err != nil {
 			t.Fatalf("handshake refused: %v", err)
 		}
-		return &rawPeer{conn: tc, rd: wire.NewReader(tc, wire.MaxPayload)}
+		rc := rawRecords(t, tc)
+		return &rawPeer{conn: rc, rd: wire.NewReader(rc, wire.MaxPayload)}
 	}
 	if _, err := rawHandshake(t, conn, testNetwork); err != nil {
 		t.Fatalf("handshake refused: %v", err)
@@ -486,6 +487,17 @@ func rawTLS(t *testing.T, conn net.Conn, key ed25519.PrivateKey) net.Conn {
 		t.Fatalf("TLS: %v", err)
 	}
 	return tc
+}
+
+// rawRecords moves a raw member connection, its hello accepted, on to
+// records, as a node does.
+func rawRecords(t *testing.T, tc net.Conn) net.Conn {
+	t.Helper()
+	rc, err := toRecords(tc, true)
+	if err != nil {
+		t.Fatalf("records: %v", err)
+	}
+	return rc
 }
 
 // plainOnly skips a test of the plain-TCP protocol when every node speaks

@@ -524,6 +524,12 @@ func (n *Node) connect(ctx context.Context, addr string) (*peer, error) {
 		conn, want = tc, id
 	}
 	hello, err := handshake(conn, n.hello(), want)
+	if err == nil {
+		var rc net.Conn
+		if rc, err = toRecords(conn, true); err == nil {
+			conn = rc
+		}
+	}
 	if err != nil {
 		conn.Close()
 		return nil, err
@@ -699,6 +705,12 @@ func (n *Node) serveConn(conn net.Conn) {
 		conn, want = tc, id
 	}
 	hello, err := handshake(conn, n.hello(), want)
+	if err == nil {
+		var rc net.Conn
+		if rc, err = toRecords(conn, false); err == nil {
+			conn = rc
+		}
+	}
 	if err != nil {
 		if !errors.Is(err, errSelf) {
 			n.log.Info("refused inbound connection", "remote", conn.RemoteAddr(), "err", err)

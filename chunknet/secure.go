@@ -2,18 +2,20 @@ package chunknet
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/oashare/oashare/index"
@@ -31,10 +33,11 @@ import (
 //     a byte of our protocol moves. The hello inside must name that
 //     node (else VerdictImpostor). Resumption is off, so every
 //     connection proves its key afresh.
-//   - Everything after the TLS handshake is encrypted and authenticated
-//     (AES-GCM or ChaCha20-Poly1305, as TLS 1.3 negotiates). An outsider
-//     learns a node's certificate (its ID) and nothing else: not the
-//     network, its name, its members, nor our protocol version (ALPN
+//   - Everything after the TLS handshake is encrypted and authenticated:
+//     the hello and verdict by TLS, the frames after them by sealed
+//     records under keys exported from the TLS session (record.go). An
+//     outsider learns a node's certificate (its ID) and nothing else: not
+//     the network, its name, its members, nor our protocol version (ALPN
 //     names "oashare/4", which only outsiders that speak it use).
 //   - A client that is not a member may send one Join frame (join.go),
 //     within handshakeTimeout, and is then disconnected.
@@ -129,51 +132,62 @@ func secureServer(ctx context.Context, conn net.Conn, cert tls.Certificate, chec
 	return finishTLS(ctx, tc)
 }
 
-// bufConn sits between TLS and TCP. TLS reads and writes one record (at
-// most 16 KiB) at a time; unbuffered, a frame of a few MiB would cost a
-// system call per record each way. Reads here fill a buffer with as much
-// as has arrived; writes made while corked (a frame being written, see
-// frameWriter) gather, and leave as one write when the frame is whole or
-// the buffer is full.
+// bufConn sits between TLS and TCP while TLS runs (the handshake, the
+// hello and verdict, a join). It reads through a buffer, so TLS's small
+// reads cost no system call each, but hands TLS no byte past the end of
+// the TLS record it is reading: when a member's connection moves on to
+// records (sealConn), every byte after TLS's last one is still here.
 type bufConn struct {
 	net.Conn
-	r *bufio.Reader // used by the connection's one reader only
-
-	mu     sync.Mutex
-	w      *bufio.Writer
-	corked bool
+	r    *bufio.Reader
+	hdr  [tlsHeader]byte
+	got  int // bytes of the next TLS record's header read so far
+	left int // bytes of the current TLS record not yet read
 }
 
-const bufConnSize = 256 << 10
+const (
+	tlsHeader = 5
+	// bufConnSize holds a whole TLS record with its overhead.
+	bufConnSize = tlsHeader + 16<<10 + 256
+)
 
 func newBufConn(c net.Conn) *bufConn {
-	return &bufConn{Conn: c, r: bufio.NewReaderSize(c, bufConnSize), w: bufio.NewWriterSize(c, bufConnSize)}
+	return &bufConn{Conn: c, r: bufio.NewReaderSize(c, bufConnSize)}
 }
 
-func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
-
-func (c *bufConn) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.corked {
-		return c.w.Write(p)
+func (c *bufConn) Read(p []byte) (int, error) {
+	if c.left == 0 {
+		n, err := c.r.Read(p[:min(len(p), tlsHeader-c.got)])
+		copy(c.hdr[c.got:], p[:n])
+		if c.got += n; c.got == tlsHeader {
+			c.left, c.got = int(binary.BigEndian.Uint16(c.hdr[3:])), 0
+		}
+		return n, err
 	}
-	return c.Conn.Write(p)
+	n, err := c.r.Read(p[:min(len(p), c.left)])
+	c.left -= n
+	return n, err
 }
 
-// cork holds writes until uncork.
-func (c *bufConn) cork() {
-	c.mu.Lock()
-	c.corked = true
-	c.mu.Unlock()
+// leftover returns what was read past TLS's last record.
+func (c *bufConn) leftover() io.Reader {
+	b, _ := c.r.Peek(c.r.Buffered())
+	return bytes.NewReader(bytes.Clone(b))
 }
 
-// uncork sends what was held.
-func (c *bufConn) uncork() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.corked = false
-	return c.w.Flush()
+// toRecords moves a member's connection, its TLS handshake and hello
+// done, on to records (record.go); a plain TCP connection (no identity)
+// stays as it is.
+func toRecords(conn net.Conn, client bool) (net.Conn, error) {
+	tc, ok := conn.(*tls.Conn)
+	if !ok {
+		return conn, nil
+	}
+	bc, ok := tc.NetConn().(*bufConn)
+	if !ok {
+		return nil, errors.New("TLS connection without its record reader")
+	}
+	return sealConn(tc, bc, client, defaultRekey)
 }
 
 func finishTLS(ctx context.Context, tc *tls.Conn) (*tls.Conn, format.NodeID, ed25519.PublicKey, error) {

@@ -143,8 +143,11 @@ func TestOutsiderLearnsNothing(t *testing.T) {
 func memberPeer(t *testing.T, target *testNode, key ed25519.PrivateKey, hello format.NodeID) (*rawPeer, error) {
 	t.Helper()
 	tc := rawTLS(t, dialRaw(t, target.node.Addr()), key)
-	_, err := rawHandshakeAs(t, tc, wire.Hello{Node: hello, Network: target.node.cfg.Network})
-	return &rawPeer{conn: tc, rd: wire.NewReader(tc, wire.MaxPayload)}, err
+	if _, err := rawHandshakeAs(t, tc, wire.Hello{Node: hello, Network: target.node.cfg.Network}); err != nil {
+		return &rawPeer{conn: tc, rd: wire.NewReader(tc, wire.MaxPayload)}, err
+	}
+	rc := rawRecords(t, tc)
+	return &rawPeer{conn: rc, rd: wire.NewReader(rc, wire.MaxPayload)}, nil
 }
 
 func TestImpostorHelloRefused(t *testing.T) {

@@ -74,7 +74,11 @@ func (l *liar) serve(t *testing.T, conn net.Conn, cert tls.Certificate, network 
 	if _, err := handshake(tc, wire.Hello{Version: wire.Version, Node: keyID(l.key), Network: network}, format.NodeID{}); err != nil {
 		return
 	}
-	rd := wire.NewReader(tc, wire.MaxPayload)
+	rc, err := toRecords(tc, false)
+	if err != nil {
+		return
+	}
+	rd := wire.NewReader(rc, wire.MaxPayload)
 	for {
 		f, err := rd.Next()
 		if err != nil {
@@ -117,7 +121,7 @@ func (l *liar) serve(t *testing.T, conn net.Conn, cert tls.Certificate, network 
 		default:
 			reply = wire.AppendError(nil, f.ReqID, wire.CodeUnsupported, "liar")
 		}
-		if _, err := tc.Write(reply); err != nil {
+		if _, err := rc.Write(reply); err != nil {
 			return
 		}
 	}

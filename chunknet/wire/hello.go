@@ -18,8 +18,10 @@ const (
 	// added the group frames (PutGroups, GetGroups, GroupResult,
 	// HasGroups); version 3 the barrier of fsync (WaitApplied, Applied);
 	// version 4 runs over mutually authenticated TLS between members
-	// and adds Join and JoinResult; version 5 adds Leaving.
-	Version uint16 = 5
+	// and adds Join and JoinResult; version 5 adds Leaving; version 6
+	// carries frames between members in records sealed with keys
+	// exported from TLS (chunknet's record layer) instead of TLS's own.
+	Version uint16 = 6
 	// MaxNetworkName bounds the network name of a hello, in bytes.
 	MaxNetworkName = 64
 	// MaxHelloSize is the largest hello on the wire: magic, version, node
