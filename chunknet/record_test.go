@@ -246,6 +246,14 @@ func TestRecordsRefuseTampering(t *testing.T) {
 			if len(rest) > 0 && !bytes.HasPrefix(b, rest) {
 				t.Fatalf("returned %d bytes that were never sent", len(rest))
 			}
+			// The same into a buffer the second record fits in (opened
+			// straight into it).
+			sc = readerOf(t, secret, tc.wire)
+			io.ReadFull(sc, got)
+			big := make([]byte, len(b)+len(c))
+			if n, err := io.ReadFull(sc, big); !errors.Is(err, tc.want) || (n > 0 && !bytes.HasPrefix(b, big[:n])) {
+				t.Fatalf("into a large buffer: %d bytes, %v; want %v", n, err, tc.want)
+			}
 		})
 	}
 	// Untouched, all three arrive and the stream ends cleanly.
