@@ -117,13 +117,14 @@ type Node struct {
 	// peers (FetchSpans), closed when done.
 	groupFlight map[format.Hash]chan struct{}
 
-	payloads   payloadPool   // request payload buffers of the servers
-	out        outbox        // own records not yet sent to peers
-	flushKick  chan struct{} // wakes flushLoop
-	flushArmed atomic.Bool   // a wake-up of flushLoop is due (SyncBatched)
-	topUpKick  chan struct{} // wakes topUpLoop
-	repair     repairState
-	scrub      scrubState
+	payloads       payloadPool   // request payload buffers of the servers
+	out            outbox        // own records not yet sent to peers
+	flushKick      chan struct{} // wakes flushLoop
+	flushArmed     atomic.Bool   // a wake-up of flushLoop is due (SyncBatched)
+	topUpKick      chan struct{} // wakes topUpLoop
+	repair         repairState
+	reclaimPending atomic.Bool // copies were dropped since the last reclaim (reclaim.go)
+	scrub          scrubState
 
 	distrusted map[format.NodeID]bool // caught lying about copies (trust.go); guarded by mu
 	leaving    map[format.NodeID]bool // draining (a Leaving frame, drain.go); guarded by mu
@@ -274,12 +275,13 @@ func New(cfg Config) (*Node, error) {
 		// A burst of one whole group with its node: the largest item.
 		n.repair.limiter = rate.NewLimiter(rate.Limit(cfg.RepairRate), format.MaxGroupData+format.MaxChunkData)
 	}
-	n.wg.Add(5)
+	n.wg.Add(6)
 	go n.acceptLoop()
 	go n.flushLoop()
 	go n.topUpLoop()
 	go n.membersLoop()
 	go n.repairLoop()
+	go n.reclaimLoop()
 	if cfg.ScrubEvery > 0 {
 		n.wg.Add(1)
 		go n.scrubLoop()

@@ -466,6 +466,9 @@ func (p *repairPass) step(ctx context.Context, group bool, keys []format.Hash) e
 		k, err := n.db.DropStored(drops)
 		p.dropped += int64(k)
 		n.repair.dropped.Add(int64(k))
+		if k > 0 {
+			n.kickReclaim()
+		}
 		if err != nil && !errors.Is(err, index.ErrUnderTarget) {
 			return err
 		}

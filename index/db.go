@@ -106,6 +106,9 @@ type DB struct {
 	chunkBytes atomic.Int64
 	logFirst   uint32 // the first segment of batches (see store_chunklog.go)
 
+	reclaimMu sync.Mutex   // one Reclaim at a time (store_reclaim.go)
+	reclaimed atomic.Int64 // bytes Reclaim punched since Open
+
 	durable atomic.Uint64 // this node's records are durable up to this Seq
 
 	under underState // the under-target set's counts (store_under.go)

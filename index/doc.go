@@ -15,7 +15,9 @@
 //   - the chunk store (store_*.go): chunks and groups appended to the
 //     chunk log (store_chunklog.go), their locations in Pebble
 //     (store_chunks.go, store_groups.go), recovery after a crash
-//     (store_logrecover.go), the under-target set (store_under.go);
+//     (store_logrecover.go), the under-target set (store_under.go),
+//     dropping copies and giving their disk space back (store_drop.go,
+//     store_reclaim.go);
 //   - the namespace (ns_*.go): records, versions, heads and conflict
 //     copies of inodes (ns_versions.go) and entries (ns_entries.go), their
 //     encoding (ns_record.go), Commit, Apply, the log and the clock
@@ -174,6 +176,7 @@
 //	    "m/chunk-count"             → number of chunks in the store[8]
 //	    "m/chunk-bytes"             → total bytes of those chunks[8]
 //	    "m/chunk-log"               → where the chunk log stands (below)
+//	    "m/reclaim"                 → unix nanoseconds[8] of the last reclaim (its synced write)
 //	    "m/network"                 → the network this node belongs to (ns_members.go)
 //	    "m/invite/" h[8]            → an invitation this node issued, h from SHA-256 of its token
 //

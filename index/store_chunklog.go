@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"unsafe"
 
 	"github.com/cockroachdb/pebble/vfs"
@@ -601,7 +602,29 @@ func (l *chunkLog) close() error {
 	return first
 }
 
-// diskBytes reports the bytes the segments take.
+// removeSegment deletes segment seg, which nothing points into, and
+// returns its size. Never the current segment.
+func (l *chunkLog) removeSegment(seg uint32) (int64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if f := l.files[seg]; f != nil {
+		f.Close()
+		delete(l.files, seg)
+	}
+	path := l.fs.PathJoin(l.dir, segName(seg))
+	st, err := l.fs.Stat(path)
+	if err != nil {
+		return 0, nil // gone already
+	}
+	if err := l.fs.Remove(path); err != nil {
+		return 0, fmt.Errorf("index: remove chunk segment %s: %w", path, err)
+	}
+	return st.Size(), nil
+}
+
+// diskBytes reports the bytes the segments take on disk: their
+// allocated blocks where the file system says (holes punched by Reclaim
+// take none), else their sizes.
 func (l *chunkLog) diskBytes() int64 {
 	names, err := l.fs.List(l.dir)
 	if err != nil {
@@ -609,7 +632,13 @@ func (l *chunkLog) diskBytes() int64 {
 	}
 	var n int64
 	for _, name := range names {
-		if st, err := l.fs.Stat(l.fs.PathJoin(l.dir, name)); err == nil {
+		st, err := l.fs.Stat(l.fs.PathJoin(l.dir, name))
+		if err != nil {
+			continue
+		}
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+			n += sys.Blocks * 512
+		} else {
 			n += st.Size()
 		}
 	}

@@ -1,6 +1,7 @@
 package index
 
 import (
+	"errors"
 	"os"
 	"syscall"
 
@@ -20,4 +21,17 @@ func fdatasync(f *os.File) error { return unix.Fdatasync(int(f.Fd())) }
 // call, and returns how many bytes it wrote.
 func pwritev(fd uintptr, iovs [][]byte, off int64) (int, error) {
 	return unix.Pwritev(int(fd), iovs, off)
+}
+
+// errNoPunch: the file system cannot punch holes.
+var errNoPunch = errors.New("punching holes is not supported here")
+
+// punchHole gives back the blocks of n bytes at off of the file fd,
+// keeping its size: reads there return zeros.
+func punchHole(fd uintptr, off, n int64) error {
+	err := unix.Fallocate(int(fd), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
+		return errNoPunch
+	}
+	return err
 }

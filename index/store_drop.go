@@ -60,7 +60,7 @@ var ErrUnderTarget = errors.New("index: item is below its replica target")
 
 // DropStored removes items from this node's store: its index stops listing
 // them at once, so that this node neither serves nor counts them; their
-// bytes stay in the chunk log until it is compacted. Dropping a group
+// bytes stay in the chunk log until Reclaim gives them back. Dropping a group
 // drops its depth-1 node too (stored as a chunk of the same name). Items
 // in the under-target set are kept and reported with ErrUnderTarget (the
 // others are dropped). Repair drops surplus copies with it, once the

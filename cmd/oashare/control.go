@@ -41,6 +41,10 @@ type statusJSON struct {
 	Peers      []peerJSON `json:"peers"`
 	Chunks     int64      `json:"chunks"`
 	Bytes      int64      `json:"bytes"`
+	// LogDiskBytes is what the chunk log takes on disk; ReclaimedBytes
+	// what reclaiming dropped copies gave back since start.
+	LogDiskBytes   int64 `json:"log_disk_bytes"`
+	ReclaimedBytes int64 `json:"reclaimed_bytes"`
 	// Pending counts the file versions whose close or fsync failed and
 	// that wait for their copies to be published; BelowTarget the groups
 	// (and tree nodes) this node wrote that have fewer copies than
@@ -217,6 +221,8 @@ func (c *control) status() statusJSON {
 	if s.Members <= 1 {
 		s.Hint = addMachineHint(c.mnt)
 	}
+	s.LogDiskBytes, _ = c.node.DB().DiskUsage()
+	s.ReclaimedBytes = c.node.DB().Reclaimed()
 	rs := c.node.RepairStats()
 	s.Repair = repairJSON{Checked: rs.Checked, Short: rs.Short, Waiting: rs.Waiting, Copied: rs.Copied, CopiedBytes: rs.CopiedBytes, Dropped: rs.Dropped}
 	if !rs.LastPass.IsZero() {
