@@ -101,6 +101,13 @@ func KernelOptions(name, fsName string, cacheTimeout time.Duration, allowOther b
 // Mount mounts the shared namespace of opts.Node on dir and returns the
 // running server; Unmount it to stop.
 func Mount(dir string, opts Options) (*fuse.Server, error) {
+	server, _, err := MountFS(dir, opts)
+	return server, err
+}
+
+// MountFS is Mount, also returning the file system (for Versions and
+// Restore).
+func MountFS(dir string, opts Options) (*fuse.Server, *FS, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -123,7 +130,7 @@ func Mount(dir string, opts Options) (*fuse.Server, error) {
 	}
 	fsys.ns = namespace.New(opts.Node, fsys.uid, fsys.gid)
 	if err := fsys.restorePending(); err != nil {
-		return nil, fmt.Errorf("reading the pending journal: %w", err)
+		return nil, nil, fmt.Errorf("reading the pending journal: %w", err)
 	}
 
 	root := &dirNode{fsys: fsys, id: index.RootID}
@@ -147,7 +154,7 @@ func Mount(dir string, opts Options) (*fuse.Server, error) {
 	fopts.GID = fsys.gid
 	server, err := fs.Mount(dir, root, fopts)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := SetReadAhead(dir); err != nil {
 		opts.Logger.Debug("kernel read-ahead left at its default", "err", err)
@@ -157,7 +164,7 @@ func Mount(dir string, opts Options) (*fuse.Server, error) {
 	opts.Node.Go(fsys.pendingLoop)
 	fsys.db.SetOnApply(fsys.onRemote)
 	opts.Node.SetVisibleHook(fsys.notified)
-	return server, nil
+	return server, fsys, nil
 }
 
 // toErrno is the one place errors cross into FUSE: it logs the detail and

@@ -713,3 +713,46 @@ func TestApplyBoundsOrigins(t *testing.T) {
 	binary.BigEndian.PutUint64(known[:], 1)
 	mustApply(t, db, rec(known, 2))
 }
+
+// TestHistories: History lists every version of an inode and
+// EntryHistory every version of a name, tombstones included, oldest
+// first, whatever the winner is now.
+func TestHistories(t *testing.T) {
+	db := openMem(t, nil)
+	mustCommit(t, db, fileInode(7, 1), fileDirent(RootID, "f", 7))
+	for _, size := range []uint64{2, 3} {
+		in, _, err := db.GetInode(7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		op := fileInode(7, size)
+		op.Inode.BaseVersion, op.Inode.BaseOrigin = in.Version, in.Origin
+		mustCommit(t, db, op)
+	}
+	de, _, err := db.StoredDirent(RootID, "f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := Dirent{Parent: RootID, Name: "f", Child: 7, Type: TypeFile, Deleted: true,
+		BaseVersion: de.Version, BaseOrigin: de.Origin, BaseChild: 7}
+	mustCommit(t, db, Op{Dirent: &gone})
+	hist, err := db.History(7)
+	if err != nil || len(hist) != 3 {
+		t.Fatalf("History(7) = %d versions, %v; want 3", len(hist), err)
+	}
+	for i, in := range hist {
+		if in.Size != uint64(i+1) || in.ID != 7 || (i > 0 && in.Version <= hist[i-1].Version) {
+			t.Fatalf("version %d: size %d, id %d, stamp %d", i, in.Size, in.ID, in.Version)
+		}
+	}
+	ents, err := db.EntryHistory(RootID, "f")
+	if err != nil || len(ents) != 2 || ents[0].Deleted || !ents[1].Deleted || ents[0].Child != 7 {
+		t.Fatalf("EntryHistory = %+v, %v; want the entry then its tombstone", ents, err)
+	}
+	if _, ok, _ := db.LookupDirent(RootID, "f"); ok {
+		t.Fatal("the deleted name still resolves")
+	}
+	if h, err := db.History(8); err != nil || len(h) != 0 {
+		t.Fatalf("History of an inode never seen: %v, %v", h, err)
+	}
+}

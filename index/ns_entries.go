@@ -237,3 +237,27 @@ func (db *DB) StoredDirent(parent uint64, name string) (Dirent, bool, error) {
 	}
 	return de, ok, nil
 }
+
+// EntryHistory returns every version of the entry (parent, name) this
+// node has received, tombstones included, oldest first: the inodes that
+// had that name, so a file deleted or replaced can be found by its path.
+func (db *DB) EntryHistory(parent uint64, name string) ([]Dirent, error) {
+	if db.closed.Load() {
+		return nil, ErrClosed
+	}
+	lo := entryNamePrefix(prefixEntryHist, parent, name)
+	it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
+	if err != nil {
+		return nil, err
+	}
+	var out []Dirent
+	for ok := it.First(); ok; ok = it.Next() {
+		de := Dirent{Parent: parent, Name: name}
+		if err := decodeDirentValue(it.Value(), &de); err != nil {
+			it.Close()
+			return nil, fmt.Errorf("index: history of entry %d/%q: %w", parent, name, err)
+		}
+		out = append(out, de)
+	}
+	return out, it.Close()
+}

@@ -550,3 +550,26 @@ func (db *DB) ReadDir(parent uint64) ([]Dirent, error) {
 	}
 	return out, nil
 }
+
+// History returns every version of inode id this node has received,
+// oldest first (stamp order): what `oashare versions` lists.
+func (db *DB) History(id uint64) ([]Inode, error) {
+	if db.closed.Load() {
+		return nil, ErrClosed
+	}
+	lo := binary.BigEndian.AppendUint64([]byte{prefixHistory}, id)
+	it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
+	if err != nil {
+		return nil, err
+	}
+	var out []Inode
+	for ok := it.First(); ok; ok = it.Next() {
+		in, err := decodeInodeValue(it.Value())
+		if err != nil {
+			it.Close()
+			return nil, fmt.Errorf("index: history of inode %d: %w", id, err)
+		}
+		out = append(out, in)
+	}
+	return out, it.Close()
+}

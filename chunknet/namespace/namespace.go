@@ -524,3 +524,30 @@ func (ns *Namespace) touchDirs(ops []index.Op, now int64, dirs ...uint64) ([]ind
 	}
 	return ops, nil
 }
+
+// Restore makes (size, root, depth), the content of an earlier version,
+// the content of file id again: a new version based on the current
+// winner, so it supersedes what is there now (which stays in history).
+// Published at once (chunknet.SyncAtOnce).
+func (ns *Namespace) Restore(id uint64, size uint64, root format.Hash, depth uint8) (index.Inode, error) {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	ino, err := ns.inode(id)
+	if err != nil {
+		return ino, err
+	}
+	if ino.Type != index.TypeFile {
+		return ino, fmt.Errorf("inode %d is not a regular file", id)
+	}
+	base := ino.Ref()
+	now := time.Now().UnixNano()
+	ino.Size, ino.Root, ino.Depth = size, root, depth
+	ino.MtimeNs, ino.CtimeNs = now, now
+	ino.BaseVersion, ino.BaseOrigin = base.Version, base.Origin
+	ino.Supersedes = nil
+	rec, err := ns.node.Publish([]index.Op{{Inode: &ino}}, chunknet.SyncAtOnce)
+	if err != nil {
+		return ino, err
+	}
+	return *rec.Ops[0].Inode, nil
+}

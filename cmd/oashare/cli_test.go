@@ -820,33 +820,40 @@ func (n *cliNode) members(t *testing.T) []memberJSON {
 // with --peer: each lists the other in status and members, and a file
 // written in either mount reads back identical in the other. The code
 // then grants nothing more, and a removed member is cut off.
-func TestCLITwoNodes(t *testing.T) {
-	needFUSE(t)
-	bin := cliBinary(t)
-	base := t.TempDir()
-	a := startNode(t, bin, freeMountDir(t, base, "mntA"), filepath.Join(base, "dataA"), "127.0.0.1:0")
+// joinedPair starts node a, then node b joining it with an invitation,
+// and waits until each lists the other as a peer. It returns a's
+// address and the (used) code too.
+func joinedPair(t *testing.T, bin, base string) (a, b *cliNode, peerA, code string) {
+	t.Helper()
+	a = startNode(t, bin, freeMountDir(t, base, "mntA"), filepath.Join(base, "dataA"), "127.0.0.1:0")
 	if s, _ := a.status(t); s.Members != 1 || !strings.Contains(s.Hint, "oashare invite") {
 		t.Fatalf("a lone node's status: %d members, hint %q", s.Members, s.Hint)
 	}
-	code := a.invite(t)
+	code = a.invite(t)
 	if !strings.HasPrefix(code, "oa1-") {
 		t.Fatalf("invite printed %q as its last line", code)
 	}
-	peerA := "127.0.0.1:" + a.port()
-	b := startNode(t, bin, freeMountDir(t, base, "mntB"), filepath.Join(base, "dataB"), "127.0.0.1:0", "--peer", peerA, "--join", code)
-
+	peerA = "127.0.0.1:" + a.port()
+	b = startNode(t, bin, freeMountDir(t, base, "mntB"), filepath.Join(base, "dataB"), "127.0.0.1:0", "--peer", peerA, "--join", code)
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		sa, _ := a.status(t)
 		sb, _ := b.status(t)
 		if len(sa.Peers) == 1 && sa.Peers[0].ID == b.nodeID && len(sb.Peers) == 1 && sb.Peers[0].ID == a.nodeID {
-			break
+			return a, b, peerA, code
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("after 15s the nodes do not list each other:\nA %s: %+v\nB %s: %+v", a.nodeID, sa.Peers, b.nodeID, sb.Peers)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+func TestCLITwoNodes(t *testing.T) {
+	needFUSE(t)
+	bin := cliBinary(t)
+	base := t.TempDir()
+	a, b, peerA, code := joinedPair(t, bin, base)
 
 	for _, dir := range []struct {
 		name     string
@@ -909,7 +916,7 @@ func TestCLITwoNodes(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "removed "+b.nodeID) {
 		t.Fatalf("remove: exit %d: %s %s", r.code, r.stdout, r.stderr)
 	}
-	deadline = time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		sa, _ := a.status(t)
 		sb, _ := b.status(t)

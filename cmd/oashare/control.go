@@ -17,6 +17,7 @@ import (
 
 	"github.com/oashare/oashare/chunknet"
 	"github.com/oashare/oashare/chunknet/tree"
+	"github.com/oashare/oashare/fusefs"
 	"github.com/oashare/oashare/index"
 	"github.com/oashare/oashare/index/format"
 )
@@ -104,6 +105,7 @@ type errorJSON struct {
 type control struct {
 	ln      net.Listener
 	node    *chunknet.Node
+	fsys    *fusefs.FS
 	mnt     string
 	network string
 	wg      sync.WaitGroup
@@ -113,7 +115,7 @@ type control struct {
 	leaveOnce sync.Once
 }
 
-func startControl(dataDir string, node *chunknet.Node, mnt, network string) (*control, error) {
+func startControl(dataDir string, node *chunknet.Node, fsys *fusefs.FS, mnt, network string) (*control, error) {
 	path := filepath.Join(dataDir, controlSocketName)
 	os.Remove(path) // a leftover of a killed node; we hold the data dir lock
 	ln, err := net.Listen("unix", path)
@@ -121,7 +123,7 @@ func startControl(dataDir string, node *chunknet.Node, mnt, network string) (*co
 		return nil, fmt.Errorf("control socket %s: %v", path, err)
 	}
 	os.Chmod(path, 0o600)
-	c := &control{ln: ln, node: node, mnt: mnt, network: network, left: make(chan struct{})}
+	c := &control{ln: ln, node: node, fsys: fsys, mnt: mnt, network: network, left: make(chan struct{})}
 	c.wg.Add(1)
 	go c.serve()
 	return c, nil
@@ -172,6 +174,10 @@ func (c *control) serve() {
 				conn.SetDeadline(time.Now().Add(30 * 24 * time.Hour)) // as long as the copies take
 				c.leave(json.NewEncoder(conn), arg == "force")
 				return
+			case "versions":
+				reply = orError(c.versions(arg))
+			case "restore":
+				reply = orError(c.restore(arg))
 			case "where":
 				w, err := c.where(arg)
 				if err != nil {

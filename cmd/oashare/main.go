@@ -59,6 +59,6 @@ stored on several peers, and read back verified. Peers find each other by mDNS.
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return fmt.Errorf("%v (see '%s --help')", err, c.CommandPath())
 	})
-	root.AddCommand(newMountCmd(), newStatusCmd(), newWhereCmd(), newInviteCmd(), newMembersCmd(), newRemoveCmd(), newFsckCmd(), newLeaveCmd())
+	root.AddCommand(newMountCmd(), newStatusCmd(), newWhereCmd(), newInviteCmd(), newMembersCmd(), newRemoveCmd(), newFsckCmd(), newLeaveCmd(), newVersionsCmd(), newRestoreCmd())
 	return root
 }

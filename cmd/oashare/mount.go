@@ -339,14 +339,14 @@ func runMount(ctx context.Context, mountpoint string, f mountFlags) (err error) 
 	}
 	defer node.Close()
 
-	server, err := fusefs.Mount(mnt, fusefs.Options{Node: node, Logger: log, FsName: dataDir, Debug: f.fuseLog, AllowOther: allowOther()})
+	server, fsys, err := fusefs.MountFS(mnt, fusefs.Options{Node: node, Logger: log, FsName: dataDir, Debug: f.fuseLog, AllowOther: allowOther()})
 	if err != nil {
 		return fmt.Errorf("mounting %s: %v", mnt, err)
 	}
 	unmounted := make(chan struct{})
 	go func() { server.Wait(); close(unmounted) }()
 
-	ctl, err := startControl(dataDir, node, mnt, netw.Name)
+	ctl, err := startControl(dataDir, node, fsys, mnt, netw.Name)
 	if err != nil {
 		unmount(server, mnt, log)
 		return err

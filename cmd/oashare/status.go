@@ -83,30 +83,13 @@ now, then the file's tree nodes.
 The node serving the mount is found from the mount table; --data overrides it.`,
 		Args: exactArgs(1, "PATH"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			abs, err := filepath.Abs(args[0])
+			dataDir, rel, err := inMount(args[0], data, cmd.Flags().Changed("data"))
 			if err != nil {
 				return err
 			}
-			point, dataDir, err := oashareMountOf(abs)
-			if cmd.Flags().Changed("data") {
-				dataDir = data
-				if err != nil {
-					var s statusJSON
-					if err := ask(dataDir, "status", "", &s); err != nil {
-						return err
-					}
-					point, err = s.Mountpoint, nil
-				}
-			}
-			if err != nil {
-				return err
-			}
-			rel, err := filepath.Rel(point, abs)
-			if err != nil || rel == ".." || filepath.IsAbs(rel) || (len(rel) > 2 && rel[:3] == "../") {
-				return fmt.Errorf("%s is not inside the mount %s", abs, point)
-			}
+			abs, _ := filepath.Abs(args[0])
 			var wj whereJSON
-			if err := ask(dataDir, "where", filepath.ToSlash(rel), &wj); err != nil {
+			if err := ask(dataDir, "where", rel, &wj); err != nil {
 				return err
 			}
 			if asJSON {
