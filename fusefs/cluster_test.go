@@ -543,25 +543,44 @@ func TestClusterInvalidation(t *testing.T) {
 	})
 }
 
-// TestClusterStatfs: statfs of a mount adds up the disks of every node and
-// divides by the copies kept. Three nodes with one copy each, their data
-// on the same disk: three times that disk.
+// TestClusterStatfs: statfs of a mount shows the share, not whole disks:
+// its size is the live nodes' free space plus what they hold of the
+// share, divided by the copies kept (three nodes with one copy each,
+// their data on the same disk: three times that disk's free space), its
+// use grows with what is written, and df -i counts the share's files.
 func TestClusterStatfs(t *testing.T) {
 	peers := startCluster(t, 3, 1)
-	var disk, mnt syscall.Statfs_t
-	if err := syscall.Statfs(filepath.Dir(peers[0].mnt), &disk); err != nil {
-		t.Fatal(err)
+	statfs := func(path string) syscall.Statfs_t {
+		t.Helper()
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(path, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st
 	}
-	if err := syscall.Statfs(peers[0].mnt, &mnt); err != nil {
-		t.Fatal(err)
+	disk, mnt := statfs(filepath.Dir(peers[0].mnt)), statfs(peers[0].mnt)
+	free := 3 * float64(disk.Bavail) * float64(disk.Bsize)
+	if got := float64(mnt.Bavail) * float64(mnt.Bsize); got < 0.98*free || got > 1.02*free {
+		t.Errorf("statfs free %.0f bytes, want about %.0f (3 × the disk's free space)", got, free)
 	}
-	want := 3 * float64(disk.Blocks) * float64(disk.Bsize)
-	got := float64(mnt.Blocks) * float64(mnt.Bsize)
-	if got < 0.99*want || got > 1.01*want {
-		t.Errorf("statfs total %.0f bytes, want about %.0f (3 × the disk)", got, want)
+	if mnt.Blocks < mnt.Bavail || float64(mnt.Blocks-mnt.Bavail)*float64(mnt.Bsize) > 1<<20 {
+		t.Errorf("an empty share uses %d of %d blocks", mnt.Blocks-mnt.Bavail, mnt.Blocks)
 	}
-	if mnt.Bavail == 0 || mnt.Bavail > mnt.Blocks {
-		t.Errorf("statfs available %d of %d blocks", mnt.Bavail, mnt.Blocks)
+	usedFiles := mnt.Files - mnt.Ffree
+	const files, size = 10, 1 << 20
+	for i := range files {
+		if err := os.WriteFile(filepath.Join(peers[0].mnt, fmt.Sprintf("f%d", i)), randBytes(t, size), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(1100 * time.Millisecond) // past the second statfs figures are kept
+	mnt = statfs(peers[0].mnt)
+	if got := mnt.Files - mnt.Ffree; got != usedFiles+files {
+		t.Errorf("df -i: %d files used after creating %d, %d before", got, files, usedFiles)
+	}
+	used := float64(mnt.Blocks-mnt.Bfree) * float64(mnt.Bsize)
+	if want := float64(files * size); used < 0.99*want || used > 1.1*want {
+		t.Errorf("statfs used %.0f bytes after writing %.0f", used, want)
 	}
 }
 

@@ -333,17 +333,20 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 func (d *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 	st := d.fsys.clusterStat(ctx)
 	// Every byte written takes `replicas` bytes of the network's disks, so
-	// the network holds its disks' sum divided by the copies kept.
+	// the share can grow by the live peers' free space divided by the
+	// copies kept, and uses what the peers hold of it divided the same
+	// way: not whole disks, whatever else is on them.
 	copies := uint64(max(1, min(d.fsys.node.Replicas(), st.Nodes)))
 	const bsize = 4096
 	out.Bsize = bsize
 	out.Frsize = bsize
-	out.Blocks = st.DiskTotal / copies / bsize
 	out.Bfree = st.DiskFree / copies / bsize
 	out.Bavail = out.Bfree
-	// Inodes are index entries: as many as the disks hold.
-	out.Files = st.DiskTotal / 512
-	out.Ffree = st.DiskFree / 512
+	out.Blocks = out.Bfree + st.ChunkBytes/copies/bsize
+	// Inodes: the files in the share, and room for a file per free block.
+	used := uint64(max(d.fsys.inodeCount(), 0))
+	out.Ffree = out.Bfree
+	out.Files = used + out.Ffree
 	out.NameLen = index.MaxNameLen
 	return 0
 }

@@ -54,9 +54,11 @@ type FS struct {
 	// rename, attributes, new versions).
 	ns *namespace.Namespace
 
-	statMu   sync.Mutex
-	statAt   time.Time
-	statLast chunknet.ClusterStat
+	statMu    sync.Mutex
+	statAt    time.Time
+	statLast  chunknet.ClusterStat
+	inodesAt  time.Time
+	inodeLast int64
 
 	liveMu sync.Mutex
 	live   map[uint64]*fs.Inode // inodes the kernel knows (notify.go)
@@ -340,4 +342,16 @@ func (fsys *FS) clusterStat(ctx context.Context) chunknet.ClusterStat {
 		fsys.statAt = time.Now()
 	}
 	return fsys.statLast
+}
+
+// inodeCount is CountInodes, read again at most once a second.
+func (fsys *FS) inodeCount() int64 {
+	fsys.statMu.Lock()
+	defer fsys.statMu.Unlock()
+	if time.Since(fsys.inodesAt) > time.Second {
+		if n, err := fsys.db.CountInodes(); err == nil {
+			fsys.inodeLast, fsys.inodesAt = n, time.Now()
+		}
+	}
+	return fsys.inodeLast
 }

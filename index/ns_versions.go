@@ -1,6 +1,7 @@
 package index
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -572,4 +573,30 @@ func (db *DB) History(id uint64) ([]Inode, error) {
 		out = append(out, in)
 	}
 	return out, it.Close()
+}
+
+// CountInodes returns how many inodes the namespace holds (the root
+// included; conflict copies, derived, are not counted): what `df -i`
+// shows as used. It reads every inode key.
+func (db *DB) CountInodes() (int64, error) {
+	if db.closed.Load() {
+		return 0, ErrClosed
+	}
+	lo := []byte{prefixInode}
+	it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	root := false
+	for ok := it.First(); ok; ok = it.Next() {
+		if len(it.Key()) == 9 {
+			n++
+			root = root || bytes.Equal(it.Key(), inodeKey(RootID))
+		}
+	}
+	if !root {
+		n++ // the root is stored at its first change
+	}
+	return n, it.Close()
 }
