@@ -80,6 +80,11 @@ type Config struct {
 	// ScrubEvery is how often every stored item is read back and checked
 	// (scrub.go); 0 = a week, < 0 = never.
 	ScrubEvery time.Duration
+	// ReclaimEvery is how often, at most, the disk space of dropped
+	// copies is given back (reclaim.go); 0 = 1m. ReclaimGrace is the
+	// wait between finding dead ranges and punching them; 0 = 10s.
+	ReclaimEvery time.Duration
+	ReclaimGrace time.Duration
 }
 
 // Node is one oashare peer on the network: it serves chunks and namespace
@@ -226,6 +231,12 @@ func New(cfg Config) (*Node, error) {
 	}
 	if cfg.ScrubEvery == 0 {
 		cfg.ScrubEvery = 7 * 24 * time.Hour
+	}
+	if cfg.ReclaimEvery <= 0 {
+		cfg.ReclaimEvery = time.Minute
+	}
+	if cfg.ReclaimGrace <= 0 {
+		cfg.ReclaimGrace = 10 * time.Second
 	}
 	if cfg.CacheBytes == 0 {
 		cfg.CacheBytes = 32 << 20

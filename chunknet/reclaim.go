@@ -11,15 +11,10 @@ import (
 // surplus one after repair, say) leaves its index at once but its bytes
 // in the chunk log; index.DB.Reclaim punches the ranges no entry points
 // to out of the log's files. A node reclaims at most once every
-// reclaimEvery, when copies were dropped since the last time, and once
-// at start (what an earlier run dropped, or a crash left).
-
-const (
-	// reclaimGrace separates finding dead ranges from punching them, so
-	// that a read that found a location just before its drop is done.
-	reclaimGrace = 10 * time.Second
-	reclaimEvery = time.Minute
-)
+// Config.ReclaimEvery, when copies were dropped since the last time, and
+// once at start (what an earlier run dropped, or a crash left). The
+// grace (Config.ReclaimGrace) between finding dead ranges and punching
+// them lets a read that found a location just before its drop finish.
 
 // kickReclaim asks for a reclaim at the next turn of reclaimLoop.
 func (n *Node) kickReclaim() {
@@ -29,7 +24,7 @@ func (n *Node) kickReclaim() {
 func (n *Node) reclaimLoop() {
 	defer n.wg.Done()
 	n.kickReclaim()
-	t := time.NewTicker(reclaimEvery)
+	t := time.NewTicker(n.cfg.ReclaimEvery)
 	defer t.Stop()
 	for {
 		select {
@@ -40,7 +35,7 @@ func (n *Node) reclaimLoop() {
 		if !n.reclaimPending.Swap(false) {
 			continue
 		}
-		got, err := n.db.Reclaim(n.ctx, reclaimGrace)
+		got, err := n.db.Reclaim(n.ctx, n.cfg.ReclaimGrace)
 		switch {
 		case errors.Is(err, index.ErrReclaimUnsupported):
 			n.log.Info("dropped copies keep their disk space", "err", err)

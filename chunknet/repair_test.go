@@ -190,11 +190,13 @@ func count(holders [][]format.NodeID, id format.NodeID) int {
 
 // TestRebalanceOnJoin: a node that joins receives the items it now ranks
 // among the best 3 for; the nodes that held them drop their copies only
-// once it holds them, and reads work throughout.
+// once it holds them, and reads work throughout; the dropped copies' disk
+// space goes back to the file system.
 func TestRebalanceOnJoin(t *testing.T) {
 	// Every put is read back soon after: a copy dropped as surplus by a
 	// rebalance must not make its holder look like a liar.
-	cfg := Config{Replicas: 3, RepairAfter: 2 * time.Second, RepairRate: -1, SpotCheckEvery: 1, SpotCheckDelay: 3 * time.Second}
+	cfg := Config{Replicas: 3, RepairAfter: 2 * time.Second, RepairRate: -1, SpotCheckEvery: 1, SpotCheckDelay: 3 * time.Second,
+		ReclaimEvery: 200 * time.Millisecond, ReclaimGrace: 50 * time.Millisecond}
 	nodes := startCluster(t, 3, cfg)
 	// 240 groups: what one old holder sends a joiner is more than one
 	// frame holds.
@@ -249,6 +251,23 @@ func TestRebalanceOnJoin(t *testing.T) {
 			t.Fatalf("node %s distrusts %v after a rebalance: a dropped surplus copy was taken for a lie", tn.node.ID().Short(), d)
 		}
 	}
+	// Every node that dropped copies gives their space back: its chunk
+	// log then takes about what it holds.
+	waitFor(t, 30*time.Second, "the dropped copies' disk space given back", func() bool {
+		dropped := false
+		for _, tn := range all {
+			if tn.node.RepairStats().Dropped == 0 {
+				continue
+			}
+			dropped = true
+			disk, _ := tn.node.DB().DiskUsage()
+			_, held := tn.node.DB().ChunkStats()
+			if tn.node.DB().Reclaimed() == 0 || disk > held+held/10+1<<20 {
+				return false
+			}
+		}
+		return dropped
+	})
 }
 
 var errBytes = errorString("wrong bytes")
