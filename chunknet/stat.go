@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/oashare/oashare/chunknet/wire"
+	"github.com/oashare/oashare/index/format"
 )
 
 // LocalStat reports this node's storage: the disk holding Config.DataDir
@@ -38,7 +39,21 @@ type ClusterStat struct {
 // answer within two seconds are left out) and adds this node's.
 func (n *Node) ClusterStat(ctx context.Context) ClusterStat {
 	total := ClusterStat{StatInfo: n.LocalStat(), Nodes: 1}
+	for _, s := range n.PeerStats(ctx) {
+		total.DiskTotal += s.DiskTotal
+		total.DiskFree += s.DiskFree
+		total.Chunks += s.Chunks
+		total.ChunkBytes += s.ChunkBytes
+		total.Nodes++
+	}
+	return total
+}
+
+// PeerStats asks every live peer for its storage, in parallel; peers that
+// do not answer within two seconds are left out.
+func (n *Node) PeerStats(ctx context.Context) map[format.NodeID]wire.StatInfo {
 	_, peers := n.members()
+	out := make(map[format.NodeID]wire.StatInfo, len(peers))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, p := range peers {
@@ -60,14 +75,10 @@ func (n *Node) ClusterStat(ctx context.Context) ClusterStat {
 				return
 			}
 			mu.Lock()
-			defer mu.Unlock()
-			total.DiskTotal += s.DiskTotal
-			total.DiskFree += s.DiskFree
-			total.Chunks += s.Chunks
-			total.ChunkBytes += s.ChunkBytes
-			total.Nodes++
+			out[p.id] = s
+			mu.Unlock()
 		}()
 	}
 	wg.Wait()
-	return total
+	return out
 }

@@ -31,6 +31,10 @@ import (
 type peerJSON struct {
 	ID   string `json:"id"`
 	Addr string `json:"addr"`
+	// What the peer said it holds and has free (absent if it did not
+	// answer within two seconds).
+	Held     *uint64 `json:"bytes_held,omitempty"`
+	DiskFree *uint64 `json:"disk_free,omitempty"`
 }
 
 type statusJSON struct {
@@ -46,6 +50,8 @@ type statusJSON struct {
 	// what reclaiming dropped copies gave back since start.
 	LogDiskBytes   int64 `json:"log_disk_bytes"`
 	ReclaimedBytes int64 `json:"reclaimed_bytes"`
+	// DiskFree is the free space of the disk holding the data dir.
+	DiskFree uint64 `json:"disk_free"`
 	// Pending counts the file versions whose close or fsync failed and
 	// that wait for their copies to be published; BelowTarget the groups
 	// (and tree nodes) this node wrote that have fewer copies than
@@ -213,9 +219,17 @@ func (c *control) status() statusJSON {
 		Chunks:     count,
 		Bytes:      bytes,
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	stats := c.node.PeerStats(ctx)
 	for _, p := range c.node.Peers() {
-		s.Peers = append(s.Peers, peerJSON{ID: p.ID.String(), Addr: p.Addr})
+		pj := peerJSON{ID: p.ID.String(), Addr: p.Addr}
+		if st, ok := stats[p.ID]; ok {
+			pj.Held, pj.DiskFree = &st.ChunkBytes, &st.DiskFree
+		}
+		s.Peers = append(s.Peers, pj)
 	}
+	s.DiskFree = c.node.LocalStat().DiskFree
 	for _, m := range c.node.DB().Members() {
 		if !m.Removed {
 			s.Members++

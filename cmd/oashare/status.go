@@ -40,7 +40,7 @@ With --json the answer is one JSON object; live peers are the list under "peers"
 			fmt.Fprintf(w, "mount:\t%s\n", s.Mountpoint)
 			fmt.Fprintf(w, "replicas:\t%d\n", s.Replicas)
 			fmt.Fprintf(w, "stored:\t%d chunks, %d bytes\n", s.Chunks, s.Bytes)
-			fmt.Fprintf(w, "on disk:\t%d bytes of chunk log; %d bytes of dropped copies given back since start\n", s.LogDiskBytes, s.ReclaimedBytes)
+			fmt.Fprintf(w, "on disk:\t%d bytes of chunk log; %d bytes of dropped copies given back since start; %d bytes free on its disk\n", s.LogDiskBytes, s.ReclaimedBytes, s.DiskFree)
 			fmt.Fprintf(w, "below target:\t%d groups, %d tree nodes (fewer copies than --replicas; topped up as peers appear)\n", s.GroupsBelow, s.TreeNodesBelow)
 			fmt.Fprintf(w, "pending:\t%d file versions (a close or fsync failed; published once their copies are made)\n", s.Pending)
 			if r := s.Repair; r.LastPass == "" {
@@ -55,7 +55,11 @@ With --json the answer is one JSON object; live peers are the list under "peers"
 			}
 			fmt.Fprintf(w, "peers:\t%d live\n", len(s.Peers))
 			for _, p := range s.Peers {
-				fmt.Fprintf(w, "  %s\t%s\n", p.ID, p.Addr)
+				if p.Held == nil {
+					fmt.Fprintf(w, "  %s\t%s\tdid not say what it holds\n", p.ID, p.Addr)
+					continue
+				}
+				fmt.Fprintf(w, "  %s\t%s\t%d bytes held, %d bytes free on its disk\n", p.ID, p.Addr, *p.Held, *p.DiskFree)
 			}
 			for _, id := range s.Distrusted {
 				fmt.Fprintf(w, "distrusted:\t%s (acknowledged a copy it did not keep; gets no copies)\n", id)

@@ -53,6 +53,11 @@ func TestCLIVersions(t *testing.T) {
 		}
 		return vj
 	}
+	// Status shows what the other peer holds and has free.
+	if s, _ := a.status(t); len(s.Peers) != 1 || s.Peers[0].Held == nil || *s.Peers[0].Held < uint64(len(contents[1])) ||
+		*s.Peers[0].DiskFree == 0 || s.DiskFree == 0 {
+		t.Fatalf("status of a: peers %+v, disk free %d", s.Peers, s.DiskFree)
+	}
 	vj := list(doc)
 	if len(vj.Versions) != 3 {
 		t.Fatalf("versions of a file written 3 times: %+v", vj.Versions)
