@@ -292,10 +292,21 @@ func TestRecordMemoryComesWithBytes(t *testing.T) {
 // 128 KiB after a short header) over loopback TCP and reads them on the
 // other end: records (what members use) against TLS records.
 func BenchmarkFrameTransport(b *testing.B) {
-	frame := [][]byte{make([]byte, 40)}
+	big := [][]byte{make([]byte, 40)}
 	for range 16 {
-		frame = append(frame, make([]byte, 128<<10))
+		big = append(big, make([]byte, 128<<10))
 	}
+	// A small request, as a stat or a namespace push of one record is.
+	small := [][]byte{make([]byte, 13), make([]byte, 180)}
+	for _, shape := range []struct {
+		name  string
+		frame [][]byte
+	}{{"groups", big}, {"small", small}} {
+		b.Run(shape.name, func(b *testing.B) { benchFrames(b, shape.frame) })
+	}
+}
+
+func benchFrames(b *testing.B, frame [][]byte) {
 	size := len(bytes.Join(frame, nil))
 	run := func(b *testing.B, w func([][]byte) error, r io.Reader) {
 		b.SetBytes(int64(size))
