@@ -15,9 +15,11 @@
 //
 // # Security
 //
-// Between the members of a network (version 4), every connection is
-// TLS 1.3, mutually authenticated, and everything below (hello, verdict,
-// frames) moves inside it; chunknet describes the keys and the checks. A
+// Between the members of a network (version 4), every connection starts
+// with TLS 1.3, mutually authenticated; the hello and verdict move inside
+// it, and the frames after them (since version 6) in records sealed under
+// keys exported from that TLS session. chunknet (record.go, PROTOCOL.md)
+// describes the keys, the records and the checks. A
 // node joining with a code sends a single Join frame inside TLS instead of
 // a hello, and is answered by JoinResult or Error (code JoinRefused), then
 // the connection closes.
@@ -95,7 +97,8 @@
 // Type numbers are APPEND-ONLY: never renumbered, never reused; a new frame
 // type takes the next free number (and, when old nodes could not ignore it,
 // a new Version). Version 2 added the group frames, 17 to 20; version 3
-// the barrier of fsync, 21 and 22; version 4 joining, 23 and 24.
+// the barrier of fsync, 21 and 22; version 4 joining, 23 and 24; version
+// 5 Leaving, 25; version 6 no frame (the record layer under them).
 //
 //	 1 Ping        request   empty                                → Pong
 //	 2 Pong        response  empty
