@@ -368,7 +368,7 @@ func (n *Node) replicateItems(ctx context.Context, group bool, keys []format.Has
 		// Keep the bytes here so nothing written is lost, then report.
 		if perr := keep(); perr != nil {
 			n.log.Error("storing unreplicated "+what+" on this node failed too: they are lost", "err", perr)
-			return fmt.Errorf("%w: %v; storing them on this node: %v", ErrNotStored, err, perr)
+			return fmt.Errorf("%w: %v; storing them on this node: %w", ErrNotStored, err, perr)
 		}
 		for i := range keys {
 			if !slices.Contains(holders[i], n.self) {

@@ -81,6 +81,9 @@ type clusterOptions struct {
 	// disks[i], if set, is the file system of peer i's index (a
 	// faultfs.FS, say); the others use the disk.
 	disks []vfs.FS
+	// smallDisk[i] > 0 puts peer i's data dir on a tmpfs of that many
+	// bytes: a disk that fills up.
+	smallDisk []int64
 }
 
 // startClusterOpts starts n peers configured by o, connects them and
@@ -95,6 +98,14 @@ func startClusterOpts(t testing.TB, n int, o clusterOptions) []*testPeer {
 			p.disk = o.disks[i]
 		}
 		os.Mkdir(filepath.Join(p.dir, "mnt"), 0o755)
+		if i < len(o.smallDisk) && o.smallDisk[i] > 0 {
+			data := filepath.Join(p.dir, "data")
+			os.Mkdir(data, 0o700)
+			if err := syscall.Mount("tmpfs", data, "tmpfs", 0, fmt.Sprintf("size=%d", o.smallDisk[i])); err != nil {
+				t.Fatalf("a small disk for peer %d: %v", i+1, err)
+			}
+			t.Cleanup(func() { syscall.Unmount(data, 0) }) // after the stop below (cleanups run last first)
+		}
 		p.start(t, i+1)
 		peers[i] = p
 		t.Cleanup(func() { p.stop(t) })

@@ -414,3 +414,39 @@ func TestChangesReachKernelCache(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestDiskFullIsENOSPC: when no peer has room for a file's bytes, fsync
+// and close say ENOSPC (not EIO, and they do not hang), and what was
+// stored before still reads back.
+func TestDiskFullIsENOSPC(t *testing.T) {
+	peers := startClusterOpts(t, 2, clusterOptions{replicas: 2, retryFor: time.Second, smallDisk: []int64{24 << 20, 24 << 20}})
+	a, b := peers[0].mnt, peers[1].mnt
+	small := randBytes(t, 100<<10)
+	if err := os.WriteFile(filepath.Join(a, "small"), small, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(filepath.Join(a, "big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var werr error
+	for i := 0; i < 40 && werr == nil; i++ {
+		_, werr = f.Write(randBytes(t, 1<<20)) // all different: nothing dedups
+	}
+	if werr == nil {
+		werr = f.Sync()
+	}
+	cerr := f.Close()
+	if !errors.Is(werr, syscall.ENOSPC) {
+		t.Fatalf("writing 40 MiB where 24 MiB fit: %v, want ENOSPC", werr)
+	}
+	if cerr != nil && !errors.Is(cerr, syscall.ENOSPC) {
+		t.Fatalf("close after a full disk: %v, want ENOSPC or nothing", cerr)
+	}
+	for _, m := range []string{a, b} {
+		got, err := os.ReadFile(filepath.Join(m, "small"))
+		if err != nil || !bytes.Equal(got, small) {
+			t.Fatalf("%s: the file written before reads %d bytes (%v)", m, len(got), err)
+		}
+	}
+}
