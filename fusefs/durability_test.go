@@ -3,6 +3,7 @@ package fusefs
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -447,6 +448,47 @@ func TestDiskFullIsENOSPC(t *testing.T) {
 		got, err := os.ReadFile(filepath.Join(m, "small"))
 		if err != nil || !bytes.Equal(got, small) {
 			t.Fatalf("%s: the file written before reads %d bytes (%v)", m, len(got), err)
+		}
+	}
+}
+
+// TestDiskFullOnOnePeer: a peer whose disk is full gets no more copies,
+// and writes go to the others, whichever peer writes (the full one too):
+// close and fsync succeed and every peer reads the files back.
+func TestDiskFullOnOnePeer(t *testing.T) {
+	peers := startClusterOpts(t, 3, clusterOptions{replicas: 2, retryFor: time.Second, smallDisk: []int64{0, 0, 16 << 20}})
+	files := map[string][]byte{}
+	for _, w := range []int{0, 2} { // a peer with room, then the full one
+		name := fmt.Sprintf("from%d", w+1)
+		content := randBytes(t, 40<<20)
+		f, err := os.Create(filepath.Join(peers[w].mnt, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = f.Write(content)
+		if err == nil {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			t.Fatalf("writing 40 MiB on peer %d with one disk full: %v", w+1, err)
+		}
+		files[name] = content
+	}
+	for name, content := range files {
+		for i, p := range peers {
+			got, err := os.ReadFile(filepath.Join(p.mnt, name))
+			if err != nil || !bytes.Equal(got, content) {
+				t.Fatalf("peer %d reads %s: %d bytes (%v), identical %v", i+1, name, len(got), err, bytes.Equal(got, content))
+			}
+		}
+	}
+	// The full peer says so; the others do not.
+	for i, p := range peers {
+		if _, full := p.db.DiskFull(); full != (i == 2) {
+			t.Fatalf("peer %d: disk full %v", i+1, full)
 		}
 	}
 }

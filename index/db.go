@@ -108,6 +108,9 @@ type DB struct {
 
 	reclaimMu sync.Mutex   // one Reclaim at a time (store_reclaim.go)
 	reclaimed atomic.Int64 // bytes Reclaim punched since Open
+	// diskFullAt is when a chunk log write last found the disk full
+	// (unix nanoseconds), 0 once one succeeded again.
+	diskFullAt atomic.Int64
 
 	durable atomic.Uint64 // this node's records are durable up to this Seq
 

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"syscall"
+	"time"
 
 	"github.com/cockroachdb/pebble"
 
@@ -262,9 +264,13 @@ func (db *DB) writeItems(items []putItem) error {
 		keys[k], datas[k] = items[i].key[:], items[i].data
 	}
 	seg, offs, end, err := db.chunks.append(keys, datas)
+	if errors.Is(err, syscall.ENOSPC) {
+		db.diskFullAt.CompareAndSwap(0, time.Now().UnixNano())
+	}
 	if err != nil {
 		return err
 	}
+	db.diskFullAt.Store(0)
 	b := db.pdb.NewBatch()
 	defer b.Close()
 	val := make([]byte, 0, groupLocSize)

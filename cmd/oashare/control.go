@@ -52,6 +52,9 @@ type statusJSON struct {
 	ReclaimedBytes int64 `json:"reclaimed_bytes"`
 	// DiskFree is the free space of the disk holding the data dir.
 	DiskFree uint64 `json:"disk_free"`
+	// DiskFullSince is set while this node's disk is full: its last
+	// write of chunks failed for want of space; copies go to other peers.
+	DiskFullSince string `json:"disk_full_since,omitempty"`
 	// Pending counts the file versions whose close or fsync failed and
 	// that wait for their copies to be published; BelowTarget the groups
 	// (and tree nodes) this node wrote that have fewer copies than
@@ -230,6 +233,9 @@ func (c *control) status() statusJSON {
 		s.Peers = append(s.Peers, pj)
 	}
 	s.DiskFree = c.node.LocalStat().DiskFree
+	if since, full := c.node.DB().DiskFull(); full {
+		s.DiskFullSince = since.UTC().Format(time.RFC3339)
+	}
 	for _, m := range c.node.DB().Members() {
 		if !m.Removed {
 			s.Members++

@@ -41,6 +41,9 @@ With --json the answer is one JSON object; live peers are the list under "peers"
 			fmt.Fprintf(w, "replicas:\t%d\n", s.Replicas)
 			fmt.Fprintf(w, "stored:\t%d chunks, %d bytes\n", s.Chunks, s.Bytes)
 			fmt.Fprintf(w, "on disk:\t%d bytes of chunk log; %d bytes of dropped copies given back since start; %d bytes free on its disk\n", s.LogDiskBytes, s.ReclaimedBytes, s.DiskFree)
+			if s.DiskFullSince != "" {
+				fmt.Fprintf(w, "disk full:\tsince %s: new copies go to other peers until space is freed\n", s.DiskFullSince)
+			}
 			fmt.Fprintf(w, "below target:\t%d groups, %d tree nodes (fewer copies than --replicas; topped up as peers appear)\n", s.GroupsBelow, s.TreeNodesBelow)
 			fmt.Fprintf(w, "pending:\t%d file versions (a close or fsync failed; published once their copies are made)\n", s.Pending)
 			if r := s.Repair; r.LastPass == "" {
