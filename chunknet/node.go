@@ -131,8 +131,9 @@ type Node struct {
 	reclaimPending atomic.Bool // copies were dropped since the last reclaim (reclaim.go)
 	scrub          scrubState
 
-	distrusted map[format.NodeID]bool // caught lying about copies (trust.go); guarded by mu
-	leaving    map[format.NodeID]bool // draining (a Leaving frame, drain.go); guarded by mu
+	distrusted map[format.NodeID]bool      // caught lying about copies (trust.go); guarded by mu
+	leaving    map[format.NodeID]bool      // draining (a Leaving frame, drain.go); guarded by mu
+	fullPeers  map[format.NodeID]time.Time // when a put last found its disk full (reclaim.go); guarded by mu
 	// placementEpoch counts the changes of the set members() returns
 	// (peers up and down, draining, distrusted): a spot check spanning
 	// one is inconclusive (trust.go).
@@ -277,6 +278,7 @@ func New(cfg Config) (*Node, error) {
 		membersKick: make(chan struct{}, 1),
 		distrusted:  make(map[format.NodeID]bool),
 		leaving:     make(map[format.NodeID]bool),
+		fullPeers:   make(map[format.NodeID]time.Time),
 	}
 	n.repair.kick = make(chan struct{}, 1)
 	n.repair.recvKick = make(chan struct{}, 1)

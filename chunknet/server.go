@@ -241,11 +241,7 @@ func (n *Node) storeChunks(chunks []wire.Chunk, from format.NodeID) []byte {
 	}
 	if err != nil {
 		n.log.Error("storing chunks", "err", err)
-		for i := range st {
-			if st[i] == wire.StatusOK {
-				st[i] = wire.StatusStoreError
-			}
-		}
+		storeErrStatuses(st, err)
 	}
 	return st
 }
@@ -277,13 +273,24 @@ func (n *Node) storeGroups(groups []wire.Group, from format.NodeID) []byte {
 	}
 	if err != nil {
 		n.log.Error("storing groups", "err", err)
-		for i := range st {
-			if st[i] == wire.StatusOK {
-				st[i] = wire.StatusStoreError
-			}
-		}
+		storeErrStatuses(st, err)
 	}
 	return st
+}
+
+// storeErrStatuses marks the items the store was to take as not stored:
+// StatusFull when the disk is full (the sender then places them on other
+// nodes first for a while), else StatusStoreError.
+func storeErrStatuses(st []byte, err error) {
+	code := wire.StatusStoreError
+	if errors.Is(err, syscall.ENOSPC) {
+		code = wire.StatusFull
+	}
+	for i := range st {
+		if st[i] == wire.StatusOK {
+			st[i] = code
+		}
+	}
 }
 
 func quotaStatuses(st []byte) []byte {

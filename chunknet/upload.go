@@ -425,8 +425,25 @@ func (n *Node) replicatePass(ctx context.Context, keys []format.Hash, holders []
 	r := newRanker(ids)
 	ranks := make([][]int, len(keys)) // per item: nodes to try, best first
 	tried := make([]int, len(keys))   // per item: how many of ranks tried
+	full := make([]bool, len(ids))    // nodes whose disk is full: tried last
+	anyFull := false
+	for j, id := range ids {
+		full[j] = n.isFull(id)
+		anyFull = anyFull || full[j]
+	}
 	for i, k := range keys {
 		ranks[i] = append([]int(nil), r.top(k, len(ids))...)
+		if anyFull {
+			slices.SortStableFunc(ranks[i], func(a, b int) int {
+				switch {
+				case full[a] == full[b]:
+					return 0
+				case full[b]:
+					return -1
+				}
+				return 1
+			})
+		}
 	}
 	has := func(i int, id format.NodeID) bool {
 		for _, h := range holders[i] {
@@ -537,12 +554,18 @@ func (n *Node) putRemote(ctx context.Context, p *peer, what string, name func(i 
 		return ok, fmt.Errorf("%w: stored %d %ss, got %d statuses", wire.ErrBadFrame, count, what, len(st))
 	}
 	var bad error
+	full := false
 	for i, s := range st {
 		ok[i] = s == wire.StatusOK
 		if !ok[i] {
 			bad = fmt.Errorf("peer %s refused %s %s: status %d", p.id.Short(), what, name(i).Short(), s)
 		}
+		full = full || s == wire.StatusFull
 	}
+	if full {
+		bad = fmt.Errorf("peer %s: its disk is full", p.id.Short())
+	}
+	n.noteFull(p.id, full, bad == nil)
 	return ok, bad
 }
 

@@ -485,10 +485,13 @@ func TestDiskFullOnOnePeer(t *testing.T) {
 			}
 		}
 	}
-	// The full peer says so; the others do not.
+	// The full peer says so; the others do not, and know it is full.
 	for i, p := range peers {
 		if _, full := p.db.DiskFull(); full != (i == 2) {
 			t.Fatalf("peer %d: disk full %v", i+1, full)
 		}
+	}
+	if got := peers[0].node.FullPeers(); len(got) != 1 || got[0] != peers[2].node.ID() {
+		t.Fatalf("peer 1 knows %v as full, want peer 3", got)
 	}
 }

@@ -151,6 +151,7 @@
 // append-only; any non-zero code is a failure of that item only:
 //
 //	0 OK  1 NotFound  2 BadHash  3 TooLarge  4 StoreError  5 Quota (of a put: the sender is over its quota here)
+//	6 Full (of a put: this node's disk is full)
 //
 // Error codes ([CodeInternal] …), append-only:
 //

@@ -144,6 +144,7 @@ const (
 	StatusTooLarge   byte = 3 // the data exceeds the chunk size limit
 	StatusStoreError byte = 4 // the local store failed
 	StatusQuota      byte = 5 // the sender has had this node store its quota (a put only)
+	StatusFull       byte = 6 // this node's disk is full (a put only)
 )
 
 // Error frame codes. Codes are append-only.

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -35,6 +36,8 @@ type peerJSON struct {
 	// answer within two seconds).
 	Held     *uint64 `json:"bytes_held,omitempty"`
 	DiskFree *uint64 `json:"disk_free,omitempty"`
+	// DiskFull: a put found its disk full lately; it gets copies last.
+	DiskFull bool `json:"disk_full,omitempty"`
 }
 
 type statusJSON struct {
@@ -225,8 +228,9 @@ func (c *control) status() statusJSON {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	stats := c.node.PeerStats(ctx)
+	full := c.node.FullPeers()
 	for _, p := range c.node.Peers() {
-		pj := peerJSON{ID: p.ID.String(), Addr: p.Addr}
+		pj := peerJSON{ID: p.ID.String(), Addr: p.Addr, DiskFull: slices.Contains(full, p.ID)}
 		if st, ok := stats[p.ID]; ok {
 			pj.Held, pj.DiskFree = &st.ChunkBytes, &st.DiskFree
 		}

@@ -62,7 +62,11 @@ With --json the answer is one JSON object; live peers are the list under "peers"
 					fmt.Fprintf(w, "  %s\t%s\tdid not say what it holds\n", p.ID, p.Addr)
 					continue
 				}
-				fmt.Fprintf(w, "  %s\t%s\t%d bytes held, %d bytes free on its disk\n", p.ID, p.Addr, *p.Held, *p.DiskFree)
+				full := ""
+				if p.DiskFull {
+					full = " (full: it gets copies last)"
+				}
+				fmt.Fprintf(w, "  %s\t%s\t%d bytes held, %d bytes free on its disk%s\n", p.ID, p.Addr, *p.Held, *p.DiskFree, full)
 			}
 			for _, id := range s.Distrusted {
 				fmt.Fprintf(w, "distrusted:\t%s (acknowledged a copy it did not keep; gets no copies)\n", id)
