@@ -1,10 +1,12 @@
 package fusefs
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -120,19 +122,11 @@ func (fsys *FS) Versions(rel string) ([]Version, error) {
 		return nil, fmt.Errorf("%s: %w", rel, ErrNoVersion)
 	}
 	// In time order across the inodes that had the name.
-	sortVersions(out)
+	slices.SortStableFunc(out, func(a, b Version) int { return cmp.Compare(a.inode.Version, b.inode.Version) })
 	for i := range out {
 		out[i].N = i + 1
 	}
 	return out, nil
-}
-
-func sortVersions(vs []Version) {
-	for i := 1; i < len(vs); i++ {
-		for j := i; j > 0 && vs[j].inode.Version < vs[j-1].inode.Version; j-- {
-			vs[j], vs[j-1] = vs[j-1], vs[j]
-		}
-	}
 }
 
 func sameContent(a, b *index.Inode) bool {
