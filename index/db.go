@@ -115,6 +115,7 @@ type DB struct {
 	durable atomic.Uint64 // this node's records are durable up to this Seq
 
 	under underState // the under-target set's counts (store_under.go)
+	gc    gcState    // items no retained version needs (store_gc.go)
 }
 
 // Key prefixes; see doc.go.

@@ -17,11 +17,12 @@
 //     (store_chunks.go, store_groups.go), recovery after a crash
 //     (store_logrecover.go), the under-target set (store_under.go),
 //     dropping copies and giving their disk space back (store_drop.go,
-//     store_reclaim.go);
+//     store_reclaim.go), the garbage candidates (store_gc.go);
 //   - the namespace (ns_*.go): records, versions, heads and conflict
 //     copies of inodes (ns_versions.go) and entries (ns_entries.go), their
 //     encoding (ns_record.go), Commit, Apply, the log and the clock
-//     (ns_commit.go), and the pending journal (ns_pending.go).
+//     (ns_commit.go), the pending journal (ns_pending.go), and which
+//     file versions keep their content (ns_retain.go).
 //
 // db.go opens both; walzero.go serves Pebble's write-ahead log. The names
 // and sizes every package shares (Hash, NodeID, the format sizes) are in
@@ -137,6 +138,21 @@
 //
 // One record may not touch the same key twice (Validate of the record
 // rejects it), so the result of a record never depends on op order.
+//
+// # Garbage
+//
+// Nothing in the namespace is deleted yet (history is kept), but data is.
+// RetainedFiles names the file versions whose content must be kept, by
+// rules that read only the namespace (ns_retain.go): every head of a file
+// that has a name, every version superseded and every file deleted less
+// than the restore window ago. chunknet's garbage collector (gc.go, which
+// holds the argument why a dropped item is needed by nothing) adds the
+// versions each member has open or pending, names their groups and tree
+// nodes, and marks the stored items none names as candidates
+// (MarkGarbage); a put of a candidate makes it needed again in the put
+// queue's leader, which also runs DropGarbage, so an item put after it was
+// found unneeded is never dropped. Candidates live in memory: a restart
+// starts them afresh, which delays drops and never hastens one.
 //
 // # Hybrid logical clock
 //

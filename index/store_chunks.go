@@ -124,6 +124,7 @@ type putReq struct {
 	chunks      []Chunk
 	groups      []Group
 	drops       []Item // DropStored: items to remove instead
+	gc          bool   // drops of garbage: only items still candidates
 	added       int    // new chunks (DropStored: items dropped)
 	addedGroups int    // new groups
 	addedBytes  int64  // their bytes
@@ -163,6 +164,8 @@ func (db *DB) putGroup(group []*putReq) {
 			items = append(items, it)
 		}
 	}
+	// A put of an item makes it needed again (store_gc.go).
+	db.gc.touch(items)
 	// Drops first: a put that raced with a drop of the same item leaves
 	// it stored, as its caller was told.
 	for _, r := range drops {

@@ -124,6 +124,9 @@ func (db *DB) dropItems(r *putReq) {
 			continue
 		}
 		seen[it] = true
+		if r.gc && !db.gc.isCandidate(it) {
+			continue // put again since it was found unneeded
+		}
 		if _, under, err := db.CopiesOf(it); err != nil {
 			r.err = err
 			return
