@@ -3,6 +3,7 @@ package wire
 import (
 	"encoding/binary"
 	"fmt"
+	"time"
 	"unicode/utf8"
 
 	"github.com/oashare/oashare/index/format"
@@ -362,7 +363,7 @@ func DecodeError(p []byte) (code uint16, msg string, err error) {
 	return code, msg, nil
 }
 
-// DecodeStatResult decodes a StatResult payload: exactly four u64.
+// DecodeStatResult decodes a StatResult payload: exactly five u64.
 func DecodeStatResult(p []byte) (StatInfo, error) {
 	if len(p) != statSize {
 		return StatInfo{}, fmt.Errorf("wire: StatResult payload is %d bytes, want %d: %w", len(p), statSize, ErrBadFrame)
@@ -372,6 +373,7 @@ func DecodeStatResult(p []byte) (StatInfo, error) {
 		DiskFree:   binary.BigEndian.Uint64(p[8:]),
 		Chunks:     binary.BigEndian.Uint64(p[16:]),
 		ChunkBytes: binary.BigEndian.Uint64(p[24:]),
+		Garbage:    binary.BigEndian.Uint64(p[32:]),
 	}, nil
 }
 
@@ -438,4 +440,38 @@ func DecodeLeaving(p []byte) (bool, error) {
 		return false, fmt.Errorf("%w: Leaving payload %x, want one byte 0 or 1", ErrBadFrame, p)
 	}
 	return p[0] == 1, nil
+}
+
+// DecodeInUseResult decodes an InUseResult payload. The complete flag
+// must be 0 or 1 and the count match the bytes.
+func DecodeInUseResult(p []byte) (InUse, error) {
+	var u InUse
+	d := dec{p: p}
+	if err := d.need("InUseResult", "header", 8+8+1); err != nil {
+		return u, err
+	}
+	u.Seq = d.u64()
+	ms := d.u64()
+	if ms > uint64(365*24*time.Hour/time.Millisecond) {
+		return u, fmt.Errorf("wire: InUseResult: unpublished for %d ms, more than a year: %w", ms, ErrBadFrame)
+	}
+	u.Unpublished = time.Duration(ms) * time.Millisecond
+	switch d.u8() {
+	case 0:
+	case 1:
+		u.Complete = true
+	default:
+		return u, fmt.Errorf("wire: InUseResult: complete flag not 0 or 1: %w", ErrBadFrame)
+	}
+	n, err := d.count("InUseResult", MaxInUseRoots, inUseRootSize, false)
+	if err != nil {
+		return u, err
+	}
+	u.Roots = make([]Root, n)
+	for i := range u.Roots {
+		u.Roots[i].Size = d.u64()
+		u.Roots[i].Depth = d.u8()
+		copy(u.Roots[i].Hash[:], d.bytes(32))
+	}
+	return u, d.end("InUseResult")
 }

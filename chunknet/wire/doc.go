@@ -88,7 +88,7 @@
 // array, then checks, before allocating or reading any payload: length < 9
 // is [ErrBadFrame]; a payload above the Reader's limit is
 // [ErrFrameTooLarge]; an unknown type is [ErrUnknownType]; a payload on
-// Ping, Pong, Bye or Stat is [ErrBadFrame]. Only then does it read the payload,
+// Ping, Pong, Bye, Stat or InUse is [ErrBadFrame]. Only then does it read the payload,
 // into one buffer reused across frames. So a connection costs at most
 // MaxPayload bytes of buffer however hostile the peer.
 //
@@ -98,7 +98,8 @@
 // type takes the next free number (and, when old nodes could not ignore it,
 // a new Version). Version 2 added the group frames, 17 to 20; version 3
 // the barrier of fsync, 21 and 22; version 4 joining, 23 and 24; version
-// 5 Leaving, 25; version 6 no frame (the record layer under them).
+// 5 Leaving, 25; version 6 no frame (the record layer under them);
+// version 7 InUse, 26 and 27.
 //
 //	 1 Ping        request   empty                                → Pong
 //	 2 Pong        response  empty
@@ -115,7 +116,7 @@
 //	13 Error       response  code u16 | msg len u16 | msg[msg len]
 //	14 Bye         neither   empty; the sender is leaving cleanly, no reply
 //	15 Stat        request   empty; answered by StatResult
-//	16 StatResult  response  disk total u64 | disk free u64 | chunks u64 | chunk bytes u64
+//	16 StatResult  response  disk total u64 | disk free u64 | chunks u64 | chunk bytes u64 | garbage bytes u64 (version 7)
 //	17 PutGroups   request   count u32 | count × {group[32] | node len u32 | node[node len] | data len u32 | data[data len]}  → PutResult
 //	18 GetGroups   request   count u32 | count × {group[32] | first u16 | n u16}  → GroupResult
 //	19 GroupResult response  count u32 | count × {status u8 | if status = 0: len u32 | data[len]}
@@ -124,6 +125,9 @@
 //	22 Applied     response  status u8 (0 applied, 1 not yet)
 //	23 Join        request   proof[32] | name len u8 | name[name len] (at most 64, UTF-8)  → JoinResult
 //	24 JoinResult  response  len u16 | network description[len] (1 to 512 bytes; index.EncodeNetwork)
+//	25 Leaving     neither   draining u8 (0/1); no reply
+//	26 InUse       request   empty                                → InUseResult
+//	27 InUseResult response  seq u64 | unpublished ms u64 | complete u8 (0/1) | count u32 | count × {size u64 | depth u8 | root[32]}
 //
 // Result frames hold one entry per item of the request they answer, in the
 // same order. Any request may be answered by Error instead of its own

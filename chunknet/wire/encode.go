@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"time"
 	"unicode/utf8"
 
 	"github.com/oashare/oashare/index/format"
@@ -145,10 +146,11 @@ type StatInfo struct {
 	DiskFree   uint64 // bytes free for an unprivileged user
 	Chunks     uint64 // chunks stored
 	ChunkBytes uint64 // bytes of those chunks
+	Garbage    uint64 // bytes of them no file version needs, to be dropped (version 7)
 }
 
-// statSize is the StatResult payload: four u64.
-const statSize = 32
+// statSize is the StatResult payload: five u64.
+const statSize = 40
 
 // AppendStatResult appends a StatResult frame answering request id.
 func AppendStatResult(dst []byte, id uint64, s StatInfo) []byte {
@@ -157,6 +159,7 @@ func AppendStatResult(dst []byte, id uint64, s StatInfo) []byte {
 	binary.BigEndian.PutUint64(p[8:], s.DiskFree)
 	binary.BigEndian.PutUint64(p[16:], s.Chunks)
 	binary.BigEndian.PutUint64(p[24:], s.ChunkBytes)
+	binary.BigEndian.PutUint64(p[32:], s.Garbage)
 	return AppendFrame(dst, TypeStatResult, id, p[:])
 }
 
@@ -513,4 +516,56 @@ func AppendJoin(dst []byte, id uint64, mac [JoinMACSize]byte, name string) []byt
 func AppendJoinResult(dst []byte, id uint64, network []byte) []byte {
 	p := binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(network)), uint16(len(network)))
 	return AppendFrame(dst, TypeJoinResult, id, append(p, network...))
+}
+
+// AppendInUse appends an InUse request.
+func AppendInUse(dst []byte, id uint64) []byte { return AppendFrame(dst, TypeInUse, id, nil) }
+
+// Root names a file version: the size and the root of its chunk tree.
+type Root struct {
+	Size  uint64
+	Depth uint8
+	Hash  format.Hash
+}
+
+// InUse is what a node needs kept beyond the namespace's own versions:
+// the position of its log (Seq, its own last record), how long ago its
+// oldest upload not yet published started (Unpublished, 0 = none), and
+// the file versions it has open or pending (Roots). Complete is false
+// when the roots did not fit one frame: the asker then drops nothing.
+type InUse struct {
+	Seq         uint64
+	Unpublished time.Duration
+	Complete    bool
+	Roots       []Root
+}
+
+// inUseRootSize is one Root on the wire: size u64 | depth u8 | hash[32].
+const inUseRootSize = 8 + 1 + 32
+
+// AppendInUseResult appends an InUseResult: seq u64 | unpublished ms u64
+// | complete u8 | count u32 | count × root. Roots past MaxInUseRoots are
+// left out and Complete cleared.
+func AppendInUseResult(dst []byte, id uint64, u InUse) []byte {
+	roots := u.Roots
+	if len(roots) > MaxInUseRoots {
+		roots, u.Complete = roots[:MaxInUseRoots], false
+	}
+	dst = slices.Grow(dst, HeaderSize+8+8+1+4+len(roots)*inUseRootSize)
+	start := len(dst)
+	dst = appendHeader(dst, TypeInUseResult, id)
+	dst = binary.BigEndian.AppendUint64(dst, u.Seq)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(max(u.Unpublished.Milliseconds(), 0)))
+	c := byte(0)
+	if u.Complete {
+		c = 1
+	}
+	dst = append(dst, c)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(roots)))
+	for _, r := range roots {
+		dst = binary.BigEndian.AppendUint64(dst, r.Size)
+		dst = append(dst, r.Depth)
+		dst = append(dst, r.Hash[:]...)
+	}
+	return finish(dst, start)
 }

@@ -47,7 +47,11 @@ const (
 	// Version 5: leave.
 	TypeLeaving Type = 25 // the sender is draining (1) or no longer (0): place no copies on it; 1-byte payload, no reply
 
-	maxType = TypeLeaving // the highest known type; raise when appending
+	// Version 7: garbage collection.
+	TypeInUse       Type = 26 // request, empty payload: what must you keep; answered by InUseResult
+	TypeInUseResult Type = 27 // response: the answerer's log position, its oldest unpublished upload, the file versions it uses
+
+	maxType = TypeInUseResult // the highest known type; raise when appending
 )
 
 var typeNames = [...]string{
@@ -76,6 +80,8 @@ var typeNames = [...]string{
 	TypeJoin:        "Join",
 	TypeJoinResult:  "JoinResult",
 	TypeLeaving:     "Leaving",
+	TypeInUse:       "InUse",
+	TypeInUseResult: "InUseResult",
 }
 
 func (t Type) known() bool { return t >= TypePing && t <= maxType }
@@ -93,7 +99,7 @@ func (t Type) String() string {
 // nor a response, nor is Leaving.
 func (t Type) IsResponse() bool {
 	switch t {
-	case TypePong, TypePutResult, TypeGetResult, TypeHasResult, TypeRecords, TypePushResult, TypeError, TypeStatResult, TypeGroupResult, TypeApplied, TypeJoinResult:
+	case TypePong, TypePutResult, TypeGetResult, TypeHasResult, TypeRecords, TypePushResult, TypeError, TypeStatResult, TypeGroupResult, TypeApplied, TypeJoinResult, TypeInUseResult:
 		return true
 	}
 	return false
@@ -101,7 +107,7 @@ func (t Type) IsResponse() bool {
 
 // emptyPayload reports whether frames of type t must have an empty payload.
 func (t Type) emptyPayload() bool {
-	return t == TypePing || t == TypePong || t == TypeBye || t == TypeStat
+	return t == TypePing || t == TypePong || t == TypeBye || t == TypeStat || t == TypeInUse
 }
 
 // Limits. Every count and length read off the wire is checked against these
@@ -131,6 +137,8 @@ const (
 	// MaxGroupsPerFrame bounds the count of PutGroups, GetGroups,
 	// HasGroups and GroupResult.
 	MaxGroupsPerFrame = 1024
+	// MaxInUseRoots bounds the file versions of an InUseResult.
+	MaxInUseRoots = 65536
 )
 
 // Chunk status codes, one per item in PutResult, GetResult, HasResult and

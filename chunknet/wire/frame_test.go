@@ -15,6 +15,7 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 	"unicode/utf8"
 
 	"github.com/oashare/oashare/index/format"
@@ -166,7 +167,7 @@ func TestDecodeGroupAliases(t *testing.T) {
 
 func TestTypes(t *testing.T) {
 	responses := map[Type]bool{TypePong: true, TypePutResult: true, TypeGetResult: true, TypeHasResult: true,
-		TypeRecords: true, TypePushResult: true, TypeError: true, TypeStatResult: true, TypeGroupResult: true, TypeApplied: true, TypeJoinResult: true}
+		TypeRecords: true, TypePushResult: true, TypeError: true, TypeStatResult: true, TypeGroupResult: true, TypeApplied: true, TypeJoinResult: true, TypeInUseResult: true}
 	seen := map[string]bool{}
 	for ty := Type(0); ty < 255; ty++ {
 		s := ty.String()
@@ -187,14 +188,14 @@ func TestTypes(t *testing.T) {
 			t.Errorf("%v.IsResponse() = %v", ty, ty.IsResponse())
 		}
 	}
-	if len(seen) != 25 {
-		t.Errorf("%d known types, want 25", len(seen))
+	if len(seen) != 27 {
+		t.Errorf("%d known types, want 27", len(seen))
 	}
 	// Type numbers are append-only: these must never change.
 	fixed := []Type{TypePing, TypePong, TypePutChunks, TypePutResult, TypeGetChunks, TypeGetResult,
 		TypeHasChunks, TypeHasResult, TypePull, TypeRecords, TypePush, TypePushResult, TypeError, TypeBye,
 		TypeStat, TypeStatResult, TypePutGroups, TypeGetGroups, TypeGroupResult, TypeHasGroups,
-		TypeWaitApplied, TypeApplied, TypeJoin, TypeJoinResult, TypeLeaving}
+		TypeWaitApplied, TypeApplied, TypeJoin, TypeJoinResult, TypeLeaving, TypeInUse, TypeInUseResult}
 	for i, ty := range fixed {
 		if int(ty) != i+1 {
 			t.Errorf("%v is %d, want %d: frame type numbers are append-only", ty, ty, i+1)
@@ -289,7 +290,7 @@ func TestReaderErrors(t *testing.T) {
 		{"payload MaxPayload+1", header(9+MaxPayload+1, TypePutChunks, 1), 0, ErrFrameTooLarge},
 		{"payload above own limit", header(9+101, TypePutChunks, 1), 100, ErrFrameTooLarge},
 		{"type 0", header(9, 0, 1), 0, ErrUnknownType},
-		{"type 26", header(9, 26, 1), 0, ErrUnknownType},
+		{"type 28", header(9, 28, 1), 0, ErrUnknownType},
 		{"type 255", header(9, 255, 1), 0, ErrUnknownType},
 		{"ping with payload", append(header(10, TypePing, 1), 0), 0, ErrBadFrame},
 		{"pong with payload", append(header(10, TypePong, 1), 0), 0, ErrBadFrame},
@@ -558,7 +559,7 @@ func TestBytesByHand(t *testing.T) {
 		{"error", AppendError(nil, 4, CodeUnsupported, "no"),
 			mustHex("0000000f 0d 0000000000000004 0003 0002 6e6f")},
 		{"hello", helloBytes(t, Hello{Node: format.NodeID{0: 0xaa}, Network: "n", ListenPort: 0x1f90}),
-			mustHex("4f415348 0006 aa000000000000000000000000000000 01 6e 1f90")},
+			mustHex("4f415348 0007 aa000000000000000000000000000000 01 6e 1f90")},
 		{"put groups", AppendPutGroups(nil, 5, []Group{{format.Hash{31: 1}, []byte{}, []byte("hi")}}),
 			mustHex(`00000037 11 0000000000000005 00000001
 				0000000000000000000000000000000000000000000000000000000000000001
@@ -580,6 +581,11 @@ func TestBytesByHand(t *testing.T) {
 				0000000000000000000000000000000000000000000000000000000000000001 02 6162`)},
 		{"join result", AppendJoinResult(nil, 10, []byte{1, 2}), mustHex("0000000d 18 000000000000000a 0002 0102")},
 		{"leaving", AppendLeaving(nil, 0, true), mustHex("0000000a 19 0000000000000000 01")},
+		{"in use", AppendInUse(nil, 11), mustHex("00000009 1a 000000000000000b")},
+		{"in use result", AppendInUseResult(nil, 11, InUse{Seq: 7, Unpublished: 1500 * time.Millisecond, Complete: true,
+			Roots: []Root{{Size: 600, Depth: 1, Hash: format.Hash{31: 9}}}}),
+			mustHex(`00000047 1b 000000000000000b 0000000000000007 00000000000005dc 01 00000001
+				0000000000000258 01 0000000000000000000000000000000000000000000000000000000000000009`)},
 	} {
 		if !bytes.Equal(tt.got, tt.want) {
 			t.Errorf("%s:\n got %x\nwant %x", tt.name, tt.got, tt.want)

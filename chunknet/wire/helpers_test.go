@@ -3,6 +3,7 @@ package wire
 import (
 	"bytes"
 	"fmt"
+	"time"
 
 	"github.com/oashare/oashare/index/format"
 )
@@ -34,7 +35,7 @@ func decodeFrame(f Frame) (any, error) {
 	switch f.Type {
 	case TypeStatResult:
 		return DecodeStatResult(f.Payload)
-	case TypePing, TypePong, TypeBye, TypeStat:
+	case TypePing, TypePong, TypeBye, TypeStat, TypeInUse:
 		if len(f.Payload) != 0 {
 			return nil, fmt.Errorf("%v with payload: %w", f.Type, ErrBadFrame)
 		}
@@ -77,6 +78,8 @@ func decodeFrame(f Frame) (any, error) {
 		return DecodeJoinResult(f.Payload)
 	case TypeLeaving:
 		return DecodeLeaving(f.Payload)
+	case TypeInUseResult:
+		return DecodeInUseResult(f.Payload)
 	}
 	return nil, fmt.Errorf("type %v: %w", f.Type, ErrUnknownType)
 }
@@ -139,6 +142,10 @@ func encodeFrame(dst []byte, t Type, id uint64, v any) []byte {
 		return AppendJoinResult(dst, id, v.([]byte))
 	case TypeLeaving:
 		return AppendLeaving(dst, id, v.(bool))
+	case TypeInUse:
+		return AppendInUse(dst, id)
+	case TypeInUseResult:
+		return AppendInUseResult(dst, id, v.(InUse))
 	}
 	panic("encodeFrame: unknown type " + t.String())
 }
@@ -214,7 +221,7 @@ func testFrames() []testFrame {
 		{"error", TypeError, 12, errorVal{CodeBadRequest, "too many chunks"}},
 		{"error_empty", TypeError, 1<<64 - 1, errorVal{CodeInternal, ""}},
 		{"stat", TypeStat, 13, nil},
-		{"stat_result", TypeStatResult, 13, StatInfo{DiskTotal: 1 << 40, DiskFree: 1<<39 + 1, Chunks: 3, ChunkBytes: 1536}},
+		{"stat_result", TypeStatResult, 13, StatInfo{DiskTotal: 1 << 40, DiskFree: 1<<39 + 1, Chunks: 3, ChunkBytes: 1536, Garbage: 512}},
 		{"put_groups", TypePutGroups, 14, []Group{
 			{group, node, append(bytes.Clone(c1), c2...)},
 			{format.Sum(hi), []byte{}, hi},
@@ -229,6 +236,10 @@ func testFrames() []testFrame {
 		{"join_result", TypeJoinResult, 19, []byte("network")},
 		{"leaving", TypeLeaving, 0, true},
 		{"leaving_no_more", TypeLeaving, 0, false},
+		{"in_use", TypeInUse, 20, nil},
+		{"in_use_result", TypeInUseResult, 20, InUse{Seq: 1 << 40, Unpublished: 90 * time.Second, Complete: true,
+			Roots: []Root{{Size: 1, Hash: h1}, {Size: 1 << 50, Depth: 6, Hash: ff}}}},
+		{"in_use_result_none", TypeInUseResult, 20, InUse{Roots: []Root{}}},
 	}
 }
 
