@@ -44,6 +44,11 @@
 //     pushes them.
 //   - topUpLoop: copies the items this node wrote below the replica
 //     target to live peers (topup.go).
+//   - repairLoop, scrubLoop, reclaimLoop: restore lost copies, check
+//     stored ones, give dropped copies' disk space back (repair.go,
+//     scrub.go, reclaim.go).
+//   - gcLoop: finds the stored items no file version needs and drops
+//     them once that is safe (gc.go).
 //   - Uploader batches run in goroutines bounded by uploadWindow; Node.Go
 //     runs background work such as read-ahead.
 //

@@ -85,6 +85,12 @@ type Config struct {
 	// wait between finding dead ranges and punching them; 0 = 10s.
 	ReclaimEvery time.Duration
 	ReclaimGrace time.Duration
+	// ReclaimAfter is how long an item no file version needs is kept
+	// before it is dropped (gc.go); 0 = 10m. KeepVersions is the restore
+	// window: how long a version superseded or deleted keeps its
+	// content; 0 = 24h, < 0 = none (dropped as soon as safe).
+	ReclaimAfter time.Duration
+	KeepVersions time.Duration
 }
 
 // Node is one oashare peer on the network: it serves chunks and namespace
@@ -129,6 +135,7 @@ type Node struct {
 	topUpKick      chan struct{} // wakes topUpLoop
 	repair         repairState
 	reclaimPending atomic.Bool // copies were dropped since the last reclaim (reclaim.go)
+	gc             gcState     // garbage collection (gc.go)
 	scrub          scrubState
 
 	distrusted map[format.NodeID]bool      // caught lying about copies (trust.go); guarded by mu
@@ -239,6 +246,15 @@ func New(cfg Config) (*Node, error) {
 	if cfg.ReclaimGrace <= 0 {
 		cfg.ReclaimGrace = 10 * time.Second
 	}
+	if cfg.ReclaimAfter <= 0 {
+		cfg.ReclaimAfter = 10 * time.Minute
+	}
+	switch {
+	case cfg.KeepVersions == 0:
+		cfg.KeepVersions = 24 * time.Hour
+	case cfg.KeepVersions < 0:
+		cfg.KeepVersions = 0
+	}
 	if cfg.CacheBytes == 0 {
 		cfg.CacheBytes = 32 << 20
 	}
@@ -288,7 +304,8 @@ func New(cfg Config) (*Node, error) {
 		// A burst of one whole group with its node: the largest item.
 		n.repair.limiter = rate.NewLimiter(rate.Limit(cfg.RepairRate), format.MaxGroupData+format.MaxChunkData)
 	}
-	n.wg.Add(6)
+	n.wg.Add(7)
+	go n.gcLoop()
 	go n.acceptLoop()
 	go n.flushLoop()
 	go n.topUpLoop()

@@ -448,7 +448,9 @@ func (p *repairPass) step(ctx context.Context, group bool, keys []format.Hash) e
 			drops = append(drops, index.Item{Group: group, Hash: h})
 		case d.short:
 			p.short++
-			if d.copy {
+			if d.copy && !n.db.IsGarbage(index.Item{Group: group, Hash: h}) {
+				// (Garbage is not copied: a node coming back would
+				// bring dead items back to life; see gc.go.)
 				fix = append(fix, i)
 				fixHolders = append(fixHolders, d.held)
 			}

@@ -203,6 +203,12 @@ func (sc *serverConn) handle(f wire.Frame) (reply []byte, bad error) {
 		return wire.AppendPushResult(nil, f.ReqID, st), nil
 	case wire.TypeStat:
 		return wire.AppendStatResult(nil, f.ReqID, n.LocalStat()), nil
+	case wire.TypeInUse:
+		u, err := n.localInUse()
+		if err != nil {
+			return wire.AppendError(nil, f.ReqID, wire.CodeInternal, "what this node uses: "+err.Error()), nil
+		}
+		return wire.AppendInUseResult(nil, f.ReqID, u), nil
 	case wire.TypeWaitApplied:
 		origin, seq, err := wire.DecodeWaitApplied(f.Payload)
 		if err != nil {

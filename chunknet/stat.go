@@ -14,7 +14,8 @@ import (
 // (zero if unset or unreadable) and the chunks stored.
 func (n *Node) LocalStat() wire.StatInfo {
 	count, bytes := n.db.ChunkStats()
-	s := wire.StatInfo{Chunks: uint64(count), ChunkBytes: uint64(bytes)}
+	_, garbage := n.db.GarbageBytes()
+	s := wire.StatInfo{Chunks: uint64(count), ChunkBytes: uint64(bytes), Garbage: uint64(garbage)}
 	if n.cfg.DataDir == "" {
 		return s
 	}
@@ -44,6 +45,7 @@ func (n *Node) ClusterStat(ctx context.Context) ClusterStat {
 		total.DiskFree += s.DiskFree
 		total.Chunks += s.Chunks
 		total.ChunkBytes += s.ChunkBytes
+		total.Garbage += s.Garbage
 		total.Nodes++
 	}
 	return total

@@ -30,6 +30,7 @@ type testPeer struct {
 	db     *index.DB
 	node   *chunknet.Node
 	server *fuse.Server
+	fs     *FS
 	mnt    string
 
 	dir  string // its data directory (the index is in dir/data)
@@ -84,6 +85,9 @@ type clusterOptions struct {
 	// smallDisk[i] > 0 puts peer i's data dir on a tmpfs of that many
 	// bytes: a disk that fills up.
 	smallDisk []int64
+	// reclaimAfter and keepVersions: chunknet.Config's; 0 = default.
+	reclaimAfter time.Duration
+	keepVersions time.Duration
 }
 
 // startClusterOpts starts n peers configured by o, connects them and
@@ -142,16 +146,17 @@ func (p *testPeer) start(t testing.TB, num int) {
 		t.Fatal(err)
 	}
 	node, err := chunknet.New(chunknet.Config{DB: db, Network: "test", Listen: "127.0.0.1:0", Replicas: p.opts.replicas,
-		Logger: log.With("node", num), DataDir: p.dir, RetryFor: p.opts.retryFor, TopUpEvery: p.opts.topUpEvery})
+		Logger: log.With("node", num), DataDir: p.dir, RetryFor: p.opts.retryFor, TopUpEvery: p.opts.topUpEvery,
+		ReclaimAfter: p.opts.reclaimAfter, KeepVersions: p.opts.keepVersions, ReclaimEvery: p.opts.reclaimAfter, ReclaimGrace: p.opts.reclaimAfter})
 	if err != nil {
 		t.Fatal(err)
 	}
 	p.mnt = filepath.Join(p.dir, "mnt")
-	srv, err := Mount(p.mnt, Options{Node: node, Logger: log, FsName: "oashare-test", AllowOther: true, CacheTimeout: p.opts.cacheTimeout})
+	srv, fsys, err := MountFS(p.mnt, Options{Node: node, Logger: log, FsName: "oashare-test", AllowOther: true, CacheTimeout: p.opts.cacheTimeout})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.db, p.node, p.server, p.down = db, node, srv, false
+	p.db, p.node, p.server, p.fs, p.down = db, node, srv, fsys, false
 }
 
 // stop unmounts the peer and closes its node and index, as a clean stop

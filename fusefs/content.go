@@ -7,6 +7,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"time"
 
 	"github.com/oashare/oashare/chunknet"
 	"github.com/oashare/oashare/chunknet/tree"
@@ -64,10 +65,14 @@ type content struct {
 	broken error
 
 	buf []byte // one group's bytes, reused by commit
+
+	// started is when the changes started: every upload of them came
+	// after it (garbage collection keeps what was put since; FS.inUse).
+	started time.Time
 }
 
 func newContent(node *chunknet.Node, base tree.Version, mtime int64) *content {
-	return &content{node: node, base: base, limit: base.Size, size: base.Size, orig: base, mtime0: mtime}
+	return &content{node: node, base: base, limit: base.Size, size: base.Size, orig: base, mtime0: mtime, started: time.Now()}
 }
 
 // changed reports whether the content differs from the version the

@@ -6,6 +6,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/oashare/oashare/chunknet"
 	"github.com/oashare/oashare/chunknet/tree"
 	"github.com/oashare/oashare/index"
 )
@@ -91,6 +92,31 @@ func (fsys *FS) forgetIdle(st *fileState) {
 	if idle && fsys.files[st.id] == st {
 		delete(fsys.files, st.id)
 	}
+}
+
+// inUse tells garbage collection what this peer's files use (see
+// chunknet/gc.go): the version of every file it knows beyond the index
+// (open, or with changes), the base and original of unpublished changes,
+// and when the oldest unpublished changes started.
+func (fsys *FS) inUse() chunknet.InUse {
+	fsys.filesMu.Lock()
+	defer fsys.filesMu.Unlock()
+	var u chunknet.InUse
+	for _, st := range fsys.files {
+		st.mu.Lock()
+		u.Roots = append(u.Roots, st.v)
+		if st.journaled {
+			u.Roots = append(u.Roots, tree.Version{Size: st.journal.Size, Root: st.journal.Root, Depth: st.journal.Depth})
+		}
+		if c := st.c; c != nil {
+			u.Roots = append(u.Roots, c.base, c.orig)
+			if u.Unpublished.IsZero() || c.started.Before(u.Unpublished) {
+				u.Unpublished = c.started
+			}
+		}
+		st.mu.Unlock()
+	}
+	return u
 }
 
 // markUnlinked records that this peer deleted file id (unlink, or a

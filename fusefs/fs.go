@@ -130,6 +130,7 @@ func MountFS(dir string, opts Options) (*fuse.Server, *FS, error) {
 		files:       make(map[uint64]*fileState),
 		pendingKick: make(chan struct{}, 1),
 	}
+	opts.Node.SetInUse(fsys.inUse)
 	fsys.ns = namespace.New(opts.Node, fsys.uid, fsys.gid)
 	if err := fsys.restorePending(); err != nil {
 		return nil, nil, fmt.Errorf("reading the pending journal: %w", err)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/oashare/oashare/chunknet/namespace"
+	"github.com/oashare/oashare/chunknet/tree"
 	"github.com/oashare/oashare/index"
 )
 
@@ -158,6 +159,18 @@ func (fsys *FS) Restore(rel string, n int, to string) (Version, string, error) {
 		}
 		if v.N == 0 {
 			return v, "", fmt.Errorf("%s has no version but the current one", rel)
+		}
+	}
+	// Data of versions older than the restore window (--keep-versions)
+	// is deleted once no one needs it: such a version is refused, not
+	// brought back as a file that reads EIO.
+	if v.Size > 0 {
+		h, err := fsys.node.Check(context.Background(), tree.Version{Size: v.inode.Size, Root: v.inode.Root, Depth: v.inode.Depth}, false)
+		if err != nil {
+			return v, "", err
+		}
+		if h.Unavailable > 0 {
+			return v, "", fmt.Errorf("version %d of %s is no longer stored (its data was deleted after the restore window, --keep-versions): pick a later one", v.N, rel)
 		}
 	}
 	dest := rel

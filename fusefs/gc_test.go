@@ -1,0 +1,211 @@
+package fusefs
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/oashare/oashare/chunknet/tree"
+)
+
+// gcOpts: data no version needs is dropped a second after it was found
+// so, and old versions are not kept for restore.
+func gcOpts(replicas int) clusterOptions {
+	return clusterOptions{replicas: replicas, reclaimAfter: time.Second, keepVersions: -1}
+}
+
+// chunkBytes sums the chunk bytes every peer stores.
+func chunkBytes(peers []*testPeer) int64 {
+	var sum int64
+	for _, p := range peers {
+		if !p.down {
+			_, b := p.db.ChunkStats()
+			sum += b
+		}
+	}
+	return sum
+}
+
+// gcPasses waits until every live peer has run k more garbage
+// collection passes than it had when called.
+func gcPasses(t *testing.T, peers []*testPeer, k int) {
+	t.Helper()
+	start := make([]int, len(peers))
+	for i, p := range peers {
+		if !p.down {
+			start[i] = p.node.GCStat().Passes
+		}
+	}
+	waitFor(t, 60*time.Second, "garbage collection passes", func() bool {
+		for i, p := range peers {
+			if !p.down && p.node.GCStat().Passes < start[i]+k {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// checkFull fails unless every item of name's content has its full
+// count of copies on the live peers.
+func checkFull(t *testing.T, p *testPeer, name string) {
+	t.Helper()
+	ino := lookupPath(t, p.db, name)
+	h, err := p.node.Check(context.Background(), tree.Version{Size: ino.Size, Root: ino.Root, Depth: ino.Depth}, false)
+	if err != nil || h.Below != 0 || h.Unavailable != 0 {
+		t.Fatalf("copies of %s: %+v, %v; want every item at full count", name, h, err)
+	}
+}
+
+// A removed file's chunks are deleted on every peer once nothing needs
+// them; the files still there keep all their copies.
+func TestRemovedFileIsReclaimed(t *testing.T) {
+	peers := startClusterOpts(t, 3, gcOpts(2))
+	keep, gone := randBytes(t, 1<<20), randBytes(t, 6<<20)
+	if err := os.WriteFile(filepath.Join(peers[0].mnt, "keep"), keep, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitContent(t, filepath.Join(peers[2].mnt, "keep"), keep)
+	withKeep := chunkBytes(peers)
+	if err := os.WriteFile(filepath.Join(peers[0].mnt, "gone"), gone, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitContent(t, filepath.Join(peers[2].mnt, "gone"), gone)
+	if got := chunkBytes(peers); got < withKeep+2*int64(len(gone)) {
+		t.Fatalf("stored %d bytes with both files, want at least %d", got, withKeep+2*int64(len(gone)))
+	}
+	if err := os.Remove(filepath.Join(peers[1].mnt, "gone")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "the removed file's bytes dropped on every peer", func() bool {
+		return chunkBytes(peers) <= withKeep
+	})
+	for _, p := range peers {
+		got, err := os.ReadFile(filepath.Join(p.mnt, "keep"))
+		if err != nil || !bytes.Equal(got, keep) {
+			t.Fatalf("keep on %s after the drop: %d bytes, %v", p.mnt, len(got), err)
+		}
+	}
+	checkFull(t, peers[2], "keep")
+	var dropped int64
+	for _, p := range peers {
+		dropped += p.node.GCStat().Dropped
+	}
+	if dropped == 0 {
+		t.Fatal("no peer counts a dropped item")
+	}
+}
+
+// A file open on a peer keeps its data while it is open, even once
+// replaced (an editor's save: a new file renamed over it) with no restore
+// window; when it is closed, the data goes.
+func TestOpenVersionOutlivesGC(t *testing.T) {
+	peers := startClusterOpts(t, 3, gcOpts(2))
+	old, cur := randBytes(t, 3<<20), randBytes(t, 1<<20)
+	path := filepath.Join(peers[0].mnt, "f")
+	if err := os.WriteFile(path, old, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitContent(t, filepath.Join(peers[2].mnt, "f"), old)
+	before := chunkBytes(peers)
+	// Opened on peer 3, nothing read yet: no byte of it is cached.
+	f, err := os.Open(filepath.Join(peers[2].mnt, "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := os.WriteFile(path+".new", cur, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".new", path); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the new version on peer 3", func() bool {
+		return lookupPath(t, peers[2].db, "f").Size == uint64(len(cur))
+	})
+	gcPasses(t, peers, 4)
+	if got := chunkBytes(peers); got < before {
+		t.Fatalf("stored %d bytes while the old version is open, had %d: some of it was dropped", got, before)
+	}
+	got, err := io.ReadAll(f)
+	if err != nil || !bytes.Equal(got, old) {
+		t.Fatalf("the open old version read %d bytes (%v), want its %d bytes", len(got), err, len(old))
+	}
+	f.Close()
+	waitFor(t, 60*time.Second, "the old version's bytes dropped once closed", func() bool {
+		return chunkBytes(peers) < 2*int64(len(cur))+64<<10 // the new version's 2 copies and tree nodes
+	})
+	waitContent(t, filepath.Join(peers[1].mnt, "f"), cur)
+	checkFull(t, peers[1], "f")
+	// The old version is listed, but its data is gone: restore says so.
+	vs, err := peers[1].fs.Versions("f")
+	if err != nil || len(vs) < 2 {
+		t.Fatalf("versions of f: %+v, %v", vs, err)
+	}
+	if _, _, err := peers[1].fs.Restore("f", 1, "f.old"); err == nil || !strings.Contains(err.Error(), "no longer stored") {
+		t.Fatalf("restore of a version whose data is deleted: %v, want 'no longer stored'", err)
+	}
+	if _, err := os.Stat(filepath.Join(peers[1].mnt, "f.old")); !os.IsNotExist(err) {
+		t.Fatalf("a refused restore made f.old: %v", err)
+	}
+}
+
+// A file written slowly, its first groups uploaded long before it is
+// closed and published, keeps them: garbage collection waits for a
+// member's unpublished uploads.
+func TestSlowWriteOutlivesGC(t *testing.T) {
+	peers := startClusterOpts(t, 3, gcOpts(2))
+	want := randBytes(t, 4<<20)
+	f, err := os.Create(filepath.Join(peers[0].mnt, "slow"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(want[:3<<20]); err != nil {
+		t.Fatal(err)
+	}
+	// The first 3 MiB are uploaded as they are written (streaming) and
+	// named by no version for several passes.
+	gcPasses(t, peers, 4)
+	if _, err := f.Write(want[3<<20:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range peers[1:] {
+		waitContent(t, filepath.Join(p.mnt, "slow"), want)
+	}
+	checkFull(t, peers[2], "slow")
+}
+
+// A member away holds back every drop (it could hold an old version open
+// or an upload still to be published); once it is back, the garbage goes.
+func TestAbsentMemberHoldsBackGC(t *testing.T) {
+	peers := startClusterOpts(t, 3, gcOpts(2))
+	data := randBytes(t, 2<<20)
+	if err := os.WriteFile(filepath.Join(peers[0].mnt, "x"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitContent(t, filepath.Join(peers[1].mnt, "x"), data)
+	peers[2].stop(t)
+	before := chunkBytes(peers)
+	if err := os.Remove(filepath.Join(peers[0].mnt, "x")); err != nil {
+		t.Fatal(err)
+	}
+	gcPasses(t, peers, 4)
+	if got := chunkBytes(peers); got != before {
+		t.Fatalf("stored %d bytes with a member away, had %d: dropped without its answer", got, before)
+	}
+	if held := peers[0].node.GCStat().HeldBack; held == "" {
+		t.Fatal("status does not say why nothing was dropped")
+	}
+	peers[2].restart(t, peers)
+	waitFor(t, 60*time.Second, "the garbage dropped once the member is back", func() bool {
+		return chunkBytes(peers) == 0
+	})
+}
