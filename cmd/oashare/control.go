@@ -36,6 +36,9 @@ type peerJSON struct {
 	// answer within two seconds).
 	Held     *uint64 `json:"bytes_held,omitempty"`
 	DiskFree *uint64 `json:"disk_free,omitempty"`
+	// Garbage: of the bytes held, those no file version needs any more
+	// (deleted after --reclaim-after).
+	Garbage *uint64 `json:"bytes_reclaimable,omitempty"`
 	// DiskFull: a put found its disk full lately; it gets copies last.
 	DiskFull bool `json:"disk_full,omitempty"`
 }
@@ -71,6 +74,22 @@ type statusJSON struct {
 	StateUnavailable string     `json:"state_error,omitempty"`
 	Repair           repairJSON `json:"repair"`
 	Scrub            scrubJSON  `json:"scrub"`
+	GC               gcJSON     `json:"gc"`
+}
+
+// gcJSON is what garbage collection did (see chunknet's gc.go).
+type gcJSON struct {
+	LastPass string `json:"last_pass,omitempty"`
+	Passes   int    `json:"passes"`
+	// Versions is how many file versions the last pass kept data for;
+	// Reclaimable the items (and their bytes) no version needs, deleted
+	// once unneeded for --reclaim-after; Dropped those deleted since
+	// start. HeldBack says why the last pass could delete nothing.
+	Versions         int    `json:"versions_kept"`
+	Reclaimable      int64  `json:"items_reclaimable"`
+	ReclaimableBytes int64  `json:"bytes_reclaimable"`
+	Dropped          int64  `json:"items_dropped"`
+	HeldBack         string `json:"held_back,omitempty"`
 }
 
 // scrubJSON counts what scrub found since the node started.
@@ -232,7 +251,7 @@ func (c *control) status() statusJSON {
 	for _, p := range c.node.Peers() {
 		pj := peerJSON{ID: p.ID.String(), Addr: p.Addr, DiskFull: slices.Contains(full, p.ID)}
 		if st, ok := stats[p.ID]; ok {
-			pj.Held, pj.DiskFree = &st.ChunkBytes, &st.DiskFree
+			pj.Held, pj.DiskFree, pj.Garbage = &st.ChunkBytes, &st.DiskFree, &st.Garbage
 		}
 		s.Peers = append(s.Peers, pj)
 	}
@@ -257,6 +276,12 @@ func (c *control) status() statusJSON {
 	s.Repair = repairJSON{Checked: rs.Checked, Short: rs.Short, Waiting: rs.Waiting, Copied: rs.Copied, CopiedBytes: rs.CopiedBytes, Dropped: rs.Dropped}
 	if !rs.LastPass.IsZero() {
 		s.Repair.LastPass = rs.LastPass.UTC().Format(time.RFC3339)
+	}
+	gs := c.node.GCStat()
+	s.GC = gcJSON{Passes: gs.Passes, Versions: gs.Roots, Dropped: gs.Dropped, HeldBack: gs.HeldBack}
+	s.GC.Reclaimable, s.GC.ReclaimableBytes = c.node.DB().GarbageBytes()
+	if !gs.Last.IsZero() {
+		s.GC.LastPass = gs.Last.UTC().Format(time.RFC3339)
 	}
 	ss := c.node.ScrubStats()
 	s.Scrub = scrubJSON{Passes: ss.Passes, Checked: ss.Items, Damaged: ss.Damaged, Replaced: ss.Replaced}

@@ -45,6 +45,8 @@ type mountFlags struct {
 	repairAfter  time.Duration
 	repairRateMB int
 	scrubEvery   time.Duration
+	reclaimAfter time.Duration
+	keepVersions time.Duration
 }
 
 func newMountCmd() *cobra.Command {
@@ -92,6 +94,8 @@ by a killed node is cleaned up first.`,
 	fl.DurationVar(&f.repairAfter, "repair-after", time.Minute, "how long a peer may be away (stopped, dead or cut off) before the copies it held are made again on the others")
 	fl.IntVar(&f.repairRateMB, "repair-rate-mb", 32, "MiB/s this node sends at most to restore or move copies, so that reads and writes keep the links and disks (-1 = no limit)")
 	fl.DurationVar(&f.scrubEvery, "scrub-every", 7*24*time.Hour, "how often every chunk this node stores is read back and checked against its name (a damaged one is replaced from another peer); 0 = never")
+	fl.DurationVar(&f.reclaimAfter, "reclaim-after", 10*time.Minute, "how long data no file version needs any more is kept before it is deleted (a reader that opened an old version keeps reading it meanwhile)")
+	fl.DurationVar(&f.keepVersions, "keep-versions", 24*time.Hour, "how long an overwritten or deleted file can be got back with 'oashare restore' (0 = delete old versions' data as soon as safe)")
 	fl.IntVar(&f.cacheMB, "cache-mb", 32, "MiB of verified chunks kept in memory for reads (0 = none: every read asks the peers)")
 	fl.StringVar(&f.pprof, "pprof", "", "serve Go profiles (net/http/pprof) on this HOST:PORT, e.g. 127.0.0.1:6060; off by default")
 	fl.BoolVar(&f.fuseLog, "debug-fuse", false, "log every FUSE request (very verbose)")
@@ -168,6 +172,12 @@ func (f *mountFlags) check() error {
 	}
 	if f.scrubEvery != 0 && (f.scrubEvery < time.Second || f.scrubEvery > 10*365*24*time.Hour) {
 		return fmt.Errorf("--scrub-every %v: must be 0 (never) or from 1s to 87600h", f.scrubEvery)
+	}
+	if f.reclaimAfter < time.Second || f.reclaimAfter > 365*24*time.Hour {
+		return fmt.Errorf("--reclaim-after %v: must be from 1s to 8760h", f.reclaimAfter)
+	}
+	if f.keepVersions < 0 || f.keepVersions > 10*365*24*time.Hour {
+		return fmt.Errorf("--keep-versions %v: must be 0 (none) or up to 87600h", f.keepVersions)
 	}
 	if f.cacheMB < 0 || f.cacheMB > 1<<20 {
 		return fmt.Errorf("--cache-mb %d: must be from 0 to 1048576", f.cacheMB)
@@ -330,7 +340,8 @@ func runMount(ctx context.Context, mountpoint string, f mountFlags) (err error) 
 	}
 
 	node, err := chunknet.New(chunknet.Config{DB: db, Identity: key, Listen: f.listen, Replicas: f.replicas, Logger: log, DataDir: dataDir, CacheBytes: cacheBytes(f.cacheMB), Quota: quotaBytes(f.quotaMB),
-		RepairAfter: f.repairAfter, RepairRate: repairRate(f.repairRateMB), ScrubEvery: scrubEvery(f.scrubEvery)})
+		RepairAfter: f.repairAfter, RepairRate: repairRate(f.repairRateMB), ScrubEvery: scrubEvery(f.scrubEvery),
+		ReclaimAfter: f.reclaimAfter, KeepVersions: keepVersions(f.keepVersions)})
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return fmt.Errorf("--listen %s: the port is taken (another oashare node or program uses it): pick another, e.g. --listen :%d", f.listen, chunknet.DefaultPort+1)
@@ -509,6 +520,14 @@ func repairRate(mb int) int64 {
 		return -1
 	}
 	return int64(mb) << 20
+}
+
+// keepVersions is --keep-versions as chunknet takes it (< 0: none).
+func keepVersions(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // scrubEvery is --scrub-every as chunknet takes it (< 0: never).

@@ -39,7 +39,7 @@ With --json the answer is one JSON object; live peers are the list under "peers"
 			fmt.Fprintf(w, "network:\t%s, %d members ('oashare members')\n", s.Network, s.Members)
 			fmt.Fprintf(w, "mount:\t%s\n", s.Mountpoint)
 			fmt.Fprintf(w, "replicas:\t%d\n", s.Replicas)
-			fmt.Fprintf(w, "stored:\t%d chunks, %d bytes\n", s.Chunks, s.Bytes)
+			fmt.Fprintf(w, "stored:\t%d chunks, %d bytes (%d live, %d reclaimable)\n", s.Chunks, s.Bytes, s.Bytes-min(s.GC.ReclaimableBytes, s.Bytes), s.GC.ReclaimableBytes)
 			fmt.Fprintf(w, "on disk:\t%d bytes of chunk log; %d bytes of dropped copies given back since start; %d bytes free on its disk\n", s.LogDiskBytes, s.ReclaimedBytes, s.DiskFree)
 			if s.DiskFullSince != "" {
 				fmt.Fprintf(w, "disk full:\tsince %s: new copies go to other peers until space is freed\n", s.DiskFullSince)
@@ -51,6 +51,14 @@ With --json the answer is one JSON object; live peers are the list under "peers"
 			} else {
 				fmt.Fprintf(w, "repair:\tlast pass %s: %d groups and tree nodes stored here, %d below target, %d waiting for a peer away less than --repair-after ('oashare fsck' checks the whole share)\n", r.LastPass, r.Checked, r.Short, r.Waiting)
 				fmt.Fprintf(w, "\tsince start: %d copies made (%d bytes), %d surplus copies dropped\n", r.Copied, r.CopiedBytes, r.Dropped)
+			}
+			if g := s.GC; g.LastPass == "" {
+				fmt.Fprintf(w, "reclaim:\tno garbage collection pass yet (the first runs --reclaim-after/2 after start)\n")
+			} else {
+				fmt.Fprintf(w, "reclaim:\tlast pass %s: data of %d file versions kept; %d items (%d bytes) no version needs, deleted once unneeded for --reclaim-after; %d deleted since start\n", g.LastPass, g.Versions, g.Reclaimable, g.ReclaimableBytes, g.Dropped)
+				if g.HeldBack != "" {
+					fmt.Fprintf(w, "\tnothing deleted in the last pass: %s\n", g.HeldBack)
+				}
 			}
 			fmt.Fprintf(w, "scrub:\t%d passes since start, %d items read back, %d damaged, %d replaced from other peers\n", s.Scrub.Passes, s.Scrub.Checked, s.Scrub.Damaged, s.Scrub.Replaced)
 			if s.StateUnavailable != "" {
@@ -66,7 +74,7 @@ With --json the answer is one JSON object; live peers are the list under "peers"
 				if p.DiskFull {
 					full = " (full: it gets copies last)"
 				}
-				fmt.Fprintf(w, "  %s\t%s\t%d bytes held, %d bytes free on its disk%s\n", p.ID, p.Addr, *p.Held, *p.DiskFree, full)
+				fmt.Fprintf(w, "  %s\t%s\t%d bytes held (%d live, %d reclaimable), %d bytes free on its disk%s\n", p.ID, p.Addr, *p.Held, *p.Held-min(*p.Garbage, *p.Held), *p.Garbage, *p.DiskFree, full)
 			}
 			for _, id := range s.Distrusted {
 				fmt.Fprintf(w, "distrusted:\t%s (acknowledged a copy it did not keep; gets no copies)\n", id)
