@@ -65,6 +65,10 @@ import (
 //
 // Repair does not copy candidates (a copy on a node coming back would
 // bring dead items back to life); a candidate is still served to readers.
+// A spot check (trust.go) reads an item back at most ReclaimAfter/2 after
+// its put, when no member can have dropped it as garbage yet, so a copy
+// rightly deleted is never taken for a lie (members are expected to run
+// with the same --reclaim-after).
 
 // InUse is what the file system above needs kept: the versions it has
 // open or is changing, and when its oldest upload not yet published
@@ -211,7 +215,7 @@ func (n *Node) gcPass(ctx context.Context) error {
 		n.noteGC(start, len(roots), 0, 0, fmt.Sprintf("naming what versions use: %v", err))
 		return nil
 	}
-	mark, err := n.db.MarkGarbage(func(it index.Item) bool { return needed.has(it.Hash) }, start)
+	mark, err := n.db.MarkGarbage(func(it index.Item) bool { return needed.has(it.Hash) })
 	if err != nil {
 		return err
 	}

@@ -81,7 +81,8 @@ type Config struct {
 	// (scrub.go); 0 = a week, < 0 = never.
 	ScrubEvery time.Duration
 	// ReclaimEvery is how often, at most, the disk space of dropped
-	// copies is given back (reclaim.go); 0 = 1m. ReclaimGrace is the
+	// copies is given back (reclaim.go); 0 = 1m, or ReclaimAfter if
+	// shorter. ReclaimGrace is the
 	// wait between finding dead ranges and punching them; 0 = 10s.
 	ReclaimEvery time.Duration
 	ReclaimGrace time.Duration
@@ -240,14 +241,18 @@ func New(cfg Config) (*Node, error) {
 	if cfg.ScrubEvery == 0 {
 		cfg.ScrubEvery = 7 * 24 * time.Hour
 	}
-	if cfg.ReclaimEvery <= 0 {
-		cfg.ReclaimEvery = time.Minute
-	}
-	if cfg.ReclaimGrace <= 0 {
-		cfg.ReclaimGrace = 10 * time.Second
-	}
 	if cfg.ReclaimAfter <= 0 {
 		cfg.ReclaimAfter = 10 * time.Minute
+	}
+	if cfg.ReclaimEvery <= 0 {
+		cfg.ReclaimEvery = min(time.Minute, cfg.ReclaimAfter)
+	}
+	// A spot check reads an item back before any member could have
+	// dropped it as garbage (found unneeded after its put, then kept
+	// ReclaimAfter): a miss is then a lie, never a copy rightly deleted.
+	cfg.SpotCheckDelay = min(cfg.SpotCheckDelay, cfg.ReclaimAfter/2)
+	if cfg.ReclaimGrace <= 0 {
+		cfg.ReclaimGrace = 10 * time.Second
 	}
 	switch {
 	case cfg.KeepVersions == 0:

@@ -88,6 +88,8 @@ type clusterOptions struct {
 	// reclaimAfter and keepVersions: chunknet.Config's; 0 = default.
 	reclaimAfter time.Duration
 	keepVersions time.Duration
+	// spotCheckEvery: chunknet.Config.SpotCheckEvery; 0 = default.
+	spotCheckEvery int
 }
 
 // startClusterOpts starts n peers configured by o, connects them and
@@ -147,7 +149,8 @@ func (p *testPeer) start(t testing.TB, num int) {
 	}
 	node, err := chunknet.New(chunknet.Config{DB: db, Network: "test", Listen: "127.0.0.1:0", Replicas: p.opts.replicas,
 		Logger: log.With("node", num), DataDir: p.dir, RetryFor: p.opts.retryFor, TopUpEvery: p.opts.topUpEvery,
-		ReclaimAfter: p.opts.reclaimAfter, KeepVersions: p.opts.keepVersions, ReclaimEvery: p.opts.reclaimAfter, ReclaimGrace: p.opts.reclaimAfter})
+		ReclaimAfter: p.opts.reclaimAfter, KeepVersions: p.opts.keepVersions, ReclaimEvery: p.opts.reclaimAfter, ReclaimGrace: p.opts.reclaimAfter,
+		SpotCheckEvery: p.opts.spotCheckEvery})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package fusefs
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -208,4 +209,43 @@ func TestAbsentMemberHoldsBackGC(t *testing.T) {
 	waitFor(t, 60*time.Second, "the garbage dropped once the member is back", func() bool {
 		return chunkBytes(peers) == 0
 	})
+}
+
+// Files rewritten again and again, one after the other, while garbage
+// collection runs: every file keeps all its copies, and no peer is
+// distrusted for a copy it dropped as garbage (a spot check that read an
+// item back after it could be garbage took its absence for a lie).
+func TestRewritesKeepLiveCopies(t *testing.T) {
+	o := gcOpts(2)
+	o.spotCheckEvery = 1 // every put is read back
+	peers := startClusterOpts(t, 3, o)
+	dir := filepath.Join(peers[0].mnt, "tree")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const files = 16
+	want := make([][]byte, files)
+	for range 20 {
+		for f := range files {
+			want[f] = randBytes(t, 2<<20)
+			if err := os.WriteFile(filepath.Join(dir, fmt.Sprint(f)), want[f], 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for range 3 {
+		gcPasses(t, peers, 8)
+		for f := range files {
+			waitContent(t, filepath.Join(peers[2].mnt, "tree", fmt.Sprint(f)), want[f])
+			de, ok, err := peers[1].db.LookupDirent(lookupPath(t, peers[1].db, "tree").ID, fmt.Sprint(f))
+			if err != nil || !ok {
+				t.Fatalf("tree/%d: %v, %v", f, ok, err)
+			}
+			ino, _, _ := peers[1].db.GetInode(de.Child)
+			h, err := peers[1].node.Check(context.Background(), tree.Version{Size: ino.Size, Root: ino.Root, Depth: ino.Depth}, false)
+			if err != nil || h.Below != 0 || h.Unavailable != 0 {
+				t.Fatalf("copies of tree/%d: %+v, %v; want every item at full count", f, h, err)
+			}
+		}
+	}
 }

@@ -73,9 +73,12 @@ type GarbageMark struct {
 
 // MarkGarbage walks this node's store: an item needed stops being a
 // candidate, an item unneeded becomes one as of now (unless it already
-// is). needed must answer for every item of the store.
-func (db *DB) MarkGarbage(needed func(Item) bool, now time.Time) (GarbageMark, error) {
+// is). needed must answer for every item of the store. "Now" is read
+// before the walk's snapshot, so an item's candidate time is later than
+// its last put (chunknet's gc.go relies on it).
+func (db *DB) MarkGarbage(needed func(Item) bool) (GarbageMark, error) {
 	var m GarbageMark
+	now := time.Now()
 	var unneeded []Item
 	err := db.ForEachStored(func(it Item) bool {
 		m.Checked++
