@@ -15,6 +15,8 @@ import (
 // once at start (what an earlier run dropped, or a crash left). The
 // grace (Config.ReclaimGrace) between finding dead ranges and punching
 // them lets a read that found a location just before its drop finish.
+// A segment mostly dead is compacted (index store_compact.go) and
+// removed by a second reclaim right after.
 
 // kickReclaim asks for a reclaim at the next turn of reclaimLoop.
 func (n *Node) kickReclaim() {
@@ -35,7 +37,14 @@ func (n *Node) reclaimLoop() {
 		if !n.reclaimPending.Swap(false) {
 			continue
 		}
+		compacted := n.db.Compacted()
 		got, err := n.db.Reclaim(n.ctx, n.cfg.ReclaimGrace)
+		if err == nil && n.db.Compacted() > compacted {
+			// The segments just compacted are removed by the next one.
+			var more int64
+			more, err = n.db.Reclaim(n.ctx, n.cfg.ReclaimGrace)
+			got += more
+		}
 		switch {
 		case errors.Is(err, index.ErrReclaimUnsupported):
 			n.log.Info("dropped copies keep their disk space", "err", err)

@@ -108,6 +108,7 @@ type DB struct {
 
 	reclaimMu sync.Mutex   // one Reclaim at a time (store_reclaim.go)
 	reclaimed atomic.Int64 // bytes Reclaim punched since Open
+	compacted atomic.Int64 // segments compacted since Open (store_compact.go)
 	// diskFullAt is when a chunk log write last found the disk full
 	// (unix nanoseconds), 0 once one succeeded again.
 	diskFullAt atomic.Int64

@@ -123,11 +123,13 @@ func (db *DB) enqueuePut(req *putReq) error {
 type putReq struct {
 	chunks      []Chunk
 	groups      []Group
-	drops       []Item // DropStored: items to remove instead
-	gc          bool   // drops of garbage: only items still candidates
-	added       int    // new chunks (DropStored: items dropped)
-	addedGroups int    // new groups
-	addedBytes  int64  // their bytes
+	drops       []Item   // DropStored: items to remove instead
+	gc          bool     // drops of garbage: only items still candidates
+	compact     []uint32 // segments to compact instead (store_compact.go)
+	moved       int64    // compact: bytes moved
+	added       int      // new chunks (DropStored: items dropped)
+	addedGroups int      // new groups
+	addedBytes  int64    // their bytes
 	err         error
 	done        chan struct{}
 }
@@ -147,7 +149,7 @@ func (db *DB) putGroup(group []*putReq) {
 	var items []putItem
 	var drops []*putReq
 	for _, r := range group {
-		if r.drops != nil {
+		if r.drops != nil || r.compact != nil {
 			drops = append(drops, r)
 			continue
 		}
@@ -169,7 +171,11 @@ func (db *DB) putGroup(group []*putReq) {
 	// Drops first: a put that raced with a drop of the same item leaves
 	// it stored, as its caller was told.
 	for _, r := range drops {
-		db.dropItems(r)
+		if r.compact != nil {
+			r.moved, r.err = db.compactSegments(r.compact)
+		} else {
+			db.dropItems(r)
+		}
 		close(r.done)
 	}
 	var err error
@@ -177,7 +183,7 @@ func (db *DB) putGroup(group []*putReq) {
 		err = db.writeItems(items)
 	}
 	for _, r := range group {
-		if r.drops != nil {
+		if r.drops != nil || r.compact != nil {
 			continue
 		}
 		if err != nil {

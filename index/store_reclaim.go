@@ -71,10 +71,21 @@ func (db *DB) Reclaim(ctx context.Context, grace time.Duration) (int64, error) {
 	db.reclaimMu.Lock()
 	defer db.reclaimMu.Unlock()
 	snap := db.pdb.NewSnapshot()
-	dead, empty, err := db.deadSpans(snap)
+	dead, empty, sparse, err := db.deadSpans(snap)
 	snap.Close()
 	if err != nil {
 		return 0, err
+	}
+	if len(sparse) > 0 {
+		// Compacted now, removed by the next Reclaim (store_compact.go).
+		req := &putReq{compact: sparse, done: make(chan struct{})}
+		if err := db.enqueuePut(req); err != nil {
+			return 0, err
+		}
+		if req.err != nil {
+			return 0, fmt.Errorf("index: compact segments %v: %w", sparse, req.err)
+		}
+		db.compacted.Add(int64(len(sparse)))
 	}
 	if len(dead) == 0 && len(empty) == 0 {
 		return 0, nil
@@ -123,25 +134,26 @@ func (db *DB) Reclaim(ctx context.Context, grace time.Duration) (int64, error) {
 }
 
 // deadSpans returns the whole blocks of the chunk log no index entry in
-// snap points into, below the indexed position, and the segments before
-// the current one that no entry points into at all (removed whole).
-func (db *DB) deadSpans(snap *pebble.Snapshot) (dead []span, empty []uint32, err error) {
+// snap points into, below the indexed position, the segments before
+// the current one that no entry points into at all (removed whole), and
+// the segments to compact: less than half live.
+func (db *DB) deadSpans(snap *pebble.Snapshot) (dead []span, empty, sparse []uint32, err error) {
 	v, c, err := snap.Get(keyChunkLog)
 	if errors.Is(err, pebble.ErrNotFound) {
-		return nil, nil, nil // nothing indexed in the batch format yet
+		return nil, nil, nil, nil // nothing indexed in the batch format yet
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	st, err := decodeLogState(v)
 	c.Close()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	for lo := uint32(0); lo <= st.seg; {
 		live, hi, err := liveSpans(snap, lo, st.seg)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		for seg := lo; seg < hi; seg++ {
 			size := uint64(db.chunks.segSize(seg))
@@ -157,11 +169,23 @@ func (db *DB) deadSpans(snap *pebble.Snapshot) (dead []span, empty []uint32, err
 				end = min(end, st.off)
 			}
 			dead = appendGaps(dead, seg, live, end)
+			var used uint64
+			for _, s := range live {
+				if s.seg == seg {
+					used += s.n
+				}
+			}
+			if end >= compactMin && used < end/2 {
+				sparse = append(sparse, seg)
+			}
 		}
 		lo = hi
 	}
-	return dead, empty, nil
+	return dead, empty, sparse, nil
 }
+
+// Compacted returns the segments compacted since Open.
+func (db *DB) Compacted() int64 { return db.compacted.Load() }
 
 // liveSpans returns the locations of snap's entries in segments lo and
 // up, sorted, and the segment they end before: as many segments (up to
