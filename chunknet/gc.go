@@ -99,6 +99,10 @@ type gcState struct {
 	heldBy    string    // a member that held back the last pass's drops
 	passes    int
 	lastFound int // candidates after the last pass
+	// names holds, per version root named in the last pass, the item
+	// names of its tree (hashSet entries): a version's tree never
+	// changes, so the next pass fetches only the nodes of new versions.
+	names map[tree.Version][]uint64
 }
 
 // GCStat is what garbage collection did, for status.
@@ -388,26 +392,35 @@ func (s hashSet) has(h format.Hash) bool {
 // tree nodes (a depth-1 node is stored under its group's name too; a
 // one-chunk version's root is its group).
 func (n *Node) neededItems(ctx context.Context, roots []tree.Version) (hashSet, error) {
+	n.gc.mu.Lock()
+	last := n.gc.names
+	n.gc.mu.Unlock()
+	names := make(map[tree.Version][]uint64, len(roots))
 	var s hashSet
-	add := func(h format.Hash) { s = append(s, binary.BigEndian.Uint64(h[:8])) }
-	seen := make(map[format.Hash]bool, len(roots))
 	for _, v := range roots {
-		if v.Root.IsZero() || seen[v.Root] {
+		if v.Root.IsZero() {
 			continue
 		}
-		seen[v.Root] = true
-		if v.Depth == 0 {
-			add(v.Root)
+		if _, ok := names[v]; ok {
 			continue
 		}
-		err := tree.Nodes(ctx, n, v, func(_ uint8, h format.Hash) error {
-			add(h)
-			return nil
-		})
-		if err != nil {
-			return nil, fmt.Errorf("version %s of %d bytes: %w", v.Root.Short(), v.Size, err)
+		got, ok := last[v]
+		if !ok {
+			if v.Depth == 0 {
+				got = []uint64{binary.BigEndian.Uint64(v.Root[:8])}
+			} else if err := tree.Nodes(ctx, n, v, func(_ uint8, h format.Hash) error {
+				got = append(got, binary.BigEndian.Uint64(h[:8]))
+				return nil
+			}); err != nil {
+				return nil, fmt.Errorf("version %s of %d bytes: %w", v.Root.Short(), v.Size, err)
+			}
 		}
+		names[v] = got
+		s = append(s, got...)
 	}
+	n.gc.mu.Lock()
+	n.gc.names = names
+	n.gc.mu.Unlock()
 	slices.Sort(s)
 	return slices.Compact(s), nil
 }
