@@ -28,7 +28,12 @@ import (
 //     upload not yet published started, and the sequence number of its
 //     own last record. A member that is not connected, or does not
 //     answer, stops the pass from dropping anything (it could hold an
-//     old version open, or an upload still to be published).
+//     old version open, or an upload still to be published), unless it
+//     has been away for Config.ForgetAfter (a member gone that long with
+//     a file open, or an upload begun and not published, may find them
+//     gone: reads of them fail, and fusefs checks changes begun that long
+//     ago whole before it publishes them, failing the close or fsync
+//     with EIO otherwise; never silent).
 //  2. Wait until the records of each member up to the sequence number
 //     it gave are applied here, so the namespace read next holds every
 //     version any member published before it answered.
@@ -77,6 +82,10 @@ type InUse struct {
 	Roots       []tree.Version
 	Unpublished time.Time
 }
+
+// ForgetAfter is Config.ForgetAfter: changes begun longer ago than that
+// are checked whole before they are published (see gc.go).
+func (n *Node) ForgetAfter() time.Duration { return n.cfg.ForgetAfter }
 
 // SetInUse installs the function that tells what this node's file system
 // uses (see InUse); without one, the node uses nothing beyond its pending
@@ -285,8 +294,17 @@ func (n *Node) collectInUse(ctx context.Context) ([]inUseAnswer, string) {
 	n.mu.Unlock()
 	held := ""
 	for _, id := range n.expectedMembers(peers) {
-		if _, ok := peers[id]; !ok && held == "" {
-			held = "member " + id.Short() + " is not connected"
+		if _, ok := peers[id]; ok || held != "" {
+			continue
+		}
+		n.mu.Lock()
+		since := n.seenAt[id]
+		n.mu.Unlock()
+		if since.IsZero() {
+			since = n.repair.started // not seen since this node started
+		}
+		if time.Since(since) < n.cfg.ForgetAfter {
+			held = "member " + id.Short() + " is not connected (it holds deletions back for --forget-after, or until 'oashare remove')"
 		}
 	}
 	var mu sync.Mutex

@@ -92,6 +92,10 @@ type Config struct {
 	// content; 0 = 24h, < 0 = none (dropped as soon as safe).
 	ReclaimAfter time.Duration
 	KeepVersions time.Duration
+	// ForgetAfter: a member not connected for this long (counted from
+	// this node's start at most) no longer holds garbage collection back
+	// (gc.go); 0 = 30 days.
+	ForgetAfter time.Duration
 }
 
 // Node is one oashare peer on the network: it serves chunks and namespace
@@ -253,6 +257,9 @@ func New(cfg Config) (*Node, error) {
 	cfg.SpotCheckDelay = min(cfg.SpotCheckDelay, cfg.ReclaimAfter/2)
 	if cfg.ReclaimGrace <= 0 {
 		cfg.ReclaimGrace = 10 * time.Second
+	}
+	if cfg.ForgetAfter <= 0 {
+		cfg.ForgetAfter = 30 * 24 * time.Hour
 	}
 	switch {
 	case cfg.KeepVersions == 0:

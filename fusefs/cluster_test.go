@@ -90,6 +90,8 @@ type clusterOptions struct {
 	keepVersions time.Duration
 	// spotCheckEvery: chunknet.Config.SpotCheckEvery; 0 = default.
 	spotCheckEvery int
+	// forgetAfter: chunknet.Config.ForgetAfter; 0 = default.
+	forgetAfter time.Duration
 }
 
 // startClusterOpts starts n peers configured by o, connects them and
@@ -150,7 +152,7 @@ func (p *testPeer) start(t testing.TB, num int) {
 	node, err := chunknet.New(chunknet.Config{DB: db, Network: "test", Listen: "127.0.0.1:0", Replicas: p.opts.replicas,
 		Logger: log.With("node", num), DataDir: p.dir, RetryFor: p.opts.retryFor, TopUpEvery: p.opts.topUpEvery,
 		ReclaimAfter: p.opts.reclaimAfter, KeepVersions: p.opts.keepVersions, ReclaimEvery: p.opts.reclaimAfter, ReclaimGrace: p.opts.reclaimAfter,
-		SpotCheckEvery: p.opts.spotCheckEvery})
+		SpotCheckEvery: p.opts.spotCheckEvery, ForgetAfter: p.opts.forgetAfter})
 	if err != nil {
 		t.Fatal(err)
 	}

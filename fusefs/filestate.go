@@ -165,9 +165,20 @@ func (f *fileState) publishLocked(ctx context.Context) syscall.Errno {
 	// An explicit utimens is an attribute change; any other new mtime
 	// comes from a write or a truncate.
 	contentChanged := f.c.changed() || (f.mtime != f.c.mtime0 && !f.attrs.SetMtime)
+	started := f.c.started
 	v, err := f.c.commit(ctx)
 	if err != nil {
 		return fsys.toErrno("upload", err)
+	}
+	if time.Since(started) >= fsys.node.ForgetAfter() {
+		// Changes begun longer ago than other members wait for a member
+		// away (--forget-after): what they uploaded then may have been
+		// deleted as garbage meanwhile. Published only if whole.
+		h, err := fsys.node.Check(ctx, v, false)
+		if err != nil || h.Unavailable > 0 {
+			fsys.log.Error("changes made too long ago lost data uploaded then; not published", "inode", f.id, "unavailable", h.Unavailable, "err", err)
+			return syscall.EIO
+		}
 	}
 	if f.unlinked {
 		// Nobody can reach the file any more: its changes stay readable

@@ -249,3 +249,69 @@ func TestRewritesKeepLiveCopies(t *testing.T) {
 		}
 	}
 }
+
+// Versions inside the restore window keep their data through garbage
+// collection (overwritten, deleted: nothing is dropped), and come back
+// whole on another peer.
+func TestRestoreWindowOutlivesGC(t *testing.T) {
+	o := gcOpts(2)
+	o.keepVersions = time.Hour
+	peers := startClusterOpts(t, 3, o)
+	v1, v2, gone := randBytes(t, 1<<20), randBytes(t, 1<<20), randBytes(t, 1<<20)
+	path := filepath.Join(peers[0].mnt, "doc")
+	for _, data := range [][]byte{v1, v2} {
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(peers[0].mnt, "gone"), gone, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitContent(t, filepath.Join(peers[2].mnt, "gone"), gone)
+	if err := os.Remove(filepath.Join(peers[1].mnt, "gone")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(peers[1].mnt, "doc")); err != nil {
+		t.Fatal(err)
+	}
+	gcPasses(t, peers, 4)
+	var dropped int64
+	for _, p := range peers {
+		dropped += p.node.GCStat().Dropped
+	}
+	if dropped != 0 {
+		t.Fatalf("%d items dropped: every version is inside the restore window", dropped)
+	}
+	// The deleted file's two versions come back, from another peer.
+	for i, want := range [][]byte{v1, v2} {
+		to := fmt.Sprintf("doc.v%d", i+1)
+		if _, _, err := peers[2].fs.Restore("doc", i+1, to); err != nil {
+			t.Fatalf("restore of version %d: %v", i+1, err)
+		}
+		waitContent(t, filepath.Join(peers[1].mnt, to), want)
+	}
+}
+
+// A member away for longer than ForgetAfter no longer holds drops back;
+// once it is back, its own copies of the garbage go too.
+func TestForgottenMemberDoesNotHoldBack(t *testing.T) {
+	o := gcOpts(2)
+	o.forgetAfter = 2 * time.Second
+	peers := startClusterOpts(t, 3, o)
+	data := randBytes(t, 2<<20)
+	if err := os.WriteFile(filepath.Join(peers[0].mnt, "x"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitContent(t, filepath.Join(peers[1].mnt, "x"), data)
+	peers[2].stop(t)
+	if err := os.Remove(filepath.Join(peers[0].mnt, "x")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "the garbage dropped on the two peers up", func() bool {
+		return chunkBytes(peers) == 0
+	})
+	peers[2].restart(t, peers)
+	waitFor(t, 60*time.Second, "the garbage dropped on the peer back", func() bool {
+		return chunkBytes(peers) == 0
+	})
+}

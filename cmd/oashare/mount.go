@@ -47,6 +47,7 @@ type mountFlags struct {
 	scrubEvery   time.Duration
 	reclaimAfter time.Duration
 	keepVersions time.Duration
+	forgetAfter  time.Duration
 }
 
 func newMountCmd() *cobra.Command {
@@ -96,6 +97,7 @@ by a killed node is cleaned up first.`,
 	fl.DurationVar(&f.scrubEvery, "scrub-every", 7*24*time.Hour, "how often every chunk this node stores is read back and checked against its name (a damaged one is replaced from another peer); 0 = never")
 	fl.DurationVar(&f.reclaimAfter, "reclaim-after", 10*time.Minute, "how long data no file version needs any more is kept before it is deleted (a reader that opened an old version keeps reading it meanwhile)")
 	fl.DurationVar(&f.keepVersions, "keep-versions", 24*time.Hour, "how long an overwritten or deleted file can be got back with 'oashare restore' (0 = delete old versions' data as soon as safe)")
+	fl.DurationVar(&f.forgetAfter, "forget-after", 30*24*time.Hour, "how long a member may be away before it no longer holds back the deletion of data no file version needs (it still may come back)")
 	fl.IntVar(&f.cacheMB, "cache-mb", 32, "MiB of verified chunks kept in memory for reads (0 = none: every read asks the peers)")
 	fl.StringVar(&f.pprof, "pprof", "", "serve Go profiles (net/http/pprof) on this HOST:PORT, e.g. 127.0.0.1:6060; off by default")
 	fl.BoolVar(&f.fuseLog, "debug-fuse", false, "log every FUSE request (very verbose)")
@@ -178,6 +180,9 @@ func (f *mountFlags) check() error {
 	}
 	if f.keepVersions < 0 || f.keepVersions > 10*365*24*time.Hour {
 		return fmt.Errorf("--keep-versions %v: must be 0 (none) or up to 87600h", f.keepVersions)
+	}
+	if f.forgetAfter < time.Minute || f.forgetAfter > 10*365*24*time.Hour {
+		return fmt.Errorf("--forget-after %v: must be from 1m to 87600h", f.forgetAfter)
 	}
 	if f.cacheMB < 0 || f.cacheMB > 1<<20 {
 		return fmt.Errorf("--cache-mb %d: must be from 0 to 1048576", f.cacheMB)
@@ -341,7 +346,7 @@ func runMount(ctx context.Context, mountpoint string, f mountFlags) (err error) 
 
 	node, err := chunknet.New(chunknet.Config{DB: db, Identity: key, Listen: f.listen, Replicas: f.replicas, Logger: log, DataDir: dataDir, CacheBytes: cacheBytes(f.cacheMB), Quota: quotaBytes(f.quotaMB),
 		RepairAfter: f.repairAfter, RepairRate: repairRate(f.repairRateMB), ScrubEvery: scrubEvery(f.scrubEvery),
-		ReclaimAfter: f.reclaimAfter, KeepVersions: keepVersions(f.keepVersions)})
+		ReclaimAfter: f.reclaimAfter, KeepVersions: keepVersions(f.keepVersions), ForgetAfter: f.forgetAfter})
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return fmt.Errorf("--listen %s: the port is taken (another oashare node or program uses it): pick another, e.g. --listen :%d", f.listen, chunknet.DefaultPort+1)
