@@ -66,21 +66,10 @@ func (db *DB) compactSegments(segs []uint32) (moved int64, err error) {
 			if len(it.Key()) != 33 {
 				continue
 			}
-			var s span
-			if kind == prefixGroup {
-				seg, off, n, err := decodeGroupLoc(it.Value())
-				if err != nil {
-					it.Close()
-					return 0, err
-				}
-				s = span{seg, off, uint64(n)}
-			} else {
-				l, err := decodeLocation(it.Value())
-				if err != nil {
-					it.Close()
-					return 0, err
-				}
-				s = span{l.seg, l.off, uint64(l.n)}
+			s, err := itemSpan(kind, it.Value())
+			if err != nil {
+				it.Close()
+				return 0, err
 			}
 			if want[s.seg] {
 				items = append(items, item{key: append([]byte(nil), it.Key()...), loc: s, group: kind == prefixGroup})

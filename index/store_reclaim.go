@@ -202,21 +202,10 @@ func liveSpans(snap *pebble.Snapshot, lo, last uint32) ([]span, uint32, error) {
 			if len(it.Key()) != 33 {
 				continue
 			}
-			var s span
-			if kind == prefixGroup {
-				seg, off, n, err := decodeGroupLoc(it.Value())
-				if err != nil {
-					it.Close()
-					return nil, 0, err
-				}
-				s = span{seg, off, uint64(n)}
-			} else {
-				l, err := decodeLocation(it.Value())
-				if err != nil {
-					it.Close()
-					return nil, 0, err
-				}
-				s = span{l.seg, l.off, uint64(l.n)}
+			s, err := itemSpan(kind, it.Value())
+			if err != nil {
+				it.Close()
+				return nil, 0, err
 			}
 			if s.seg < lo || s.seg >= hi {
 				continue
@@ -245,6 +234,17 @@ func liveSpans(snap *pebble.Snapshot, lo, last uint32) ([]span, uint32, error) {
 		return 0
 	})
 	return live, hi, nil
+}
+
+// itemSpan decodes where a chunk (kind prefixChunk) or a group (kind
+// prefixGroup) lies in the chunk log, from its index value.
+func itemSpan(kind byte, val []byte) (span, error) {
+	if kind == prefixGroup {
+		seg, off, n, err := decodeGroupLoc(val)
+		return span{seg, off, uint64(n)}, err
+	}
+	l, err := decodeLocation(val)
+	return span{l.seg, l.off, uint64(l.n)}, err
 }
 
 // appendGaps appends to dead the whole blocks of segment seg, below end,
