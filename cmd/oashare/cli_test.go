@@ -303,6 +303,9 @@ func TestCLIErrors(t *testing.T) {
 		{name: "unknown iface", args: []string{"mount", "$MNT", "--listen", "127.0.0.1:0", "--data", "$DATA", "--iface", "nosuchif0"}, phrase: "interface nosuchif0 not found", netns: true},
 		{name: "bad log level", args: mount("--log-level", "loud"), phrase: `--log-level "loud": want debug, info, warn or error`},
 		{name: "negative cache", args: mount("--cache-mb", "-1"), phrase: "--cache-mb -1: must be from 0 to"},
+		{name: "reclaim at once", args: mount("--reclaim-after", "0s"), phrase: "--reclaim-after 0s: must be from 1s to 8760h"},
+		{name: "negative restore window", args: mount("--keep-versions", "-1h"), phrase: "--keep-versions -1h0m0s: must be 0 (none) or up to 87600h"},
+		{name: "forget at once", args: mount("--forget-after", "1s"), phrase: "--forget-after 1s: must be from 1m to 87600h"},
 		{
 			name: "mount point missing", fuse: true,
 			args:   append([]string{"mount", "$S/nosuchdir"}, safe...),
