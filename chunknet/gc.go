@@ -101,7 +101,6 @@ type gcState struct {
 	mu        sync.Mutex
 	inUse     func() InUse
 	last      time.Time // end of the last pass
-	lastErr   string    // why the last pass dropped nothing, if it had to
 	roots     int       // versions marked from in the last pass
 	checked   int       // items checked in the last pass
 	dropped   int64     // items dropped since start

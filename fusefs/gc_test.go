@@ -315,3 +315,42 @@ func TestForgottenMemberDoesNotHoldBack(t *testing.T) {
 		return chunkBytes(peers) == 0
 	})
 }
+
+// A peer whose disk filled up gets copies again once garbage collection
+// and reclaim have freed its space.
+func TestFullDiskUsedAgainAfterReclaim(t *testing.T) {
+	o := gcOpts(2)
+	o.retryFor, o.smallDisk = time.Second, []int64{0, 0, 16 << 20}
+	peers := startClusterOpts(t, 3, o)
+	big := randBytes(t, 40<<20)
+	if err := os.WriteFile(filepath.Join(peers[0].mnt, "big"), big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, full := peers[2].db.DiskFull(); !full {
+		t.Fatal("peer 3's 16 MiB disk is not full after 40 MiB written with 2 copies")
+	}
+	if err := os.Remove(filepath.Join(peers[0].mnt, "big")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "peer 3's disk freed", func() bool {
+		_, b := peers[2].db.ChunkStats()
+		return b == 0 && peers[2].node.LocalStat().DiskFree > 8<<20
+	})
+	// New files, until one puts a copy on peer 3 (the others rank it
+	// last for a while after it said it was full).
+	for i := 0; ; i++ {
+		if err := os.WriteFile(filepath.Join(peers[0].mnt, fmt.Sprint("small", i)), randBytes(t, 1<<20), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, b := peers[2].db.ChunkStats(); b > 0 {
+			break
+		}
+		if i == 60 {
+			t.Fatal("no copy placed on peer 3 in a minute after its disk was freed")
+		}
+		time.Sleep(time.Second)
+	}
+	if _, full := peers[2].db.DiskFull(); full {
+		t.Fatal("peer 3 still says its disk is full")
+	}
+}
