@@ -491,7 +491,12 @@ func TestDiskFullOnOnePeer(t *testing.T) {
 			t.Fatalf("peer %d: disk full %v", i+1, full)
 		}
 	}
-	if got := peers[0].node.FullPeers(); len(got) != 1 || got[0] != peers[2].node.ID() {
-		t.Fatalf("peer 1 knows %v as full, want peer 3", got)
+	// Peer 1 may have forgotten it since: a put small enough for what
+	// was left on peer 3 succeeded, which clears the mark (diskfull.go).
+	// It never takes another peer for full.
+	for _, id := range peers[0].node.FullPeers() {
+		if id != peers[2].node.ID() {
+			t.Fatalf("peer 1 knows %s as full, which has room", id.Short())
+		}
 	}
 }

@@ -622,6 +622,25 @@ func (l *chunkLog) removeSegment(seg uint32) (int64, error) {
 	return st.Size(), nil
 }
 
+// fullClearFree is the free space the chunk log's disk must have again
+// before a disk found full counts as not full: a small write that fits
+// in what is left does not make it so.
+const fullClearFree = 4 << 20
+
+// freeBytes returns the space free on the chunk log's disk for an
+// unprivileged user; where that cannot be read (an in-memory file system),
+// as much as fullClearFree.
+func (l *chunkLog) freeBytes() int64 {
+	if l.fs != vfs.Default {
+		return fullClearFree
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(l.dir, &st); err != nil {
+		return fullClearFree
+	}
+	return int64(st.Bavail) * int64(st.Bsize)
+}
+
 // diskBytes reports the bytes the segments take on disk: their
 // allocated blocks where the file system says (holes punched by Reclaim
 // take none), else their sizes.

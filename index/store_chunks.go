@@ -279,7 +279,9 @@ func (db *DB) writeItems(items []putItem) error {
 	if err != nil {
 		return err
 	}
-	db.diskFullAt.Store(0)
+	if db.diskFullAt.Load() != 0 && db.chunks.freeBytes() >= fullClearFree {
+		db.diskFullAt.Store(0)
+	}
 	b := db.pdb.NewBatch()
 	defer b.Close()
 	val := make([]byte, 0, groupLocSize)

@@ -278,8 +278,9 @@ func appendGaps(dead []span, seg uint32, live []span, end uint64) []span {
 // Reclaimed returns the bytes Reclaim punched since Open.
 func (db *DB) Reclaimed() int64 { return db.reclaimed.Load() }
 
-// DiskFull reports since when the chunk log's disk has been full: the
-// last write of chunks failed with ENOSPC (and none succeeded since).
+// DiskFull reports since when the chunk log's disk has been full: a
+// write of chunks failed with ENOSPC, and none succeeded since with at
+// least fullClearFree left free.
 func (db *DB) DiskFull() (since time.Time, full bool) {
 	if ns := db.diskFullAt.Load(); ns != 0 {
 		return time.Unix(0, ns), true
