@@ -89,7 +89,16 @@ func (db *DB) dropItems(r *putReq) {
 	var removed, bytesGone int64
 	dropped := 0
 	var kept error
+	// A group's depth-1 node is a chunk of the same name: dropping the
+	// group drops it, and a drop of that chunk in the same request must
+	// not count its bytes again (the batch is not committed yet, so Get
+	// still finds it).
+	gone := make(map[string]bool)
 	drop := func(key []byte, group bool) error {
+		if gone[string(key)] {
+			return nil
+		}
+		gone[string(key)] = true
 		v, c, err := db.pdb.Get(key)
 		if errors.Is(err, pebble.ErrNotFound) {
 			return nil

@@ -106,6 +106,9 @@ func (db *DB) MarkGarbage(needed func(Item) bool) (GarbageMark, error) {
 	m.Candidates = len(g.cands)
 	g.n.Store(int64(len(g.cands)))
 	for it := range g.cands {
+		if !it.Group && g.cands[Item{Group: true, Hash: it.Hash}] != 0 {
+			continue // a group's node, counted with the group
+		}
 		if n, ok, err := db.StoredSize(it); err == nil && ok {
 			m.Bytes += n
 		}
