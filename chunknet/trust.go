@@ -103,6 +103,7 @@ type spot struct {
 	hash  format.Hash
 	first []byte // a group's first chunk, as sent
 	epoch int64  // placementEpoch when it was sent
+	sent  time.Time
 }
 
 // maybeSpotCheck, for one put in SpotCheckEvery, reads back from p one of
@@ -121,7 +122,7 @@ func (n *Node) maybeSpotCheck(p *peer, ok []bool, pick func(i int) spot) {
 		return
 	}
 	s := pick(acked[rand.IntN(len(acked))])
-	s.epoch = n.placementEpoch.Load()
+	s.epoch, s.sent = n.placementEpoch.Load(), time.Now()
 	n.Go(func(ctx context.Context) {
 		if !sleepCtx(ctx, n.cfg.SpotCheckDelay) {
 			return
@@ -173,9 +174,15 @@ func (n *Node) spotCheck(ctx context.Context, p *peer, s spot) {
 // mayHaveDropped reports whether peer id may rightly have dropped item s
 // since it acknowledged it: repair drops a copy that is surplus, which
 // needs the live nodes to have changed since (placementEpoch), or id not
-// to be among the item's targets now.
+// to be among the item's targets now; garbage collection drops one no
+// sooner than ReclaimAfter after its put (gc.go).
 func (n *Node) mayHaveDropped(id format.NodeID, s spot) bool {
 	if n.placementEpoch.Load() != s.epoch {
+		return true
+	}
+	if time.Since(s.sent) >= n.cfg.ReclaimAfter {
+		// Long enough for garbage collection to have deleted it, had
+		// it become garbage meanwhile (a check delayed by a busy peer).
 		return true
 	}
 	ids, _ := n.members()
