@@ -1,6 +1,7 @@
 package index
 
 import (
+	"bytes"
 	"fmt"
 
 	"github.com/cockroachdb/pebble"
@@ -57,27 +58,13 @@ func (db *DB) compactSegments(segs []uint32) (moved int64, err error) {
 		group bool
 	}
 	var items []item
-	for _, kind := range []byte{prefixChunk, prefixGroup} {
-		it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: []byte{kind}, UpperBound: []byte{kind + 1}})
-		if err != nil {
-			return 0, err
+	err = eachItemSpan(db.pdb, func(key []byte, group bool, s span) {
+		if want[s.seg] {
+			items = append(items, item{key: bytes.Clone(key), loc: s, group: group})
 		}
-		for ok := it.First(); ok; ok = it.Next() {
-			if len(it.Key()) != 33 {
-				continue
-			}
-			s, err := itemSpan(kind, it.Value())
-			if err != nil {
-				it.Close()
-				return 0, err
-			}
-			if want[s.seg] {
-				items = append(items, item{key: append([]byte(nil), it.Key()...), loc: s, group: kind == prefixGroup})
-			}
-		}
-		if err := it.Close(); err != nil {
-			return 0, err
-		}
+	})
+	if err != nil {
+		return 0, err
 	}
 	for len(items) > 0 {
 		var keys, datas [][]byte

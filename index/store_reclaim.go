@@ -193,33 +193,19 @@ func (db *DB) Compacted() int64 { return db.compacted.Load() }
 func liveSpans(snap *pebble.Snapshot, lo, last uint32) ([]span, uint32, error) {
 	hi := last + 1
 	var live []span
-	for _, kind := range []byte{prefixChunk, prefixGroup} {
-		it, err := snap.NewIter(&pebble.IterOptions{LowerBound: []byte{kind}, UpperBound: []byte{kind + 1}})
-		if err != nil {
-			return nil, 0, err
+	err := eachItemSpan(snap, func(_ []byte, _ bool, s span) {
+		if s.seg < lo || s.seg >= hi {
+			return
 		}
-		for ok := it.First(); ok; ok = it.Next() {
-			if len(it.Key()) != 33 {
-				continue
-			}
-			s, err := itemSpan(kind, it.Value())
-			if err != nil {
-				it.Close()
-				return nil, 0, err
-			}
-			if s.seg < lo || s.seg >= hi {
-				continue
-			}
-			live = append(live, s)
-			if len(live) > reclaimWindow && hi > lo+1 {
-				// Too many: keep the lower half of the segments.
-				hi = lo + (hi-lo)/2
-				live = slices.DeleteFunc(live, func(s span) bool { return s.seg >= hi })
-			}
+		live = append(live, s)
+		if len(live) > reclaimWindow && hi > lo+1 {
+			// Too many: keep the lower half of the segments.
+			hi = lo + (hi-lo)/2
+			live = slices.DeleteFunc(live, func(s span) bool { return s.seg >= hi })
 		}
-		if err := it.Close(); err != nil {
-			return nil, 0, err
-		}
+	})
+	if err != nil {
+		return nil, 0, err
 	}
 	slices.SortFunc(live, func(a, b span) int {
 		if a.seg != b.seg {
@@ -234,6 +220,33 @@ func liveSpans(snap *pebble.Snapshot, lo, last uint32) ([]span, uint32, error) {
 		return 0
 	})
 	return live, hi, nil
+}
+
+// eachItemSpan calls fn with the key, the kind and the place in the
+// chunk log of every chunk and group r indexes. key is valid during the
+// call only.
+func eachItemSpan(r pebble.Reader, fn func(key []byte, group bool, s span)) error {
+	for _, kind := range []byte{prefixChunk, prefixGroup} {
+		it, err := r.NewIter(&pebble.IterOptions{LowerBound: []byte{kind}, UpperBound: []byte{kind + 1}})
+		if err != nil {
+			return err
+		}
+		for ok := it.First(); ok; ok = it.Next() {
+			if len(it.Key()) != 33 {
+				continue
+			}
+			s, err := itemSpan(kind, it.Value())
+			if err != nil {
+				it.Close()
+				return err
+			}
+			fn(it.Key(), kind == prefixGroup, s)
+		}
+		if err := it.Close(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // itemSpan decodes where a chunk (kind prefixChunk) or a group (kind
