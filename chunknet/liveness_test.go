@@ -224,8 +224,10 @@ func TestPeerDroppedOnCleanClose(t *testing.T) {
 
 	start := time.Now()
 	a.closeNode()
+	// The node logs "peer down" just after it drops the peer: wait for
+	// both.
 	waitFor(t, time.Second, "b to drop the node that closed", func() bool {
-		return len(b.node.Peers()) == 0
+		return len(b.node.Peers()) == 0 && len(rec.reasons()) > 0
 	})
 	t.Logf("closed peer dropped after %v", time.Since(start).Round(time.Millisecond))
 	reasons := rec.reasons()
