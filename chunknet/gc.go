@@ -306,24 +306,8 @@ func (n *Node) collectInUse(ctx context.Context) ([]inUseAnswer, string) {
 			held = "member " + id.Short() + " is not connected (it holds deletions back for --forget-after, or until 'oashare remove')"
 		}
 	}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for id, p := range peers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			defer cancel()
-			typ, payload, err := p.cc.call(cctx, wire.AppendInUse)
-			if err == nil {
-				err = expect(typ, wire.TypeInUseResult)
-			}
-			var u wire.InUse
-			if err == nil {
-				u, err = wire.DecodeInUseResult(payload)
-			}
-			mu.Lock()
-			defer mu.Unlock()
+	askEach(ctx, peers, 10*time.Second, wire.AppendInUse, wire.TypeInUseResult, wire.DecodeInUseResult,
+		func(id format.NodeID, u wire.InUse, err error) {
 			if err != nil {
 				if held == "" {
 					held = fmt.Sprintf("member %s did not say what it uses: %v", id.Short(), err)
@@ -331,9 +315,7 @@ func (n *Node) collectInUse(ctx context.Context) ([]inUseAnswer, string) {
 				return
 			}
 			out = append(out, inUseAnswer{id: id, u: u, at: time.Now()})
-		}()
-	}
-	wg.Wait()
+		})
 	return out, held
 }
 

@@ -56,31 +56,43 @@ func (n *Node) ClusterStat(ctx context.Context) ClusterStat {
 func (n *Node) PeerStats(ctx context.Context) map[format.NodeID]wire.StatInfo {
 	_, peers := n.members()
 	out := make(map[format.NodeID]wire.StatInfo, len(peers))
+	askEach(ctx, peers, 2*time.Second, wire.AppendStat, wire.TypeStatResult, wire.DecodeStatResult,
+		func(id format.NodeID, s wire.StatInfo, err error) {
+			if err != nil {
+				n.log.Debug("stat of a peer failed", "peer", id.Short(), "err", err)
+				return
+			}
+			out[id] = s
+		})
+	return out
+}
+
+// askEach sends every peer of peers one request (build), in parallel,
+// each within timeout, and calls got (one call at a time) with each
+// answer of type want decoded by decode, or with why there is none.
+func askEach[T any](ctx context.Context, peers map[format.NodeID]*peer, timeout time.Duration,
+	build func(dst []byte, id uint64) []byte, want wire.Type, decode func([]byte) (T, error),
+	got func(id format.NodeID, v T, err error)) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for _, p := range peers {
+	for id, p := range peers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			cctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			typ, payload, err := p.cc.call(cctx, wire.AppendStat)
+			typ, payload, err := p.cc.call(cctx, build)
 			if err == nil {
-				err = expect(typ, wire.TypeStatResult)
+				err = expect(typ, want)
 			}
-			var s wire.StatInfo
+			var v T
 			if err == nil {
-				s, err = wire.DecodeStatResult(payload)
-			}
-			if err != nil {
-				n.log.Debug("stat of a peer failed", "peer", p.id.Short(), "err", err)
-				return
+				v, err = decode(payload)
 			}
 			mu.Lock()
-			out[p.id] = s
-			mu.Unlock()
+			defer mu.Unlock()
+			got(id, v, err)
 		}()
 	}
 	wg.Wait()
-	return out
 }
