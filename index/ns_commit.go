@@ -365,6 +365,10 @@ func (db *DB) apply(rec *Record, stored []byte) (applied bool, err error) {
 			rec.Origin.Short(), rec.Seq, ErrClockAhead, newest, time.Duration(int64(newest>>16)-ms)*time.Millisecond)
 	}
 
+	if err := ownStamps(rec); err != nil {
+		return false, fmt.Errorf("index: apply record %s/%d: %w", rec.Origin.Short(), rec.Seq, err)
+	}
+
 	db.writeMu.Lock()
 	have := db.applied(rec.Origin)
 	if rec.Seq <= have {
@@ -508,7 +512,8 @@ func (db *DB) GetInode(id uint64) (Inode, bool, error) {
 }
 
 // LogSince returns the encoded records (EncodeRecord bytes, ready for the
-// wire) of origin with Seq > after, in Seq order. It stops after maxRecords
+// wire) of origin with Seq > after, in Seq order, or an error wrapping
+// ErrPruned when some of them were pruned (ns_prune.go). It stops after maxRecords
 // records, and before a record that would take the total past maxBytes; the
 // first record is returned whatever its size. A limit <= 0 means no limit.
 func (db *DB) LogSince(origin format.NodeID, after uint64, maxRecords, maxBytes int) ([][]byte, error) {
@@ -529,6 +534,13 @@ func (db *DB) LogSince(origin format.NodeID, after uint64, maxRecords, maxBytes 
 	var out [][]byte
 	total := 0
 	for it.First(); it.Valid(); it.Next() {
+		if len(out) == 0 {
+			// Records after the asked one were pruned (the floor moved
+			// past it): the asker needs a snapshot.
+			if k := it.Key(); binary.BigEndian.Uint64(k[len(k)-8:]) != after+1 {
+				return nil, fmt.Errorf("%w: %s's log starts after %d", ErrPruned, origin.Short(), after)
+			}
+		}
 		v := it.Value()
 		if len(out) > 0 && maxBytes > 0 && total+len(v) > maxBytes {
 			break
@@ -541,6 +553,16 @@ func (db *DB) LogSince(origin format.NodeID, after uint64, maxRecords, maxBytes 
 	}
 	if err := it.Error(); err != nil {
 		return nil, fmt.Errorf("index: log of %s: %w", origin.Short(), err)
+	}
+	if len(out) == 0 {
+		// Nothing after: either nothing more exists, or it was pruned.
+		f, err := db.floorOf(db.pdb, origin)
+		if err != nil {
+			return nil, err
+		}
+		if after < f.seq {
+			return nil, fmt.Errorf("%w: %s's log starts after %d", ErrPruned, origin.Short(), f.seq)
+		}
 	}
 	return out, nil
 }

@@ -173,7 +173,7 @@ func TestTombstones(t *testing.T) {
 	mustApply(t, db, seen)
 	del2 := mustCommit(t, db, Op{Dirent: &Dirent{Parent: RootID, Name: "late", Deleted: true,
 		BaseChild: 14, BaseVersion: create.HLC, BaseOrigin: peer}})
-	late := &Record{Origin: peer, Seq: 2, HLC: create.HLC + 1, Ops: []Op{{Dirent: &Dirent{
+	late := &Record{Origin: peer, Seq: 2, HLC: create.HLC, Ops: []Op{{Dirent: &Dirent{
 		Parent: RootID, Name: "late", Child: 14, Type: TypeFile, Version: create.HLC, Origin: peer}}}}
 	mustApply(t, db, late)
 	if _, ok, _ := db.LookupDirent(RootID, "late"); ok {

@@ -301,6 +301,31 @@ func validateRecord(r *Record) error {
 	return validateStamps(r.Ops)
 }
 
+// ownStamps checks that every version a received record makes carries
+// the record's own clock value and origin, as Commit stamps them: a
+// member cannot stamp a version as another's, and a version's stamp says
+// which record of its origin made it, which history pruning relies on
+// (ns_prune.go).
+func ownStamps(r *Record) error {
+	for i, op := range r.Ops {
+		var v uint64
+		var o format.NodeID
+		switch {
+		case op.Member != nil:
+			v, o = op.Member.Version, op.Member.Origin
+		case op.Inode != nil:
+			v, o = op.Inode.Version, op.Inode.Origin
+		default:
+			v, o = op.Dirent.Version, op.Dirent.Origin
+		}
+		if v != r.HLC || o != r.Origin {
+			return fmt.Errorf("%w: op %d: stamped %d by %s, not the record's %d by %s",
+				ErrInvalid, i, v, o.Short(), r.HLC, r.Origin.Short())
+		}
+	}
+	return nil
+}
+
 // validateStamps checks that every version an op names (its base and, for
 // an inode, what it supersedes) is older than the op itself, so the version
 // graph of an inode or an entry has no cycles and its newest version is
