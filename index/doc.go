@@ -139,9 +139,24 @@
 // One record may not touch the same key twice (Validate of the record
 // rejects it), so the result of a record never depends on op order.
 //
+// # History pruning and snapshots
+//
+// History is kept only as long as someone may need it (ns_prune.go holds
+// the argument): records every member has applied leave the log (each
+// origin's floor, "f", says where its log starts; LogSince below it
+// answers ErrPruned); versions that are no longer heads go once superseded
+// longer than the restore window ago; names whose heads are old tombstones
+// every member has seen go whole, and so do inodes no entry names any
+// more. What a node shows never changes by pruning. A peer that needs
+// records pruned everywhere it asks loads a snapshot of the namespace
+// instead (ns_snapshot.go): one Pebble snapshot's namespace keys in pages,
+// then the records after it; its own records the snapshot lacks are
+// applied again on top, so a member back from a long absence merges its
+// changes.
+//
 // # Garbage
 //
-// Nothing in the namespace is deleted yet (history is kept), but data is.
+// History is pruned (above), and data no kept version needs is deleted.
 // RetainedFiles names the file versions whose content must be kept, by
 // rules that read only the namespace (ns_retain.go): every head of a file
 // that has a name, every version superseded and every file deleted less
@@ -182,6 +197,7 @@
 //	"C" parent[8] name              → empty: the entry has two heads or more
 //	"l" origin[16] seq[8]           → record (Record.Wire: EncodeRecord bytes, then a signature on a network)
 //	"v" origin[16]                  → highest applied seq[8]
+//	"f" origin[16]                  → log floor: records up to seq[8] are pruned; hlc[8] of record seq
 //	"u" kind[1] hash[32]            → copies[1]: an item below the replica target (store_under.go)
 //	"p" id[8]                       → a file version not published yet (ns_pending.go)
 //	"M" id[16]                      → member value: format=1 member-body (ns_members.go)
@@ -193,6 +209,7 @@
 //	    "m/chunk-bytes"             → total bytes of those chunks[8]
 //	    "m/chunk-log"               → where the chunk log stands (below)
 //	    "m/reclaim"                 → unix nanoseconds[8] of the last reclaim (its synced write)
+//	    "m/snapshot"                → empty: a snapshot load is under way or was cut short
 //	    "m/network"                 → the network this node belongs to (ns_members.go)
 //	    "m/invite/" h[8]            → an invitation this node issued, h from SHA-256 of its token
 //
@@ -232,6 +249,9 @@
 //	flags:       bit 0 deleted, bit 1 moved; other bits must be 0
 //	member-body: key[32] name:str mflags[1] untilseq:uv version:uv origin[16]
 //	mflags:      bit 0 removed; other bits must be 0
+//
+// Every version an op makes is stamped with its record's HLC and origin
+// (Commit does it; Apply refuses a record with other stamps).
 //
 // On a network (a DB with an identity) the log holds, and peers exchange,
 // each record's encoding followed by its origin's Ed25519 signature[64]

@@ -136,7 +136,9 @@ func (db *DB) Prune(stable map[format.NodeID]uint64, cutoff time.Time, inUse fun
 	if ms := cutoff.UnixMilli(); ms > 0 {
 		cut = uint64(ms) << 16
 	}
+	db.writeMu.Lock()
 	clocks, err := db.pruneLog(stable, &st)
+	db.writeMu.Unlock()
 	if err != nil {
 		return st, err
 	}
@@ -144,6 +146,9 @@ func (db *DB) Prune(stable map[format.NodeID]uint64, cutoff time.Time, inUse fun
 
 	snap := db.pdb.NewSnapshot()
 	defer snap.Close()
+	if err := loadingIn(snap); err != nil {
+		return st, err
+	}
 	names, oldEntries, named, err := pruneScanEntries(snap, cut, isStable)
 	if err != nil {
 		return st, err
@@ -208,6 +213,9 @@ func (db *DB) Prune(stable map[format.NodeID]uint64, cutoff time.Time, inUse fun
 // applied here) and returns, per origin, the clock value of its stable
 // record: versions of that origin at or below it are stable.
 func (db *DB) pruneLog(stable map[format.NodeID]uint64, st *PruneStat) (map[format.NodeID]uint64, error) {
+	if err := loadingIn(db.pdb); err != nil {
+		return nil, err
+	}
 	clocks := make(map[format.NodeID]uint64, len(stable))
 	vv := db.VersionVector()
 	for o, s := range stable {

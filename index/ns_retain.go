@@ -42,6 +42,9 @@ func (db *DB) RetainedFiles(now time.Time, keep time.Duration, fn func(Inode) er
 	}
 	snap := db.pdb.NewSnapshot()
 	defer snap.Close()
+	if err := loadingIn(snap); err != nil {
+		return err // an incomplete namespace keeps nothing: wait
+	}
 	cutoff := uint64(0)
 	if ms := now.Add(-keep).UnixMilli(); ms > 0 {
 		cutoff = uint64(ms) << 16
