@@ -81,6 +81,9 @@ import (
 type InUse struct {
 	Roots       []tree.Version
 	Unpublished time.Time
+	// IDs are the inodes the file system has open: history pruning
+	// keeps them whole (index ns_prune.go). They stay on this node.
+	IDs []uint64
 }
 
 // ForgetAfter is Config.ForgetAfter: changes begun longer ago than that
@@ -111,6 +114,8 @@ type gcState struct {
 	// names of its tree (hashSet entries): a version's tree never
 	// changes, so the next pass fetches only the nodes of new versions.
 	names map[tree.Version][]uint64
+	// pruned counts what history pruning deleted since start.
+	pruned index.PruneStat
 }
 
 // GCStat is what garbage collection did, for status.
@@ -122,6 +127,7 @@ type GCStat struct {
 	Candidates int
 	Dropped    int64
 	HeldBack   string // why the last pass dropped nothing ("" = it could)
+	Pruned     index.PruneStat
 }
 
 // GCStat returns the garbage collector's figures.
@@ -129,7 +135,7 @@ func (n *Node) GCStat() GCStat {
 	n.gc.mu.Lock()
 	defer n.gc.mu.Unlock()
 	return GCStat{Passes: n.gc.passes, Last: n.gc.last, Roots: n.gc.roots, Checked: n.gc.checked,
-		Candidates: n.gc.lastFound, Dropped: n.gc.dropped, HeldBack: n.gc.heldBy}
+		Candidates: n.gc.lastFound, Dropped: n.gc.dropped, HeldBack: n.gc.heldBy, Pruned: n.gc.pruned}
 }
 
 // localInUse is this node's answer to InUse: what its file system uses,
@@ -140,7 +146,16 @@ func (n *Node) localInUse() (wire.InUse, error) {
 	n.gc.mu.Unlock()
 	// The log position first: a version published after it was read is
 	// covered by the roots or the unpublished time read after it.
-	u := wire.InUse{Seq: n.db.VersionVector()[n.self], Complete: true}
+	vv := n.db.VersionVector()
+	u := wire.InUse{Seq: vv[n.self], Complete: true, VV: make([]wire.VVEntry, 0, len(vv))}
+	for o, s := range vv {
+		u.VV = append(u.VV, wire.VVEntry{Node: o, Seq: s})
+	}
+	if len(u.VV) > wire.MaxVVEntries {
+		// More origins than an answer carries: none, so the asker
+		// prunes no history (it cannot tell what this node has seen).
+		u.VV = u.VV[:0]
+	}
 	if fn != nil {
 		got := fn()
 		for _, v := range got.Roots {
@@ -196,6 +211,7 @@ func (n *Node) gcPass(ctx context.Context) error {
 	if held == "" {
 		held = n.awaitLogs(ctx, answers)
 	}
+	nsHeld := held // every member answered and its records are here
 	// The namespace, read after every answer's records are applied.
 	var roots []tree.Version
 	err := n.db.RetainedFiles(start, n.cfg.KeepVersions, func(in index.Inode) error {
@@ -251,6 +267,9 @@ func (n *Node) gcPass(ctx context.Context) error {
 			n.kickReclaim()
 		}
 	}
+	if nsHeld == "" {
+		n.pruneHistory(start, answers)
+	}
 	cands, _ := n.db.GarbageStats()
 	n.gc.mu.Lock()
 	n.gc.dropped += int64(dropped)
@@ -268,6 +287,55 @@ func (n *Node) noteGC(at time.Time, roots, checked, cands int, held string) {
 	if held != "" {
 		n.log.Debug("garbage collection drops nothing this pass", "why", held)
 	}
+}
+
+// pruneHistory prunes the namespace's history (index ns_prune.go) after
+// a pass in which every member answered and every member's records up to
+// its answer were applied here: a record is stable when every answer's
+// version vector, and this node's, holds it. The restore window is kept,
+// and at least ReclaimAfter (a reader that looked a version up just
+// before it was superseded may still open it).
+func (n *Node) pruneHistory(start time.Time, answers []inUseAnswer) {
+	var stable map[format.NodeID]uint64
+	for _, a := range answers {
+		vv := make(map[format.NodeID]uint64, len(a.u.VV))
+		for _, e := range a.u.VV {
+			vv[e.Node] = e.Seq
+		}
+		if a.id == n.self {
+			vv = n.db.VersionVector()
+		}
+		if stable == nil {
+			stable = vv
+			continue
+		}
+		for o, s := range stable {
+			stable[o] = min(s, vv[o])
+		}
+	}
+	keep := max(n.cfg.KeepVersions, n.cfg.ReclaimAfter)
+	var open map[uint64]bool
+	n.gc.mu.Lock()
+	fn := n.gc.inUse
+	n.gc.mu.Unlock()
+	if fn != nil {
+		ids := fn().IDs
+		open = make(map[uint64]bool, len(ids))
+		for _, id := range ids {
+			open[id] = true
+		}
+	}
+	st, err := n.db.Prune(stable, start.Add(-keep), func(id uint64) bool { return open[id] })
+	if err != nil {
+		n.log.Warn("pruning history", "err", err)
+		return
+	}
+	n.gc.mu.Lock()
+	n.gc.pruned.Records += st.Records
+	n.gc.pruned.Versions += st.Versions
+	n.gc.pruned.Names += st.Names
+	n.gc.pruned.Inodes += st.Inodes
+	n.gc.mu.Unlock()
 }
 
 // inUseAnswer is one member's answer and when it arrived.

@@ -139,8 +139,9 @@ type Node struct {
 	flushArmed     atomic.Bool   // a wake-up of flushLoop is due (SyncBatched)
 	topUpKick      chan struct{} // wakes topUpLoop
 	repair         repairState
-	reclaimPending atomic.Bool // copies were dropped since the last reclaim (reclaim.go)
-	gc             gcState     // garbage collection (gc.go)
+	reclaimPending atomic.Bool   // copies were dropped since the last reclaim (reclaim.go)
+	gc             gcState       // garbage collection (gc.go)
+	snaps          snapshotState // snapshots served and loaded (snapshot.go)
 	scrub          scrubState
 
 	distrusted map[format.NodeID]bool      // caught lying about copies (trust.go); guarded by mu
@@ -416,6 +417,7 @@ func (n *Node) Close() error {
 		p.cc.close(ErrClosed)
 	}
 	n.wg.Wait()
+	n.closeSnapshots()
 	return err
 }
 

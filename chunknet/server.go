@@ -189,6 +189,9 @@ func (sc *serverConn) handle(f wire.Frame) (reply []byte, bad error) {
 			return nil, err
 		}
 		more, recs, err := n.recordsFor(vv)
+		if errors.Is(err, index.ErrPruned) {
+			return wire.AppendRecordsPruned(nil, f.ReqID), nil
+		}
 		if err != nil {
 			n.log.Error("reading log", "err", err)
 			return wire.AppendError(nil, f.ReqID, wire.CodeInternal, "reading log failed"), nil
@@ -209,6 +212,12 @@ func (sc *serverConn) handle(f wire.Frame) (reply []byte, bad error) {
 			return wire.AppendError(nil, f.ReqID, wire.CodeInternal, "what this node uses: "+err.Error()), nil
 		}
 		return wire.AppendInUseResult(nil, f.ReqID, u), nil
+	case wire.TypeSnapshot:
+		session, after, err := wire.DecodeSnapshot(f.Payload)
+		if err != nil {
+			return nil, err
+		}
+		return n.serveSnapshot(f.ReqID, sc.peer.Node, session, after), nil
 	case wire.TypeWaitApplied:
 		origin, seq, err := wire.DecodeWaitApplied(f.Payload)
 		if err != nil {

@@ -245,6 +245,12 @@ func (n *Node) pullLoop(ctx context.Context, p *peer) {
 
 // pullFrom fetches and applies everything p has that we lack.
 func (n *Node) pullFrom(ctx context.Context, p *peer) error {
+	if n.db.NeedsSnapshot() {
+		// A snapshot load was cut short: the namespace is incomplete.
+		if err := n.loadSnapshot(ctx, p); err != nil {
+			return err
+		}
+	}
 	for round := 0; round < 1000; round++ {
 		vv := n.db.VersionVector()
 		entries := make([]wire.VVEntry, 0, len(vv))
@@ -268,6 +274,13 @@ func (n *Node) pullFrom(ctx context.Context, p *peer) error {
 			return err
 		}
 		more, recs, err := wire.DecodeRecords(payload)
+		if errors.Is(err, wire.ErrSnapshotNeeded) {
+			// The peer pruned records this node lacks.
+			if err := n.loadSnapshot(ctx, p); err != nil {
+				return err
+			}
+			continue
+		}
 		if err != nil {
 			p.cc.close(fmt.Errorf("%w: bad records reply: %v", ErrClosed, err))
 			return err

@@ -102,7 +102,8 @@ func (fsys *FS) inUse() chunknet.InUse {
 	fsys.filesMu.Lock()
 	defer fsys.filesMu.Unlock()
 	var u chunknet.InUse
-	for _, st := range fsys.files {
+	for id, st := range fsys.files {
+		u.IDs = append(u.IDs, id)
 		st.mu.Lock()
 		u.Roots = append(u.Roots, st.v)
 		if st.journaled {

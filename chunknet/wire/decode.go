@@ -326,8 +326,19 @@ func DecodeRecords(p []byte) (more bool, recs [][]byte, err error) {
 	case 0:
 	case 1:
 		more = true
+	case 2:
+		if err := d.need("Records", "count", 4); err != nil {
+			return false, nil, err
+		}
+		if n := d.u32(); n != 0 {
+			return false, nil, fmt.Errorf("wire: Records of a pruned log carry %d records: %w", n, ErrBadFrame)
+		}
+		if err := d.end("Records"); err != nil {
+			return false, nil, err
+		}
+		return false, nil, ErrSnapshotNeeded
 	default:
-		return false, nil, fmt.Errorf("wire: Records more flag %d, want 0 or 1: %w", m, ErrBadFrame)
+		return false, nil, fmt.Errorf("wire: Records flag %d, want 0, 1 or 2: %w", m, ErrBadFrame)
 	}
 	recs, err = decodeRecordList(&d, "Records")
 	if err != nil {
@@ -472,6 +483,14 @@ func DecodeInUseResult(p []byte) (InUse, error) {
 		u.Roots[i].Size = d.u64()
 		u.Roots[i].Depth = d.u8()
 		copy(u.Roots[i].Hash[:], d.bytes(32))
+	}
+	if n, err = d.count("InUseResult version vector", MaxVVEntries, vvEntrySize, true); err != nil {
+		return u, err
+	}
+	u.VV = make([]VVEntry, n)
+	for i := range u.VV {
+		u.VV[i].Node = format.NodeID(d.bytes(16))
+		u.VV[i].Seq = d.u64()
 	}
 	return u, d.end("InUseResult")
 }

@@ -538,20 +538,26 @@ type InUse struct {
 	Unpublished time.Duration
 	Complete    bool
 	Roots       []Root
+	// VV is the answerer's version vector (version 8): how far it has
+	// applied each origin's records, which says what every member has
+	// seen, so what history may be pruned.
+	VV []VVEntry
 }
 
 // inUseRootSize is one Root on the wire: size u64 | depth u8 | hash[32].
 const inUseRootSize = 8 + 1 + 32
 
 // AppendInUseResult appends an InUseResult: seq u64 | unpublished ms u64
-// | complete u8 | count u32 | count × root. Roots past MaxInUseRoots are
-// left out and Complete cleared.
+// | complete u8 | count u32 | count × root | nvv u16 | nvv × (node[16]
+// seq u64). Roots past MaxInUseRoots are left out and Complete cleared;
+// the vector must hold at most MaxVVEntries entries.
 func AppendInUseResult(dst []byte, id uint64, u InUse) []byte {
 	roots := u.Roots
 	if len(roots) > MaxInUseRoots {
 		roots, u.Complete = roots[:MaxInUseRoots], false
 	}
-	dst = slices.Grow(dst, HeaderSize+8+8+1+4+len(roots)*inUseRootSize)
+	checkCount("version vector entries", len(u.VV), MaxVVEntries)
+	dst = slices.Grow(dst, HeaderSize+8+8+1+4+len(roots)*inUseRootSize+2+len(u.VV)*vvEntrySize)
 	start := len(dst)
 	dst = appendHeader(dst, TypeInUseResult, id)
 	dst = binary.BigEndian.AppendUint64(dst, u.Seq)
@@ -566,6 +572,11 @@ func AppendInUseResult(dst []byte, id uint64, u InUse) []byte {
 		dst = binary.BigEndian.AppendUint64(dst, r.Size)
 		dst = append(dst, r.Depth)
 		dst = append(dst, r.Hash[:]...)
+	}
+	dst = binary.BigEndian.AppendUint16(dst, uint16(len(u.VV)))
+	for _, e := range u.VV {
+		dst = append(dst, e.Node[:]...)
+		dst = binary.BigEndian.AppendUint64(dst, e.Seq)
 	}
 	return finish(dst, start)
 }

@@ -51,37 +51,43 @@ const (
 	TypeInUse       Type = 26 // request, empty payload: what must you keep; answered by InUseResult
 	TypeInUseResult Type = 27 // response: the answerer's log position, its oldest unpublished upload, the file versions it uses
 
-	maxType = TypeInUseResult // the highest known type; raise when appending
+	// Version 8: history pruning.
+	TypeSnapshot     Type = 28 // request: a page of a snapshot of the namespace; answered by SnapshotPage
+	TypeSnapshotPage Type = 29 // response: the snapshot's version vector and a page of its items
+
+	maxType = TypeSnapshotPage // the highest known type; raise when appending
 )
 
 var typeNames = [...]string{
-	TypePing:        "Ping",
-	TypePong:        "Pong",
-	TypePutChunks:   "PutChunks",
-	TypePutResult:   "PutResult",
-	TypeGetChunks:   "GetChunks",
-	TypeGetResult:   "GetResult",
-	TypeHasChunks:   "HasChunks",
-	TypeHasResult:   "HasResult",
-	TypePull:        "Pull",
-	TypeRecords:     "Records",
-	TypePush:        "Push",
-	TypePushResult:  "PushResult",
-	TypeError:       "Error",
-	TypeBye:         "Bye",
-	TypeStat:        "Stat",
-	TypeStatResult:  "StatResult",
-	TypePutGroups:   "PutGroups",
-	TypeGetGroups:   "GetGroups",
-	TypeGroupResult: "GroupResult",
-	TypeHasGroups:   "HasGroups",
-	TypeWaitApplied: "WaitApplied",
-	TypeApplied:     "Applied",
-	TypeJoin:        "Join",
-	TypeJoinResult:  "JoinResult",
-	TypeLeaving:     "Leaving",
-	TypeInUse:       "InUse",
-	TypeInUseResult: "InUseResult",
+	TypePing:         "Ping",
+	TypePong:         "Pong",
+	TypePutChunks:    "PutChunks",
+	TypePutResult:    "PutResult",
+	TypeGetChunks:    "GetChunks",
+	TypeGetResult:    "GetResult",
+	TypeHasChunks:    "HasChunks",
+	TypeHasResult:    "HasResult",
+	TypePull:         "Pull",
+	TypeRecords:      "Records",
+	TypePush:         "Push",
+	TypePushResult:   "PushResult",
+	TypeError:        "Error",
+	TypeBye:          "Bye",
+	TypeStat:         "Stat",
+	TypeStatResult:   "StatResult",
+	TypePutGroups:    "PutGroups",
+	TypeGetGroups:    "GetGroups",
+	TypeGroupResult:  "GroupResult",
+	TypeHasGroups:    "HasGroups",
+	TypeWaitApplied:  "WaitApplied",
+	TypeApplied:      "Applied",
+	TypeJoin:         "Join",
+	TypeJoinResult:   "JoinResult",
+	TypeLeaving:      "Leaving",
+	TypeInUse:        "InUse",
+	TypeInUseResult:  "InUseResult",
+	TypeSnapshot:     "Snapshot",
+	TypeSnapshotPage: "SnapshotPage",
 }
 
 func (t Type) known() bool { return t >= TypePing && t <= maxType }
@@ -99,7 +105,7 @@ func (t Type) String() string {
 // nor a response, nor is Leaving.
 func (t Type) IsResponse() bool {
 	switch t {
-	case TypePong, TypePutResult, TypeGetResult, TypeHasResult, TypeRecords, TypePushResult, TypeError, TypeStatResult, TypeGroupResult, TypeApplied, TypeJoinResult, TypeInUseResult:
+	case TypePong, TypePutResult, TypeGetResult, TypeHasResult, TypeRecords, TypePushResult, TypeError, TypeStatResult, TypeGroupResult, TypeApplied, TypeJoinResult, TypeInUseResult, TypeSnapshotPage:
 		return true
 	}
 	return false

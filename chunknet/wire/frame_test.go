@@ -167,7 +167,7 @@ func TestDecodeGroupAliases(t *testing.T) {
 
 func TestTypes(t *testing.T) {
 	responses := map[Type]bool{TypePong: true, TypePutResult: true, TypeGetResult: true, TypeHasResult: true,
-		TypeRecords: true, TypePushResult: true, TypeError: true, TypeStatResult: true, TypeGroupResult: true, TypeApplied: true, TypeJoinResult: true, TypeInUseResult: true}
+		TypeRecords: true, TypePushResult: true, TypeError: true, TypeStatResult: true, TypeGroupResult: true, TypeApplied: true, TypeJoinResult: true, TypeInUseResult: true, TypeSnapshotPage: true}
 	seen := map[string]bool{}
 	for ty := Type(0); ty < 255; ty++ {
 		s := ty.String()
@@ -188,14 +188,14 @@ func TestTypes(t *testing.T) {
 			t.Errorf("%v.IsResponse() = %v", ty, ty.IsResponse())
 		}
 	}
-	if len(seen) != 27 {
-		t.Errorf("%d known types, want 27", len(seen))
+	if len(seen) != 29 {
+		t.Errorf("%d known types, want 29", len(seen))
 	}
 	// Type numbers are append-only: these must never change.
 	fixed := []Type{TypePing, TypePong, TypePutChunks, TypePutResult, TypeGetChunks, TypeGetResult,
 		TypeHasChunks, TypeHasResult, TypePull, TypeRecords, TypePush, TypePushResult, TypeError, TypeBye,
 		TypeStat, TypeStatResult, TypePutGroups, TypeGetGroups, TypeGroupResult, TypeHasGroups,
-		TypeWaitApplied, TypeApplied, TypeJoin, TypeJoinResult, TypeLeaving, TypeInUse, TypeInUseResult}
+		TypeWaitApplied, TypeApplied, TypeJoin, TypeJoinResult, TypeLeaving, TypeInUse, TypeInUseResult, TypeSnapshot, TypeSnapshotPage}
 	for i, ty := range fixed {
 		if int(ty) != i+1 {
 			t.Errorf("%v is %d, want %d: frame type numbers are append-only", ty, ty, i+1)
@@ -290,7 +290,7 @@ func TestReaderErrors(t *testing.T) {
 		{"payload MaxPayload+1", header(9+MaxPayload+1, TypePutChunks, 1), 0, ErrFrameTooLarge},
 		{"payload above own limit", header(9+101, TypePutChunks, 1), 100, ErrFrameTooLarge},
 		{"type 0", header(9, 0, 1), 0, ErrUnknownType},
-		{"type 28", header(9, 28, 1), 0, ErrUnknownType},
+		{"type 30", header(9, 30, 1), 0, ErrUnknownType},
 		{"type 255", header(9, 255, 1), 0, ErrUnknownType},
 		{"ping with payload", append(header(10, TypePing, 1), 0), 0, ErrBadFrame},
 		{"pong with payload", append(header(10, TypePong, 1), 0), 0, ErrBadFrame},
@@ -559,7 +559,7 @@ func TestBytesByHand(t *testing.T) {
 		{"error", AppendError(nil, 4, CodeUnsupported, "no"),
 			mustHex("0000000f 0d 0000000000000004 0003 0002 6e6f")},
 		{"hello", helloBytes(t, Hello{Node: format.NodeID{0: 0xaa}, Network: "n", ListenPort: 0x1f90}),
-			mustHex("4f415348 0007 aa000000000000000000000000000000 01 6e 1f90")},
+			mustHex("4f415348 0008 aa000000000000000000000000000000 01 6e 1f90")},
 		{"put groups", AppendPutGroups(nil, 5, []Group{{format.Hash{31: 1}, []byte{}, []byte("hi")}}),
 			mustHex(`00000037 11 0000000000000005 00000001
 				0000000000000000000000000000000000000000000000000000000000000001
@@ -583,9 +583,17 @@ func TestBytesByHand(t *testing.T) {
 		{"leaving", AppendLeaving(nil, 0, true), mustHex("0000000a 19 0000000000000000 01")},
 		{"in use", AppendInUse(nil, 11), mustHex("00000009 1a 000000000000000b")},
 		{"in use result", AppendInUseResult(nil, 11, InUse{Seq: 7, Unpublished: 1500 * time.Millisecond, Complete: true,
-			Roots: []Root{{Size: 600, Depth: 1, Hash: format.Hash{31: 9}}}}),
-			mustHex(`00000047 1b 000000000000000b 0000000000000007 00000000000005dc 01 00000001
-				0000000000000258 01 0000000000000000000000000000000000000000000000000000000000000009`)},
+			Roots: []Root{{Size: 600, Depth: 1, Hash: format.Hash{31: 9}}}, VV: []VVEntry{{Node: format.NodeID{0xab}, Seq: 5}}}),
+			mustHex(`00000061 1b 000000000000000b 0000000000000007 00000000000005dc 01 00000001
+				0000000000000258 01 0000000000000000000000000000000000000000000000000000000000000009
+				0001 ab000000000000000000000000000000 0000000000000005`)},
+		{"records pruned", AppendRecordsPruned(nil, 3), mustHex("0000000e 0a 0000000000000003 02 00000000")},
+		{"snapshot", AppendSnapshot(nil, 4, 9, []byte("ab")), mustHex("00000015 1c 0000000000000004 0000000000000009 0002 6162")},
+		{"snapshot page", AppendSnapshotPage(nil, 4, SnapshotPage{Session: 9, Done: true, HLC: 6,
+			VV: []SnapshotVV{{Node: format.NodeID{0xcd}, Seq: 2, HLC: 3}}, Items: []SnapshotItem{{Key: []byte("k"), Value: []byte("vv")}}}),
+			mustHex(`00000049 1d 0000000000000004 0000000000000009 01 0000000000000006
+				0001 cd000000000000000000000000000000 0000000000000002 0000000000000003
+				00000001 0001 6b 00000002 7676`)},
 	} {
 		if !bytes.Equal(tt.got, tt.want) {
 			t.Errorf("%s:\n got %x\nwant %x", tt.name, tt.got, tt.want)

@@ -21,7 +21,7 @@ const (
 	// and adds Join and JoinResult; version 5 adds Leaving; version 6
 	// carries frames between members in records sealed with keys
 	// exported from TLS (chunknet's record layer) instead of TLS's own.
-	Version uint16 = 7
+	Version uint16 = 8
 	// MaxNetworkName bounds the network name of a hello, in bytes.
 	MaxNetworkName = 64
 	// MaxHelloSize is the largest hello on the wire: magic, version, node

@@ -24,6 +24,11 @@ type joinVal struct {
 	name string
 }
 
+type snapshotReq struct {
+	session uint64
+	after   []byte
+}
+
 type waitVal struct {
 	Origin format.NodeID
 	Seq    uint64
@@ -80,6 +85,11 @@ func decodeFrame(f Frame) (any, error) {
 		return DecodeLeaving(f.Payload)
 	case TypeInUseResult:
 		return DecodeInUseResult(f.Payload)
+	case TypeSnapshot:
+		session, after, err := DecodeSnapshot(f.Payload)
+		return snapshotReq{session, after}, err
+	case TypeSnapshotPage:
+		return DecodeSnapshotPage(f.Payload)
 	}
 	return nil, fmt.Errorf("type %v: %w", f.Type, ErrUnknownType)
 }
@@ -146,6 +156,11 @@ func encodeFrame(dst []byte, t Type, id uint64, v any) []byte {
 		return AppendInUse(dst, id)
 	case TypeInUseResult:
 		return AppendInUseResult(dst, id, v.(InUse))
+	case TypeSnapshot:
+		r := v.(snapshotReq)
+		return AppendSnapshot(dst, id, r.session, r.after)
+	case TypeSnapshotPage:
+		return AppendSnapshotPage(dst, id, v.(SnapshotPage))
 	}
 	panic("encodeFrame: unknown type " + t.String())
 }
@@ -238,8 +253,15 @@ func testFrames() []testFrame {
 		{"leaving_no_more", TypeLeaving, 0, false},
 		{"in_use", TypeInUse, 20, nil},
 		{"in_use_result", TypeInUseResult, 20, InUse{Seq: 1 << 40, Unpublished: 90 * time.Second, Complete: true,
-			Roots: []Root{{Size: 1, Hash: h1}, {Size: 1 << 50, Depth: 6, Hash: ff}}}},
-		{"in_use_result_none", TypeInUseResult, 20, InUse{Roots: []Root{}}},
+			Roots: []Root{{Size: 1, Hash: h1}, {Size: 1 << 50, Depth: 6, Hash: ff}},
+			VV:    []VVEntry{{Node: format.NodeID{1}, Seq: 9}}}},
+		{"in_use_result_none", TypeInUseResult, 20, InUse{Roots: []Root{}, VV: []VVEntry{}}},
+		{"snapshot_first", TypeSnapshot, 21, snapshotReq{0, []byte{}}},
+		{"snapshot_next", TypeSnapshot, 21, snapshotReq{7, []byte("hkey")}},
+		{"snapshot_page", TypeSnapshotPage, 21, SnapshotPage{Session: 7, Done: true, HLC: 1 << 40,
+			VV:    []SnapshotVV{{Node: format.NodeID{2}, Seq: 3, HLC: 4}},
+			Items: []SnapshotItem{{Key: []byte("i12345678"), Value: []byte{1, 2}}, {Key: []byte("H"), Value: []byte{}}}}},
+		{"snapshot_page_empty", TypeSnapshotPage, 21, SnapshotPage{VV: []SnapshotVV{}, Items: []SnapshotItem{}}},
 	}
 }
 
