@@ -99,7 +99,8 @@
 // a new Version). Version 2 added the group frames, 17 to 20; version 3
 // the barrier of fsync, 21 and 22; version 4 joining, 23 and 24; version
 // 5 Leaving, 25; version 6 no frame (the record layer under them);
-// version 7 InUse, 26 and 27.
+// version 7 InUse, 26 and 27; version 8 snapshots, 28 and 29 (and the
+// Records flag 2, the version vector of InUseResult).
 //
 //	 1 Ping        request   empty                                → Pong
 //	 2 Pong        response  empty
@@ -110,7 +111,7 @@
 //	 7 HasChunks   request   count u32 | count × hash[32]         → HasResult
 //	 8 HasResult   response  count u32 | count × status u8 (0 has it, 1 not found)
 //	 9 Pull        request   count u16 | count × {node ID[16] | seq u64}  → Records
-//	10 Records     response  more u8 (0/1) | count u32 | count × {len u32 | record[len]}
+//	10 Records     response  more u8 (0/1; 2 = pruned, count 0: ask for a Snapshot) | count u32 | count × {len u32 | record[len]}
 //	11 Push        request   count u32 | count × {len u32 | record[len]}  → PushResult
 //	12 PushResult  response  count u32 | count × status u8
 //	13 Error       response  code u16 | msg len u16 | msg[msg len]
@@ -127,7 +128,9 @@
 //	24 JoinResult  response  len u16 | network description[len] (1 to 512 bytes; index.EncodeNetwork)
 //	25 Leaving     neither   draining u8 (0/1); no reply
 //	26 InUse       request   empty                                → InUseResult
-//	27 InUseResult response  seq u64 | unpublished ms u64 | complete u8 (0/1) | count u32 | count × {size u64 | depth u8 | root[32]}
+//	27 InUseResult response  seq u64 | unpublished ms u64 | complete u8 (0/1) | count u32 | count × {size u64 | depth u8 | root[32]} | nvv u16 | nvv × {node ID[16] | seq u64}
+//	28 Snapshot    request   session u64 | key len u16 | key[len] (at most 1024)  → SnapshotPage
+//	29 SnapshotPage response session u64 | done u8 (0/1) | hlc u64 | nvv u16 | nvv × {node ID[16] | seq u64 | hlc u64} | count u32 | count × {key len u16 (1 to 1024) | key | value len u32 (at most 64 KiB) | value}
 //
 // Result frames hold one entry per item of the request they answer, in the
 // same order. Any request may be answered by Error instead of its own

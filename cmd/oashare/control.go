@@ -90,6 +90,14 @@ type gcJSON struct {
 	ReclaimableBytes int64  `json:"bytes_reclaimable"`
 	Dropped          int64  `json:"items_dropped"`
 	HeldBack         string `json:"held_back,omitempty"`
+	// History pruned since start (index ns_prune.go): log records every
+	// member has, superseded versions, deleted names and their inodes;
+	// Snapshots the namespace loads from a peer's snapshot.
+	PrunedRecords  int `json:"records_pruned"`
+	PrunedVersions int `json:"versions_pruned"`
+	PrunedNames    int `json:"names_pruned"`
+	PrunedInodes   int `json:"inodes_pruned"`
+	Snapshots      int `json:"snapshots_loaded"`
 }
 
 // scrubJSON counts what scrub found since the node started.
@@ -278,7 +286,9 @@ func (c *control) status() statusJSON {
 		s.Repair.LastPass = rs.LastPass.UTC().Format(time.RFC3339)
 	}
 	gs := c.node.GCStat()
-	s.GC = gcJSON{Passes: gs.Passes, Versions: gs.Roots, Dropped: gs.Dropped, HeldBack: gs.HeldBack}
+	s.GC = gcJSON{Passes: gs.Passes, Versions: gs.Roots, Dropped: gs.Dropped, HeldBack: gs.HeldBack,
+		PrunedRecords: gs.Pruned.Records, PrunedVersions: gs.Pruned.Versions, PrunedNames: gs.Pruned.Names,
+		PrunedInodes: gs.Pruned.Inodes, Snapshots: c.node.SnapshotsLoaded()}
 	s.GC.Reclaimable, s.GC.ReclaimableBytes = c.node.DB().GarbageBytes()
 	if !gs.Last.IsZero() {
 		s.GC.LastPass = gs.Last.UTC().Format(time.RFC3339)

@@ -59,6 +59,8 @@ With --json the answer is one JSON object; live peers are the list under "peers"
 				if g.HeldBack != "" {
 					fmt.Fprintf(w, "\tnothing deleted in the last pass: %s\n", g.HeldBack)
 				}
+				fmt.Fprintf(w, "\thistory pruned since start: %d records, %d old versions, %d deleted names, %d inodes; %d snapshots loaded\n",
+					g.PrunedRecords, g.PrunedVersions, g.PrunedNames, g.PrunedInodes, g.Snapshots)
 			}
 			fmt.Fprintf(w, "scrub:\t%d passes since start, %d items read back, %d damaged, %d replaced from other peers\n", s.Scrub.Passes, s.Scrub.Checked, s.Scrub.Damaged, s.Scrub.Replaced)
 			if s.StateUnavailable != "" {

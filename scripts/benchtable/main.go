@@ -51,6 +51,13 @@ var repairRows = []struct{ metric, name string }{
 	{"repair_fg_read", "256 MiB cold read on peer 4 while repair runs, ÷ before the kill"},
 }
 
+// joinRows are the rows of the join table (scripts/bench's join: Go
+// benchmarks of chunknet on loopback TCP with a synthetic namespace).
+var joinRows = []struct{ metric, name string }{
+	{"join_snapshot", "join a share of 1 000 000 files whose history was pruned: snapshot (s)"},
+	{"join_replay", "join a share of 100 000 files by replaying one record per file (s)"},
+}
+
 // workload is one row of the main table.
 type workload struct {
 	metric, name string
@@ -89,6 +96,7 @@ var targets = []target{
 	{metric: "repair_fg_read", min: 0.7, text: "a read while repair runs ≥ 0.7× without"},
 	{metric: "rss_write", max: 256, text: "a node's peak RSS during the write ≤ 256 MiB"},
 	{metric: "disk_per_chunk_byte", max: 1.15, text: "bytes on disk per node ≤ 1.15× the chunk bytes it holds"},
+	{metric: "join_snapshot", max: 60, text: "joining a 1 000 000-file share takes seconds, not minutes (≤ 60 s)"},
 }
 
 // sample is one line of raw.csv.
@@ -384,6 +392,12 @@ func (t *table) markdown(machine string) string {
 	if v := t.median("oashare", "repair_restore"); !math.IsNaN(v) {
 		b.WriteString("\nRepair: peer 2 of the 4 is killed with everything above on the share (median of runs):\n\n| | oashare |\n|---|--:|\n")
 		for _, r := range repairRows {
+			fmt.Fprintf(&b, "| %s | %s |\n", r.name, num(t.median("oashare", r.metric)))
+		}
+	}
+	if v := t.median("oashare", "join_snapshot"); !math.IsNaN(v) {
+		b.WriteString("\nJoining: a new node gets the namespace from one peer (go test -bench Join ./chunknet, loopback TCP):\n\n| | oashare |\n|---|--:|\n")
+		for _, r := range joinRows {
 			fmt.Fprintf(&b, "| %s | %s |\n", r.name, num(t.median("oashare", r.metric)))
 		}
 	}
