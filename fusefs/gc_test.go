@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -144,13 +143,14 @@ func TestOpenVersionOutlivesGC(t *testing.T) {
 	})
 	waitContent(t, filepath.Join(peers[1].mnt, "f"), cur)
 	checkFull(t, peers[1], "f")
-	// The old version is listed, but its data is gone: restore says so.
-	vs, err := peers[1].fs.Versions("f")
-	if err != nil || len(vs) < 2 {
-		t.Fatalf("versions of f: %+v, %v", vs, err)
-	}
-	if _, _, err := peers[1].fs.Restore("f", 1, "f.old"); err == nil || !strings.Contains(err.Error(), "no longer stored") {
-		t.Fatalf("restore of a version whose data is deleted: %v, want 'no longer stored'", err)
+	// Its data gone, the old version is no longer listed either (its
+	// history was pruned), and cannot be restored.
+	waitFor(t, 30*time.Second, "the old version pruned from the history", func() bool {
+		vs, err := peers[1].fs.Versions("f")
+		return err == nil && len(vs) == 1 && vs[0].Size == uint64(len(cur))
+	})
+	if _, _, err := peers[1].fs.Restore("f", 2, "f.old"); err == nil {
+		t.Fatal("restore of a version pruned from the history succeeded")
 	}
 	if _, err := os.Stat(filepath.Join(peers[1].mnt, "f.old")); !os.IsNotExist(err) {
 		t.Fatalf("a refused restore made f.old: %v", err)

@@ -227,6 +227,9 @@ func Open(dir string, opts Options) (*DB, error) {
 	if err == nil {
 		err = db.openLog()
 	}
+	if err == nil {
+		err = db.recoverOwnRecords()
+	}
 	if err != nil {
 		pdb.Close()
 		chunks.close()

@@ -223,6 +223,14 @@ func (db *DB) LoadSnapshot(vv map[format.NodeID]Position, hlc uint64) (*Snapshot
 				ErrSnapshotBehind, o.Short(), vv[o].Seq, f)
 		}
 	}
+	// No origin's position may claim a clock past the snapshot's own
+	// (it says which versions are stable, ns_prune.go).
+	for o, p := range vv {
+		if p.HLC > hlc {
+			p.HLC = hlc
+			vv[o] = p
+		}
+	}
 	if ms := db.wallMs(); ms > 0 && hlc > uint64(ms+MaxClockAheadMs)<<16 {
 		db.writeMu.Unlock()
 		return nil, fmt.Errorf("index: snapshot: %w: clock %d", ErrClockAhead, hlc)
@@ -395,11 +403,50 @@ func (l *SnapshotLoad) finish() (reapplied int, err error) {
 			return reapplied, err
 		}
 	}
-	if err := db.pdb.Flush(); err != nil {
+	if err := db.pdb.LogData(nil, pebble.Sync); err != nil {
 		return reapplied, err
 	}
 	db.log.Info("namespace loaded from a snapshot", "items", l.items, "reapplied", reapplied)
 	return reapplied, nil
+}
+
+// recoverOwnRecords applies again this node's own records that its log
+// holds beyond its version vector: a crash while a snapshot load applied
+// them again (Finish) leaves them so, and the next Commit must not reuse
+// their sequence numbers.
+func (db *DB) recoverOwnRecords() error {
+	have := db.applied(db.self)
+	it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: logKey(db.self, have+1), UpperBound: prefixEnd(logPrefix(db.self))})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	n := 0
+	for it.First(); it.Valid(); it.Next() {
+		stored := bytes.Clone(it.Value())
+		enc := stored
+		if db.identity != nil && len(enc) > ed25519.SignatureSize {
+			enc = enc[:len(enc)-ed25519.SignatureSize]
+		}
+		rec, err := DecodeRecord(enc)
+		if err == nil && rec.Seq != db.applied(db.self)+1 {
+			err = fmt.Errorf("%w: own record %d follows %d", ErrCorrupt, rec.Seq, db.applied(db.self))
+		}
+		if err != nil {
+			return err
+		}
+		db.writeMu.Lock()
+		err = db.commitRecord(rec, stored, max(db.hlc.Load(), rec.HLC), pebble.Sync, false, nil)
+		db.writeMu.Unlock()
+		if err != nil {
+			return err
+		}
+		n++
+	}
+	if n > 0 {
+		db.log.Info("own records applied again after an interrupted snapshot load", "records", n)
+	}
+	return it.Error()
 }
 
 // placesOfLaterRecords returns, for every file that a record of this

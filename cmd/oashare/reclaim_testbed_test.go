@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -91,5 +92,106 @@ func TestTestbedReclaim(t *testing.T) {
 				now[1], now[2], now[3], start[1], start[2], start[3])
 		}
 		time.Sleep(time.Second)
+	}
+}
+
+// peerStatus reads peer k's status as JSON.
+func peerStatus(t *testing.T, bin, dir string, k int) statusJSON {
+	t.Helper()
+	out, err := exec.Command(bin, "status", "--json", "--data", filepath.Join(dir, fmt.Sprintf("p%d", k), "data")).Output()
+	if err != nil {
+		t.Fatalf("status of peer %d: %v", k, err)
+	}
+	var s statusJSON
+	if err := json.Unmarshal(out, &s); err != nil {
+		t.Fatalf("status of peer %d: %v\n%s", k, err, out)
+	}
+	return s
+}
+
+// TestTestbedChurnThenSnapshot: with peer 4 down, peer 1 creates 3 000
+// files and deletes all but 100; once peer 4 has been away longer than
+// --forget-after (1m), the others prune that history, names and inodes
+// included. Peer 4 comes back, loads the namespace as a snapshot, and
+// shows exactly the files the others show.
+func TestTestbedChurnThenSnapshot(t *testing.T) {
+	needTestbed(t)
+	tb, bin, dir := newTestbed(t, "TESTBED_FLAGS=--reclaim-after 2s --keep-versions 0 --forget-after 1m")
+	tb.run("up", "4")
+	tb.run("wait-peers")
+	m1 := tb.run("mnt", "1")
+	if err := os.WriteFile(filepath.Join(m1, "before"), []byte("seen by all"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m4 := tb.run("mnt", "4")
+	for wait := time.Now(); ; time.Sleep(100 * time.Millisecond) {
+		if _, err := os.Stat(filepath.Join(m4, "before")); err == nil {
+			break
+		}
+		if time.Since(wait) > 20*time.Second {
+			t.Fatal("peer 4 does not see the first file")
+		}
+	}
+	tb.run("kill", "4")
+	away := time.Now()
+	const cycles, kept = 3000, 100
+	for i := range cycles {
+		p := filepath.Join(m1, fmt.Sprintf("f%05d", i))
+		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if i >= kept {
+			if err := os.Remove(p); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Logf("%d files created, %d deleted on peer 1 in %v", cycles, cycles-kept, time.Since(away).Round(time.Second))
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		s := peerStatus(t, bin, dir, 1)
+		if s.GC.PrunedNames >= cycles-kept && s.GC.PrunedInodes >= cycles-kept {
+			t.Logf("peer 1 pruned %d records, %d names, %d inodes %v after peer 4 left",
+				s.GC.PrunedRecords, s.GC.PrunedNames, s.GC.PrunedInodes, time.Since(away).Round(time.Second))
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("peer 1 has not pruned the deleted files: %+v", s.GC)
+		}
+		time.Sleep(2 * time.Second)
+	}
+	tb.run("start", "4")
+	for wait := time.Now(); ; time.Sleep(500 * time.Millisecond) {
+		s := peerStatus(t, bin, dir, 4)
+		if s.GC.Snapshots >= 1 {
+			break
+		}
+		if time.Since(wait) > time.Minute {
+			t.Fatalf("peer 4 has loaded no snapshot: %+v", s.GC)
+		}
+	}
+	m4 = tb.run("mnt", "4")
+	list := func(m string) []string {
+		ents, err := os.ReadDir(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, e := range ents {
+			out = append(out, e.Name())
+		}
+		return out
+	}
+	for wait := time.Now(); ; time.Sleep(500 * time.Millisecond) {
+		got, want := list(m4), list(m1)
+		if len(want) == kept+1 && fmt.Sprint(got) == fmt.Sprint(want) {
+			break
+		}
+		if time.Since(wait) > 30*time.Second {
+			t.Fatalf("peer 4 shows %d names, peer 1 %d (want %d)", len(got), len(want), kept+1)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(m4, "f00042")); err != nil || string(b) != "x" {
+		t.Fatalf("a kept file on peer 4: %q, %v", b, err)
 	}
 }
