@@ -3,6 +3,7 @@ package index
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/vfs"
 )
@@ -67,4 +68,9 @@ func BenchmarkCreateDeleteCycle(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(size()-before)/float64(b.N), "index-B/op")
+	// What is left once every member has seen it all (ns_prune.go).
+	if _, err := db.Prune(db.VersionVector(), time.Now().Add(time.Hour), nil); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(size()-before)/float64(b.N), "pruned-B/op")
 }
