@@ -38,6 +38,10 @@ type snapshotSession struct {
 	peer  format.NodeID
 	snap  *index.Snapshot
 	timer *time.Timer
+	// mu is held while a page is read, so the snapshot is not closed
+	// under it (by the idle timer); closed says it was.
+	mu     sync.Mutex
+	closed bool
 }
 
 // SnapshotsLoaded returns how many snapshots this node loaded since it
@@ -83,7 +87,13 @@ func (n *Node) serveSnapshot(id uint64, from format.NodeID, session uint64, afte
 	if len(after) > 0 {
 		start = after
 	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return wire.AppendError(nil, id, wire.CodeInternal, "the snapshot session expired: start again")
+	}
 	items, done, err := s.snap.Page(start, wire.SnapshotPageBytes)
+	s.mu.Unlock()
 	if err != nil {
 		n.endSnapshot(session)
 		return wire.AppendError(nil, id, wire.CodeInternal, "snapshot: "+err.Error())
@@ -114,7 +124,12 @@ func (n *Node) endSnapshot(session uint64) {
 	st.mu.Unlock()
 	if s != nil {
 		s.timer.Stop()
-		s.snap.Close()
+		s.mu.Lock()
+		if !s.closed {
+			s.closed = true
+			s.snap.Close()
+		}
+		s.mu.Unlock()
 	}
 }
 

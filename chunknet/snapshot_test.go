@@ -75,7 +75,7 @@ func TestJoinFromSnapshot(t *testing.T) {
 
 	c := startNode(t, cfg)
 	connectAll(t, a, b, c)
-	waitFor(t, 10*time.Second, "the joiner to load a snapshot", func() bool { return c.node.SnapshotsLoaded() == 1 })
+	waitFor(t, 30*time.Second, "the joiner to load a snapshot", func() bool { return c.node.SnapshotsLoaded() == 1 })
 	if got, want := names(t, c.db), names(t, a.db); !reflect.DeepEqual(got, want) || len(got) != 40 {
 		t.Fatalf("the joiner shows %d names %v; want %d %v", len(got), got, len(want), want)
 	}
@@ -113,12 +113,13 @@ func TestForgottenMemberCatchesUp(t *testing.T) {
 	deleteFiles(t, a.node, a.db, 0, 10)
 	publishFiles(t, a.node, 20, 30)
 	waitFor(t, 30*time.Second, "a and b to prune past the absent member", func() bool {
-		f, _ := a.db.Floors()
-		return f[a.node.ID()] > 20
+		fa, _ := a.db.Floors()
+		fb, _ := b.db.Floors()
+		return fa[a.node.ID()] > 20 && fb[a.node.ID()] > 20
 	})
 	back := startNodeIn(t, dir, cfg)
 	connectAll(t, a, b, back)
-	waitFor(t, 10*time.Second, "the returning member to load a snapshot", func() bool { return back.node.SnapshotsLoaded() == 1 })
+	waitFor(t, 30*time.Second, "the returning member to load a snapshot", func() bool { return back.node.SnapshotsLoaded() == 1 })
 	waitFor(t, 10*time.Second, "its change made while away to reach a", func() bool {
 		_, ok, _ := a.db.LookupDirent(index.RootID, "500")
 		return ok

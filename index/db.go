@@ -26,8 +26,11 @@ type Options struct {
 	// Logger receives the index's and Pebble's messages; nil means
 	// slog.Default().
 	Logger *slog.Logger
-	// OnApply, if set, is called after a record received from a peer has
-	// been committed by Apply, on Apply's goroutine, with no lock held.
+	// OnApply, if set, is called once a record received from a peer is
+	// committed, before the version vector in memory counts it (so
+	// whoever sees Applied reach a record also sees OnApply's effect):
+	// on Apply's goroutine, with the write lock held, so it must not
+	// call the DB (fusefs only queues the record).
 	OnApply func(rec *Record)
 	// Identity is this node's key. With one, the node ID is derived from
 	// it (format.NodeIDOf), records are signed, and the DB belongs to a

@@ -294,8 +294,11 @@
 //   - stateMu guards the in-memory copy of the version vector; the clock and
 //     chunk counters are atomics. Both are updated only after the batch that
 //     persists them has committed.
-//   - Options.OnApply runs on the goroutine that called Apply, after every
-//     lock is released, so it may call back into the DB.
+//   - Options.OnApply runs on the goroutine that called Apply, under
+//     writeMu, once the record's batch committed and before the version
+//     vector in memory counts it: whoever sees Applied reach a record
+//     (the fsync barrier) also sees what OnApply did. It must not call
+//     the DB.
 //
 // Writes of this node's own changes (Commit, PutChunks, PutGroups) are
 // durable when the method returns nil. Apply of a peer's record is not

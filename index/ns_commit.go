@@ -394,9 +394,6 @@ func (db *DB) apply(rec *Record, stored []byte) (applied bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	if f := db.onApply.Load(); f != nil {
-		(*f)(rec)
-	}
 	return true, nil
 }
 
@@ -444,6 +441,9 @@ func (db *DB) commitRecord(rec *Record, enc []byte, clock uint64, opts *pebble.W
 	}
 	committed = true
 	db.hlc.Store(clock)
+	if f := db.onApply.Load(); f != nil && !fresh {
+		(*f)(rec) // before the vector counts it (see Options.OnApply)
+	}
 	db.stateMu.Lock()
 	db.vv[rec.Origin] = rec.Seq
 	db.stateMu.Unlock()

@@ -259,10 +259,14 @@ func TestApplySequence(t *testing.T) {
 		seen []uint64
 	)
 	var db *DB
+	early := true
 	db = openAt(t, vfs.NewMem(), "db", Options{OnApply: func(rec *Record) {
-		db.VersionVector() // no lock is held: calling back in is fine
+		// Before the vector counts it: whoever sees Applied reach the
+		// record sees what OnApply did (the fsync barrier).
+		counted := db.VersionVector()[rec.Origin] >= rec.Seq
 		mu.Lock()
 		seen = append(seen, rec.Seq)
+		early = early && !counted
 		mu.Unlock()
 	}})
 	src := openMem(t, nil)
@@ -291,8 +295,8 @@ func TestApplySequence(t *testing.T) {
 	if vv := db.VersionVector(); vv[origin] != 4 || len(vv) != 1 {
 		t.Fatalf("VersionVector = %v", vv)
 	}
-	if !reflect.DeepEqual(seen, []uint64{1, 2, 3, 4}) {
-		t.Fatalf("OnApply saw %v", seen)
+	if !reflect.DeepEqual(seen, []uint64{1, 2, 3, 4}) || !early {
+		t.Fatalf("OnApply saw %v (before the vector counted each: %v)", seen, early)
 	}
 	if db.HLCNow() < recs[3].HLC {
 		t.Fatalf("clock %d behind applied record %d", db.HLCNow(), recs[3].HLC)

@@ -585,17 +585,12 @@ func (db *DB) relink(places map[uint64]place) error {
 
 // reloadMembers reads the member list again (after a snapshot replaced it).
 func (db *DB) reloadMembers() error {
-	db.stateMu.Lock()
-	clear(db.members)
-	db.stateMu.Unlock()
 	fresh := &DB{pdb: db.pdb, members: make(map[format.NodeID]Member)}
 	if err := fresh.loadMembers(); err != nil {
 		return err
 	}
 	db.stateMu.Lock()
-	for id, m := range fresh.members {
-		db.members[id] = m
-	}
+	db.members = fresh.members
 	db.stateMu.Unlock()
 	if f := db.onMembers.Load(); f != nil {
 		(*f)()
