@@ -346,13 +346,16 @@ func TestClusterNamespaceOps(t *testing.T) {
 	waitContent(t, filepath.Join(b, "d1", "y"), []byte("hJllo!!"))
 	must(os.Truncate(filepath.Join(a, "d1", "y"), 2))
 	waitContent(t, filepath.Join(b, "d1", "y"), []byte("hJ"))
-	if err := os.Link(filepath.Join(a, "d1", "y"), filepath.Join(a, "d1", "hard")); !errors.Is(err, syscall.EPERM) {
-		t.Errorf("link(2): %v, want EPERM", err)
+	must(os.Link(filepath.Join(a, "d1", "y"), filepath.Join(a, "d1", "hard")))
+	waitContent(t, filepath.Join(b, "d1", "hard"), []byte("hJ"))
+	if err := os.Link(filepath.Join(a, "d1", "d2"), filepath.Join(a, "d1", "dirlink")); !errors.Is(err, syscall.EPERM) {
+		t.Errorf("link(2) of a directory: %v, want EPERM", err)
 	}
 	if err := os.Remove(filepath.Join(a, "d1")); err == nil {
 		t.Fatal("rmdir of a non-empty directory succeeded")
 	}
 	must(os.Remove(filepath.Join(a, "d1", "y")))
+	must(os.Remove(filepath.Join(a, "d1", "hard")))
 	must(os.Remove(filepath.Join(a, "d1", "link")))
 	must(os.Remove(filepath.Join(a, "d1", "d2")))
 	must(os.Remove(filepath.Join(a, "d1")))

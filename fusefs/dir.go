@@ -70,11 +70,15 @@ func (d *dirNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (
 	return child, 0
 }
 
-// attrOf fills out for a node, taking unpublished local writes into account.
+// attrOf fills out for a node, taking unpublished local writes and hard
+// links into account.
 func (fsys *FS) attrOf(n *fs.Inode, ino *index.Inode, out *fuse.Attr) {
 	f, ok := n.Operations().(*fileNode)
 	if !ok {
 		fsys.fillAttr(ino, ino.Size, ino.MtimeNs, out)
+		if ino.Type != index.TypeDir {
+			fsys.countLinks(ino.ID, out)
+		}
 		return
 	}
 	size, mtime, unlinked := ino.Size, ino.MtimeNs, false
@@ -85,6 +89,19 @@ func (fsys *FS) attrOf(n *fs.Inode, ino *index.Inode, out *fuse.Attr) {
 	f.localAtime(out)
 	if _, parent := n.Parent(); parent == nil || unlinked {
 		out.Nlink = 0 // unlinked, still open
+		return
+	}
+	fsys.countLinks(ino.ID, out)
+}
+
+// countLinks sets out.Nlink to the number of names that show inode id,
+// when it may have more than one (fillAttr's 1 stands otherwise).
+func (fsys *FS) countLinks(id uint64, out *fuse.Attr) {
+	if !fsys.db.MayHaveLinks(id) {
+		return
+	}
+	if names, err := fsys.db.Names(id); err == nil {
+		out.Nlink = uint32(len(names))
 	}
 }
 
@@ -275,10 +292,40 @@ func (d *dirNode) remove(ctx context.Context, name string, wantDir bool) syscall
 	if err != nil {
 		return d.fsys.toErrno("remove", err)
 	}
-	if child != 0 {
-		d.fsys.markUnlinked(child)
-	}
+	d.fsys.unlinkedIfNameless(child)
 	return 0
+}
+
+// Link makes name a further name of target (a hard link).
+func (d *dirNode) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if errno := checkName(name); errno != 0 {
+		return nil, errno
+	}
+	id := target.EmbeddedInode().StableAttr().Ino
+	ino, errno := d.fsys.getInode(id)
+	if errno != 0 {
+		return nil, errno
+	}
+	if err := d.fsys.ns.Link(d.id, name, ino); err != nil {
+		return nil, d.fsys.toErrno("link", err)
+	}
+	n := target.EmbeddedInode()
+	d.AddChild(name, n, true)
+	d.fsys.attrOf(n, &ino, &out.Attr)
+	return n, 0
+}
+
+// unlinkedIfNameless marks file id unlinked (its pending changes are
+// dropped) once no name shows it any more: deleting one of its hard
+// links leaves it alive under the others.
+func (fsys *FS) unlinkedIfNameless(id uint64) {
+	if id == 0 {
+		return
+	}
+	if names, err := fsys.db.Names(id); err == nil && len(names) > 0 {
+		return
+	}
+	fsys.markUnlinked(id)
 }
 
 func (d *dirNode) Unlink(ctx context.Context, name string) syscall.Errno {
@@ -324,9 +371,7 @@ func (d *dirNode) Rename(ctx context.Context, name string, newParent fs.InodeEmb
 	if err != nil {
 		return fsys.toErrno("rename", err)
 	}
-	if replaced != 0 {
-		fsys.markUnlinked(replaced) // nobody reaches it any more
-	}
+	fsys.unlinkedIfNameless(replaced) // nobody reaches it any more, unless by another link
 	return 0
 }
 
@@ -352,12 +397,6 @@ func (d *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno
 }
 
 var _ = (fs.NodeLinker)((*dirNode)(nil))
-
-// Link refuses hard links cleanly: a file has one name in the shared
-// namespace.
-func (d *dirNode) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	return nil, syscall.EPERM
-}
 
 var _ = (fs.NodeMknoder)((*dirNode)(nil))
 

@@ -208,6 +208,7 @@ var nsErrnos = []struct {
 	{namespace.ErrMoveCopy, syscall.EXDEV},
 	{namespace.ErrBadName, syscall.EINVAL},
 	{namespace.ErrLongName, syscall.ENAMETOOLONG},
+	{namespace.ErrLinkDir, syscall.EPERM},
 }
 
 func typeMode(t index.EntryType) uint32 {

@@ -10,8 +10,6 @@ import (
 // pass yet, each with its reason. None is a limit of FUSE: each is a
 // missing operation of the mount.
 var posixSkip = map[string]string{
-	"Link":                "hard links are not implemented yet (link(2) returns EPERM)",
-	"LinkUnlinkRename":    "hard links are not implemented yet (link(2) returns EPERM)",
 	"FcntlFlockLocksFile": "expects two descriptors of one process to conflict; POSIX record locks are per process, and oashare (like a local disk) leaves them to the kernel on each peer: they are not shared across peers",
 }
 

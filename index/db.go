@@ -233,6 +233,9 @@ func Open(dir string, opts Options) (*DB, error) {
 	if err == nil {
 		err = db.recoverOwnRecords()
 	}
+	if err == nil {
+		err = db.indexLinks()
+	}
 	if err != nil {
 		pdb.Close()
 		chunks.close()

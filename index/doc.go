@@ -132,6 +132,10 @@
 // Moved tombstone plus the new entry. Inode conflict copies of an entry
 // copy's child are listed too, named after the entry copy.
 //
+// Hard links: several entries may name one inode. Nothing in the inode
+// counts them; Names finds them through the "r" keys and keeps those the
+// view shows, so a link count is a function of the view too.
+//
 // Because everything the view shows is a function of the set of entry
 // versions and inode versions received, two nodes that have applied the
 // same records, in any interleaving of origins, show the same namespace.
@@ -195,6 +199,7 @@
 //	"E" parent[8] name 0 version[8] origin[16] → empty: the entry version is a head
 //	"N" parent[8] name 0 version[8] origin[16] → empty: a received entry version names it
 //	"C" parent[8] name              → empty: the entry has two heads or more
+//	"r" child[8] parent[8] name     → empty: an entry version of (parent, name) names child (hard links, ns_links.go)
 //	"l" origin[16] seq[8]           → record (Record.Wire: EncodeRecord bytes, then a signature on a network)
 //	"v" origin[16]                  → highest applied seq[8]
 //	"f" origin[16]                  → log floor: records up to seq[8] are pruned; hlc[8] of record seq

@@ -60,6 +60,11 @@ func (db *DB) applyEntry(b *pebble.Batch, de *Dirent, fresh bool) (bool, error) 
 	if err := b.Set(entryVerKey(prefixEntryHist, de.Parent, de.Name, self), val, nil); err != nil {
 		return false, err
 	}
+	if de.Child != 0 {
+		if err := b.Set(linkKey(de.Child, de.Parent, de.Name), nil, nil); err != nil {
+			return false, err
+		}
+	}
 	// Only whether the entry ends with two heads or more matters here:
 	// count at most three (an entry with thousands of concurrent versions
 	// costs each new one a few reads, not a scan of them all).

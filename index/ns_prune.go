@@ -149,7 +149,7 @@ func (db *DB) Prune(stable map[format.NodeID]uint64, cutoff time.Time, inUse fun
 	if err := loadingIn(snap); err != nil {
 		return st, err
 	}
-	names, oldEntries, named, err := pruneScanEntries(snap, cut, isStable)
+	names, oldEntries, prunedEntries, named, err := pruneScanEntries(snap, cut, isStable)
 	if err != nil {
 		return st, err
 	}
@@ -184,7 +184,7 @@ func (db *DB) Prune(stable map[format.NodeID]uint64, cutoff time.Time, inUse fun
 	if err := del(oldInodes); err != nil {
 		return st, err
 	}
-	st.Versions = len(oldEntries)/2 + len(oldInodes)/3
+	st.Versions = prunedEntries + len(oldInodes)/3
 
 	for len(names) > 0 {
 		n, err := db.pruneNames(names[:min(len(names), pruneBatch)])
@@ -326,19 +326,19 @@ func (c *headCursor) heads(group []byte) (map[VersionRef]bool, error) {
 
 // pruneScanEntries reads every entry version of snapshot r and returns
 // the dead names, the keys of the entry versions to delete (history and
-// named mark), how many versions those are, and the inodes the remaining
-// versions name.
-func pruneScanEntries(r pebble.Reader, cut uint64, isStable func(VersionRef) bool) (deadNames []deadName, keys [][]byte, named map[uint64]bool, err error) {
+// named mark, and the link keys of children no version left names), how
+// many versions those are, and the inodes the remaining versions name.
+func pruneScanEntries(r pebble.Reader, cut uint64, isStable func(VersionRef) bool) (deadNames []deadName, keys [][]byte, pruned int, named map[uint64]bool, err error) {
 	named = make(map[uint64]bool)
 	lo := []byte{prefixEntryHist}
 	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, 0, nil, err
 	}
 	defer it.Close()
 	hc, err := newHeadCursor(r, prefixEntryHead)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, 0, nil, err
 	}
 	defer hc.it.Close()
 	var versions []Dirent
@@ -388,17 +388,30 @@ func pruneScanEntries(r pebble.Reader, cut uint64, isStable func(VersionRef) boo
 			deadNames = append(deadNames, deadName{p, name, heads})
 			return nil
 		}
+		kept := make(map[uint64]bool, 1) // children of the versions kept
+		var gone []uint64                 // children of the versions pruned
 		for i := range versions {
 			de := &versions[i]
 			if !isHead[de.Ref()] {
 				if t, ok := by[de.Ref()]; !ok || t < cut {
 					keys = append(keys, entryVerKey(prefixEntryHist, p, name, de.Ref()),
 						entryVerKey(prefixEntryNamed, p, name, de.Ref()))
+					pruned++
+					gone = append(gone, de.Child)
 					continue
 				}
 			}
 			if de.Child != 0 {
 				named[de.Child] = true
+				kept[de.Child] = true
+			}
+		}
+		// The name no longer names a child none of its versions left
+		// names: its link key goes.
+		for _, c := range gone {
+			if c != 0 && !kept[c] {
+				keys = append(keys, linkKey(c, p, name))
+				kept[c] = true // once
 			}
 		}
 		return nil
@@ -406,22 +419,22 @@ func pruneScanEntries(r pebble.Reader, cut uint64, isStable func(VersionRef) boo
 	for ok := it.First(); ok; ok = it.Next() {
 		de, err := entryVersionAt(it.Key(), it.Value())
 		if err != nil {
-			return nil, nil, nil, err
+			return nil, nil, 0, nil, err
 		}
 		if len(versions) > 0 && (versions[0].Parent != de.Parent || versions[0].Name != de.Name) {
 			if err := flush(); err != nil {
-				return nil, nil, nil, err
+				return nil, nil, 0, nil, err
 			}
 		}
 		versions = append(versions, de)
 	}
 	if err := it.Error(); err != nil {
-		return nil, nil, nil, err
+		return nil, nil, 0, nil, err
 	}
 	if err := flush(); err != nil {
-		return nil, nil, nil, err
+		return nil, nil, 0, nil, err
 	}
-	return deadNames, keys, named, nil
+	return deadNames, keys, pruned, named, nil
 }
 
 // entryVersionAt decodes an "e" key and its value.
@@ -552,6 +565,26 @@ func pruneScanInodes(r pebble.Reader, cut uint64, isStable func(VersionRef) bool
 	return keys, gone, nil
 }
 
+// eachEntryVersion calls fn with every stored version of (parent, name).
+func eachEntryVersion(r pebble.Reader, parent uint64, name string, fn func(*Dirent) error) error {
+	pre := entryNamePrefix(prefixEntryHist, parent, name)
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: pre, UpperBound: prefixEnd(pre)})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for it.First(); it.Valid(); it.Next() {
+		de, err := entryVersionAt(it.Key(), it.Value())
+		if err != nil {
+			return err
+		}
+		if err := fn(&de); err != nil {
+			return err
+		}
+	}
+	return it.Error()
+}
+
 // direntHistPrefix is the start of every entry version under parent.
 func direntHistPrefix(parent uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte{prefixEntryHist}, parent)
@@ -586,6 +619,15 @@ func (db *DB) pruneNames(names []deadName) (int, error) {
 		}
 		if !sameRefs(heads, d.heads) {
 			continue // a version arrived since
+		}
+		// The link keys of every child the name's versions named.
+		if err := eachEntryVersion(db.pdb, d.parent, d.name, func(de *Dirent) error {
+			if de.Child == 0 {
+				return nil
+			}
+			return b.Delete(linkKey(de.Child, d.parent, d.name), nil)
+		}); err != nil {
+			return 0, err
 		}
 		for _, p := range []byte{prefixEntryHist, prefixEntryHead, prefixEntryNamed} {
 			pre := entryNamePrefix(p, d.parent, d.name)

@@ -47,7 +47,7 @@ func treeView(t testing.TB, db *DB) string {
 func keyCount(t testing.TB, db *DB) (n int, bytes int64) {
 	t.Helper()
 	for _, p := range []byte{prefixInode, prefixDirent, prefixHistory, prefixHead, prefixNamed, prefixDerived,
-		prefixEntryHist, prefixEntryHead, prefixEntryNamed, prefixConflicted, prefixLog, prefixFloor} {
+		prefixEntryHist, prefixEntryHead, prefixEntryNamed, prefixConflicted, prefixLog, prefixFloor, prefixLinks} {
 		lo := []byte{p}
 		it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
 		if err != nil {

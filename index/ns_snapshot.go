@@ -48,7 +48,7 @@ var keySnapshot = []byte("m/snapshot")
 
 // snapshotPrefixes are the key prefixes a snapshot carries, in key order.
 var snapshotPrefixes = []byte{prefixConflicted, prefixEntryHead, prefixHead, prefixMember, prefixEntryNamed,
-	prefixDirent, prefixEntryHist, prefixHistory, prefixInode, prefixNamed, prefixDerived}
+	prefixDirent, prefixEntryHist, prefixHistory, prefixInode, prefixNamed, prefixLinks, prefixDerived}
 
 // MaxSnapshotKey bounds the key of one snapshot item.
 const MaxSnapshotKey = 1 + 8 + MaxNameLen + 1 + 8 + 16
@@ -649,6 +649,11 @@ func checkSnapshotItem(k, v []byte) error {
 		}
 		if end < 1 || len(k) != 9+end+1+8+16 {
 			return fmt.Errorf("%w: entry mark key of %d bytes", ErrInvalid, len(k))
+		}
+		return empty()
+	case prefixLinks:
+		if _, _, _, ok := linkKeyName(k); !ok {
+			return fmt.Errorf("%w: link key of %d bytes", ErrInvalid, len(k))
 		}
 		return empty()
 	case prefixConflicted:

@@ -46,6 +46,7 @@ var (
 	ErrMoveCopy = errors.New("a conflict copy cannot be renamed") // EXDEV: mv copies it, then unlinks it
 	ErrBadName  = errors.New("name is empty, '.' or '..'")        // EINVAL
 	ErrLongName = errors.New("name too long")                     // ENAMETOOLONG
+	ErrLinkDir  = errors.New("a directory cannot be hard-linked") // EPERM
 )
 
 // Namespace applies changes to the namespace of one node.
@@ -110,6 +111,39 @@ func (ns *Namespace) Create(parent uint64, name string, ino index.Inode) (index.
 		return ino, err
 	}
 	return *rec.Ops[0].Inode, nil
+}
+
+// Link makes name in directory parent a further name of child, a file,
+// symlink or special file (a hard link): an entry like any, so links made
+// or removed on several peers at once converge as entries do. An
+// existing name is ErrExists, a directory or a conflict copy ErrLinkDir.
+// Published with the batched sync of a create (chunknet.SyncBatched).
+func (ns *Namespace) Link(parent uint64, name string, child index.Inode) error {
+	if err := CheckName(name); err != nil {
+		return err
+	}
+	if child.Type == index.TypeDir || index.IsConflictID(child.ID) {
+		return ErrLinkDir
+	}
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	old, ok, err := ns.db.LookupDirent(parent, name)
+	if err != nil {
+		return err
+	}
+	if ok {
+		return ErrExists
+	}
+	de := index.Dirent{Parent: parent, Name: name, Child: child.ID, Type: child.Type}
+	if err := ns.setBase(&de, old, false); err != nil {
+		return err
+	}
+	ops, err := ns.touchDirs([]index.Op{{Dirent: &de}}, time.Now().UnixNano(), parent)
+	if err != nil {
+		return err
+	}
+	_, err = ns.node.Publish(ops, chunknet.SyncBatched)
+	return err
 }
 
 // Remove deletes the entry name of directory parent: a file, symlink or

@@ -1,0 +1,125 @@
+package index
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+
+	"github.com/cockroachdb/pebble"
+)
+
+// Hard links. An inode may be named by several entries; nothing in the
+// inode says how many. The "r" keys are the reverse index that finds them:
+// "r" child[8] parent[8] name for every (parent, name) some entry version
+// of which names child. A name may have named a child once and name
+// another now, so Names checks each against the view: an inode's links
+// are the names whose shown entry is it. The keys go when the name, or
+// its every version naming child, is pruned (ns_prune.go).
+
+const prefixLinks = 'r'
+
+func linkKey(child, parent uint64, name string) []byte {
+	k := make([]byte, 0, 1+8+8+len(name))
+	k = append(k, prefixLinks)
+	k = binary.BigEndian.AppendUint64(k, child)
+	k = binary.BigEndian.AppendUint64(k, parent)
+	return append(k, name...)
+}
+
+var keyLinksIndexed = []byte("m/links")
+
+// Names returns every entry that shows inode id: its hard links (an
+// entry conflict copy of a name is not counted). An inode no name shows
+// (deleted, maybe still open) has none.
+func (db *DB) Names(id uint64) ([]Dirent, error) {
+	if db.closed.Load() {
+		return nil, ErrClosed
+	}
+	snap := db.pdb.NewSnapshot()
+	defer snap.Close()
+	lo := binary.BigEndian.AppendUint64([]byte{prefixLinks}, id)
+	it, err := snap.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	var out []Dirent
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()
+		if len(k) <= 1+8+8 {
+			return nil, fmt.Errorf("%w: link key of %d bytes", ErrCorrupt, len(k))
+		}
+		parent, name := binary.BigEndian.Uint64(k[9:17]), string(k[17:])
+		de, ok, err := lookupDirent(snap, parent, name)
+		if err != nil {
+			return nil, fmt.Errorf("index: names of %d: %w", id, err)
+		}
+		if ok && de.Child == id {
+			out = append(out, de)
+		}
+	}
+	return out, it.Error()
+}
+
+// MayHaveLinks reports whether inode id may have more than one name:
+// whether two names or more ever named it (one seek, for getattr).
+func (db *DB) MayHaveLinks(id uint64) bool {
+	lo := binary.BigEndian.AppendUint64([]byte{prefixLinks}, id)
+	n, err := countUnder(db.pdb, lo, 2)
+	return err != nil || n > 1
+}
+
+// indexLinks writes the "r" keys of every entry version, once: an index
+// made before hard links has none.
+func (db *DB) indexLinks() error {
+	if done, err := has(db.pdb, keyLinksIndexed); err != nil || done {
+		return err
+	}
+	lo := []byte{prefixEntryHist}
+	it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	b := db.pdb.NewBatch()
+	defer func() { b.Close() }()
+	n := 0
+	for it.First(); it.Valid(); it.Next() {
+		de, err := entryVersionAt(it.Key(), it.Value())
+		if err != nil {
+			return err
+		}
+		if de.Child == 0 {
+			continue
+		}
+		if err := b.Set(linkKey(de.Child, de.Parent, de.Name), nil, nil); err != nil {
+			return err
+		}
+		if n++; n%4096 == 0 {
+			if err := b.Commit(pebble.NoSync); err != nil {
+				return err
+			}
+			b.Close()
+			b = db.pdb.NewBatch()
+		}
+	}
+	if err := it.Error(); err != nil {
+		return err
+	}
+	if err := b.Set(keyLinksIndexed, nil, nil); err != nil {
+		return err
+	}
+	return b.Commit(pebble.Sync)
+}
+
+// linkKeyName splits an "r" key into child, parent and name.
+func linkKeyName(k []byte) (child, parent uint64, name []byte, ok bool) {
+	if len(k) <= 1+8+8 || k[0] != prefixLinks {
+		return 0, 0, nil, false
+	}
+	name = k[17:]
+	if bytes.IndexByte(name, 0) >= 0 || bytes.IndexByte(name, '/') >= 0 {
+		return 0, 0, nil, false
+	}
+	return binary.BigEndian.Uint64(k[1:9]), binary.BigEndian.Uint64(k[9:17]), name, true
+}
