@@ -389,7 +389,7 @@ func pruneScanEntries(r pebble.Reader, cut uint64, isStable func(VersionRef) boo
 			return nil
 		}
 		kept := make(map[uint64]bool, 1) // children of the versions kept
-		var gone []uint64                 // children of the versions pruned
+		var gone []uint64                // children of the versions pruned
 		for i := range versions {
 			de := &versions[i]
 			if !isHead[de.Ref()] {
