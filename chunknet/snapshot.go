@@ -147,12 +147,17 @@ func (n *Node) closeSnapshots() {
 }
 
 // loadSnapshot replaces this node's namespace with a snapshot from p (see
-// index ns_snapshot.go). Another load under way makes it return at once.
-func (n *Node) loadSnapshot(ctx context.Context, p *peer) error {
+// index ns_snapshot.go). since is SnapshotsLoaded when the caller found a
+// snapshot needed: another load under way, or one that ended since, makes
+// it return at once (the caller pulls again).
+func (n *Node) loadSnapshot(ctx context.Context, p *peer, since int) error {
 	if !n.snaps.loading.TryLock() {
 		return nil
 	}
 	defer n.snaps.loading.Unlock()
+	if n.SnapshotsLoaded() != since {
+		return nil
+	}
 	start := time.Now()
 	call := func(session uint64, after []byte) (wire.SnapshotPage, error) {
 		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)

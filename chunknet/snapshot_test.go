@@ -69,8 +69,9 @@ func TestJoinFromSnapshot(t *testing.T) {
 	})
 	waitFor(t, 20*time.Second, "a and b to prune a's log", func() bool { return pruned(t, a, a) && pruned(t, b, a) })
 	waitFor(t, 10*time.Second, "the deleted files' inodes to be pruned", func() bool {
-		_, ok, _ := a.db.GetInode(100)
-		return !ok
+		_, aok, _ := a.db.GetInode(100)
+		_, bok, _ := b.db.GetInode(100)
+		return !aok && !bok
 	})
 
 	c := startNode(t, cfg)

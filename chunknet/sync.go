@@ -245,13 +245,14 @@ func (n *Node) pullLoop(ctx context.Context, p *peer) {
 
 // pullFrom fetches and applies everything p has that we lack.
 func (n *Node) pullFrom(ctx context.Context, p *peer) error {
-	if n.db.NeedsSnapshot() {
+	if loads := n.SnapshotsLoaded(); n.db.NeedsSnapshot() {
 		// A snapshot load was cut short: the namespace is incomplete.
-		if err := n.loadSnapshot(ctx, p); err != nil {
+		if err := n.loadSnapshot(ctx, p, loads); err != nil {
 			return err
 		}
 	}
 	for round := 0; round < 1000; round++ {
+		loads := n.SnapshotsLoaded() // before the vector the Pull sends
 		vv := n.db.VersionVector()
 		entries := make([]wire.VVEntry, 0, len(vv))
 		for o, s := range vv {
@@ -276,7 +277,7 @@ func (n *Node) pullFrom(ctx context.Context, p *peer) error {
 		more, recs, err := wire.DecodeRecords(payload)
 		if errors.Is(err, wire.ErrSnapshotNeeded) {
 			// The peer pruned records this node lacks.
-			if err := n.loadSnapshot(ctx, p); err != nil {
+			if err := n.loadSnapshot(ctx, p, loads); err != nil {
 				return err
 			}
 			continue
