@@ -76,9 +76,7 @@ func (fsys *FS) attrOf(n *fs.Inode, ino *index.Inode, out *fuse.Attr) {
 	f, ok := n.Operations().(*fileNode)
 	if !ok {
 		fsys.fillAttr(ino, ino.Size, ino.MtimeNs, out)
-		if ino.Type != index.TypeDir {
-			fsys.countLinks(ino.ID, out)
-		}
+		fsys.fillCounts(ino, out)
 		return
 	}
 	size, mtime, unlinked := ino.Size, ino.MtimeNs, false
@@ -92,6 +90,32 @@ func (fsys *FS) attrOf(n *fs.Inode, ino *index.Inode, out *fuse.Attr) {
 		return
 	}
 	fsys.countLinks(ino.ID, out)
+}
+
+// fillCounts sets out.Nlink: a directory's subdirectories, anything
+// else's names.
+func (fsys *FS) fillCounts(ino *index.Inode, out *fuse.Attr) {
+	if ino.Type == index.TypeDir {
+		fsys.countSubdirs(ino.ID, out)
+	} else {
+		fsys.countLinks(ino.ID, out)
+	}
+}
+
+// countSubdirs sets a directory's out.Nlink as a local disk does: 2 (its
+// name and its ".") plus one per subdirectory (their "..").
+func (fsys *FS) countSubdirs(id uint64, out *fuse.Attr) {
+	des, err := fsys.db.ReadDir(id)
+	if err != nil {
+		return
+	}
+	n := uint32(2)
+	for _, de := range des {
+		if de.Type == index.TypeDir {
+			n++
+		}
+	}
+	out.Nlink = n
 }
 
 // countLinks sets out.Nlink to the number of names that show inode id,
@@ -130,6 +154,7 @@ func (d *dirNode) Getattr(ctx context.Context, f fs.FileHandle, out *fuse.AttrOu
 		return errno
 	}
 	d.fsys.fillAttr(&ino, ino.Size, ino.MtimeNs, &out.Attr)
+	d.fsys.fillCounts(&ino, &out.Attr)
 	return 0
 }
 
@@ -179,6 +204,7 @@ func (fsys *FS) setattr(ctx context.Context, id uint64, f *fileState, in *fuse.S
 		f.mtime = ino.MtimeNs
 	}
 	fsys.fillAttr(&ino, ino.Size, ino.MtimeNs, &out.Attr)
+	fsys.fillCounts(&ino, &out.Attr)
 	return 0
 }
 
@@ -211,6 +237,7 @@ func (f *fileState) foldAttrs(in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Err
 	p.CtimeNs = time.Now().UnixNano()
 	p.Apply(&ino)
 	f.fsys.fillAttr(&ino, f.c.size, f.mtime, &out.Attr)
+	f.fsys.countLinks(ino.ID, &out.Attr)
 	return 0
 }
 

@@ -97,6 +97,9 @@ func KernelOptions(name, fsName string, cacheTimeout time.Duration, allowOther b
 		EntryTimeout:    &to,
 		AttrTimeout:     &to,
 		NegativeTimeout: &to,
+		// Mode bits are shown as they are: a file made with mode 0 is
+		// 0000, as on a local disk (go-fuse would show 0644).
+		NullPermissions: true,
 	}
 }
 

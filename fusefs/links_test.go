@@ -226,3 +226,57 @@ func readAllFrom(f *os.File) ([]byte, error) {
 	_, err := buf.ReadFrom(f)
 	return buf.Bytes(), err
 }
+
+// TestDirectoryLinkCount: a directory's nlink is 2 plus its
+// subdirectories, as on a local disk, on every peer.
+func TestDirectoryLinkCount(t *testing.T) {
+	peers := startCluster(t, 2, 2)
+	m0, m1 := peers[0].mnt, peers[1].mnt
+	d := filepath.Join(m0, "d")
+	for _, p := range []string{d, filepath.Join(d, "s1"), filepath.Join(d, "s2"), filepath.Join(d, "s2", "deeper")} {
+		if err := os.Mkdir(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(d, "file"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		path  string
+		nlink uint64
+	}{{"d", 4}, {"d/s1", 2}, {"d/s2", 3}} {
+		if _, n, err := statOf(t, filepath.Join(m0, c.path)); err != nil || n != c.nlink {
+			t.Errorf("%s on the peer that made it: nlink %d (%v); want %d", c.path, n, err, c.nlink)
+		}
+		ino, _, _ := statOf(t, filepath.Join(m0, c.path))
+		waitLinks(t, filepath.Join(m1, c.path), ino, c.nlink)
+	}
+	if err := os.Remove(filepath.Join(d, "s1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, n, _ := statOf(t, d); n != 3 {
+		t.Errorf("after rmdir of a subdirectory: nlink %d; want 3", n)
+	}
+}
+
+// TestCreateModeZero: open(O_CREAT) with mode 0 makes a file of mode
+// 0000, as on a local disk, seen so on another peer.
+func TestCreateModeZero(t *testing.T) {
+	peers := startCluster(t, 2, 2)
+	p := filepath.Join(peers[0].mnt, "zero")
+	fd, err := syscall.Open(p, syscall.O_CREAT|syscall.O_WRONLY|syscall.O_EXCL, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	syscall.Close(fd)
+	for _, m := range []string{peers[0].mnt, peers[1].mnt} {
+		waitFor(t, 5*time.Second, "the file on the peer", func() bool {
+			_, err := os.Stat(filepath.Join(m, "zero"))
+			return err == nil
+		})
+		st, err := os.Stat(filepath.Join(m, "zero"))
+		if err != nil || st.Mode().Perm() != 0 {
+			t.Errorf("mode of a file created with mode 0: %v (%v); want ----------", st.Mode(), err)
+		}
+	}
+}

@@ -28,6 +28,7 @@ func (s *specialNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.A
 		return errno
 	}
 	s.fsys.fillAttr(&ino, 0, ino.MtimeNs, &out.Attr)
+	s.fsys.fillCounts(&ino, &out.Attr)
 	return 0
 }
 

@@ -35,6 +35,7 @@ func (s *symlinkNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.A
 		return errno
 	}
 	s.fsys.fillAttr(&ino, ino.Size, ino.MtimeNs, &out.Attr)
+	s.fsys.fillCounts(&ino, &out.Attr)
 	return 0
 }
 
