@@ -323,6 +323,38 @@ func (d *dirNode) remove(ctx context.Context, name string, wantDir bool) syscall
 	return 0
 }
 
+var _ = (fs.NodeTmpfiler)((*dirNode)(nil))
+
+// Tmpfile makes a file with no name, open (open with O_TMPFILE): its
+// writes go nowhere until linkat gives it a name (Link), after which they
+// are published at close like any file's.
+func (d *dirNode) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	ino := index.Inode{Type: index.TypeFile, Mode: mode & 0o7777}
+	ino.Uid, ino.Gid = d.fsys.owner(ctx)
+	ino, err := d.fsys.ns.CreateUnnamed(ino)
+	if err != nil {
+		return nil, nil, 0, d.fsys.toErrno("tmpfile", err)
+	}
+	child := d.NewInode(ctx, &fileNode{fsys: d.fsys, id: ino.ID}, fs.StableAttr{Mode: typeMode(ino.Type), Ino: ino.ID})
+	d.fsys.track(child)
+	d.fsys.fillAttr(&ino, 0, ino.MtimeNs, &out.Attr)
+	out.Nlink = 0
+	f := child.Operations().(*fileNode)
+	fh, fuseFlags, errno := f.Open(ctx, flags&^syscall.O_TRUNC)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	if h, ok := fh.(*handle); ok {
+		h.st.mu.Lock()
+		if h.writable {
+			h.st.changes()
+		}
+		h.st.unlinked = true // no name yet: Link clears it
+		h.st.mu.Unlock()
+	}
+	return child, fh, fuseFlags, 0
+}
+
 // Link makes name a further name of target (a hard link).
 func (d *dirNode) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	if errno := checkName(name); errno != 0 {
@@ -336,6 +368,7 @@ func (d *dirNode) Link(ctx context.Context, target fs.InodeEmbedder, name string
 	if err := d.fsys.ns.Link(d.id, name, ino); err != nil {
 		return nil, d.fsys.toErrno("link", err)
 	}
+	d.fsys.markLinked(id) // a file of O_TMPFILE has a name now
 	n := target.EmbeddedInode()
 	d.AddChild(name, n, true)
 	d.fsys.attrOf(n, &ino, &out.Attr)

@@ -120,6 +120,20 @@ func (fsys *FS) inUse() chunknet.InUse {
 	return u
 }
 
+// markLinked records that file id has a name (again): its changes are
+// published.
+func (fsys *FS) markLinked(id uint64) {
+	fsys.filesMu.Lock()
+	st := fsys.files[id]
+	fsys.filesMu.Unlock()
+	if st == nil {
+		return
+	}
+	st.mu.Lock()
+	st.unlinked = false
+	st.mu.Unlock()
+}
+
 // markUnlinked records that this peer deleted file id (unlink, or a
 // rename over it): changes still pending for it are dropped.
 func (fsys *FS) markUnlinked(id uint64) {

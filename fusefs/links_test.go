@@ -3,6 +3,7 @@ package fusefs
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -10,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // statOf returns the inode number and link count of path.
@@ -277,6 +280,49 @@ func TestCreateModeZero(t *testing.T) {
 		st, err := os.Stat(filepath.Join(m, "zero"))
 		if err != nil || st.Mode().Perm() != 0 {
 			t.Errorf("mode of a file created with mode 0: %v (%v); want ----------", st.Mode(), err)
+		}
+	}
+}
+
+// TestTmpfile: open(O_TMPFILE) makes a file with no name; written, then
+// given a name by linkat, it shows under that name on another peer with
+// what was written; one never linked shows nowhere.
+func TestTmpfile(t *testing.T) {
+	peers := startCluster(t, 2, 2)
+	m0, m1 := peers[0].mnt, peers[1].mnt
+	fd, err := unix.Open(m0, unix.O_TMPFILE|unix.O_RDWR, 0o640)
+	if err != nil {
+		t.Fatalf("open O_TMPFILE: %v", err)
+	}
+	want := randBytes(t, 200<<10)
+	if _, err := unix.Write(fd, want); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Nlink != 0 || st.Mode&0o777 != 0o640 {
+		t.Fatalf("fstat of the unnamed file: nlink %d mode %o (%v); want 0 and 640", st.Nlink, st.Mode&0o777, err)
+	}
+	if err := unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), unix.AT_FDCWD, filepath.Join(m0, "named"), unix.AT_SYMLINK_FOLLOW); err != nil {
+		t.Fatalf("linkat: %v", err)
+	}
+	if err := unix.Close(fd); err != nil {
+		t.Fatal(err)
+	}
+	waitContent(t, filepath.Join(m1, "named"), want)
+	if _, n, err := statOf(t, filepath.Join(m1, "named")); err != nil || n != 1 {
+		t.Fatalf("the linked file on the other peer: nlink %d (%v)", n, err)
+	}
+	// Never linked: written, closed, gone.
+	fd, err = unix.Open(m0, unix.O_TMPFILE|unix.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.Write(fd, []byte("scratch"))
+	unix.Close(fd)
+	for _, m := range []string{m0, m1} {
+		ents, err := os.ReadDir(m)
+		if err != nil || len(ents) != 1 {
+			t.Fatalf("a peer lists %d entries (%v); want only named", len(ents), err)
 		}
 	}
 }

@@ -113,6 +113,22 @@ func (ns *Namespace) Create(parent uint64, name string, ino index.Inode) (index.
 	return *rec.Ops[0].Inode, nil
 }
 
+// CreateUnnamed makes a file no entry names (open with O_TMPFILE): a
+// name comes with Link, if ever. One that gets none is pruned with the
+// history, once no one has it open (index ns_prune.go).
+func (ns *Namespace) CreateUnnamed(ino index.Inode) (index.Inode, error) {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	now := time.Now().UnixNano()
+	ino.ID = ns.db.NewID()
+	ino.MtimeNs, ino.CtimeNs = now, now
+	rec, err := ns.node.Publish([]index.Op{{Inode: &ino}}, chunknet.SyncBatched)
+	if err != nil {
+		return ino, err
+	}
+	return *rec.Ops[0].Inode, nil
+}
+
 // Link makes name in directory parent a further name of child, a file,
 // symlink or special file (a hard link): an entry like any, so links made
 // or removed on several peers at once converge as entries do. An
