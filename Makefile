@@ -15,7 +15,7 @@ RUN_FLAGS ?=
 TEST_DEBS := fuse3 iproute2 util-linux procps sqlite3 git rsync tcpdump
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.6.1
 
-.PHONY: build run test test-race test-short lint fmt-check vet fuzz bench bench-go demo ci deps clean
+.PHONY: build run test test-race test-short lint fmt-check vet fuzz bench bench-go posix demo ci deps clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/oashare
@@ -100,6 +100,11 @@ bench-go:
 # Four peers on a private LAN of network namespaces (needs root).
 demo: build
 	scripts/demo
+
+# posix runs pjdfstest, built outside this repository (README: POSIX
+# suite), against a peer's mount of a 3-peer testbed: make posix PJDFSTEST=DIR
+posix: build
+	PJDFSTEST="$(PJDFSTEST)" scripts/posix
 
 ci: test lint
 
