@@ -365,8 +365,23 @@ func (d *dirNode) Link(ctx context.Context, target fs.InodeEmbedder, name string
 	if errno != 0 {
 		return nil, errno
 	}
-	if err := d.fsys.ns.Link(d.id, name, ino); err != nil {
+	// The file's ctime moves: with its unpublished changes if it has
+	// some (they are published together), else in the link's record.
+	touch := true
+	if st := d.fsys.existingState(id); st != nil {
+		st.mu.Lock()
+		if st.c != nil {
+			st.attrs.CtimeNs, touch = time.Now().UnixNano(), false
+		}
+		st.mu.Unlock()
+	}
+	if err := d.fsys.ns.Link(d.id, name, ino, touch); err != nil {
 		return nil, d.fsys.toErrno("link", err)
+	}
+	if touch {
+		if cur, errno := d.fsys.getInode(id); errno == 0 {
+			ino = cur
+		}
 	}
 	d.fsys.markLinked(id) // a file of O_TMPFILE has a name now
 	n := target.EmbeddedInode()

@@ -326,3 +326,57 @@ func TestTmpfile(t *testing.T) {
 		}
 	}
 }
+
+// ctimeOf returns path's ctime in nanoseconds.
+func ctimeOf(t *testing.T, path string) int64 {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Lstat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ctim.Nano()
+}
+
+// TestLinkCtime: as on a local disk, a file's ctime moves when a link is
+// made to it, when one of its names is deleted, and when a rename
+// replaces one of its names; the others keep showing it.
+func TestLinkCtime(t *testing.T) {
+	peers := startCluster(t, 2, 2)
+	m := peers[0].mnt
+	p := func(n string) string { return filepath.Join(m, n) }
+	for _, typ := range []string{"file", "fifo"} {
+		t.Run(typ, func(t *testing.T) {
+			a, b, c, other := p(typ+"-a"), p(typ+"-b"), p(typ+"-c"), p(typ+"-other")
+			var err error
+			if typ == "file" {
+				err = os.WriteFile(a, []byte("x"), 0o644)
+			} else {
+				err = syscall.Mkfifo(a, 0o644)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			step := func(what string, do func() error) {
+				t.Helper()
+				before := ctimeOf(t, a)
+				time.Sleep(20 * time.Millisecond)
+				if err := do(); err != nil {
+					t.Fatalf("%s: %v", what, err)
+				}
+				if after := ctimeOf(t, a); after <= before {
+					t.Errorf("%s: ctime %d, was %d; want it moved", what, after, before)
+				}
+			}
+			step("link", func() error { return os.Link(a, b) })
+			step("a second link", func() error { return os.Link(a, c) })
+			step("unlink of one name", func() error { return os.Remove(b) })
+			if err := os.WriteFile(other, []byte("y"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			step("rename over one name", func() error { return os.Rename(other, c) })
+			if _, n, err := statOf(t, a); err != nil || n != 1 {
+				t.Fatalf("nlink %d (%v); want 1", n, err)
+			}
+		})
+	}
+}

@@ -133,8 +133,11 @@ func (ns *Namespace) CreateUnnamed(ino index.Inode) (index.Inode, error) {
 // symlink or special file (a hard link): an entry like any, so links made
 // or removed on several peers at once converge as entries do. An
 // existing name is ErrExists, a directory or a conflict copy ErrLinkDir.
-// Published with the batched sync of a create (chunknet.SyncBatched).
-func (ns *Namespace) Link(parent uint64, name string, child index.Inode) error {
+// With touch, the child's ctime moves to now in the same record (a new
+// version of it, as POSIX wants of link); a caller folding that into
+// unpublished changes of the file passes false. Published with the
+// batched sync of a create (chunknet.SyncBatched).
+func (ns *Namespace) Link(parent uint64, name string, child index.Inode, touch bool) error {
 	if err := CheckName(name); err != nil {
 		return err
 	}
@@ -154,7 +157,19 @@ func (ns *Namespace) Link(parent uint64, name string, child index.Inode) error {
 	if err := ns.setBase(&de, old, false); err != nil {
 		return err
 	}
-	ops, err := ns.touchDirs([]index.Op{{Dirent: &de}}, time.Now().UnixNano(), parent)
+	now := time.Now().UnixNano()
+	ops := []index.Op{{Dirent: &de}}
+	if touch {
+		cur, err := ns.inode(child.ID)
+		if err != nil {
+			return err
+		}
+		cur.BaseVersion, cur.BaseOrigin = cur.Version, cur.Origin
+		cur.Supersedes = nil
+		cur.CtimeNs = now
+		ops = append(ops, index.Op{Inode: &cur})
+	}
+	ops, err = ns.touchDirs(ops, now, parent)
 	if err != nil {
 		return err
 	}
@@ -217,7 +232,19 @@ func (ns *Namespace) Remove(parent uint64, name string, wantDir bool) (uint64, e
 	if err != nil {
 		return 0, err
 	}
-	ops, err := ns.touchDirs([]index.Op{{Dirent: &tomb}}, time.Now().UnixNano(), parent)
+	ops, err := ns.touchLinked([]index.Op{{Dirent: &tomb}}, tomb.Child)
+	if err != nil {
+		return 0, err
+	}
+	if len(ops) > 1 {
+		// The file lives on under its other names, with its ctime moved
+		// in this record: a newer version than the one the tombstone
+		// saw, which would keep the name (see index's doc, shadowed
+		// tombstones). Updates racing this delete stay reachable
+		// through the other names, so the tombstone names no version.
+		tomb.ChildVersion, tomb.ChildOrigin = 0, format.NodeID{}
+	}
+	ops, err = ns.touchDirs(ops, time.Now().UnixNano(), parent)
 	if err != nil {
 		return 0, err
 	}
@@ -324,6 +351,11 @@ func (ns *Namespace) Rename(parent uint64, name string, newParent uint64, newNam
 				return 0, err
 			}
 			ops = append(ops, index.Op{Dirent: &tomb})
+		}
+	}
+	if exists && !index.IsConflictID(dst.Child) && dst.Child != src.Child {
+		if ops, err = ns.touchLinked(ops, dst.Child); err != nil {
+			return 0, err
 		}
 	}
 	ops, err = ns.touchDirs(ops, time.Now().UnixNano(), parent, newParent)
@@ -547,6 +579,27 @@ func (ns *Namespace) setBase(de *index.Dirent, seen index.Dirent, ok bool) error
 		de.BaseChild, de.BaseVersion, de.BaseOrigin = st.Child, st.Version, st.Origin
 	}
 	return nil
+}
+
+// touchLinked appends to ops a new version of file id with its ctime set
+// to now when it has names besides the one ops delete: the file lives on
+// with one link fewer, and POSIX moves its ctime.
+func (ns *Namespace) touchLinked(ops []index.Op, id uint64) ([]index.Op, error) {
+	if id == 0 || index.IsConflictID(id) {
+		return ops, nil
+	}
+	names, err := ns.db.Names(id)
+	if err != nil || len(names) < 2 {
+		return ops, err
+	}
+	ino, err := ns.inode(id)
+	if err != nil || ino.Type == index.TypeDir {
+		return ops, err
+	}
+	ino.BaseVersion, ino.BaseOrigin = ino.Version, ino.Origin
+	ino.Supersedes = nil
+	ino.CtimeNs = time.Now().UnixNano()
+	return append(ops, index.Op{Inode: &ino}), nil
 }
 
 // touchDirs appends to ops a new version of each directory in dirs (once
