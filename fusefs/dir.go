@@ -105,17 +105,9 @@ func (fsys *FS) fillCounts(ino *index.Inode, out *fuse.Attr) {
 // countSubdirs sets a directory's out.Nlink as a local disk does: 2 (its
 // name and its ".") plus one per subdirectory (their "..").
 func (fsys *FS) countSubdirs(id uint64, out *fuse.Attr) {
-	des, err := fsys.db.ReadDir(id)
-	if err != nil {
-		return
+	if n, err := fsys.db.Subdirs(id); err == nil {
+		out.Nlink = uint32(min(2+n, 1<<31))
 	}
-	n := uint32(2)
-	for _, de := range des {
-		if de.Type == index.TypeDir {
-			n++
-		}
-	}
-	out.Nlink = n
 }
 
 // countLinks sets out.Nlink to the number of names that show inode id,

@@ -122,21 +122,13 @@ func (fsys *FS) inUse() chunknet.InUse {
 
 // markLinked records that file id has a name (again): its changes are
 // published.
-func (fsys *FS) markLinked(id uint64) {
-	fsys.filesMu.Lock()
-	st := fsys.files[id]
-	fsys.filesMu.Unlock()
-	if st == nil {
-		return
-	}
-	st.mu.Lock()
-	st.unlinked = false
-	st.mu.Unlock()
-}
+func (fsys *FS) markLinked(id uint64) { fsys.setUnlinked(id, false) }
 
 // markUnlinked records that this peer deleted file id (unlink, or a
 // rename over it): changes still pending for it are dropped.
-func (fsys *FS) markUnlinked(id uint64) {
+func (fsys *FS) markUnlinked(id uint64) { fsys.setUnlinked(id, true) }
+
+func (fsys *FS) setUnlinked(id uint64, unlinked bool) {
 	fsys.filesMu.Lock()
 	st := fsys.files[id]
 	fsys.filesMu.Unlock()
@@ -144,7 +136,7 @@ func (fsys *FS) markUnlinked(id uint64) {
 		return
 	}
 	st.mu.Lock()
-	st.unlinked = true
+	st.unlinked = unlinked
 	st.mu.Unlock()
 }
 

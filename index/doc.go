@@ -200,6 +200,7 @@
 //	"N" parent[8] name 0 version[8] origin[16] → empty: a received entry version names it
 //	"C" parent[8] name              → empty: the entry has two heads or more
 //	"r" child[8] parent[8] name     → empty: an entry version of (parent, name) names child (hard links, ns_links.go)
+//	"s" parent[8]                   → count[8] of names in parent whose "d" value is a live directory (nlink)
 //	"l" origin[16] seq[8]           → record (Record.Wire: EncodeRecord bytes, then a signature on a network)
 //	"v" origin[16]                  → highest applied seq[8]
 //	"f" origin[16]                  → log floor: records up to seq[8] are pruned; hlc[8] of record seq
@@ -215,6 +216,7 @@
 //	    "m/chunk-log"               → where the chunk log stands (below)
 //	    "m/reclaim"                 → unix nanoseconds[8] of the last reclaim (its synced write)
 //	    "m/snapshot"                → empty: a snapshot load is under way or was cut short
+//	    "m/links", "m/subdirs"      → empty: the "r" and "s" keys were written for what existed before them
 //	    "m/network"                 → the network this node belongs to (ns_members.go)
 //	    "m/invite/" h[8]            → an invitation this node issued, h from SHA-256 of its token
 //

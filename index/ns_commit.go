@@ -411,6 +411,7 @@ func (db *DB) commitRecord(rec *Record, enc []byte, clock uint64, opts *pebble.W
 	defer func() {
 		db.settleHeads(committed)
 		db.settleMembers(committed)
+		clear(db.subdirsPending) // spent by addSubdirs, or dropped with a failed batch
 	}()
 	skipped := 0
 	for i, op := range rec.Ops {
@@ -421,6 +422,9 @@ func (db *DB) commitRecord(rec *Record, enc []byte, clock uint64, opts *pebble.W
 		if !won {
 			skipped++
 		}
+	}
+	if err := db.addSubdirs(b); err != nil {
+		return err
 	}
 	if err := b.Set(logKey(rec.Origin, rec.Seq), enc, nil); err != nil {
 		return err

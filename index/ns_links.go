@@ -3,6 +3,7 @@ package index
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 
 	"github.com/cockroachdb/pebble"
@@ -27,6 +28,101 @@ func linkKey(child, parent uint64, name string) []byte {
 }
 
 var keyLinksIndexed = []byte("m/links")
+
+// Subdirectory counts, for a directory's nlink: "s" parent[8] → the
+// number of names in parent whose newest entry version ("d" key) is a
+// live directory, kept by applyEntry in the batch that moves a "d" key.
+// A shadowed tombstone of a directory and an entry conflict copy of one
+// are not counted (both rare, both resolved by a later change).
+const prefixSubdirs = 's'
+
+func subdirsKey(parent uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{prefixSubdirs}, parent)
+}
+
+var keySubdirsCounted = []byte("m/subdirs")
+
+// isLiveDir reports whether de, a name's newest entry version, counts as
+// a subdirectory.
+func isLiveDir(de *Dirent) bool { return !de.Deleted && de.Type == TypeDir }
+
+// Subdirs returns how many subdirectories directory id has.
+func (db *DB) Subdirs(id uint64) (uint64, error) {
+	v, c, err := db.pdb.Get(subdirsKey(id))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	if len(v) != 8 {
+		return 0, fmt.Errorf("%w: subdirectory count of %d bytes", ErrCorrupt, len(v))
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+// addSubdirs applies the pending subdirectory count changes of a batch
+// to b (the caller holds writeMu).
+func (db *DB) addSubdirs(b *pebble.Batch) error {
+	for parent, d := range db.subdirsPending {
+		if d == 0 {
+			continue
+		}
+		n, err := db.Subdirs(parent)
+		if err != nil {
+			return err
+		}
+		n = uint64(max(int64(n)+d, 0))
+		if err := b.Set(subdirsKey(parent), putU64(n), nil); err != nil {
+			return err
+		}
+	}
+	clear(db.subdirsPending)
+	return nil
+}
+
+// countSubdirs writes every directory's subdirectory count, once: an
+// index made before the counts has none.
+func (db *DB) countSubdirs() error {
+	if done, err := has(db.pdb, keySubdirsCounted); err != nil || done {
+		return err
+	}
+	lo := []byte{prefixDirent}
+	it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	counts := make(map[uint64]uint64)
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()
+		if len(k) < 10 {
+			return fmt.Errorf("%w: entry key of %d bytes", ErrCorrupt, len(k))
+		}
+		de := Dirent{Parent: binary.BigEndian.Uint64(k[1:9])}
+		if err := decodeDirentValue(it.Value(), &de); err != nil {
+			return err
+		}
+		if isLiveDir(&de) {
+			counts[de.Parent]++
+		}
+	}
+	if err := it.Error(); err != nil {
+		return err
+	}
+	b := db.pdb.NewBatch()
+	defer b.Close()
+	for p, n := range counts {
+		if err := b.Set(subdirsKey(p), putU64(n), nil); err != nil {
+			return err
+		}
+	}
+	if err := b.Set(keySubdirsCounted, nil, nil); err != nil {
+		return err
+	}
+	return b.Commit(pebble.Sync)
+}
 
 // Names returns every entry that shows inode id: its hard links (an
 // entry conflict copy of a name is not counted). An inode no name shows

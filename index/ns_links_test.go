@@ -48,3 +48,48 @@ func TestNames(t *testing.T) {
 	db = openAt(t, fs, "db", Options{})
 	count(1)
 }
+
+// TestSubdirs: a directory's subdirectory count follows mkdir, rmdir,
+// renames and a snapshot, and is rebuilt at Open for an index without it.
+func TestSubdirs(t *testing.T) {
+	fs := vfs.NewMem()
+	db := openAt(t, fs, "db", Options{})
+	dir := func(id uint64) Op { return Op{Inode: &Inode{ID: id, Type: TypeDir, Mode: 0o755}} }
+	dirent := func(parent uint64, name string, child uint64) Op {
+		return Op{Dirent: &Dirent{Parent: parent, Name: name, Child: child, Type: TypeDir}}
+	}
+	want := func(db *DB, id, n uint64) {
+		t.Helper()
+		if got, err := db.Subdirs(id); err != nil || got != n {
+			t.Fatalf("Subdirs(%d) = %d, %v; want %d", id, got, err, n)
+		}
+	}
+	mustCommit(t, db, dir(10), dirent(RootID, "a", 10), dir(11), dirent(RootID, "b", 11), fileInode(12, 1), fileDirent(RootID, "f", 12))
+	want(db, RootID, 2)
+	mustCommit(t, db, dir(13), dirent(10, "c", 13))
+	want(db, 10, 1)
+	b, _, _ := db.StoredDirent(RootID, "b")
+	mustCommit(t, db, Op{Dirent: &Dirent{Parent: RootID, Name: "b", Deleted: true, Child: 11, Type: TypeDir,
+		BaseChild: 11, BaseVersion: b.Version, BaseOrigin: b.Origin}})
+	want(db, RootID, 1)
+	// A snapshot carries the counts.
+	c := openAt(t, fs, "c", Options{})
+	if _, err := copySnapshot(t, db, c, 200); err != nil {
+		t.Fatal(err)
+	}
+	want(c, RootID, 1)
+	want(c, 10, 1)
+	// An index without counts gets them at Open.
+	if err := db.pdb.DeleteRange([]byte{prefixSubdirs}, []byte{prefixSubdirs + 1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.pdb.Delete(keySubdirsCounted, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = openAt(t, fs, "db", Options{})
+	want(db, RootID, 1)
+	want(db, 10, 1)
+}

@@ -48,7 +48,7 @@ var keySnapshot = []byte("m/snapshot")
 
 // snapshotPrefixes are the key prefixes a snapshot carries, in key order.
 var snapshotPrefixes = []byte{prefixConflicted, prefixEntryHead, prefixHead, prefixMember, prefixEntryNamed,
-	prefixDirent, prefixEntryHist, prefixHistory, prefixInode, prefixNamed, prefixLinks, prefixDerived}
+	prefixDirent, prefixEntryHist, prefixHistory, prefixInode, prefixNamed, prefixLinks, prefixSubdirs, prefixDerived}
 
 // MaxSnapshotKey bounds the key of one snapshot item.
 const MaxSnapshotKey = 1 + 8 + MaxNameLen + 1 + 8 + 16
@@ -381,19 +381,7 @@ func (l *SnapshotLoad) finish() (reapplied int, err error) {
 			return reapplied, err
 		}
 		for it.First(); it.Valid(); it.Next() {
-			stored := bytes.Clone(it.Value())
-			enc := stored
-			if db.identity != nil && len(enc) > ed25519.SignatureSize {
-				enc = enc[:len(enc)-ed25519.SignatureSize]
-			}
-			rec, err := DecodeRecord(enc)
-			if err == nil && rec.Seq != db.applied(o)+1 {
-				err = fmt.Errorf("%w: record %s/%d follows %d", ErrCorrupt, o.Short(), rec.Seq, db.applied(o))
-			}
-			if err == nil {
-				err = db.commitRecord(rec, stored, max(db.hlc.Load(), rec.HLC), pebble.NoSync, false, nil)
-			}
-			if err != nil {
+			if err := db.applyLogged(o, it.Value(), pebble.NoSync); err != nil {
 				it.Close()
 				return reapplied, fmt.Errorf("index: snapshot: applying %s's records again: %w", o.Short(), err)
 			}
@@ -423,20 +411,8 @@ func (db *DB) recoverOwnRecords() error {
 	defer it.Close()
 	n := 0
 	for it.First(); it.Valid(); it.Next() {
-		stored := bytes.Clone(it.Value())
-		enc := stored
-		if db.identity != nil && len(enc) > ed25519.SignatureSize {
-			enc = enc[:len(enc)-ed25519.SignatureSize]
-		}
-		rec, err := DecodeRecord(enc)
-		if err == nil && rec.Seq != db.applied(db.self)+1 {
-			err = fmt.Errorf("%w: own record %d follows %d", ErrCorrupt, rec.Seq, db.applied(db.self))
-		}
-		if err != nil {
-			return err
-		}
 		db.writeMu.Lock()
-		err = db.commitRecord(rec, stored, max(db.hlc.Load(), rec.HLC), pebble.Sync, false, nil)
+		err := db.applyLogged(db.self, it.Value(), pebble.Sync)
 		db.writeMu.Unlock()
 		if err != nil {
 			return err
@@ -447,6 +423,29 @@ func (db *DB) recoverOwnRecords() error {
 		db.log.Info("own records applied again after an interrupted snapshot load", "records", n)
 	}
 	return it.Error()
+}
+
+// storedRecord decodes a record as the log stores it (its encoding, then
+// its signature on a network).
+func (db *DB) storedRecord(v []byte) (*Record, error) {
+	if db.identity != nil && len(v) > ed25519.SignatureSize {
+		v = v[:len(v)-ed25519.SignatureSize]
+	}
+	return DecodeRecord(v)
+}
+
+// applyLogged applies again a record of origin o that the log holds
+// (stored bytes), which must be the next of o. The caller holds writeMu.
+func (db *DB) applyLogged(o format.NodeID, v []byte, opts *pebble.WriteOptions) error {
+	stored := bytes.Clone(v)
+	rec, err := db.storedRecord(stored)
+	if err != nil {
+		return err
+	}
+	if rec.Seq != db.applied(o)+1 {
+		return fmt.Errorf("%w: record %s/%d follows %d", ErrCorrupt, o.Short(), rec.Seq, db.applied(o))
+	}
+	return db.commitRecord(rec, stored, max(db.hlc.Load(), rec.HLC), opts, false, nil)
 }
 
 // placesOfLaterRecords returns, for every file that a record of this
@@ -463,11 +462,7 @@ func (db *DB) placesOfLaterRecords(vv map[format.NodeID]Position) (map[uint64]pl
 			return nil, err
 		}
 		for it.First(); it.Valid(); it.Next() {
-			enc := it.Value()
-			if db.identity != nil && len(enc) > ed25519.SignatureSize {
-				enc = enc[:len(enc)-ed25519.SignatureSize]
-			}
-			rec, err := DecodeRecord(enc)
+			rec, err := db.storedRecord(it.Value())
 			if err != nil {
 				it.Close()
 				return nil, err
@@ -651,6 +646,11 @@ func checkSnapshotItem(k, v []byte) error {
 			return fmt.Errorf("%w: entry mark key of %d bytes", ErrInvalid, len(k))
 		}
 		return empty()
+	case prefixSubdirs:
+		if len(k) != 9 || len(v) != 8 {
+			return fmt.Errorf("%w: subdirectory count key of %d bytes, value %d", ErrInvalid, len(k), len(v))
+		}
+		return nil
 	case prefixLinks:
 		if _, _, _, ok := linkKeyName(k); !ok {
 			return fmt.Errorf("%w: link key of %d bytes", ErrInvalid, len(k))

@@ -278,6 +278,9 @@ func (t *table) met(g target) (fig float64, met, ok bool) {
 		return fig, fig >= g.min, !math.IsNaN(fig)
 	}
 	fig, _ = t.worst(g.metric)
+	if math.IsNaN(fig) { // a figure of oashare's own, not per node
+		fig = t.median("oashare", g.metric)
+	}
 	return fig, fig <= g.max, !math.IsNaN(fig)
 }
 
