@@ -97,10 +97,10 @@ type DB struct {
 	// batch being built; both guarded by writeMu.
 	headsCache   map[uint64][]VersionRef
 	headsPending map[uint64][]VersionRef
-	// subdirsPending: the changes of subdirectory counts the batch being
-	// built makes (ns_links.go); guarded by writeMu.
-	subdirsPending map[uint64]int64
-	hlc            atomic.Uint64 // last HLC value used or seen; written under writeMu
+	// countsPending: the changes of subdirectory and link counts the
+	// batch being built makes, by key (ns_links.go); guarded by writeMu.
+	countsPending map[string]int64
+	hlc           atomic.Uint64 // last HLC value used or seen; written under writeMu
 
 	stateMu sync.RWMutex
 	vv      map[format.NodeID]uint64 // guarded by stateMu; written under writeMu too
@@ -223,7 +223,7 @@ func Open(dir string, opts Options) (*DB, error) {
 		headsCache:   make(map[uint64][]VersionRef),
 		headsPending: make(map[uint64][]VersionRef),
 
-		subdirsPending: make(map[uint64]int64),
+		countsPending: make(map[string]int64),
 	}
 	if opts.OnApply != nil {
 		db.onApply.Store(&opts.OnApply)

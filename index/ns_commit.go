@@ -411,7 +411,7 @@ func (db *DB) commitRecord(rec *Record, enc []byte, clock uint64, opts *pebble.W
 	defer func() {
 		db.settleHeads(committed)
 		db.settleMembers(committed)
-		clear(db.subdirsPending) // spent by addSubdirs, or dropped with a failed batch
+		clear(db.countsPending) // spent by addCounts, or dropped with a failed batch
 	}()
 	skipped := 0
 	for i, op := range rec.Ops {
@@ -423,7 +423,7 @@ func (db *DB) commitRecord(rec *Record, enc []byte, clock uint64, opts *pebble.W
 			skipped++
 		}
 	}
-	if err := db.addSubdirs(b); err != nil {
+	if err := db.addCounts(b); err != nil {
 		return err
 	}
 	if err := b.Set(logKey(rec.Origin, rec.Seq), enc, nil); err != nil {

@@ -116,13 +116,7 @@ func (db *DB) applyEntry(b *pebble.Batch, de *Dirent, fresh bool) (bool, error) 
 		if err := b.Set(key, val, nil); err != nil {
 			return false, err
 		}
-		if was, is := ok && isLiveDir(&old), isLiveDir(de); was != is {
-			if is {
-				db.subdirsPending[de.Parent]++
-			} else {
-				db.subdirsPending[de.Parent]--
-			}
-		}
+		db.countChange(&old, ok, de)
 	}
 	return true, nil
 }

@@ -40,52 +40,56 @@ func subdirsKey(parent uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte{prefixSubdirs}, parent)
 }
 
-var keySubdirsCounted = []byte("m/subdirs")
-
 // isLiveDir reports whether de, a name's newest entry version, counts as
 // a subdirectory.
 func isLiveDir(de *Dirent) bool { return !de.Deleted && de.Type == TypeDir }
 
 // Subdirs returns how many subdirectories directory id has.
-func (db *DB) Subdirs(id uint64) (uint64, error) {
-	v, c, err := db.pdb.Get(subdirsKey(id))
-	if errors.Is(err, pebble.ErrNotFound) {
-		return 0, nil
+func (db *DB) Subdirs(id uint64) (uint64, error) { return db.counter(subdirsKey(id)) }
+
+// countChange records in the batch being built (the caller holds
+// writeMu) what moving a name's newest entry version from old (if ok) to
+// de does to the subdirectory and link counts.
+func (db *DB) countChange(old *Dirent, ok bool, de *Dirent) {
+	if was, is := ok && isLiveDir(old), isLiveDir(de); was != is {
+		if is {
+			db.countsPending[string(subdirsKey(de.Parent))]++
+		} else {
+			db.countsPending[string(subdirsKey(de.Parent))]--
+		}
 	}
-	if err != nil {
-		return 0, err
+	if ok && isLiveName(old) {
+		db.countsPending[string(linkCountKey(old.Child))]--
 	}
-	defer c.Close()
-	if len(v) != 8 {
-		return 0, fmt.Errorf("%w: subdirectory count of %d bytes", ErrCorrupt, len(v))
+	if isLiveName(de) {
+		db.countsPending[string(linkCountKey(de.Child))]++
 	}
-	return binary.BigEndian.Uint64(v), nil
 }
 
-// addSubdirs applies the pending subdirectory count changes of a batch
-// to b (the caller holds writeMu).
-func (db *DB) addSubdirs(b *pebble.Batch) error {
-	for parent, d := range db.subdirsPending {
+// addCounts applies the pending count changes of a batch to b (the
+// caller holds writeMu).
+func (db *DB) addCounts(b *pebble.Batch) error {
+	for key, d := range db.countsPending {
 		if d == 0 {
 			continue
 		}
-		n, err := db.Subdirs(parent)
+		n, err := db.counter([]byte(key))
 		if err != nil {
 			return err
 		}
 		n = uint64(max(int64(n)+d, 0))
-		if err := b.Set(subdirsKey(parent), putU64(n), nil); err != nil {
+		if err := b.Set([]byte(key), putU64(n), nil); err != nil {
 			return err
 		}
 	}
-	clear(db.subdirsPending)
+	clear(db.countsPending)
 	return nil
 }
 
-// countSubdirs writes every directory's subdirectory count, once: an
-// index made before the counts has none.
+// countSubdirs writes every directory's subdirectory count and every
+// inode's link count, once: an index made before the counts has none.
 func (db *DB) countSubdirs() error {
-	if done, err := has(db.pdb, keySubdirsCounted); err != nil || done {
+	if done, err := has(db.pdb, keyLinksCounted); err != nil || done {
 		return err
 	}
 	lo := []byte{prefixDirent}
@@ -94,7 +98,7 @@ func (db *DB) countSubdirs() error {
 		return err
 	}
 	defer it.Close()
-	counts := make(map[uint64]uint64)
+	counts := make(map[string]uint64)
 	for it.First(); it.Valid(); it.Next() {
 		k := it.Key()
 		if len(k) < 10 {
@@ -105,7 +109,10 @@ func (db *DB) countSubdirs() error {
 			return err
 		}
 		if isLiveDir(&de) {
-			counts[de.Parent]++
+			counts[string(subdirsKey(de.Parent))]++
+		}
+		if isLiveName(&de) {
+			counts[string(linkCountKey(de.Child))]++
 		}
 	}
 	if err := it.Error(); err != nil {
@@ -113,12 +120,17 @@ func (db *DB) countSubdirs() error {
 	}
 	b := db.pdb.NewBatch()
 	defer b.Close()
-	for p, n := range counts {
-		if err := b.Set(subdirsKey(p), putU64(n), nil); err != nil {
+	for _, p := range []byte{prefixSubdirs, prefixLinkCount} {
+		if err := b.DeleteRange([]byte{p}, []byte{p + 1}, nil); err != nil {
 			return err
 		}
 	}
-	if err := b.Set(keySubdirsCounted, nil, nil); err != nil {
+	for k, n := range counts {
+		if err := b.Set([]byte(k), putU64(n), nil); err != nil {
+			return err
+		}
+	}
+	if err := b.Set(keyLinksCounted, nil, nil); err != nil {
 		return err
 	}
 	return b.Commit(pebble.Sync)
@@ -157,13 +169,41 @@ func (db *DB) Names(id uint64) ([]Dirent, error) {
 	return out, it.Error()
 }
 
-// MayHaveLinks reports whether inode id may have more than one name:
-// whether two names or more ever named it (one seek, for getattr).
-func (db *DB) MayHaveLinks(id uint64) bool {
-	lo := binary.BigEndian.AppendUint64([]byte{prefixLinks}, id)
-	n, err := countUnder(db.pdb, lo, 2)
-	return err != nil || n > 1
+// Link counts, for a file's nlink at getattr (one read): "k" child[8] →
+// the number of names whose newest entry version ("d" key) is a live
+// entry naming child, kept like the subdirectory counts. Names gives
+// the exact list (a shadowed tombstone or an entry conflict copy shows a
+// name the count leaves out).
+const prefixLinkCount = 'k'
+
+func linkCountKey(id uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{prefixLinkCount}, id)
 }
+
+var keyLinksCounted = []byte("m/link-counts")
+
+// LinkCount returns how many names show inode id (see above).
+func (db *DB) LinkCount(id uint64) (uint64, error) { return db.counter(linkCountKey(id)) }
+
+// counter reads a count key (0 if absent).
+func (db *DB) counter(key []byte) (uint64, error) {
+	v, c, err := db.pdb.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	if len(v) != 8 {
+		return 0, fmt.Errorf("%w: count of %d bytes under %q", ErrCorrupt, len(v), key[0])
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+// isLiveName reports whether de, a name's newest entry version, counts
+// as a name of its child.
+func isLiveName(de *Dirent) bool { return !de.Deleted && de.Child != 0 }
 
 // indexLinks writes the "r" keys of every entry version, once: an index
 // made before hard links has none.

@@ -80,10 +80,12 @@ func TestSubdirs(t *testing.T) {
 	want(c, RootID, 1)
 	want(c, 10, 1)
 	// An index without counts gets them at Open.
-	if err := db.pdb.DeleteRange([]byte{prefixSubdirs}, []byte{prefixSubdirs + 1}, nil); err != nil {
-		t.Fatal(err)
+	for _, p := range []byte{prefixLinkCount, prefixSubdirs} {
+		if err := db.pdb.DeleteRange([]byte{p}, []byte{p + 1}, nil); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if err := db.pdb.Delete(keySubdirsCounted, nil); err != nil {
+	if err := db.pdb.Delete(keyLinksCounted, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.Close(); err != nil {
@@ -92,4 +94,11 @@ func TestSubdirs(t *testing.T) {
 	db = openAt(t, fs, "db", Options{})
 	want(db, RootID, 1)
 	want(db, 10, 1)
+	if n, err := db.LinkCount(12); err != nil || n != 1 {
+		t.Fatalf("LinkCount(12) = %d, %v; want 1", n, err)
+	}
+	mustCommit(t, db, fileDirent(10, "g", 12))
+	if n, err := db.LinkCount(12); err != nil || n != 2 {
+		t.Fatalf("LinkCount(12) after a link = %d, %v; want 2", n, err)
+	}
 }

@@ -691,6 +691,9 @@ func (db *DB) pruneInodes(inodes []unnamedInode, inUse func(uint64) bool) (int, 
 		if err := b.Delete(subdirsKey(u.id), nil); err != nil {
 			return 0, err
 		}
+		if err := b.Delete(linkCountKey(u.id), nil); err != nil {
+			return 0, err
+		}
 		ids = append(ids, u.id)
 	}
 	if err := b.Commit(pebble.NoSync); err != nil {

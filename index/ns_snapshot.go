@@ -48,7 +48,7 @@ var keySnapshot = []byte("m/snapshot")
 
 // snapshotPrefixes are the key prefixes a snapshot carries, in key order.
 var snapshotPrefixes = []byte{prefixConflicted, prefixEntryHead, prefixHead, prefixMember, prefixEntryNamed,
-	prefixDirent, prefixEntryHist, prefixHistory, prefixInode, prefixNamed, prefixLinks, prefixSubdirs, prefixDerived}
+	prefixDirent, prefixEntryHist, prefixHistory, prefixInode, prefixLinkCount, prefixNamed, prefixLinks, prefixSubdirs, prefixDerived}
 
 // MaxSnapshotKey bounds the key of one snapshot item.
 const MaxSnapshotKey = 1 + 8 + MaxNameLen + 1 + 8 + 16
@@ -646,9 +646,9 @@ func checkSnapshotItem(k, v []byte) error {
 			return fmt.Errorf("%w: entry mark key of %d bytes", ErrInvalid, len(k))
 		}
 		return empty()
-	case prefixSubdirs:
+	case prefixSubdirs, prefixLinkCount:
 		if len(k) != 9 || len(v) != 8 {
-			return fmt.Errorf("%w: subdirectory count key of %d bytes, value %d", ErrInvalid, len(k), len(v))
+			return fmt.Errorf("%w: count key of %d bytes, value %d", ErrInvalid, len(k), len(v))
 		}
 		return nil
 	case prefixLinks:
