@@ -93,15 +93,7 @@ func BenchmarkJoinFromSnapshot(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Logf("%d files published and their log pruned in %v", files, time.Since(t0).Round(time.Millisecond))
-	b.ResetTimer()
-	var total time.Duration
-	for range b.N {
-		total += joinTime(b, src, cfg)
-	}
-	b.StopTimer()
-	s := total.Seconds() / float64(b.N)
-	b.ReportMetric(s, "s/join")
-	b.ReportMetric(float64(files)/s, "files/s")
+	reportJoins(b, src, cfg, files)
 }
 
 // BenchmarkJoinByReplay: the same join when nothing was pruned and the
@@ -111,6 +103,11 @@ func BenchmarkJoinByReplay(b *testing.B) {
 	cfg := Config{ReclaimAfter: time.Hour}
 	src := startNode(b, cfg)
 	fillNamespace(b, src.node, files, 1)
+	reportJoins(b, src, cfg, files)
+}
+
+// reportJoins times b.N joins of src's namespace of files files.
+func reportJoins(b *testing.B, src *testNode, cfg Config, files int) {
 	b.ResetTimer()
 	var total time.Duration
 	for range b.N {

@@ -92,30 +92,17 @@ func (db *DB) countSubdirs() error {
 	if done, err := has(db.pdb, keyLinksCounted); err != nil || done {
 		return err
 	}
-	lo := []byte{prefixDirent}
-	it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
-	if err != nil {
-		return err
-	}
-	defer it.Close()
 	counts := make(map[string]uint64)
-	for it.First(); it.Valid(); it.Next() {
-		k := it.Key()
-		if len(k) < 10 {
-			return fmt.Errorf("%w: entry key of %d bytes", ErrCorrupt, len(k))
-		}
-		de := Dirent{Parent: binary.BigEndian.Uint64(k[1:9])}
-		if err := decodeDirentValue(it.Value(), &de); err != nil {
-			return err
-		}
-		if isLiveDir(&de) {
+	err := eachNewestEntry(db.pdb, func(de *Dirent) error {
+		if isLiveDir(de) {
 			counts[string(subdirsKey(de.Parent))]++
 		}
-		if isLiveName(&de) {
+		if isLiveName(de) {
 			counts[string(linkCountKey(de.Child))]++
 		}
-	}
-	if err := it.Error(); err != nil {
+		return nil
+	})
+	if err != nil {
 		return err
 	}
 	b := db.pdb.NewBatch()

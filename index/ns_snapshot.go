@@ -495,8 +495,20 @@ func (db *DB) placesOfLaterRecords(vv map[format.NodeID]Position) (map[uint64]pl
 // eachShownEntry calls fn with the newest version of every name that
 // shows an entry (a live one, or a shadowed tombstone).
 func (db *DB) eachShownEntry(fn func(*Dirent)) error {
+	return eachNewestEntry(db.pdb, func(de *Dirent) error {
+		vis, err := visible(db.pdb, de)
+		if err == nil && vis {
+			fn(de)
+		}
+		return err
+	})
+}
+
+// eachNewestEntry calls fn with the newest version ("d" key) of every
+// name of r.
+func eachNewestEntry(r pebble.Reader, fn func(*Dirent) error) error {
 	lo := []byte{prefixDirent}
-	it, err := db.pdb.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: prefixEnd(lo)})
 	if err != nil {
 		return err
 	}
@@ -510,10 +522,8 @@ func (db *DB) eachShownEntry(fn func(*Dirent)) error {
 		if err := decodeDirentValue(it.Value(), &de); err != nil {
 			return err
 		}
-		if vis, err := visible(db.pdb, &de); err != nil {
+		if err := fn(&de); err != nil {
 			return err
-		} else if vis {
-			fn(&de)
 		}
 	}
 	return it.Error()
