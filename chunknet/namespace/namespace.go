@@ -588,8 +588,9 @@ func (ns *Namespace) touchLinked(ops []index.Op, id uint64) ([]index.Op, error) 
 	if id == 0 || index.IsConflictID(id) {
 		return ops, nil
 	}
-	names, err := ns.db.Names(id)
-	if err != nil || len(names) < 2 {
+	// The kept count (one read; rm -r passes here for every file).
+	n, err := ns.db.LinkCount(id)
+	if err != nil || n < 2 {
 		return ops, err
 	}
 	ino, err := ns.inode(id)
