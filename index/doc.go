@@ -77,7 +77,9 @@
 // version ever received, so an open conflict copy stays readable after it
 // is resolved); ConflictOf maps it back to (child, H). A real entry hides a
 // conflict copy of the same name. Directories keep only their winner in the
-// view: their losing heads differ in metadata only.
+// view: their losing heads differ in metadata only; so does a file's
+// losing head whose content (type, size, root, target, rdev) is the
+// winner's (two peers linking it at once, each moving its ctime).
 //
 // A conflict copy is resolved by a version of the child that supersedes H:
 // fusefs unlinks one by committing the current winner's content with base =

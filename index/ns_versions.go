@@ -451,15 +451,26 @@ func dirView(r pebble.Reader, parent uint64) ([]viewEntry, error) {
 	return out, nil
 }
 
+// sameData reports whether two versions of a file hold the same bytes.
+func sameData(a, b *Inode) bool {
+	return a.Type == b.Type && a.Size == b.Size && a.Root == b.Root && a.Depth == b.Depth &&
+		a.Target == b.Target && a.Rdev == b.Rdev
+}
+
 // conflictEntries returns the conflict copies of live entry de: one per
-// losing head of its child that is not a directory.
+// losing head of its child that is not a directory and whose content
+// differs from the winner's.
 func conflictEntries(r pebble.Reader, de *Dirent) ([]Dirent, error) {
 	refs, err := headRefs(r, de.Child)
 	if err != nil || len(refs) < 2 {
 		return nil, err
 	}
 	var out []Dirent
-	for _, ref := range refs[:len(refs)-1] { // the last one is the winner
+	win, _, err := getInodeFrom(r, histKey(de.Child, refs[len(refs)-1])) // the last one is the winner
+	if err != nil {
+		return nil, err
+	}
+	for _, ref := range refs[:len(refs)-1] {
 		h, ok, err := getInodeFrom(r, histKey(de.Child, ref))
 		if err != nil {
 			return nil, err
@@ -467,7 +478,11 @@ func conflictEntries(r pebble.Reader, de *Dirent) ([]Dirent, error) {
 		if !ok {
 			return nil, fmt.Errorf("%w: head %d of inode %d not in history", ErrCorrupt, ref.Version, de.Child)
 		}
-		if h.Type == TypeDir {
+		if h.Type == TypeDir || sameData(&h, &win) {
+			// A losing head that differs from the winner in metadata
+			// only (two peers linking a file at once, each moving its
+			// ctime) is no copy worth showing: the winner's metadata
+			// stands, as for a directory.
 			continue
 		}
 		out = append(out, Dirent{
