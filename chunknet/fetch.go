@@ -279,6 +279,9 @@ func (n *Node) fetchRound(ctx context.Context, want []format.Hash, got map[forma
 	stalled := stalledOf(others, peers)
 	order := make([][]int, len(remaining))
 	for k, h := range remaining {
+		if holders == 0 {
+			break // no peer to ask (all gone): no round runs
+		}
 		first := r.striped(h, holders, k/stripeChunks)
 		order[k] = orderPeers(r.top(h, len(others)), first, stalled)
 	}
