@@ -240,17 +240,20 @@
 //
 // # Value and record encoding
 //
-// Values and records start with a format byte (currently 1). uv is an
+// Values and records start with a format byte (1; 2 for an inode value
+// with extended attributes). uv is an
 // unsigned varint (encoding/binary Uvarint), sv a signed (zig-zag) varint,
 // str a uv length followed by that many bytes.
 //
 //	record: format=1 origin[16] seq:uv hlc:uv nops:uv op×nops
 //	op:     kind[1]=1 inode-body | kind[1]=2 dirent-body | kind[1]=3 id[16] member-body
+//	        | kind[1]=4 inode-body xattrs
 //	inode-body:  id:uv type[1] mode:uv size:uv mtime:sv ctime:sv
 //	             root[32] depth[1] target:str uid:uv gid:uv rdev:uv
 //	             atime:sv version:uv origin[16]
 //	             baseversion:uv baseorigin[16]
 //	             nsupersedes:uv (version:uv origin[16])×nsupersedes
+//	xattrs:      n:uv (name:str value:str)×n     n ≥ 1, names sorted
 //	dirent-body: parent:uv name:str dirent-val
 //	dirent-val:  child:uv type[1] flags[1] version:uv origin[16]
 //	             childversion:uv childorigin[16]
@@ -268,12 +271,14 @@
 // ReceiveFrom does not for a record that came from its origin over a
 // connection that authenticated the origin's key.
 //
-//	inode value:  format=1 inode-body
+//	inode value:  format=1 inode-body | format=2 inode-body xattrs
 //	dirent value: format=1 dirent-val
 //
 // DecodeRecord reads bytes from the network: it checks the total size
 // (MaxRecordBytes), the op count (MaxRecordOps), every string length
-// (MaxNameLen, MaxTargetLen) and the supersedes count (MaxSupersedes)
+// (MaxNameLen, MaxTargetLen, MaxXattrName, MaxXattrValue), the
+// supersedes count (MaxSupersedes) and the xattr count and total
+// (MaxXattrBytes, MaxXattrList)
 // against both its limit and the bytes left
 // before allocating, rejects trailing bytes, and validates every op. A
 // decoded record is therefore always valid.

@@ -62,6 +62,10 @@ func TestGoldenEncodings(t *testing.T) {
 	golden(t, "member_value", encodeMemberValue(m.Member))
 	n := Network{ID: [16]byte{1, 2}, Name: "home", Founder: m.Member.ID, FounderKey: m.Member.Key}
 	golden(t, "network", encodeNetwork(&n))
+	x := &Inode{ID: 7, Type: TypeFile, Mode: 0o644, Version: 9, Origin: format.NodeID{0xbb},
+		Xattrs: []Xattr{{Name: "trusted.t", Value: []byte{}}, {Name: "user.a", Value: []byte("v")}}}
+	golden(t, "record_xattrs", EncodeRecord(&Record{Origin: format.NodeID{0xbb}, Seq: 1, HLC: 9, Ops: []Op{{Inode: x}}}))
+	golden(t, "inode_value_xattrs", encodeInodeValue(x))
 }
 
 // TestGoldenDecode: the pinned bytes decode to the values they were made

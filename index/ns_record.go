@@ -1,9 +1,11 @@
 package index
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/oashare/oashare/index/format"
@@ -75,6 +77,85 @@ type Inode struct {
 	BaseVersion uint64
 	BaseOrigin  format.NodeID
 	Supersedes  []VersionRef
+
+	// Xattrs are the inode's extended attributes, sorted by name, each
+	// name once (see Validate for the limits).
+	Xattrs []Xattr
+}
+
+// Xattr is one extended attribute: a name with its namespace prefix
+// ("user.mime_type") and a value of any bytes.
+type Xattr struct {
+	Name  string
+	Value []byte
+}
+
+// Xattr returns the value of the attribute called name.
+func (in *Inode) Xattr(name string) ([]byte, bool) {
+	i, ok := in.xattrIndex(name)
+	if !ok {
+		return nil, false
+	}
+	return in.Xattrs[i].Value, true
+}
+
+func (in *Inode) xattrIndex(name string) (int, bool) {
+	return slices.BinarySearchFunc(in.Xattrs, name, func(x Xattr, name string) int {
+		return strings.Compare(x.Name, name)
+	})
+}
+
+// SetXattr sets attribute name to a copy of value, keeping Xattrs sorted.
+// The Xattrs slice is copied first, so inodes that shared it (a copy of
+// in made before) keep theirs.
+func (in *Inode) SetXattr(name string, value []byte) {
+	i, ok := in.xattrIndex(name)
+	xs := slices.Clone(in.Xattrs)
+	x := Xattr{Name: name, Value: bytes.Clone(value)}
+	if x.Value == nil {
+		x.Value = []byte{}
+	}
+	if ok {
+		xs[i] = x
+	} else {
+		xs = slices.Insert(xs, i, x)
+	}
+	in.Xattrs = xs
+}
+
+// RemoveXattr removes attribute name and reports whether it was there,
+// copying Xattrs as SetXattr does.
+func (in *Inode) RemoveXattr(name string) bool {
+	i, ok := in.xattrIndex(name)
+	if !ok {
+		return false
+	}
+	in.Xattrs = slices.Delete(slices.Clone(in.Xattrs), i, i+1)
+	if len(in.Xattrs) == 0 {
+		in.Xattrs = nil
+	}
+	return true
+}
+
+// XattrBytes returns the bytes the attributes take against MaxXattrBytes:
+// each name and value, plus one byte per name (the NUL that ends it in
+// a listxattr answer).
+func (in *Inode) XattrBytes() int {
+	n := 0
+	for _, x := range in.Xattrs {
+		n += len(x.Name) + 1 + len(x.Value)
+	}
+	return n
+}
+
+// XattrListBytes returns the size of a listxattr answer listing every
+// attribute's name, against MaxXattrList.
+func (in *Inode) XattrListBytes() int {
+	n := 0
+	for _, x := range in.Xattrs {
+		n += len(x.Name) + 1
+	}
+	return n
 }
 
 // VersionRef names one version of an inode or of a directory entry by its
@@ -158,6 +239,18 @@ const (
 	MaxTargetLen   = 4096
 	MaxRecordBytes = 1 << 20
 	MaxSupersedes  = 8
+
+	// MaxXattrName and MaxXattrValue are Linux's own limits on an
+	// extended attribute's name and value (XATTR_NAME_MAX and
+	// XATTR_SIZE_MAX); MaxXattrBytes bounds an inode's attributes
+	// together (Inode.XattrBytes), so that a record touching a few
+	// inodes stays far below MaxRecordBytes.
+	// MaxXattrList is Linux's limit on the names of an inode's
+	// attributes together, each with its NUL (XATTR_LIST_MAX).
+	MaxXattrName  = 255
+	MaxXattrValue = 64 << 10
+	MaxXattrBytes = 128 << 10
+	MaxXattrList  = 64 << 10
 )
 
 // ErrInvalid wraps every error about an op or record that breaks the rules
@@ -206,7 +299,7 @@ func (op Op) Validate() error {
 				return fmt.Errorf("%w: inode %d: supersedes a zero version", ErrInvalid, in.ID)
 			}
 		}
-		return nil
+		return validateXattrs(in)
 	default:
 		d := op.Dirent
 		if err := validName(d.Name); err != nil {
@@ -228,6 +321,35 @@ func (op Op) Validate() error {
 		}
 		return nil
 	}
+}
+
+// validateXattrs checks an inode's extended attributes: names non-empty,
+// at most MaxXattrName bytes, without NUL, strictly increasing; values at
+// most MaxXattrValue bytes; XattrBytes at most MaxXattrBytes and
+// XattrListBytes at most MaxXattrList.
+func validateXattrs(in *Inode) error {
+	for i, x := range in.Xattrs {
+		switch {
+		case x.Name == "" || len(x.Name) > MaxXattrName || strings.IndexByte(x.Name, 0) >= 0:
+			return fmt.Errorf("%w: inode %d: xattr name %q: want 1..%d bytes without NUL",
+				ErrInvalid, in.ID, x.Name, MaxXattrName)
+		case len(x.Value) > MaxXattrValue:
+			return fmt.Errorf("%w: inode %d: xattr %q is %d bytes, limit %d",
+				ErrInvalid, in.ID, x.Name, len(x.Value), MaxXattrValue)
+		case i > 0 && in.Xattrs[i-1].Name >= x.Name:
+			return fmt.Errorf("%w: inode %d: xattr names not sorted or repeated at %q",
+				ErrInvalid, in.ID, x.Name)
+		}
+	}
+	if n := in.XattrBytes(); n > MaxXattrBytes {
+		return fmt.Errorf("%w: inode %d: xattrs take %d bytes, limit %d",
+			ErrInvalid, in.ID, n, MaxXattrBytes)
+	}
+	if n := in.XattrListBytes(); n > MaxXattrList {
+		return fmt.Errorf("%w: inode %d: xattr names take %d bytes, limit %d",
+			ErrInvalid, in.ID, n, MaxXattrList)
+	}
+	return nil
 }
 
 func validName(name string) error {
@@ -359,12 +481,21 @@ func validateStamps(ops []Op) error {
 
 // Encoding; the layout is documented in doc.go.
 
-const formatV1 = 1
+// formatV1 starts records and values; formatV2 starts an inode value with
+// extended attributes (inode-body xattrs).
+const (
+	formatV1 = 1
+	formatV2 = 2
+)
 
 const (
 	opKindInode  = 1
 	opKindDirent = 2
 	opKindMember = 3
+	// opKindInodeX is an inode with extended attributes: inode-body
+	// xattrs. An inode without any is written as opKindInode, so records
+	// without attributes are the same bytes as before they existed.
+	opKindInodeX = 4
 )
 
 // EncodeRecord returns the binary form of r (see doc.go). It does not
@@ -378,6 +509,9 @@ func EncodeRecord(r *Record) []byte {
 	b = binary.AppendUvarint(b, uint64(len(r.Ops)))
 	for _, op := range r.Ops {
 		switch {
+		case op.Inode != nil && len(op.Inode.Xattrs) > 0:
+			b = append(b, opKindInodeX)
+			b = appendXattrs(appendInode(b, op.Inode), op.Inode.Xattrs)
 		case op.Inode != nil:
 			b = append(b, opKindInode)
 			b = appendInode(b, op.Inode)
@@ -419,6 +553,17 @@ func appendInode(b []byte, in *Inode) []byte {
 	for _, r := range in.Supersedes {
 		b = binary.AppendUvarint(b, r.Version)
 		b = append(b, r.Origin[:]...)
+	}
+	return b
+}
+
+func appendXattrs(b []byte, xs []Xattr) []byte {
+	b = binary.AppendUvarint(b, uint64(len(xs)))
+	for _, x := range xs {
+		b = binary.AppendUvarint(b, uint64(len(x.Name)))
+		b = append(b, x.Name...)
+		b = binary.AppendUvarint(b, uint64(len(x.Value)))
+		b = append(b, x.Value...)
 	}
 	return b
 }
@@ -500,9 +645,12 @@ func DecodeRecord(b []byte) (*Record, error) {
 	for i := uint64(0); i < n && d.err == nil; i++ {
 		switch kind := d.u8("op kind"); {
 		case d.err != nil:
-		case kind == opKindInode:
+		case kind == opKindInode, kind == opKindInodeX:
 			in := &Inode{}
 			d.inode(in)
+			if kind == opKindInodeX {
+				d.xattrs(in)
+			}
 			r.Ops = append(r.Ops, Op{Inode: in})
 		case kind == opKindDirent:
 			de := &Dirent{}
@@ -530,15 +678,33 @@ func DecodeRecord(b []byte) (*Record, error) {
 }
 
 func encodeInodeValue(in *Inode) []byte {
+	if len(in.Xattrs) > 0 {
+		b := make([]byte, 0, 96+len(in.Target)+in.XattrBytes()+4*len(in.Xattrs))
+		return appendXattrs(appendInode(append(b, formatV2), in), in.Xattrs)
+	}
 	return appendInode(append(make([]byte, 0, 96+len(in.Target)), formatV1), in)
 }
 
 func decodeInodeValue(v []byte) (Inode, error) {
 	d := decoder{b: v, what: "inode value"}
-	d.format()
+	f := d.u8("format")
+	if d.err == nil && f != formatV1 && f != formatV2 {
+		d.fail("unknown format %d", f)
+	}
 	var in Inode
 	d.inode(&in)
+	if f == formatV2 {
+		d.xattrs(&in)
+		if d.err == nil && len(in.Xattrs) == 0 {
+			d.fail("format 2 without xattrs")
+		}
+	}
 	d.end()
+	if d.err == nil {
+		if err := validateXattrs(&in); err != nil {
+			return in, fmt.Errorf("%w: inode value: %v", ErrCorrupt, err)
+		}
+	}
 	return in, d.err
 }
 
@@ -681,6 +847,40 @@ func (d *decoder) inode(in *Inode) {
 	for i := range in.Supersedes {
 		in.Supersedes[i].Version = d.uvarint("superseded version")
 		copy(in.Supersedes[i].Origin[:], d.fixed(len(in.Supersedes[i].Origin), "superseded origin"))
+	}
+}
+
+// xattrs reads an xattr list into in.Xattrs, checking the count and
+// every length against its limit and the bytes left before allocating;
+// the values are copied out of d's buffer. Validate checks the order.
+func (d *decoder) xattrs(in *Inode) {
+	n := d.uvarint("xattr count")
+	if d.err == nil && (n == 0 || n > uint64(len(d.b))/2 || n > MaxXattrBytes/2) {
+		d.fail("xattr count %d with %d bytes left", n, len(d.b))
+	}
+	if d.err != nil {
+		return
+	}
+	in.Xattrs = make([]Xattr, n)
+	total := 0
+	for i := range in.Xattrs {
+		x := &in.Xattrs[i]
+		x.Name = d.str(MaxXattrName, "xattr name")
+		vn := d.uvarint("xattr value length")
+		if d.err == nil && vn > MaxXattrValue {
+			d.fail("xattr value is %d bytes, limit %d", vn, MaxXattrValue)
+		}
+		x.Value = bytes.Clone(d.fixed(int(vn), "xattr value"))
+		if x.Value == nil {
+			x.Value = []byte{}
+		}
+		if total += len(x.Name) + 1 + len(x.Value); d.err == nil && total > MaxXattrBytes {
+			d.fail("xattrs take more than %d bytes", MaxXattrBytes)
+		}
+		if d.err != nil {
+			in.Xattrs = nil
+			return
+		}
 	}
 }
 

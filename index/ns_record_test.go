@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
 	"reflect"
 	"strings"
@@ -38,9 +39,26 @@ func sampleRecord() *Record {
 	}
 }
 
+// xattrRecord is a record with an inode carrying extended attributes at
+// their limits: a value of MaxXattrValue bytes, an empty value, a name of
+// MaxXattrName bytes.
+func xattrRecord() *Record {
+	origin := format.NodeID{0xbb, 1}
+	return &Record{Origin: origin, Seq: 3, HLC: 9, Ops: []Op{
+		{Inode: &Inode{ID: 7, Type: TypeFile, Mode: 0o644, Version: 9, Origin: origin, Xattrs: []Xattr{
+			{Name: "security.selinux", Value: []byte("system_u:object_r:user_home_t:s0\x00")},
+			{Name: "trusted.x", Value: []byte{}},
+			{Name: "user.big", Value: bytes.Repeat([]byte{0xa5}, MaxXattrValue)},
+			{Name: "user." + strings.Repeat("n", MaxXattrName-5), Value: []byte{0, 1, 2}},
+		}}},
+		{Inode: &Inode{ID: 8, Type: TypeDir, Mode: 0o755, Version: 9, Origin: origin}},
+	}}
+}
+
 func TestRecordRoundTrip(t *testing.T) {
 	for _, r := range []*Record{
 		sampleRecord(),
+		xattrRecord(),
 		{Origin: format.NodeID{1}, Seq: 1, Ops: []Op{fileDirent(RootID, "a", 2)}},
 	} {
 		b := EncodeRecord(r)
@@ -91,10 +109,24 @@ func (r *recordBytes) direntBase(name string, deleted byte, base uint64) *record
 // inode appends a file inode op with the given stamp, base and supersedes
 // count (each superseded entry is version 1 of origin 00…).
 func (r *recordBytes) inode(id, version, base, nsup uint64) *recordBytes {
-	r.raw(opKindInode).uv(id).raw(byte(TypeFile)).uv(0o644).uv(0).uv(0).uv(0).raw(make([]byte, 33)...).
+	return r.inodeOf(opKindInode, id, version, base, nsup)
+}
+
+func (r *recordBytes) inodeOf(kind byte, id, version, base, nsup uint64) *recordBytes {
+	r.raw(kind).uv(id).raw(byte(TypeFile)).uv(0o644).uv(0).uv(0).uv(0).raw(make([]byte, 33)...).
 		uv(0).uv(0).uv(0).uv(0).uv(0).uv(version).raw(make([]byte, 16)...).uv(base).raw(make([]byte, 16)...).uv(nsup)
 	for range nsup {
 		r.uv(1).raw(make([]byte, 16)...)
+	}
+	return r
+}
+
+// inodeX appends a file inode op with extended attributes, given as
+// name, value pairs in the order to write them.
+func (r *recordBytes) inodeX(kv ...string) *recordBytes {
+	r.inodeOf(opKindInodeX, 5, 9, 1, 0).uv(uint64(len(kv) / 2))
+	for i := 0; i+1 < len(kv); i += 2 {
+		r.str(kv[i]).str(kv[i+1])
 	}
 	return r
 }
@@ -137,6 +169,19 @@ func TestDecodeRecordBad(t *testing.T) {
 		{"dirent base not older", newRecordBytes(1).direntBase("a", 0, 1).b, ErrInvalid},
 		{"same key twice", newRecordBytes(2).dirent("a", 0).dirent("a", 1).b, ErrInvalid},
 		{"garbage", []byte("GET / HTTP/1.1\r\nHost: oashare\r\n\r\n"), ErrCorrupt},
+		{"xattrs unsorted", newRecordBytes(1).inodeX("user.b", "1", "user.a", "2").b, ErrInvalid},
+		{"xattr twice", newRecordBytes(1).inodeX("user.a", "1", "user.a", "2").b, ErrInvalid},
+		{"xattr empty name", newRecordBytes(1).inodeX("", "1").b, ErrInvalid},
+		{"xattr name with NUL", newRecordBytes(1).inodeX("user.a\x00b", "1").b, ErrInvalid},
+		{"xattr name too long", newRecordBytes(1).inodeX("user."+strings.Repeat("n", MaxXattrName-4), "1").b, ErrCorrupt},
+		{"xattr value too long", newRecordBytes(1).inodeX("user.a", strings.Repeat("v", MaxXattrValue+1)).b, ErrCorrupt},
+		{"xattr count 0", newRecordBytes(1).inodeX().b, ErrCorrupt},
+		{"xattr count huge", newRecordBytes(1).inodeOf(opKindInodeX, 5, 9, 1, 0).uv(math.MaxUint64).b, ErrCorrupt},
+		{"xattr count past input", newRecordBytes(1).inodeOf(opKindInodeX, 5, 9, 1, 0).uv(1000).str("user.a").str("1").b, ErrCorrupt},
+		{"xattr value length huge", newRecordBytes(1).inodeOf(opKindInodeX, 5, 9, 1, 0).uv(1).str("user.a").uv(math.MaxUint64).b, ErrCorrupt},
+		{"xattrs over the total", newRecordBytes(1).inodeX("user.a", strings.Repeat("v", MaxXattrValue),
+			"user.b", strings.Repeat("v", MaxXattrValue)).b, ErrCorrupt},
+		{"xattr names over the list limit", newRecordBytes(1).inodeX(manyXattrs(300)...).b, ErrInvalid},
 	}
 	// Every proper prefix of a valid record is truncated.
 	for n := 0; n < len(valid); n++ {
@@ -160,6 +205,23 @@ func TestDecodeRecordBad(t *testing.T) {
 	if _, err := DecodeRecord(newRecordBytes(3).dirent("a", 0).dirent("b", 3).inode(5, 9, 8, MaxSupersedes).b); err != nil {
 		t.Fatalf("hand-built valid record: %v", err)
 	}
+	if _, err := DecodeRecord(newRecordBytes(1).inodeX("user.a", "", "user.b", "2").b); err != nil {
+		t.Fatalf("hand-built valid record with xattrs: %v", err)
+	}
+	if _, err := DecodeRecord(newRecordBytes(1).inodeX(manyXattrs(250)...).b); err != nil {
+		t.Fatalf("hand-built record with xattr names just within the list limit: %v", err)
+	}
+}
+
+// manyXattrs returns n attributes with 255-byte names, sorted, values
+// empty: 256 bytes each in a listxattr answer.
+func manyXattrs(n int) []string {
+	var kv []string
+	for i := range n {
+		name := fmt.Sprintf("user.%04d", i)
+		kv = append(kv, name+strings.Repeat("n", MaxXattrName-len(name)), "")
+	}
+	return kv
 }
 
 func TestValidate(t *testing.T) {
@@ -214,6 +276,7 @@ func FuzzDecodeRecord(f *testing.F) {
 	f.Add(EncodeRecord(&Record{Origin: format.NodeID{1}, Seq: 1, HLC: 1, Ops: []Op{fileDirent(RootID, "a", 2)}}))
 	f.Add(newRecordBytes(2).dirent("a", 0).dirent("b", 1).b)
 	f.Add(newRecordBytes(2).inode(5, 9, 8, 2).dirent("b", 3).b)
+	f.Add(newRecordBytes(1).inodeX("user.a", "1", "user.b", "").b)
 	f.Add([]byte{formatV1})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := DecodeRecord(b)
