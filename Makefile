@@ -38,6 +38,7 @@ deps:
 	command -v sqlite3 >/dev/null || missing="$$missing sqlite3"; \
 	command -v git >/dev/null || missing="$$missing git"; \
 	command -v rsync >/dev/null || missing="$$missing rsync"; \
+	command -v setfattr >/dev/null || missing="$$missing attr"; \
 	command -v tcpdump >/dev/null || missing="$$missing tcpdump"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "tests need:$$missing — install them (apt-get install$$missing) or run as root"; exit 1; fi; \

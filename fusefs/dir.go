@@ -17,8 +17,7 @@ import (
 // network.
 type dirNode struct {
 	fs.Inode
-	fsys *FS
-	id   uint64
+	node
 }
 
 var (
@@ -325,7 +324,7 @@ func (d *dirNode) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *f
 	if err != nil {
 		return nil, nil, 0, d.fsys.toErrno("tmpfile", err)
 	}
-	child := d.NewInode(ctx, &fileNode{fsys: d.fsys, id: ino.ID}, fs.StableAttr{Mode: typeMode(ino.Type), Ino: ino.ID})
+	child := d.NewInode(ctx, &fileNode{node: node{d.fsys, ino.ID}}, fs.StableAttr{Mode: typeMode(ino.Type), Ino: ino.ID})
 	d.fsys.track(child)
 	d.fsys.fillAttr(&ino, 0, ino.MtimeNs, &out.Attr)
 	out.Nlink = 0

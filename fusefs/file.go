@@ -28,8 +28,7 @@ const readAheadChunks = (4 << 20) / format.ChunkSize
 // state.
 type fileNode struct {
 	fs.Inode
-	fsys *FS
-	id   uint64
+	node
 
 	// atime is the last read on this peer (unix ns). Access times stay on
 	// the peer that reads: publishing them would make every read a new

@@ -79,12 +79,11 @@ func KernelOptions(name, fsName string, cacheTimeout time.Duration, allowOther b
 	to := cacheTimeout
 	return &fs.Options{
 		MountOptions: fuse.MountOptions{
-			FsName:        fsName,
-			Name:          name,
-			MaxWrite:      1 << 20,
-			MaxReadAhead:  readAheadKiB << 10,
-			DisableXAttrs: true,
-			AllowOther:    allowOther,
+			FsName:       fsName,
+			Name:         name,
+			MaxWrite:     1 << 20,
+			MaxReadAhead: readAheadKiB << 10,
+			AllowOther:   allowOther,
 			// The kernel checks access against owner and mode, as on a
 			// local disk.
 			Options: []string{"default_permissions"},
@@ -139,7 +138,7 @@ func MountFS(dir string, opts Options) (*fuse.Server, *FS, error) {
 		return nil, nil, fmt.Errorf("reading the pending journal: %w", err)
 	}
 
-	root := &dirNode{fsys: fsys, id: index.RootID}
+	root := &dirNode{node: node{fsys, index.RootID}}
 	fopts := KernelOptions("oashare", opts.FsName, opts.CacheTimeout, opts.AllowOther)
 	fopts.MountOptions.Debug = opts.Debug
 	if opts.Debug {
@@ -212,6 +211,9 @@ var nsErrnos = []struct {
 	{namespace.ErrBadName, syscall.EINVAL},
 	{namespace.ErrLongName, syscall.ENAMETOOLONG},
 	{namespace.ErrLinkDir, syscall.EPERM},
+	{namespace.ErrNoXattr, syscall.ENODATA},
+	{namespace.ErrXattrSpace, syscall.ENOSPC},
+	{namespace.ErrXattrRange, syscall.ERANGE},
 }
 
 func typeMode(t index.EntryType) uint32 {
@@ -308,13 +310,13 @@ func (fsys *FS) newNode(ctx context.Context, parent *fs.Inode, ino *index.Inode)
 	var emb fs.InodeEmbedder
 	switch ino.Type {
 	case index.TypeDir:
-		emb = &dirNode{fsys: fsys, id: ino.ID}
+		emb = &dirNode{node: node{fsys, ino.ID}}
 	case index.TypeSymlink:
-		emb = &symlinkNode{fsys: fsys, id: ino.ID}
+		emb = &symlinkNode{node: node{fsys, ino.ID}}
 	case index.TypeFile:
-		emb = &fileNode{fsys: fsys, id: ino.ID}
+		emb = &fileNode{node: node{fsys, ino.ID}}
 	default:
-		emb = &specialNode{fsys: fsys, id: ino.ID}
+		emb = &specialNode{node: node{fsys, ino.ID}}
 	}
 	n := parent.NewInode(ctx, emb, fs.StableAttr{Mode: typeMode(ino.Type), Ino: ino.ID})
 	fsys.track(n)

@@ -13,8 +13,7 @@ import (
 // node needs no content.
 type specialNode struct {
 	fs.Inode
-	fsys *FS
-	id   uint64
+	node
 }
 
 var (

@@ -11,8 +11,7 @@ import (
 // symlinkNode is a symbolic link; its target lives in the inode record.
 type symlinkNode struct {
 	fs.Inode
-	fsys *FS
-	id   uint64
+	node
 }
 
 var (

@@ -47,6 +47,10 @@ var (
 	ErrBadName  = errors.New("name is empty, '.' or '..'")        // EINVAL
 	ErrLongName = errors.New("name too long")                     // ENAMETOOLONG
 	ErrLinkDir  = errors.New("a directory cannot be hard-linked") // EPERM
+
+	ErrNoXattr    = errors.New("no such extended attribute")                // ENODATA
+	ErrXattrSpace = errors.New("no room left for extended attributes")      // ENOSPC
+	ErrXattrRange = errors.New("extended attribute name or value too long") // ERANGE
 )
 
 // Namespace applies changes to the namespace of one node.
@@ -384,6 +388,78 @@ type Attrs struct {
 // supersedes it. A conflict copy is read-only. Published with a sync at
 // once.
 func (ns *Namespace) SetAttrs(id uint64, a Attrs) (index.Inode, error) {
+	return ns.changeInode(id, func(ino *index.Inode) (bool, error) {
+		changed := false
+		set32 := func(dst *uint32, v *uint32) {
+			if v != nil {
+				*dst, changed = *v, true
+			}
+		}
+		set64 := func(dst *int64, v *int64) {
+			if v != nil {
+				*dst, changed = *v, true
+			}
+		}
+		if a.Mode != nil {
+			m := *a.Mode & 0o7777
+			set32(&ino.Mode, &m)
+		}
+		set32(&ino.Uid, a.Uid)
+		set32(&ino.Gid, a.Gid)
+		set64(&ino.MtimeNs, a.MtimeNs)
+		set64(&ino.AtimeNs, a.AtimeNs)
+		return changed, nil
+	})
+}
+
+// Flags of SetXattr, as setxattr(2) takes them.
+const (
+	XattrCreate  = 1 // fail with ErrExists if the attribute exists
+	XattrReplace = 2 // fail with ErrNoAttr if it does not
+)
+
+// SetXattr sets extended attribute name of inode id to value, as
+// SetAttrs changes attributes: a new version made on the one just read,
+// published with a sync at once. flags are XattrCreate, XattrReplace or
+// 0. An attribute that would take the inode's attributes past
+// index.MaxXattrBytes or their names past index.MaxXattrList is refused
+// with ErrXattrSpace, a name or value
+// over Linux's limits with ErrXattrRange.
+func (ns *Namespace) SetXattr(id uint64, name string, value []byte, flags uint32) (index.Inode, error) {
+	if name == "" || len(name) > index.MaxXattrName || len(value) > index.MaxXattrValue {
+		return index.Inode{}, ErrXattrRange
+	}
+	return ns.changeInode(id, func(ino *index.Inode) (bool, error) {
+		_, exists := ino.Xattr(name)
+		switch {
+		case exists && flags&XattrCreate != 0:
+			return false, ErrExists
+		case !exists && flags&XattrReplace != 0:
+			return false, ErrNoXattr
+		}
+		ino.SetXattr(name, value)
+		if ino.XattrBytes() > index.MaxXattrBytes || ino.XattrListBytes() > index.MaxXattrList {
+			return false, ErrXattrSpace
+		}
+		return true, nil // the same value again still moves the ctime, as on a local disk
+	})
+}
+
+// RemoveXattr removes extended attribute name of inode id, as SetXattr
+// sets one; ErrNoXattr if it has none of that name.
+func (ns *Namespace) RemoveXattr(id uint64, name string) (index.Inode, error) {
+	return ns.changeInode(id, func(ino *index.Inode) (bool, error) {
+		if !ino.RemoveXattr(name) {
+			return false, ErrNoXattr
+		}
+		return true, nil
+	})
+}
+
+// changeInode publishes the change change makes to inode id (reporting
+// whether it changed anything) as a new version made on the one just
+// read, with a new ctime, and returns the inode as published.
+func (ns *Namespace) changeInode(id uint64, change func(*index.Inode) (bool, error)) (index.Inode, error) {
 	if index.IsConflictID(id) {
 		return index.Inode{}, ErrReadOnly
 	}
@@ -395,39 +471,15 @@ func (ns *Namespace) SetAttrs(id uint64, a Attrs) (index.Inode, error) {
 	}
 	ino.BaseVersion, ino.BaseOrigin = ino.Version, ino.Origin
 	ino.Supersedes = nil
-	changed := false
-	set32 := func(dst *uint32, v *uint32) {
-		if v != nil {
-			*dst, changed = *v, true
-		}
-	}
-	set64 := func(dst *int64, v *int64) {
-		if v != nil {
-			*dst, changed = *v, true
-		}
-	}
-	if a.Mode != nil {
-		m := *a.Mode & 0o7777
-		set32(&ino.Mode, &m)
-	}
-	set32(&ino.Uid, a.Uid)
-	set32(&ino.Gid, a.Gid)
-	set64(&ino.MtimeNs, a.MtimeNs)
-	set64(&ino.AtimeNs, a.AtimeNs)
-	if !changed {
-		return ino, nil
-	}
-	ino.CtimeNs = time.Now().UnixNano()
 	if id == index.RootID && ino.Version == 0 {
 		// The root nobody has changed yet belongs to whoever mounted it.
 		ino.ID, ino.Type = index.RootID, index.TypeDir
-		if a.Uid == nil {
-			ino.Uid = ns.uid
-		}
-		if a.Gid == nil {
-			ino.Gid = ns.gid
-		}
+		ino.Uid, ino.Gid = ns.uid, ns.gid
 	}
+	if changed, err := change(&ino); err != nil || !changed {
+		return ino, err
+	}
+	ino.CtimeNs = time.Now().UnixNano()
 	rec, err := ns.node.Publish([]index.Op{{Inode: &ino}}, chunknet.SyncAtOnce)
 	if err != nil {
 		return ino, err

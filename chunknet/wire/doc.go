@@ -100,7 +100,8 @@
 // the barrier of fsync, 21 and 22; version 4 joining, 23 and 24; version
 // 5 Leaving, 25; version 6 no frame (the record layer under them);
 // version 7 InUse, 26 and 27; version 8 snapshots, 28 and 29 (and the
-// Records flag 2, the version vector of InUseResult).
+// Records flag 2, the version vector of InUseResult); version 9 no frame
+// (extended attributes in namespace records).
 //
 //	 1 Ping        request   empty                                → Pong
 //	 2 Pong        response  empty

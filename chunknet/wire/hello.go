@@ -20,8 +20,10 @@ const (
 	// version 4 runs over mutually authenticated TLS between members
 	// and adds Join and JoinResult; version 5 adds Leaving; version 6
 	// carries frames between members in records sealed with keys
-	// exported from TLS (chunknet's record layer) instead of TLS's own.
-	Version uint16 = 8
+	// exported from TLS (chunknet's record layer) instead of TLS's own;
+	// version 7 adds InUse; version 8 snapshots; version 9 namespace
+	// records may carry inodes with extended attributes (op kind 4).
+	Version uint16 = 9
 	// MaxNetworkName bounds the network name of a hello, in bytes.
 	MaxNetworkName = 64
 	// MaxHelloSize is the largest hello on the wire: magic, version, node

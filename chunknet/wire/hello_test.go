@@ -134,7 +134,7 @@ func TestReadHelloErrors(t *testing.T) {
 		{"older version", setVersion(Version - 1), ErrVersion, Version - 1},
 		{"newer version", setVersion(Version + 1), ErrVersion, Version + 1},
 		{"newer version, short hello", append([]byte(Magic), 0, byte(Version+1)), ErrVersion, Version + 1},
-		{"version and name", with(func(b []byte) []byte { binary.BigEndian.PutUint16(b[4:], 9); b[22] = 0; return b }), ErrVersion, 9},
+		{"version and name", with(func(b []byte) []byte { binary.BigEndian.PutUint16(b[4:], Version+7); b[22] = 0; return b }), ErrVersion, Version + 7},
 		{"name length 0", setNameLen(0), ErrBadHello, 0},
 		{"name length 65", setNameLen(MaxNetworkName + 1), ErrBadHello, 0},
 		{"name length 255", setNameLen(255), ErrBadHello, 0},
