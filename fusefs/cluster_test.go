@@ -92,6 +92,8 @@ type clusterOptions struct {
 	spotCheckEvery int
 	// forgetAfter: chunknet.Config.ForgetAfter; 0 = default.
 	forgetAfter time.Duration
+	// noXattrs: Options.NoXattrs.
+	noXattrs bool
 }
 
 // startClusterOpts starts n peers configured by o, connects them and
@@ -157,7 +159,7 @@ func (p *testPeer) start(t testing.TB, num int) {
 		t.Fatal(err)
 	}
 	p.mnt = filepath.Join(p.dir, "mnt")
-	srv, fsys, err := MountFS(p.mnt, Options{Node: node, Logger: log, FsName: "oashare-test", AllowOther: true, CacheTimeout: p.opts.cacheTimeout})
+	srv, fsys, err := MountFS(p.mnt, Options{Node: node, Logger: log, FsName: "oashare-test", AllowOther: true, CacheTimeout: p.opts.cacheTimeout, NoXattrs: p.opts.noXattrs})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -192,6 +192,7 @@ func (f *fileNode) Write(ctx context.Context, fh fs.FileHandle, data []byte, off
 		return 0, f.fsys.toErrno("write", err)
 	}
 	st.mtime = time.Now().UnixNano()
+	f.fsys.counters.BytesWritten.Add(int64(len(data)))
 	return uint32(len(data)), 0
 }
 
@@ -222,6 +223,7 @@ func (f *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 			if err != nil && err != io.EOF {
 				return nil, f.fsys.toErrno("read", err)
 			}
+			f.fsys.counters.BytesRead.Add(int64(n))
 			return fuse.ReadResultData(dest[:n]), 0
 		}
 		v = st.v
@@ -234,6 +236,7 @@ func (f *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off 
 	if err != nil && err != io.EOF {
 		return nil, f.fsys.toErrno("read", err)
 	}
+	f.fsys.counters.BytesRead.Add(int64(n))
 	return fuse.ReadResultData(dest[:n]), 0
 }
 

@@ -301,6 +301,10 @@ func (fsys *FS) restorePending() error {
 // without a wake-up.
 const pendingEvery = 2 * time.Second
 
+// PublishPending tries the pending file versions now (they are tried
+// every few seconds anyway): their copies may have become possible.
+func (fsys *FS) PublishPending() { fsys.kickPending() }
+
 func (fsys *FS) kickPending() {
 	select {
 	case fsys.pendingKick <- struct{}{}:

@@ -38,6 +38,11 @@ type Options struct {
 	// 0 = 1s.
 	CacheTimeout time.Duration
 	Debug        bool
+	// NoXattrs turns extended attributes off: the kernel then answers
+	// ENOTSUP itself and stops asking. With them on, it asks once per
+	// file listed by ls -l (security.selinux) and once per write
+	// (security.capability): one more request each.
+	NoXattrs bool
 }
 
 // FS is the state shared by every node of one mount.
@@ -69,7 +74,20 @@ type FS struct {
 	filesMu     sync.Mutex
 	files       map[uint64]*fileState // files in use or with changes to publish (filestate.go)
 	pendingKick chan struct{}         // wakes pendingLoop
+
+	counters Counters
 }
+
+// Counters count what programs did through the mount since it started.
+type Counters struct {
+	BytesRead, BytesWritten atomic.Int64
+	// Unavailable counts operations that failed with EIO because no live
+	// peer served a chunk they needed (chunknet.ErrUnavailable).
+	Unavailable atomic.Int64
+}
+
+// Counters returns the mount's counters.
+func (fsys *FS) Counters() *Counters { return &fsys.counters }
 
 // KernelOptions are the mount options oashare gives the kernel: request
 // sizes, read-ahead, cache lifetimes and permission checks. They are
@@ -141,6 +159,7 @@ func MountFS(dir string, opts Options) (*fuse.Server, *FS, error) {
 	root := &dirNode{node: node{fsys, index.RootID}}
 	fopts := KernelOptions("oashare", opts.FsName, opts.CacheTimeout, opts.AllowOther)
 	fopts.MountOptions.Debug = opts.Debug
+	fopts.MountOptions.DisableXAttrs = opts.NoXattrs
 	if opts.Debug {
 		// Microsecond stamps: the request log then shows each request's
 		// latency, from its rx line to its tx line.
@@ -191,6 +210,9 @@ func (fsys *FS) toErrno(op string, err error) syscall.Errno {
 		if errors.Is(err, m.err) {
 			return m.errno // what the program asked for cannot be done: not worth a log line
 		}
+	}
+	if errors.Is(err, chunknet.ErrUnavailable) {
+		fsys.counters.Unavailable.Add(1)
 	}
 	fsys.log.Error(op+" failed", "err", err)
 	return syscall.EIO

@@ -255,3 +255,19 @@ func TestProgramsXattrs(t *testing.T) {
 		waitFor(t, 20*time.Second, "attributes of "+dir+" on peer 3", func() bool { return dump(root) == want })
 	}
 }
+
+// TestNoXattrs: a mount with extended attributes off refuses them, as a
+// file system without them does.
+func TestNoXattrs(t *testing.T) {
+	peers := startClusterOpts(t, 1, clusterOptions{replicas: 1, noXattrs: true})
+	f := filepath.Join(peers[0].mnt, "f")
+	if err := os.WriteFile(f, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Lsetxattr(f, "user.a", []byte("1"), 0); !errors.Is(err, unix.EOPNOTSUPP) {
+		t.Errorf("setxattr with xattrs off: %v; want ENOTSUP", err)
+	}
+	if _, err := getXattr(f, "user.a"); !errors.Is(err, unix.EOPNOTSUPP) {
+		t.Errorf("getxattr with xattrs off: %v; want ENOTSUP", err)
+	}
+}
