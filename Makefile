@@ -4,6 +4,13 @@
 # Go may not be on PATH on a fresh machine (it lives in /usr/local/go).
 GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 BIN := bin/oashare
+# The version a build reports (oashare version): git describe of the
+# checkout, "devel" outside one.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+# make install puts the binary in $(DESTDIR)$(PREFIX)/bin.
+PREFIX ?= /usr/local
 MNT ?= $(HOME)/net
 # Extra flags for `make run`, e.g. RUN_FLAGS="--iface eth0 --replicas 2".
 RUN_FLAGS ?=
@@ -15,11 +22,16 @@ RUN_FLAGS ?=
 TEST_DEBS := fuse3 iproute2 util-linux procps sqlite3 git rsync tcpdump
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.6.1
 
-.PHONY: build run test test-race test-short lint fmt-check vet fuzz bench bench-go posix demo ci deps clean
+.PHONY: build install run test test-race test-short lint fmt-check vet fuzz bench bench-go posix demo ci deps clean
 
 build:
-	$(GO) build -o $(BIN) ./cmd/oashare
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/oashare
 	$(GO) build -o bin/oashare-loopback ./scripts/loopback
+
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/oashare
+	@echo "installed $(DESTDIR)$(PREFIX)/bin/oashare ($$($(BIN) --version))"
 
 # A network of one until peers appear; Ctrl-C unmounts and exits.
 run: build

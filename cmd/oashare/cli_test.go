@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -332,7 +333,14 @@ func TestCLIErrors(t *testing.T) {
 			phrase: "is not empty",
 		},
 		{name: "status without node", args: []string{"status", "--data", "$MNT"}, phrase: "no oashare node is running with data dir"},
-		{name: "status extra argument", args: []string{"status", "--data", "$MNT", "x"}, phrase: "takes no arguments (got 1 arguments"},
+		{name: "status extra argument", args: []string{"status", "--data", "$MNT", "x", "y"}, phrase: "accepts at most 1 arg(s), received 2"},
+		{name: "status of a folder that is not a mount", args: []string{"status", "$S"}, phrase: "is not inside an oashare mount"},
+		{name: "status watch and json", args: []string{"status", "--watch", "--json"}, phrase: "--watch and --json: choose one"},
+		{name: "status watch interval", args: []string{"status", "--watch", "--interval", "0s"}, phrase: "--interval 0s: must be positive"},
+		{name: "log file in a missing directory", args: mount("--log-file", "$S/none/node.log"), phrase: "/none/node.log: no such file or directory: give a file in a directory this user can write"},
+		{name: "umount without mount point", args: []string{"umount"}, phrase: "takes MOUNTPOINT (got 0 arguments"},
+		{name: "umount of a folder that is not a mount", args: []string{"umount", "$S"}, phrase: "is not inside an oashare mount"},
+		{name: "version with an argument", args: []string{"version", "x"}, phrase: "takes no arguments (got 1 arguments"},
 		{
 			name: "where outside a mount",
 			setup: func(t *testing.T, s string) {
@@ -387,10 +395,11 @@ func TestCLIHelp(t *testing.T) {
 		cmd   *cobra.Command
 		flags []string
 	}{
-		{[]string{"--help"}, newRootCmd(), []string{"--help", "mount", "status", "where"}},
+		{[]string{"--help"}, newRootCmd(), []string{"--help", "--version", "mount", "umount", "status", "where", "version"}},
+		{[]string{"umount", "--help"}, newUmountCmd(), []string{"--force"}},
 		{[]string{"mount", "--help"}, newMountCmd(), []string{"--data", "--listen", "--iface", "--no-mdns", "--peer", "--replicas", "--network", "--log-level", "--cache-mb"}},
-		{[]string{"status", "--help"}, newStatusCmd(), []string{"--data", "--json"}},
-		{[]string{"where", "--help"}, newWhereCmd(), []string{"--data", "--json"}},
+		{[]string{"status", "--help"}, newStatusCmd(), []string{"--data", "--json", "--watch", "--interval", "MOUNTPOINT"}},
+		{[]string{"where", "--help"}, newWhereCmd(), []string{"--data", "--json", "--chunks"}},
 	}
 	for _, tc := range cases {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
@@ -548,11 +557,11 @@ type whereRow struct {
 	hash, peers string
 }
 
-// whereRows runs `oashare where path` and returns its data chunk lines
-// (the lines starting with a chunk index).
+// whereRows runs `oashare where --chunks path` and returns its data
+// chunk lines (the lines starting with a chunk index).
 func (n *cliNode) whereRows(t *testing.T, path string) []whereRow {
 	t.Helper()
-	r := runCLI(t, "/", n.env, n.bin, "where", path)
+	r := runCLI(t, "/", n.env, n.bin, "where", "--chunks", path)
 	if r.code != 0 || r.stderr != "" {
 		t.Fatalf("where %s: exit %d: %s", path, r.code, r.stderr)
 	}
@@ -626,6 +635,73 @@ func TestCLIRunningNode(t *testing.T) {
 		if len(n.nodeID) != 32 || !strings.Contains(r.stdout, n.nodeID) {
 			t.Errorf("status does not print the node ID %q:\n%s", n.nodeID, r.stdout)
 		}
+		// Found from the mount point as well, and printed as a table.
+		byMount := runCLI(t, "/", n.env, bin, "status", mnt)
+		if byMount.code != 0 || !strings.Contains(byMount.stdout, n.nodeID) {
+			t.Fatalf("status %s: exit %d: %s%s", mnt, byMount.code, byMount.stdout, byMount.stderr)
+		}
+		host, _ := os.Hostname()
+		for _, re := range []string{
+			`(?m)^node +` + n.nodeID + ` \(` + regexp.QuoteMeta(host) + `\), listening on 127\.0\.0\.1:\d+$`,
+			`(?m)^network +[^:]+: 1 members, 3 copies of every file`,
+			`(?m)^mount +` + regexp.QuoteMeta(mnt) + `$`,
+			`(?m)^PEER +NAME +ADDRESS +STATE +HELD +FREE *$`,
+			`(?m)^` + n.nodeID[:8] + ` +` + regexp.QuoteMeta(host) + ` +127\.0\.0\.1:\d+ +this node +[\d.]+ (B|KiB|MiB) +[\d.]+ [KMGT]iB *$`,
+			`(?m)^pending uploads +0 file versions`,
+			`(?m)^unavailable +0 operations`,
+		} {
+			if !regexp.MustCompile(re).MatchString(byMount.stdout) {
+				t.Errorf("status: no line matching %s in:\n%s", re, byMount.stdout)
+			}
+		}
+		// The columns line up: every row of the table starts its STATE
+		// column where the header does.
+		lines := strings.Split(byMount.stdout, "\n")
+		for i, l := range lines {
+			if strings.HasPrefix(l, "PEER ") && i+1 < len(lines) {
+				if col := strings.Index(l, "STATE"); strings.Index(lines[i+1], "this node") != col {
+					t.Errorf("status table not aligned:\n%s\n%s", l, lines[i+1])
+				}
+			}
+		}
+	})
+
+	t.Run("status watch", func(t *testing.T) {
+		// Two redraws with rates in between, then stopped as by Ctrl-C.
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, bin, "status", "--watch", "--interval", "200ms", mnt)
+		cmd.Env = n.env
+		outPath := filepath.Join(t.TempDir(), "watch.out")
+		outFile, err := os.Create(outPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer outFile.Close()
+		cmd.Stdout = outFile // a file, not a terminal: tables one after another
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		read := func() string { b, _ := os.ReadFile(outPath); return string(b) }
+		go func() {
+			for i := 0; i < 50; i++ {
+				os.ReadFile(filepath.Join(mnt, "f1500"))
+				time.Sleep(20 * time.Millisecond)
+			}
+		}()
+		deadline := time.Now().Add(15 * time.Second)
+		for strings.Count(read(), "transfers") < 2 && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+		got := read()
+		if n := strings.Count(got, "PEER "); n < 3 {
+			t.Fatalf("status --watch drew %d tables; want at least 3:\n%s", n, got)
+		}
+		if !regexp.MustCompile(`(?m)^transfers +read [\d.]+ (B|KiB|MiB)/s, written [\d.]+ (B|KiB|MiB)/s through the mount; repair copies 0 B/s$`).MatchString(got) {
+			t.Errorf("status --watch shows no transfer rates:\n%s", got)
+		}
 	})
 
 	t.Run("status json", func(t *testing.T) {
@@ -672,9 +748,26 @@ func TestCLIRunningNode(t *testing.T) {
 		if s, _ := n.status(t); s.GroupsBelow != 1 || s.Pending != 0 {
 			t.Errorf("status after writing alone: %d groups below target, %d pending; want 1, 0", s.GroupsBelow, s.Pending)
 		}
-		r := runCLI(t, "/", n.env, bin, "status", "--data", data)
-		if !strings.Contains(r.stdout, "below target:  1 groups") {
+		r := runCLI(t, "/", n.env, bin, "status", mnt)
+		if !regexp.MustCompile(`(?m)^below target +1 groups, 0 tree nodes`).MatchString(r.stdout) {
 			t.Errorf("status does not show the group below target:\n%s", r.stdout)
+		}
+		// The summary: one range of the 1500 bytes, 3 chunks, one copy
+		// held by this node; then this node holds all of it.
+		r = runCLI(t, "/", n.env, bin, "where", file)
+		if r.code != 0 || r.stderr != "" {
+			t.Fatalf("where: exit %d: %s", r.code, r.stderr)
+		}
+		id := n.nodeID[:8]
+		for _, re := range []string{
+			`(?m)^BYTES +CHUNKS +COPIES +HELD BY *$`,
+			`(?m)^0-1499 +0-2 +1 +` + id + ` *$`,
+			`(?m)^HOLDER +CHUNKS +BYTES +TREE NODES *$`,
+			`(?m)^` + id + ` +3 of 3 +1\.5 KiB +\d+ of \d+ *$`,
+		} {
+			if !regexp.MustCompile(re).MatchString(r.stdout) {
+				t.Errorf("where %s: no line matching %s in:\n%s", file, re, r.stdout)
+			}
 		}
 	})
 
@@ -915,7 +1008,7 @@ func TestCLITwoNodes(t *testing.T) {
 	}
 
 	// Removal: b is dropped and refused from then on.
-	r := runCLI(t, "/", a.env, bin, "remove", b.nodeID[:8], "--data", a.data)
+	r := runCLI(t, "/", a.env, bin, "remove", b.nodeID[:8], a.mnt) // found from the mount point
 	if r.code != 0 || !strings.Contains(r.stdout, "removed "+b.nodeID) {
 		t.Fatalf("remove: exit %d: %s %s", r.code, r.stdout, r.stderr)
 	}

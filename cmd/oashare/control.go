@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -65,16 +66,29 @@ type statusJSON struct {
 	// that wait for their copies to be published; BelowTarget the groups
 	// (and tree nodes) this node wrote that have fewer copies than
 	// --replicas, to be topped up as peers appear.
-	Members          int        `json:"members"`
-	Distrusted       []string   `json:"distrusted,omitempty"`
-	Hint             string     `json:"hint,omitempty"`
-	Pending          int        `json:"pending_versions"`
-	GroupsBelow      int64      `json:"groups_below_target"`
-	TreeNodesBelow   int64      `json:"tree_nodes_below_target"`
-	StateUnavailable string     `json:"state_error,omitempty"`
-	Repair           repairJSON `json:"repair"`
-	Scrub            scrubJSON  `json:"scrub"`
-	GC               gcJSON     `json:"gc"`
+	Members          int      `json:"members"`
+	Distrusted       []string `json:"distrusted,omitempty"`
+	Hint             string   `json:"hint,omitempty"`
+	Pending          int      `json:"pending_versions"`
+	GroupsBelow      int64    `json:"groups_below_target"`
+	TreeNodesBelow   int64    `json:"tree_nodes_below_target"`
+	StateUnavailable string   `json:"state_error,omitempty"`
+	// Name is this node's member name; MemberList every member, this
+	// node and removed ones included, with when each was last seen.
+	Name       string       `json:"name"`
+	MemberList []memberJSON `json:"member_list"`
+	// Unavailable counts operations on the mount that failed (EIO)
+	// because no live peer served a chunk, since start; BytesRead and
+	// BytesWritten what programs read and wrote through the mount.
+	Unavailable  int64 `json:"unavailable"`
+	BytesRead    int64 `json:"bytes_read"`
+	BytesWritten int64 `json:"bytes_written"`
+	// At is when these figures were taken (RFC 3339 with nanoseconds),
+	// to turn two answers into rates.
+	At     string     `json:"at"`
+	Repair repairJSON `json:"repair"`
+	Scrub  scrubJSON  `json:"scrub"`
+	GC     gcJSON     `json:"gc"`
 }
 
 // gcJSON is what garbage collection did (see chunknet's gc.go).
@@ -152,9 +166,12 @@ type control struct {
 
 	left      chan struct{} // closed when a leave drained the node: stop
 	leaveOnce sync.Once
+
+	server   interface{ Unmount() error } // the mount, for umount
+	detached chan struct{}                // closed when umount --force detached a busy mount: stop
 }
 
-func startControl(dataDir string, node *chunknet.Node, fsys *fusefs.FS, mnt, network string) (*control, error) {
+func startControl(dataDir string, node *chunknet.Node, fsys *fusefs.FS, server interface{ Unmount() error }, mnt, network string) (*control, error) {
 	path := filepath.Join(dataDir, controlSocketName)
 	os.Remove(path) // a leftover of a killed node; we hold the data dir lock
 	ln, err := net.Listen("unix", path)
@@ -162,7 +179,8 @@ func startControl(dataDir string, node *chunknet.Node, fsys *fusefs.FS, mnt, net
 		return nil, fmt.Errorf("control socket %s: %v", path, err)
 	}
 	os.Chmod(path, 0o600)
-	c := &control{ln: ln, node: node, fsys: fsys, mnt: mnt, network: network, left: make(chan struct{})}
+	c := &control{ln: ln, node: node, fsys: fsys, server: server, mnt: mnt, network: network,
+		left: make(chan struct{}), detached: make(chan struct{})}
 	c.wg.Add(1)
 	go c.serve()
 	return c, nil
@@ -212,6 +230,10 @@ func (c *control) serve() {
 			case "leave":
 				conn.SetDeadline(time.Now().Add(30 * 24 * time.Hour)) // as long as the copies take
 				c.leave(json.NewEncoder(conn), arg == "force")
+				return
+			case "umount":
+				conn.SetDeadline(time.Now().Add(30 * 24 * time.Hour)) // as long as publishing takes
+				c.umount(json.NewEncoder(conn), arg == "force")
 				return
 			case "versions":
 				reply = orError(c.versions(arg))
@@ -264,6 +286,15 @@ func (c *control) status() statusJSON {
 		s.Peers = append(s.Peers, pj)
 	}
 	s.DiskFree = c.node.LocalStat().DiskFree
+	s.MemberList = c.members()
+	for _, m := range s.MemberList {
+		if m.Self {
+			s.Name = m.Name
+		}
+	}
+	cs := c.fsys.Counters()
+	s.Unavailable, s.BytesRead, s.BytesWritten = cs.Unavailable.Load(), cs.BytesRead.Load(), cs.BytesWritten.Load()
+	s.At = time.Now().UTC().Format(time.RFC3339Nano)
 	if since, full := c.node.DB().DiskFull(); full {
 		s.DiskFullSince = since.UTC().Format(time.RFC3339)
 	}
@@ -462,4 +493,61 @@ func (c *control) leave(enc *json.Encoder, force bool) {
 	}
 	enc.Encode(leaveJSON{Done: true})
 	c.leaveOnce.Do(func() { close(c.left) })
+}
+
+// umountJSON is one line of the answer to umount: progress, then done or
+// an error.
+type umountJSON struct {
+	Pending int    `json:"pending,omitempty"` // file versions written here, not yet published
+	Done    bool   `json:"done,omitempty"`
+	Error   string `json:"error,omitempty"`
+}
+
+// umountBeat is how often umount tells the asker it is still waiting
+// (and so finds out the asker went away).
+const umountBeat = 2 * time.Second
+
+// umount stops the node cleanly: it waits until every file version
+// written here is published (unless force), streaming the count to enc,
+// then unmounts; the node stops once the mount is gone. If the asker goes
+// away while it waits (Ctrl-C), the node keeps running. A busy mount (a
+// program has a file open in it) is an error, unless force, which
+// detaches it lazily and stops the node.
+func (c *control) umount(enc *json.Encoder, force bool) {
+	last, lastSent := -1, time.Time{}
+	for !force {
+		ps, err := c.node.DB().Pendings()
+		if err != nil {
+			enc.Encode(umountJSON{Error: err.Error()})
+			return
+		}
+		if len(ps) == 0 {
+			break
+		}
+		if len(ps) != last || time.Since(lastSent) >= umountBeat {
+			if enc.Encode(umountJSON{Pending: len(ps)}) != nil {
+				return // the asker went away: keep running
+			}
+			last, lastSent = len(ps), time.Now()
+		}
+		c.fsys.PublishPending()
+		select {
+		case <-time.After(100 * time.Millisecond):
+		case <-c.node.Context().Done():
+			enc.Encode(umountJSON{Error: "the node is stopping"})
+			return
+		}
+	}
+	if err := c.server.Unmount(); err != nil {
+		if !force {
+			enc.Encode(umountJSON{Error: fmt.Sprintf("%s is busy: a program has a file or directory open in it (fuser -vm %s lists them); close it and run umount again, or use --force to detach it now (those programs then get errors)", c.mnt, c.mnt)})
+			return
+		}
+		if out, err := exec.Command("fusermount3", "-u", "-z", c.mnt).CombinedOutput(); err != nil {
+			enc.Encode(umountJSON{Error: fmt.Sprintf("detaching %s: %v: %s", c.mnt, err, strings.TrimSpace(string(out)))})
+			return
+		}
+		close(c.detached)
+	}
+	enc.Encode(umountJSON{Done: true})
 }

@@ -48,17 +48,21 @@ stored on several peers, and read back verified. Peers find each other by mDNS.
   oashare invite ~/net         a join code for one more machine
   oashare mount ~/net --join CODE   on that machine: join and share
   oashare members ~/net        who is in the network; oashare remove NODE revokes one
-  oashare status               what the running node sees
-  oashare where ~/net/FILE     which peers hold each chunk of FILE
+  oashare umount ~/net         publish what is pending, unmount, stop
+  oashare status [~/net]       this node, its peers, the share's health (--watch)
+  oashare where ~/net/FILE     which peers hold which parts of FILE
   oashare fsck [~/net/DIR]     are all copies there? (--repair: make them now)
-  oashare leave ~/net          move this node's copies to the others, then stop`,
+  oashare leave ~/net          move this node's copies to the others, then stop
+  oashare version              version, commit, protocol`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	root.CompletionOptions.DisableDefaultCmd = true
+	root.Version = versionInfo().short()
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return fmt.Errorf("%v (see '%s --help')", err, c.CommandPath())
 	})
-	root.AddCommand(newMountCmd(), newStatusCmd(), newWhereCmd(), newInviteCmd(), newMembersCmd(), newRemoveCmd(), newFsckCmd(), newLeaveCmd(), newVersionsCmd(), newRestoreCmd())
+	root.AddCommand(newMountCmd(), newStatusCmd(), newWhereCmd(), newInviteCmd(), newMembersCmd(), newRemoveCmd(), newFsckCmd(), newLeaveCmd(), newVersionsCmd(), newRestoreCmd(), newVersionCmd(), newUmountCmd())
 	return root
 }

@@ -319,17 +319,22 @@ Removed members are listed as such.`,
 func newRemoveCmd() *cobra.Command {
 	var data string
 	cmd := &cobra.Command{
-		Use:   "remove NODE",
+		Use:   "remove NODE [MOUNTPOINT]",
 		Short: "Revoke a member: every peer refuses it from then on",
 		Long: `Remove NODE (a node ID, its first digits, or its name from 'oashare members')
-from the network of the node running with --data. Every member then refuses
+from the network of the node serving MOUNTPOINT (or running with --data).
+Every member then refuses
 its connections and its later changes, and makes again elsewhere the copies it
 held. Removal is final: that machine can come back only as a new node (a new
 data directory) with a new join code.`,
-		Args: exactArgs(1, "NODE"),
+		Args: rangeArgs(1, 2, "NODE and at most a MOUNTPOINT"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			dir, err := dataDirArg(cmd, args[1:], data)
+			if err != nil {
+				return err
+			}
 			var m memberJSON
-			if err := ask(data, "remove", args[0], &m); err != nil {
+			if err := ask(dir, "remove", args[0], &m); err != nil {
 				return err
 			}
 			fmt.Printf("removed %s (%s)\n", m.ID, m.Name)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	stdlog "log"
 	"log/slog"
 	"net"
 	"os"
@@ -37,6 +38,8 @@ type mountFlags struct {
 	joinCode chunknet.JoinCode
 	joinWait time.Duration
 	logLevel string
+	logFile  string
+	noXattrs bool
 	fuseLog  bool
 	cacheMB  int
 	quotaMB  int64
@@ -91,6 +94,7 @@ by a killed node is cleaned up first.`,
 	fl.StringVar(&f.join, "join", "", "join the network of the member that printed this code ('oashare invite'); ignored once the data dir belongs to a network")
 	fl.DurationVar(&f.joinWait, "join-wait", 2*time.Minute, "how long --join looks for the member that printed the code")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fl.StringVar(&f.logFile, "log-file", "", "append the log to this file (created readable by this user only) instead of standard error")
 	fl.Int64Var(&f.quotaMB, "quota-mb", 0, "MiB each member may have this node store for it (0 = a fair share: the data disk's size divided by the members; -1 = no limit)")
 	fl.DurationVar(&f.repairAfter, "repair-after", time.Minute, "how long a peer may be away (stopped, dead or cut off) before the copies it held are made again on the others")
 	fl.IntVar(&f.repairRateMB, "repair-rate-mb", 32, "MiB/s this node sends at most to restore or move copies, so that reads and writes keep the links and disks (-1 = no limit)")
@@ -101,6 +105,7 @@ by a killed node is cleaned up first.`,
 	fl.IntVar(&f.cacheMB, "cache-mb", 32, "MiB of verified chunks kept in memory for reads (0 = none: every read asks the peers)")
 	fl.StringVar(&f.pprof, "pprof", "", "serve Go profiles (net/http/pprof) on this HOST:PORT, e.g. 127.0.0.1:6060; off by default")
 	fl.BoolVar(&f.fuseLog, "debug-fuse", false, "log every FUSE request (very verbose)")
+	fl.BoolVar(&f.noXattrs, "no-xattrs", false, "refuse extended attributes (ENOTSUP), sparing the kernel's request per file of ls -l and per write")
 	return cmd
 }
 
@@ -108,6 +113,15 @@ by a killed node is cleaned up first.`,
 func exactArgs(n int, what string) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if len(args) != n {
+			return fmt.Errorf("%s takes %s (got %d arguments; see '%s --help')", cmd.CommandPath(), what, len(args), cmd.CommandPath())
+		}
+		return nil
+	}
+}
+
+func rangeArgs(lo, hi int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < lo || len(args) > hi {
 			return fmt.Errorf("%s takes %s (got %d arguments; see '%s --help')", cmd.CommandPath(), what, len(args), cmd.CommandPath())
 		}
 		return nil
@@ -277,9 +291,18 @@ func runMount(ctx context.Context, mountpoint string, f mountFlags) (err error) 
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	if err := f.check(); err != nil {
 		return err
+	}
+	logOut, logDest, err := openLog(f.logFile)
+	if err != nil {
+		return err
+	}
+	defer logOut.Close()
+	log := slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: level}))
+	stdlog.SetOutput(logOut) // what libraries log with the log package goes there too
+	if f.logFile != "" {
+		fmt.Fprintf(os.Stderr, "oashare: logging to %s\n", logDest)
 	}
 	if err := checkFUSE(); err != nil {
 		return err
@@ -355,14 +378,14 @@ func runMount(ctx context.Context, mountpoint string, f mountFlags) (err error) 
 	}
 	defer node.Close()
 
-	server, fsys, err := fusefs.MountFS(mnt, fusefs.Options{Node: node, Logger: log, FsName: dataDir, Debug: f.fuseLog, AllowOther: allowOther()})
+	server, fsys, err := fusefs.MountFS(mnt, fusefs.Options{Node: node, Logger: log, FsName: dataDir, Debug: f.fuseLog, AllowOther: allowOther(), NoXattrs: f.noXattrs})
 	if err != nil {
 		return fmt.Errorf("mounting %s: %v", mnt, err)
 	}
 	unmounted := make(chan struct{})
 	go func() { server.Wait(); close(unmounted) }()
 
-	ctl, err := startControl(dataDir, node, fsys, mnt, netw.Name)
+	ctl, err := startControl(dataDir, node, fsys, server, mnt, netw.Name)
 	if err != nil {
 		unmount(server, mnt, log)
 		return err
@@ -406,7 +429,7 @@ func runMount(ctx context.Context, mountpoint string, f mountFlags) (err error) 
 	if founded {
 		log.Info("created a new network with this node as its only member; "+addMachineHint(mnt), "network", netw.Name)
 	}
-	log.Info("ready", "mountpoint", mnt, "listen", node.Addr(), "network", netw.Name, "members", len(db.Members()), "replicas", f.replicas, "data", dataDir, "mdns", !f.noMDNS)
+	log.Info("ready", "log", logDest, "mountpoint", mnt, "listen", node.Addr(), "network", netw.Name, "members", len(db.Members()), "replicas", f.replicas, "data", dataDir, "mdns", !f.noMDNS)
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
@@ -417,17 +440,42 @@ func runMount(ctx context.Context, mountpoint string, f mountFlags) (err error) 
 		log.Info("stopping: the folder was unmounted")
 	case <-ctl.left:
 		log.Info("stopping: this node left the network's storage ('oashare leave'); its copies are on the other peers")
+	case <-ctl.detached:
+		log.Info("stopping: 'oashare umount --force' detached the busy folder")
 	}
 	stopDiscovery()
 	<-discDone
 	ctl.Close()
 	select {
 	case <-unmounted:
+	case <-ctl.detached:
 	default:
 		unmount(server, mnt, log)
 	}
 	return nil
 }
+
+// openLog opens where the log goes: path, appended to (created 0600),
+// or standard error when path is empty. It returns the writer, to close
+// at the end, and a description for the log itself.
+func openLog(path string) (io.WriteCloser, string, error) {
+	if path == "" {
+		return nopCloser{os.Stderr}, "standard error", nil
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, "", fmt.Errorf("--log-file %s: %v", path, err)
+	}
+	lf, err := os.OpenFile(abs, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, "", fmt.Errorf("--log-file %s: %v: give a file in a directory this user can write", path, errors.Unwrap(err))
+	}
+	return lf, abs, nil
+}
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }
 
 // privateTree makes dir and everything below it this user's only:
 // directories 0700, other files 0600.

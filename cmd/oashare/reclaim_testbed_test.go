@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 )
@@ -92,6 +94,30 @@ func TestTestbedReclaim(t *testing.T) {
 				now[1], now[2], now[3], start[1], start[2], start[3])
 		}
 		time.Sleep(time.Second)
+	}
+	checkTestbedStatusAndDown(t, tb, 3)
+}
+
+// checkTestbedStatusAndDown: `scripts/testbed status` is a table with a
+// row per peer, columns aligned, and `down` says what it removed.
+func checkTestbedStatusAndDown(t *testing.T, tb *testbed, n int) {
+	t.Helper()
+	st := tb.run("status")
+	lines := strings.Split(st, "\n")
+	if len(lines) != n+1 || !regexp.MustCompile(`^PEER +STATE +PID +ADDRESS +MOUNT +NODE +LIVE PEERS +STORED +PENDING +BELOW TARGET$`).MatchString(lines[0]) {
+		t.Fatalf("testbed status is not a table of %d peers:\n%s", n, st)
+	}
+	row := regexp.MustCompile(fmt.Sprintf(`^\d +running +\d+ +\S+:\d+ +\S+ +[0-9a-f]{8} +%d +\d+ bytes +0 +\d+ groups$`, n-1))
+	for _, l := range lines[1:] {
+		if !row.MatchString(l) || strings.Index(l, "running") != strings.Index(lines[0], "STATE") {
+			t.Errorf("testbed status row %q does not line up with\n%q", l, lines[0])
+		}
+	}
+	down := tb.run("down")
+	for _, want := range []string{fmt.Sprintf("stopped %d nodes (PIDs ", n), fmt.Sprintf("deleted %d network namespaces", n+1), "removed "} {
+		if !strings.Contains(down, want) {
+			t.Errorf("testbed down says %q; want it to say %q", down, want)
+		}
 	}
 }
 
