@@ -96,6 +96,10 @@ type Config struct {
 	// this node's start at most) no longer holds garbage collection back
 	// (gc.go); 0 = 30 days.
 	ForgetAfter time.Duration
+	// PinsFirst says the owner of the node keeps pins (pin.go): repair
+	// drops no surplus copy until SetPinned has been called once, so a
+	// pinned copy is not dropped before the pins are known.
+	PinsFirst bool
 }
 
 // Node is one oashare peer on the network: it serves chunks and namespace
@@ -151,11 +155,14 @@ type Node struct {
 	// (peers up and down, draining, distrusted): a spot check spanning
 	// one is inconclusive (trust.go).
 	placementEpoch atomic.Int64
-	quotaCache     quotaCache
-	quotaLog       everyMinute
-	cert           tls.Certificate // of Identity
-	joinMu         sync.Mutex      // serializes the use of join codes
-	membersKick    chan struct{}   // wakes membersLoop
+
+	pinMu       sync.Mutex
+	pinned      map[index.Item]struct{} // items kept here whatever their placement (pin.go); nil until known
+	quotaCache  quotaCache
+	quotaLog    everyMinute
+	cert        tls.Certificate // of Identity
+	joinMu      sync.Mutex      // serializes the use of join codes
+	membersKick chan struct{}   // wakes membersLoop
 
 	appliedSig signal                                // notified when records from peers are applied
 	visible    atomic.Pointer[func(context.Context)] // see SetVisibleHook

@@ -445,7 +445,9 @@ func (p *repairPass) step(ctx context.Context, group bool, keys []format.Hash) e
 		case d.wait:
 			p.waited++
 		case d.drop:
-			drops = append(drops, index.Item{Group: group, Hash: h})
+			if it := (index.Item{Group: group, Hash: h}); !n.keepsPinned(it) {
+				drops = append(drops, it) // a pinned copy stays (pin.go)
+			}
 		case d.short:
 			p.short++
 			if d.copy && !n.db.IsGarbage(index.Item{Group: group, Hash: h}) {

@@ -151,6 +151,8 @@ const (
 	prefixMember = 'M'
 	// prefixUsage keys the bytes stored per member (ns_members.go).
 	prefixUsage = 'q'
+	// prefixPin keys the pinned files and trees of this node (pins.go).
+	prefixPin = 'P'
 )
 
 var (

@@ -210,6 +210,7 @@
 //	"p" id[8]                       → a file version not published yet (ns_pending.go)
 //	"M" id[16]                      → member value: format=1 member-body (ns_members.go)
 //	"q" id[16]                      → bytes[8] stored here for that member (ns_members.go)
+//	"P" id[8]                       → empty: the file or tree is pinned on this node (pins.go); never sent
 //	"m" name                        → metadata:
 //	    "m/node-id"                 → this node's NodeID[16], made at first Open
 //	    "m/hlc"                     → last HLC value used or seen[8]

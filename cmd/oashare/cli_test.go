@@ -919,9 +919,9 @@ func (n *cliNode) members(t *testing.T) []memberJSON {
 // joinedPair starts node a, then node b joining it with an invitation,
 // and waits until each lists the other as a peer. It returns a's
 // address and the (used) code too.
-func joinedPair(t *testing.T, bin, base string) (a, b *cliNode, peerA, code string) {
+func joinedPair(t *testing.T, bin, base string, extra ...string) (a, b *cliNode, peerA, code string) {
 	t.Helper()
-	a = startNode(t, bin, freeMountDir(t, base, "mntA"), filepath.Join(base, "dataA"), "127.0.0.1:0")
+	a = startNode(t, bin, freeMountDir(t, base, "mntA"), filepath.Join(base, "dataA"), "127.0.0.1:0", extra...)
 	if s, _ := a.status(t); s.Members != 1 || !strings.Contains(s.Hint, "oashare invite") {
 		t.Fatalf("a lone node's status: %d members, hint %q", s.Members, s.Hint)
 	}
@@ -930,7 +930,7 @@ func joinedPair(t *testing.T, bin, base string) (a, b *cliNode, peerA, code stri
 		t.Fatalf("invite printed %q as its last line", code)
 	}
 	peerA = "127.0.0.1:" + a.port()
-	b = startNode(t, bin, freeMountDir(t, base, "mntB"), filepath.Join(base, "dataB"), "127.0.0.1:0", "--peer", peerA, "--join", code)
+	b = startNode(t, bin, freeMountDir(t, base, "mntB"), filepath.Join(base, "dataB"), "127.0.0.1:0", append([]string{"--peer", peerA, "--join", code}, extra...)...)
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		sa, _ := a.status(t)

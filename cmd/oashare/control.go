@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -80,9 +81,10 @@ type statusJSON struct {
 	// Unavailable counts operations on the mount that failed (EIO)
 	// because no live peer served a chunk, since start; BytesRead and
 	// BytesWritten what programs read and wrote through the mount.
-	Unavailable  int64 `json:"unavailable"`
-	BytesRead    int64 `json:"bytes_read"`
-	BytesWritten int64 `json:"bytes_written"`
+	Unavailable  int64    `json:"unavailable"`
+	Pinned       pinStats `json:"pinned"`
+	BytesRead    int64    `json:"bytes_read"`
+	BytesWritten int64    `json:"bytes_written"`
 	// At is when these figures were taken (RFC 3339 with nanoseconds),
 	// to turn two answers into rates.
 	At     string     `json:"at"`
@@ -169,9 +171,17 @@ type control struct {
 
 	server   interface{ Unmount() error } // the mount, for umount
 	detached chan struct{}                // closed when umount --force detached a busy mount: stop
+
+	log     *slog.Logger
+	ctx     context.Context // ends at Close: background work of the control (pinKeeper)
+	cancel  context.CancelFunc
+	pinKick chan struct{} // wakes pinKeeper (pin.go)
+
+	pinMu    sync.Mutex
+	pinStats pinStats // of the last keepPins
 }
 
-func startControl(dataDir string, node *chunknet.Node, fsys *fusefs.FS, server interface{ Unmount() error }, mnt, network string) (*control, error) {
+func startControl(dataDir string, node *chunknet.Node, fsys *fusefs.FS, server interface{ Unmount() error }, mnt, network string, log *slog.Logger) (*control, error) {
 	path := filepath.Join(dataDir, controlSocketName)
 	os.Remove(path) // a leftover of a killed node; we hold the data dir lock
 	ln, err := net.Listen("unix", path)
@@ -180,14 +190,20 @@ func startControl(dataDir string, node *chunknet.Node, fsys *fusefs.FS, server i
 	}
 	os.Chmod(path, 0o600)
 	c := &control{ln: ln, node: node, fsys: fsys, server: server, mnt: mnt, network: network,
-		left: make(chan struct{}), detached: make(chan struct{})}
-	c.wg.Add(1)
+		left: make(chan struct{}), detached: make(chan struct{}), log: log, pinKick: make(chan struct{}, 1)}
+	c.ctx, c.cancel = context.WithCancel(node.Context())
+	c.wg.Add(2)
 	go c.serve()
+	go func() {
+		defer c.wg.Done()
+		c.pinKeeper(c.ctx)
+	}()
 	return c, nil
 }
 
 func (c *control) Close() {
 	c.once.Do(func() {
+		c.cancel()
 		c.ln.Close()
 		c.wg.Wait()
 	})
@@ -235,6 +251,28 @@ func (c *control) serve() {
 				conn.SetDeadline(time.Now().Add(30 * 24 * time.Hour)) // as long as publishing takes
 				c.umount(json.NewEncoder(conn), arg == "force")
 				return
+			case "pin":
+				var rels []string
+				if err := json.Unmarshal([]byte(arg), &rels); err != nil {
+					reply = errorJSON{"pin: bad paths: " + err.Error()}
+					break
+				}
+				conn.SetDeadline(time.Now().Add(30 * 24 * time.Hour)) // as long as fetching takes
+				ctx, cancel := context.WithCancel(c.ctx)
+				go func() { // the asker going away (Ctrl-C) stops the fetching
+					io.Copy(io.Discard, conn)
+					cancel()
+				}()
+				c.pin(ctx, json.NewEncoder(conn), rels)
+				cancel()
+				return
+			case "unpin":
+				var rels []string
+				if err := json.Unmarshal([]byte(arg), &rels); err != nil {
+					reply = errorJSON{"unpin: bad paths: " + err.Error()}
+					break
+				}
+				reply = orError(c.unpin(rels))
 			case "versions":
 				reply = orError(c.versions(arg))
 			case "restore":
@@ -295,6 +333,9 @@ func (c *control) status() statusJSON {
 	cs := c.fsys.Counters()
 	s.Unavailable, s.BytesRead, s.BytesWritten = cs.Unavailable.Load(), cs.BytesRead.Load(), cs.BytesWritten.Load()
 	s.At = time.Now().UTC().Format(time.RFC3339Nano)
+	c.pinMu.Lock()
+	s.Pinned = c.pinStats
+	c.pinMu.Unlock()
 	if since, full := c.node.DB().DiskFull(); full {
 		s.DiskFullSince = since.UTC().Format(time.RFC3339)
 	}

@@ -51,6 +51,7 @@ stored on several peers, and read back verified. Peers find each other by mDNS.
   oashare umount ~/net         publish what is pending, unmount, stop
   oashare status [~/net]       this node, its peers, the share's health (--watch)
   oashare where ~/net/FILE     which peers hold which parts of FILE
+  oashare pin ~/net/DIR        keep a full copy here, for offline use (unpin undoes it)
   oashare fsck [~/net/DIR]     are all copies there? (--repair: make them now)
   oashare leave ~/net          move this node's copies to the others, then stop
   oashare version              version, commit, protocol`,
@@ -63,6 +64,6 @@ stored on several peers, and read back verified. Peers find each other by mDNS.
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return fmt.Errorf("%v (see '%s --help')", err, c.CommandPath())
 	})
-	root.AddCommand(newMountCmd(), newStatusCmd(), newWhereCmd(), newInviteCmd(), newMembersCmd(), newRemoveCmd(), newFsckCmd(), newLeaveCmd(), newVersionsCmd(), newRestoreCmd(), newVersionCmd(), newUmountCmd())
+	root.AddCommand(newMountCmd(), newStatusCmd(), newWhereCmd(), newInviteCmd(), newMembersCmd(), newRemoveCmd(), newFsckCmd(), newLeaveCmd(), newVersionsCmd(), newRestoreCmd(), newVersionCmd(), newUmountCmd(), newPinCmd(), newUnpinCmd())
 	return root
 }

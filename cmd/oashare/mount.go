@@ -369,7 +369,7 @@ func runMount(ctx context.Context, mountpoint string, f mountFlags) (err error) 
 
 	node, err := chunknet.New(chunknet.Config{DB: db, Identity: key, Listen: f.listen, Replicas: f.replicas, Logger: log, DataDir: dataDir, CacheBytes: cacheBytes(f.cacheMB), Quota: quotaBytes(f.quotaMB),
 		RepairAfter: f.repairAfter, RepairRate: repairRate(f.repairRateMB), ScrubEvery: scrubEvery(f.scrubEvery),
-		ReclaimAfter: f.reclaimAfter, KeepVersions: keepVersions(f.keepVersions), ForgetAfter: f.forgetAfter})
+		ReclaimAfter: f.reclaimAfter, KeepVersions: keepVersions(f.keepVersions), ForgetAfter: f.forgetAfter, PinsFirst: true})
 	if err != nil {
 		if errors.Is(err, syscall.EADDRINUSE) {
 			return fmt.Errorf("--listen %s: the port is taken (another oashare node or program uses it): pick another, e.g. --listen :%d", f.listen, chunknet.DefaultPort+1)
@@ -385,7 +385,7 @@ func runMount(ctx context.Context, mountpoint string, f mountFlags) (err error) 
 	unmounted := make(chan struct{})
 	go func() { server.Wait(); close(unmounted) }()
 
-	ctl, err := startControl(dataDir, node, fsys, server, mnt, netw.Name)
+	ctl, err := startControl(dataDir, node, fsys, server, mnt, netw.Name, log)
 	if err != nil {
 		unmount(server, mnt, log)
 		return err

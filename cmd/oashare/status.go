@@ -134,6 +134,14 @@ func printStatus(out io.Writer, s, prev *statusJSON) error {
 				rate(s.BytesRead, prev.BytesRead), rate(s.BytesWritten, prev.BytesWritten), rate(s.Repair.CopiedBytes, prev.Repair.CopiedBytes))
 		}
 	}
+	switch p := s.Pinned; {
+	case p.Files == 0:
+		fmt.Fprintf(w, "pinned\tnothing ('oashare pin PATH' keeps a full copy here for offline use)\n")
+	case p.NotWhole > 0:
+		fmt.Fprintf(w, "pinned\t%d files, %s; %d not whole here yet (no live peer has some of their data; fetched when one is back)\n", p.Files, size(p.Bytes), p.NotWhole)
+	default:
+		fmt.Fprintf(w, "pinned\t%d files, %s, all here (checked %s)\n", p.Files, size(p.Bytes), p.At)
+	}
 	fmt.Fprintf(w, "stored here\t%d chunks, %s (%s reclaimable); chunk log %s on disk\n", s.Chunks, size(s.Bytes), size(s.GC.ReclaimableBytes), size(s.LogDiskBytes))
 	if s.DiskFullSince != "" {
 		fmt.Fprintf(w, "disk full\tsince %s: new copies go to other peers until space is freed\n", s.DiskFullSince)

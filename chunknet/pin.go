@@ -1,0 +1,200 @@
+package chunknet
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/oashare/oashare/chunknet/tree"
+	"github.com/oashare/oashare/index"
+	"github.com/oashare/oashare/index/format"
+)
+
+// Pinning keeps whole copies of chosen files in this node's store, for
+// offline use: Pin fetches what of a version is missing here (verified,
+// as every fetch) and stores it; SetPinned names the items to keep, which
+// repair then never drops as surplus here. Garbage collection keeps them
+// anyway while they are part of a current version; when a pinned file
+// changes, its owner pins the new version (the caller decides which
+// files are pinned: cmd/oashare keeps the list in the index, index.Pin).
+
+// PinProgress is what Pin reports as it goes: items (groups and tree
+// nodes) and their bytes, of the version and done so far (held here
+// before or fetched now), and the bytes fetched from peers.
+type PinProgress struct {
+	Items, ItemsDone int
+	Bytes, BytesDone int64
+	Fetched          int64
+}
+
+// pinWorkers is how many groups Pin fetches at once.
+const pinWorkers = 8
+
+// Pin makes this node's store hold every stored item of version v: its
+// groups and the tree nodes above them. What is missing is fetched from
+// the peers, verified against its name, and stored; what is here already
+// is not fetched again, so a Pin cut short (a cancelled ctx, a lost peer,
+// a crash) and called again continues where it stopped. progress, if not
+// nil, is called after each item, from one goroutine at a time. It
+// returns ErrUnavailable (wrapped) when some item could be fetched from no
+// live peer; the others are stored.
+func (n *Node) Pin(ctx context.Context, v tree.Version, progress func(PinProgress)) error {
+	var spans []tree.Span
+	var spanBytes []int64 // data bytes of each span (holes take none)
+	var total int64
+	var nodes []format.Hash
+	err := tree.Stored(ctx, n, v, func(first uint64, s tree.Span) error {
+		var b int64
+		for j, l := range s.Leaves {
+			if !l.IsZero() {
+				off := (first + uint64(j)) * format.ChunkSize
+				b += int64(min(format.ChunkSize, v.Size-off))
+			}
+		}
+		spans = append(spans, s)
+		spanBytes = append(spanBytes, b)
+		total += b
+		return nil
+	})
+	if err == nil {
+		err = tree.Nodes(ctx, n, v, func(depth uint8, h format.Hash) error {
+			if depth >= 2 {
+				nodes = append(nodes, h)
+			}
+			return nil
+		})
+	}
+	if err != nil {
+		return err
+	}
+	var mu sync.Mutex
+	p := PinProgress{Items: len(spans) + len(nodes), Bytes: total}
+	// Every item is pinned as soon as it is here, so that repair does
+	// not drop it as surplus before the owner's next SetPinned.
+	n.addPinned(nodes, false)
+	done := func(bytes, fetched int64) {
+		mu.Lock()
+		defer mu.Unlock()
+		p.ItemsDone++
+		p.BytesDone += bytes
+		p.Fetched += fetched
+		if progress != nil {
+			progress(p)
+		}
+	}
+	// Tree nodes first: few, and Stored above fetched them already.
+	for _, h := range nodes {
+		if ok, err := n.db.HasChunk(h); err != nil {
+			return err
+		} else if !ok {
+			d, err := n.Fetch(ctx, []format.Hash{h})
+			if err != nil {
+				return err
+			}
+			if _, err := n.db.Put(nil, []index.Chunk{{Hash: h, Data: d[0]}}); err != nil {
+				return err
+			}
+		}
+		done(0, 0)
+	}
+	var next atomic.Int64
+	var missing atomic.Int64
+	var firstErr error
+	var errOnce sync.Once
+	var wg sync.WaitGroup
+	for range min(pinWorkers, len(spans)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(spans) || ctx.Err() != nil {
+					return
+				}
+				s := spans[i]
+				n.addPinned([]format.Hash{s.Group}, true)
+				if ok, err := n.db.HasGroup(s.Group); err == nil && ok {
+					done(spanBytes[i], 0)
+					continue
+				}
+				g, ok := n.fetchGroup(ctx, s)
+				if !ok {
+					missing.Add(1)
+					continue
+				}
+				if _, err := n.putGroupsHere([]upGroup{g}); err != nil {
+					errOnce.Do(func() { firstErr = err })
+					return
+				}
+				done(spanBytes[i], int64(len(g.data)+len(g.node)))
+			}
+		}()
+	}
+	wg.Wait()
+	switch {
+	case firstErr != nil:
+		return firstErr
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case missing.Load() > 0:
+		return fmt.Errorf("%w: %d of %d groups could not be fetched from any live peer", ErrUnavailable, missing.Load(), len(spans))
+	}
+	return nil
+}
+
+// PinnedItems returns the stored items of version v (groups, and tree
+// nodes above them), read from this node's store (or peers) as Pin reads
+// them, to hand to SetPinned.
+func (n *Node) PinnedItems(ctx context.Context, v tree.Version) ([]index.Item, error) {
+	var items []index.Item
+	err := tree.Stored(ctx, n, v, func(_ uint64, s tree.Span) error {
+		items = append(items, index.Item{Group: true, Hash: s.Group})
+		return nil
+	})
+	if err == nil {
+		err = tree.Nodes(ctx, n, v, func(depth uint8, h format.Hash) error {
+			if depth >= 2 {
+				items = append(items, index.Item{Hash: h})
+			}
+			return nil
+		})
+	}
+	return items, err
+}
+
+// SetPinned names the items this node keeps whatever their placement:
+// repair never drops them here as surplus. It replaces the previous set
+// (Pin adds what it pins meanwhile).
+func (n *Node) SetPinned(items []index.Item) {
+	m := make(map[index.Item]struct{}, len(items))
+	for _, it := range items {
+		m[it] = struct{}{}
+	}
+	n.pinMu.Lock()
+	n.pinned = m
+	n.pinMu.Unlock()
+}
+
+func (n *Node) addPinned(hs []format.Hash, group bool) {
+	n.pinMu.Lock()
+	defer n.pinMu.Unlock()
+	if n.pinned == nil {
+		n.pinned = make(map[index.Item]struct{})
+	}
+	for _, h := range hs {
+		n.pinned[index.Item{Group: group, Hash: h}] = struct{}{}
+	}
+}
+
+// keepsPinned reports whether repair must keep item it here: it is
+// pinned, or (Config.PinsFirst) the pins are not known yet.
+func (n *Node) keepsPinned(it index.Item) bool {
+	n.pinMu.Lock()
+	defer n.pinMu.Unlock()
+	if n.pinned == nil {
+		return n.cfg.PinsFirst
+	}
+	_, ok := n.pinned[it]
+	return ok
+}
