@@ -18,8 +18,10 @@ RUN_FLAGS ?=
 # util-linux (nsenter), procps (pkill/ps in scripts); sqlite3, git and rsync
 # are the real programs fusefs/programs_test.go runs on the mounts (tar, sed
 # and diff are essential on Debian); tcpdump captures the testbed's bridge
-# (cmd/oashare/testbed_test.go: nothing readable crosses it).
-TEST_DEBS := fuse3 iproute2 util-linux procps sqlite3 git rsync tcpdump
+# (cmd/oashare/testbed_test.go: nothing readable crosses it); attr gives
+# setfattr and getfattr; chromium-headless-shell is the browser the
+# dashboard is tested in (cmd/oashare/ui_test.go, through chromedp).
+TEST_DEBS := fuse3 iproute2 util-linux procps sqlite3 git rsync tcpdump attr chromium-headless-shell
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.6.1
 
 .PHONY: build install run test test-race test-short lint fmt-check vet fuzz bench bench-go posix demo ci deps clean
@@ -51,6 +53,7 @@ deps:
 	command -v git >/dev/null || missing="$$missing git"; \
 	command -v rsync >/dev/null || missing="$$missing rsync"; \
 	command -v setfattr >/dev/null || missing="$$missing attr"; \
+	command -v chromium-headless-shell >/dev/null || command -v chromium >/dev/null || missing="$$missing chromium-headless-shell"; \
 	command -v tcpdump >/dev/null || missing="$$missing tcpdump"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "tests need:$$missing — install them (apt-get install$$missing) or run as root"; exit 1; fi; \

@@ -482,6 +482,7 @@ func (p *peer) hedgeDelay() time.Duration {
 // observe records the latency of a request p answered: a moving average
 // of the last few.
 func (n *Node) observe(p *peer, d time.Duration) {
+	n.metrics.observeLatency(d)
 	old := p.latency.Load()
 	p.latency.Store(old + (int64(d)-old)/8)
 	if p.stalled.Swap(false) {
@@ -531,9 +532,11 @@ func (n *Node) getFrom(ctx context.Context, p *peer, hashes []format.Hash) (map[
 			continue
 		}
 		if !verify(hashes[i], it.Data) {
+			n.metrics.VerifyFailures.Add(1)
 			n.log.Warn("peer served a corrupt chunk; trying another replica", "peer", p.id.Short(), "chunk", hashes[i].Short())
 			continue
 		}
+		n.metrics.fetched(1, len(it.Data))
 		// it.Data aliases the frame payload, which this call owns alone.
 		n.cache.add(hashes[i], it.Data)
 		res[hashes[i]] = it.Data

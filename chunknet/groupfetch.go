@@ -347,6 +347,7 @@ func (n *Node) cutRun(r groupRun, data []byte, from string, keep func(k int, h f
 		hi := min(lo+format.ChunkSize, len(data))
 		d := data[lo:hi:hi]
 		if sum != h {
+			n.metrics.VerifyFailures.Add(1)
 			n.log.Warn("corrupt chunk in a group; trying another replica", "from", from, "group", r.group.Short(), "chunk", h.Short())
 			continue
 		}
@@ -421,6 +422,7 @@ func (n *Node) getGroupsFrom(ctx context.Context, p *peer, runs []groupRun) ([][
 		r := runs[i]
 		res[i] = make([][]byte, len(r.hashes))
 		n.cutRun(r, it.Data, "peer "+p.id.Short(), func(k int, h format.Hash, d []byte) {
+			n.metrics.fetched(1, len(d))
 			n.cache.add(h, d)
 			res[i][k] = d
 		})

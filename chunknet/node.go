@@ -156,6 +156,7 @@ type Node struct {
 	// one is inconclusive (trust.go).
 	placementEpoch atomic.Int64
 
+	metrics     Metrics
 	pinMu       sync.Mutex
 	pinned      map[index.Item]struct{} // items kept here whatever their placement (pin.go); nil until known
 	quotaCache  quotaCache

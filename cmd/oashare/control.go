@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -81,10 +82,17 @@ type statusJSON struct {
 	// Unavailable counts operations on the mount that failed (EIO)
 	// because no live peer served a chunk, since start; BytesRead and
 	// BytesWritten what programs read and wrote through the mount.
-	Unavailable  int64    `json:"unavailable"`
-	Pinned       pinStats `json:"pinned"`
-	BytesRead    int64    `json:"bytes_read"`
-	BytesWritten int64    `json:"bytes_written"`
+	Unavailable int64    `json:"unavailable"`
+	Pinned      pinStats `json:"pinned"`
+	// What reads fetched from peers since start: chunks that matched
+	// their names, their bytes, and chunks that did not.
+	ChunksFetched  int64 `json:"chunks_fetched"`
+	BytesFetched   int64 `json:"bytes_fetched"`
+	VerifyFailures int64 `json:"verify_failures"`
+	// UI is the link that opens the dashboard ("" when --ui off).
+	UI           string `json:"ui,omitempty"`
+	BytesRead    int64  `json:"bytes_read"`
+	BytesWritten int64  `json:"bytes_written"`
 	// At is when these figures were taken (RFC 3339 with nanoseconds),
 	// to turn two answers into rates.
 	At     string     `json:"at"`
@@ -179,6 +187,8 @@ type control struct {
 
 	pinMu    sync.Mutex
 	pinStats pinStats // of the last keepPins
+
+	ui atomic.Pointer[uiServer] // the dashboard, once started
 }
 
 func startControl(dataDir string, node *chunknet.Node, fsys *fusefs.FS, server interface{ Unmount() error }, mnt, network string, log *slog.Logger) (*control, error) {
@@ -336,6 +346,11 @@ func (c *control) status() statusJSON {
 	c.pinMu.Lock()
 	s.Pinned = c.pinStats
 	c.pinMu.Unlock()
+	m := c.node.Metrics()
+	s.ChunksFetched, s.BytesFetched, s.VerifyFailures = m.ChunksFetched.Load(), m.BytesFetched.Load(), m.VerifyFailures.Load()
+	if u := c.ui.Load(); u != nil {
+		s.UI = u.URL()
+	}
 	if since, full := c.node.DB().DiskFull(); full {
 		s.DiskFullSince = since.UTC().Format(time.RFC3339)
 	}

@@ -54,6 +54,7 @@ stored on several peers, and read back verified. Peers find each other by mDNS.
   oashare pin ~/net/DIR        keep a full copy here, for offline use (unpin undoes it)
   oashare fsck [~/net/DIR]     are all copies there? (--repair: make them now)
   oashare leave ~/net          move this node's copies to the others, then stop
+  oashare ui                   the link to the dashboard in a browser
   oashare version              version, commit, protocol`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -64,6 +65,6 @@ stored on several peers, and read back verified. Peers find each other by mDNS.
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return fmt.Errorf("%v (see '%s --help')", err, c.CommandPath())
 	})
-	root.AddCommand(newMountCmd(), newStatusCmd(), newWhereCmd(), newInviteCmd(), newMembersCmd(), newRemoveCmd(), newFsckCmd(), newLeaveCmd(), newVersionsCmd(), newRestoreCmd(), newVersionCmd(), newUmountCmd(), newPinCmd(), newUnpinCmd())
+	root.AddCommand(newMountCmd(), newStatusCmd(), newWhereCmd(), newInviteCmd(), newMembersCmd(), newRemoveCmd(), newFsckCmd(), newLeaveCmd(), newVersionsCmd(), newRestoreCmd(), newVersionCmd(), newUmountCmd(), newPinCmd(), newUnpinCmd(), newUICmd())
 	return root
 }

@@ -40,6 +40,8 @@ type mountFlags struct {
 	logLevel string
 	logFile  string
 	noXattrs bool
+	ui       string
+	uiSet    bool // --ui given: failing to serve it is an error
 	fuseLog  bool
 	cacheMB  int
 	quotaMB  int64
@@ -80,6 +82,7 @@ by a killed node is cleaned up first.`,
   oashare mount /mnt/share --no-mdns --peer 192.168.1.20:7733 --data /srv/oashare`,
 		Args: exactArgs(1, "MOUNTPOINT"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			f.uiSet = cmd.Flags().Changed("ui")
 			return runMount(cmd.Context(), args[0], f)
 		},
 	}
@@ -105,6 +108,7 @@ by a killed node is cleaned up first.`,
 	fl.IntVar(&f.cacheMB, "cache-mb", 32, "MiB of verified chunks kept in memory for reads (0 = none: every read asks the peers)")
 	fl.StringVar(&f.pprof, "pprof", "", "serve Go profiles (net/http/pprof) on this HOST:PORT, e.g. 127.0.0.1:6060; off by default")
 	fl.BoolVar(&f.fuseLog, "debug-fuse", false, "log every FUSE request (very verbose)")
+	fl.StringVar(&f.ui, "ui", uiDefault, "serve the dashboard on this loopback HOST:PORT ('oashare ui' prints its link), or off")
 	fl.BoolVar(&f.noXattrs, "no-xattrs", false, "refuse extended attributes (ENOTSUP), sparing the kernel's request per file of ls -l and per write")
 	return cmd
 }
@@ -138,6 +142,9 @@ func parseLevel(s string) (slog.Level, error) {
 
 // checkFlags validates everything that needs no side effect.
 func (f *mountFlags) check() error {
+	if err := checkUIAddr(f.ui); err != nil {
+		return err
+	}
 	if f.replicas < 1 {
 		return fmt.Errorf("--replicas %d: must be at least 1", f.replicas)
 	}
@@ -391,6 +398,20 @@ func runMount(ctx context.Context, mountpoint string, f mountFlags) (err error) 
 		return err
 	}
 	defer ctl.Close()
+	if f.ui != "off" {
+		u, err := startUI(f.ui, dataDir, ctl, log)
+		switch {
+		case err == nil:
+			defer u.Close()
+			ctl.ui.Store(u)
+			log.Info("dashboard on "+u.ln.Addr().String()+" ('oashare ui' prints its link)", "ui", u.ln.Addr().String())
+		case f.uiSet:
+			unmount(server, mnt, log)
+			return fmt.Errorf("--ui %s: %v", f.ui, err)
+		default:
+			log.Warn("no dashboard: "+uiDefault+" is taken (another node on this machine?); pass --ui 127.0.0.1:PORT", "err", err)
+		}
+	}
 
 	dctx, stopDiscovery := context.WithCancel(context.Background())
 	defer stopDiscovery()

@@ -107,6 +107,9 @@ func printStatus(out io.Writer, s, prev *statusJSON) error {
 	fmt.Fprintf(w, "node\t%s%s, listening on %s\n", s.NodeID, name, s.Listen)
 	fmt.Fprintf(w, "network\t%s: %d members, %d copies of every file (--replicas)\n", s.Network, s.Members, s.Replicas)
 	fmt.Fprintf(w, "mount\t%s\n", s.Mountpoint)
+	if s.UI != "" {
+		fmt.Fprintf(w, "dashboard\t%s\n", s.UI)
+	}
 	if err := w.Flush(); err != nil {
 		return err
 	}
