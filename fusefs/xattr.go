@@ -35,7 +35,18 @@ var (
 // xattrNamespaces are the namespaces a local disk stores for programs.
 var xattrNamespaces = []string{"user.", "trusted.", "security."}
 
+// refusedXattrs are names of a supported namespace that the share
+// refuses as NFS does without labeled NFS: an SELinux label is the policy
+// of one machine, not a property of a shared file. Refusing it with
+// ENOTSUP also makes ls -l (which asks for it of every file it lists)
+// stop asking after the first file: it remembers a device without
+// labels; an answer "none here" (ENODATA) would cost a request per file.
+var refusedXattrs = map[string]bool{"security.selinux": true}
+
 func supportedXattr(name string) bool {
+	if refusedXattrs[name] {
+		return false
+	}
 	for _, p := range xattrNamespaces {
 		if strings.HasPrefix(name, p) && len(name) > len(p) {
 			return true

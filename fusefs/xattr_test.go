@@ -116,6 +116,8 @@ func TestXattrs(t *testing.T) {
 		{"a value over 64 KiB", unix.Lsetxattr(f, "user.huge", make([]byte, index.MaxXattrValue+1), 0), unix.E2BIG},
 		{"a name over 255 bytes", unix.Lsetxattr(f, "user."+strings.Repeat("n", 251), []byte("x"), 0), unix.ERANGE},
 		{"an unknown namespace", unix.Lsetxattr(f, "other.x", []byte("x"), 0), unix.EOPNOTSUPP},
+		{"an SELinux label", unix.Lsetxattr(f, "security.selinux", []byte("x"), 0), unix.EOPNOTSUPP},
+		{"reading an SELinux label", func() error { _, err := getXattr(f, "security.selinux"); return err }(), unix.EOPNOTSUPP},
 		{"a buffer too small", func() error { _, err := unix.Lgetxattr(f, "user.mime_type", make([]byte, 2)); return err }(), unix.ERANGE},
 		{"attributes over the inode's room", unix.Lsetxattr(f, "user.big2", big, 0), unix.ENOSPC},
 	}
