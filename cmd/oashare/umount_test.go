@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
@@ -52,6 +53,23 @@ func TestCLIVersion(t *testing.T) {
 	}
 	if r := runCLI(t, s, env, stamped, "version"); !strings.Contains(r.stdout, "\ncommit:    0123456789abcdef0123456789abcdef01234567") {
 		t.Errorf("version of a stamped build:\n%s", r.stdout)
+	}
+	// make install PREFIX=DIR: the binary in DIR/bin, saying its version.
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("make missing")
+	}
+	prefix := filepath.Join(s, "prefix")
+	mk := exec.Command("make", "-s", "install", "PREFIX="+prefix, "VERSION=v1.2.3-test")
+	mk.Dir = repoRoot(t)
+	out, err := mk.CombinedOutput()
+	if err != nil {
+		t.Fatalf("make install: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "installed "+prefix+"/bin/oashare (oashare v1.2.3-test") {
+		t.Errorf("make install says %q", out)
+	}
+	if r := runCLI(t, s, env, filepath.Join(prefix, "bin", "oashare"), "--version"); !strings.HasPrefix(r.stdout, "oashare v1.2.3-test") {
+		t.Errorf("the installed binary says %q", r.stdout)
 	}
 }
 
@@ -155,5 +173,73 @@ func TestCLIUmount(t *testing.T) {
 	}
 	if c := countMounts(t, mnt); c != 0 {
 		t.Fatalf("%s still mounted after umount of a dead node's mount", mnt)
+	}
+}
+
+// TestCLIUmountPending: with a file version that cannot be published
+// (the only other peer's disk is full), umount shows what it waits for
+// and keeps the node running when interrupted; --force stops it, and the
+// version is still pending, kept, when the node mounts again.
+func TestCLIUmountPending(t *testing.T) {
+	needFUSE(t)
+	if os.Getuid() != 0 {
+		t.Skip("needs root for a small tmpfs as a full disk")
+	}
+	bin := cliBinary(t)
+	base := t.TempDir()
+	full := filepath.Join(base, "dataB")
+	if err := os.Mkdir(full, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", full, "tmpfs", 0, "size=24m"); err != nil {
+		t.Fatalf("a small disk: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(full, syscall.MNT_DETACH) })
+	a, b, _, _ := joinedPair(t, bin, base, "--replicas", "2")
+	if err := os.WriteFile(filepath.Join(a.mnt, "big"), randomBytes(t, 40<<20), 0o644); err == nil {
+		t.Fatal("writing 40 MiB where the other peer has 24 MiB succeeded; want EIO at close")
+	}
+	if s, _ := a.status(t); s.Pending != 1 {
+		t.Fatalf("%d versions pending after the failed close; want 1", s.Pending)
+	}
+
+	// Interrupted while it waits: the node keeps running.
+	cmd := exec.Command(bin, "umount", a.mnt)
+	cmd.Env = a.env
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "publishing 1 file versions written here (their copies need peers with room; Ctrl-C keeps the node running, --force stops it anyway)") {
+		t.Fatalf("umount with a pending version printed %q, %v", line, err)
+	}
+	cmd.Process.Signal(os.Interrupt)
+	cmd.Wait()
+	time.Sleep(300 * time.Millisecond)
+	select {
+	case <-a.done:
+		t.Fatalf("the node stopped after an interrupted umount:\n%s", a.log())
+	default:
+	}
+	if countMounts(t, a.mnt) != 1 {
+		t.Fatal("the mount went away after an interrupted umount")
+	}
+
+	r := runCLI(t, "/", a.env, bin, "umount", "--force", a.mnt)
+	if r.code != 0 || r.stdout != fmt.Sprintf("unmounted %s; the node is stopped (anything left pending is published when it mounts again)\n", a.mnt) {
+		t.Fatalf("umount --force: exit %d: %q %s", r.code, r.stdout, r.stderr)
+	}
+	select {
+	case <-a.done:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("node still running 15s after umount --force:\n%s", a.log())
+	}
+	a2 := startNode(t, bin, a.mnt, a.data, "127.0.0.1:0", "--replicas", "2", "--peer", "127.0.0.1:"+b.port())
+	if s, _ := a2.status(t); s.Pending != 1 {
+		t.Errorf("after umount --force and a new mount: %d versions pending; want 1 (kept)", s.Pending)
 	}
 }
