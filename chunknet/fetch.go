@@ -138,13 +138,14 @@ func (n *Node) Prefetch(ctx context.Context, hashes []format.Hash) error {
 }
 
 // split divides hashes (keeping their order) into those this node is one of
-// the replicas of, by placement over the live members, and the others.
+// the replicas of, by placement over the live members, or has pinned
+// (pin.go), and the others.
 func (n *Node) split(hashes []format.Hash) (local, remote []format.Hash) {
 	ids, _ := n.members()
 	r := newRanker(ids)
 	self := slices.IndexFunc(ids, func(id format.NodeID) bool { return id == n.self })
 	for _, h := range hashes {
-		if slices.Contains(r.top(h, n.cfg.Replicas), self) {
+		if slices.Contains(r.top(h, n.cfg.Replicas), self) || n.pinnedChunk(h) {
 			local = append(local, h)
 		} else {
 			remote = append(remote, h)

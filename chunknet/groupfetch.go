@@ -8,6 +8,7 @@ import (
 
 	"github.com/oashare/oashare/chunknet/tree"
 	"github.com/oashare/oashare/chunknet/wire"
+	"github.com/oashare/oashare/index"
 	"github.com/oashare/oashare/index/format"
 	"github.com/oashare/oashare/index/format/multisha"
 )
@@ -69,8 +70,9 @@ func (n *Node) FetchSpans(ctx context.Context, spans []tree.Span) ([][]byte, err
 	self := indexOf(ids, n.self)
 	var local, remote []groupRun
 	for _, s := range spans {
-		// Chunks of groups held here are read from the store, not cached.
-		isLocal := s.Stored() > 0 && containsInt(r.top(s.Group, n.cfg.Replicas), self)
+		// Chunks of groups held here (by placement, or pinned) are read
+		// from the store, not cached.
+		isLocal := s.Stored() > 0 && (containsInt(r.top(s.Group, n.cfg.Replicas), self) || n.isPinned(index.Item{Group: true, Hash: s.Group}))
 		rank := s.First
 		var run *groupRun
 		for _, h := range s.Leaves {
@@ -130,7 +132,7 @@ func (n *Node) PrefetchSpans(ctx context.Context, spans []tree.Span) error {
 	self := indexOf(ids, n.self)
 	var todo []tree.Span
 	for _, s := range spans {
-		if s.Stored() == 0 || containsInt(r.top(s.Group, n.cfg.Replicas), self) {
+		if s.Stored() == 0 || containsInt(r.top(s.Group, n.cfg.Replicas), self) || n.isPinned(index.Item{Group: true, Hash: s.Group}) {
 			continue
 		}
 		for _, h := range s.Leaves {

@@ -187,6 +187,27 @@ func (n *Node) addPinned(hs []format.Hash, group bool) {
 	}
 }
 
+// isPinned reports whether item it is pinned here: reads take it from
+// the local store, as for an item this node is a replica of.
+func (n *Node) isPinned(it index.Item) bool {
+	n.pinMu.Lock()
+	defer n.pinMu.Unlock()
+	_, ok := n.pinned[it]
+	return ok
+}
+
+// pinnedChunk reports whether chunk h is pinned here: a tree node, or
+// the node of a pinned group (stored as a chunk under the group's name).
+func (n *Node) pinnedChunk(h format.Hash) bool {
+	n.pinMu.Lock()
+	defer n.pinMu.Unlock()
+	if _, ok := n.pinned[index.Item{Hash: h}]; ok {
+		return true
+	}
+	_, ok := n.pinned[index.Item{Group: true, Hash: h}]
+	return ok
+}
+
 // keepsPinned reports whether repair must keep item it here: it is
 // pinned, or (Config.PinsFirst) the pins are not known yet.
 func (n *Node) keepsPinned(it index.Item) bool {

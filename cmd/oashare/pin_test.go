@@ -115,6 +115,16 @@ func TestCLIPin(t *testing.T) {
 		t.Errorf("pin on a terminal draws no bar:\n%q", out)
 	}
 
+	// Reads of the pinned file come from B's store, not from A, though A
+	// is up and ranks first for half of it.
+	before, _ := b.status(t)
+	if got, err := os.ReadFile(filepath.Join(b.mnt, "big")); err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("reading the pinned file on B: %d bytes, %v", len(got), err)
+	}
+	if after, _ := b.status(t); after.ChunksFetched != before.ChunksFetched {
+		t.Errorf("reading the pinned file fetched %d chunks from peers; want none", after.ChunksFetched-before.ChunksFetched)
+	}
+
 	// Repair passes keep B's copies: nothing of it is dropped as surplus
 	// although A, with one copy wanted, holds what it ranks for. A peer
 	// coming back wakes a pass on B: restart A.
