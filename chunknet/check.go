@@ -31,20 +31,7 @@ func (h *Health) Add(o Health) {
 // way), to its best-ranked live nodes that lack it, without waiting for
 // RepairAfter; the counts are then those after the repair.
 func (n *Node) Check(ctx context.Context, v tree.Version, repair bool) (Health, error) {
-	var spans []tree.Span
-	var nodes []format.Hash
-	err := tree.Stored(ctx, n, v, func(_ uint64, s tree.Span) error {
-		spans = append(spans, s)
-		return nil
-	})
-	if err == nil {
-		err = tree.Nodes(ctx, n, v, func(depth uint8, h format.Hash) error {
-			if depth >= 2 {
-				nodes = append(nodes, h)
-			}
-			return nil
-		})
-	}
+	spans, _, nodes, err := n.storedItems(ctx, v)
 	if errors.Is(err, ErrUnavailable) {
 		// A tree node no live node serves: what lies below it cannot be
 		// named, let alone read.
@@ -101,6 +88,26 @@ func (n *Node) Check(ctx context.Context, v tree.Version, repair bool) (Health, 
 		}
 	}
 	return h, nil
+}
+
+// storedItems walks version v: the spans of its stored groups (and the
+// index of each span's first leaf), then the tree nodes above the groups
+// (depth 2 and up); these are what the file keeps in stores.
+func (n *Node) storedItems(ctx context.Context, v tree.Version) (spans []tree.Span, firsts []uint64, nodes []format.Hash, err error) {
+	err = tree.Stored(ctx, n, v, func(first uint64, s tree.Span) error {
+		spans = append(spans, s)
+		firsts = append(firsts, first)
+		return nil
+	})
+	if err == nil {
+		err = tree.Nodes(ctx, n, v, func(depth uint8, h format.Hash) error {
+			if depth >= 2 {
+				nodes = append(nodes, h)
+			}
+			return nil
+		})
+	}
+	return spans, firsts, nodes, err
 }
 
 func (n *Node) itemHolders(ctx context.Context, group bool, keys []format.Hash) ([][]format.NodeID, error) {

@@ -40,33 +40,20 @@ const pinWorkers = 8
 // returns ErrUnavailable (wrapped) when some item could be fetched from no
 // live peer; the others are stored.
 func (n *Node) Pin(ctx context.Context, v tree.Version, progress func(PinProgress)) error {
-	var spans []tree.Span
-	var spanBytes []int64 // data bytes of each span (holes take none)
-	var total int64
-	var nodes []format.Hash
-	err := tree.Stored(ctx, n, v, func(first uint64, s tree.Span) error {
-		var b int64
-		for j, l := range s.Leaves {
-			if !l.IsZero() {
-				off := (first + uint64(j)) * format.ChunkSize
-				b += int64(min(format.ChunkSize, v.Size-off))
-			}
-		}
-		spans = append(spans, s)
-		spanBytes = append(spanBytes, b)
-		total += b
-		return nil
-	})
-	if err == nil {
-		err = tree.Nodes(ctx, n, v, func(depth uint8, h format.Hash) error {
-			if depth >= 2 {
-				nodes = append(nodes, h)
-			}
-			return nil
-		})
-	}
+	spans, firsts, nodes, err := n.storedItems(ctx, v)
 	if err != nil {
 		return err
+	}
+	spanBytes := make([]int64, len(spans)) // data bytes of each span (holes take none)
+	var total int64
+	for i, s := range spans {
+		for j, l := range s.Leaves {
+			if !l.IsZero() {
+				off := (firsts[i] + uint64(j)) * format.ChunkSize
+				spanBytes[i] += int64(min(format.ChunkSize, v.Size-off))
+			}
+		}
+		total += spanBytes[i]
 	}
 	var mu sync.Mutex
 	p := PinProgress{Items: len(spans) + len(nodes), Bytes: total}
@@ -147,18 +134,13 @@ func (n *Node) Pin(ctx context.Context, v tree.Version, progress func(PinProgres
 // nodes above them), read from this node's store (or peers) as Pin reads
 // them, to hand to SetPinned.
 func (n *Node) PinnedItems(ctx context.Context, v tree.Version) ([]index.Item, error) {
-	var items []index.Item
-	err := tree.Stored(ctx, n, v, func(_ uint64, s tree.Span) error {
+	spans, _, nodes, err := n.storedItems(ctx, v)
+	items := make([]index.Item, 0, len(spans)+len(nodes))
+	for _, s := range spans {
 		items = append(items, index.Item{Group: true, Hash: s.Group})
-		return nil
-	})
-	if err == nil {
-		err = tree.Nodes(ctx, n, v, func(depth uint8, h format.Hash) error {
-			if depth >= 2 {
-				items = append(items, index.Item{Hash: h})
-			}
-			return nil
-		})
+	}
+	for _, h := range nodes {
+		items = append(items, index.Item{Hash: h})
 	}
 	return items, err
 }

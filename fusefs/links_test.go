@@ -330,11 +330,17 @@ func TestTmpfile(t *testing.T) {
 // ctimeOf returns path's ctime in nanoseconds.
 func ctimeOf(t *testing.T, path string) int64 {
 	t.Helper()
+	st := lstatOf(t, path)
+	return st.Ctim.Nano()
+}
+
+func lstatOf(t *testing.T, path string) syscall.Stat_t {
+	t.Helper()
 	var st syscall.Stat_t
 	if err := syscall.Lstat(path, &st); err != nil {
 		t.Fatal(err)
 	}
-	return st.Ctim.Nano()
+	return st
 }
 
 // TestLinkCtime: as on a local disk, a file's ctime moves when a link is

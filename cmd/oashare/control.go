@@ -262,9 +262,9 @@ func (c *control) serve() {
 				c.umount(json.NewEncoder(conn), arg == "force")
 				return
 			case "pin":
-				var rels []string
-				if err := json.Unmarshal([]byte(arg), &rels); err != nil {
-					reply = errorJSON{"pin: bad paths: " + err.Error()}
+				rels, err := parseRels(arg)
+				if err != nil {
+					reply = errorJSON{"pin: " + err.Error()}
 					break
 				}
 				conn.SetDeadline(time.Now().Add(30 * 24 * time.Hour)) // as long as fetching takes
@@ -277,9 +277,9 @@ func (c *control) serve() {
 				cancel()
 				return
 			case "unpin":
-				var rels []string
-				if err := json.Unmarshal([]byte(arg), &rels); err != nil {
-					reply = errorJSON{"unpin: bad paths: " + err.Error()}
+				rels, err := parseRels(arg)
+				if err != nil {
+					reply = errorJSON{"unpin: " + err.Error()}
 					break
 				}
 				reply = orError(c.unpin(rels))
@@ -300,6 +300,16 @@ func (c *control) serve() {
 			json.NewEncoder(conn).Encode(reply)
 		}()
 	}
+}
+
+// parseRels reads the paths of pin and unpin: a JSON array of paths
+// inside the share.
+func parseRels(arg string) ([]string, error) {
+	var rels []string
+	if err := json.Unmarshal([]byte(arg), &rels); err != nil {
+		return nil, fmt.Errorf("bad paths: %v", err)
+	}
+	return rels, nil
 }
 
 // orError is v, or the error as the control socket sends it.

@@ -31,16 +31,9 @@ the node keeps running; --force leaves anyway.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dataDir := data
 			if len(args) == 1 && !cmd.Flags().Changed("data") {
-				abs, err := filepath.Abs(args[0])
+				_, dd, err := mountPointOf(args[0])
 				if err != nil {
 					return err
-				}
-				point, dd, err := oashareMountOf(abs)
-				if err != nil {
-					return err
-				}
-				if point != abs {
-					return fmt.Errorf("%s is inside the mount %s, not its mount point: give the mount point", abs, point)
 				}
 				dataDir = dd
 			}

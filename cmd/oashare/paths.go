@@ -114,3 +114,21 @@ func oashareMountOf(path string) (point, dataDir string, err error) {
 	}
 	return ms[best].point, ms[best].source, nil
 }
+
+// mountPointOf resolves path, which must be an oashare mount point
+// itself (not a folder inside one), to that mount point and the data
+// directory of the node serving it.
+func mountPointOf(path string) (point, dataDir string, err error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", "", err
+	}
+	point, dataDir, err = oashareMountOf(abs)
+	if err != nil {
+		return "", "", err
+	}
+	if point != abs {
+		return "", "", fmt.Errorf("%s is inside the mount %s, not its mount point: give the mount point", abs, point)
+	}
+	return point, dataDir, nil
+}

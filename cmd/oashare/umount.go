@@ -34,16 +34,9 @@ A folder whose node is gone (killed) is unmounted as it is.`,
 		Example: `  oashare umount ~/net`,
 		Args:    exactArgs(1, "MOUNTPOINT"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			abs, err := filepath.Abs(args[0])
+			point, dataDir, err := mountPointOf(args[0])
 			if err != nil {
 				return err
-			}
-			point, dataDir, err := oashareMountOf(abs)
-			if err != nil {
-				return err
-			}
-			if point != abs {
-				return fmt.Errorf("%s is inside the mount %s, not its mount point: give the mount point", abs, point)
 			}
 			return umount(cmd.OutOrStdout(), point, dataDir, force)
 		},
