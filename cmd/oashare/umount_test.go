@@ -238,6 +238,17 @@ func TestCLIUmountPending(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatalf("node still running 15s after umount --force:\n%s", a.log())
 	}
+	// B's status shows A down, with when it was last seen.
+	downRow := regexp.MustCompile(`(?m)^` + a.nodeID[:8] + ` +\S+ +127\.0\.0\.1:\d+ +down, last seen \d+s ago +- +-$`)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		r := runCLI(t, "/", b.env, bin, "status", b.mnt)
+		if downRow.MatchString(r.stdout) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("B's status does not show A down:\n%s%s", r.stdout, r.stderr)
+		}
+	}
 	a2 := startNode(t, bin, a.mnt, a.data, "127.0.0.1:0", "--replicas", "2", "--peer", "127.0.0.1:"+b.port())
 	if s, _ := a2.status(t); s.Pending != 1 {
 		t.Errorf("after umount --force and a new mount: %d versions pending; want 1 (kept)", s.Pending)
