@@ -158,7 +158,7 @@ type Node struct {
 
 	metrics     Metrics
 	pinMu       sync.Mutex
-	pinned      map[index.Item]struct{} // items kept here whatever their placement (pin.go); nil until known
+	pinned      atomic.Pointer[pinSet] // items kept here whatever their placement (pin.go); nil until known
 	quotaCache  quotaCache
 	quotaLog    everyMinute
 	cert        tls.Certificate // of Identity

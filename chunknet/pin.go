@@ -3,6 +3,7 @@ package chunknet
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sync"
 	"sync/atomic"
 
@@ -57,9 +58,10 @@ func (n *Node) Pin(ctx context.Context, v tree.Version, progress func(PinProgres
 	}
 	var mu sync.Mutex
 	p := PinProgress{Items: len(spans) + len(nodes), Bytes: total}
-	// Every item is pinned as soon as it is here, so that repair does
-	// not drop it as surplus before the owner's next SetPinned.
-	n.addPinned(nodes, false)
+	// Every item is pinned before it is fetched, so that repair does not
+	// drop what is here as surplus before the owner's next SetPinned, and
+	// reads take it from the local store.
+	n.addPinned(itemList(spans, nodes))
 	done := func(bytes, fetched int64) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -100,7 +102,6 @@ func (n *Node) Pin(ctx context.Context, v tree.Version, progress func(PinProgres
 					return
 				}
 				s := spans[i]
-				n.addPinned([]format.Hash{s.Group}, true)
 				if ok, err := n.db.HasGroup(s.Group); err == nil && ok {
 					done(spanBytes[i], 0)
 					continue
@@ -130,11 +131,16 @@ func (n *Node) Pin(ctx context.Context, v tree.Version, progress func(PinProgres
 	return nil
 }
 
-// PinnedItems returns the stored items of version v (groups, and tree
-// nodes above them), read from this node's store (or peers) as Pin reads
-// them, to hand to SetPinned.
-func (n *Node) PinnedItems(ctx context.Context, v tree.Version) ([]index.Item, error) {
+// VersionItems returns the stored items of version v (its groups, and
+// the tree nodes above them), read from this node's store (or peers) as
+// Pin reads them: what SetPinned takes.
+func (n *Node) VersionItems(ctx context.Context, v tree.Version) ([]index.Item, error) {
 	spans, _, nodes, err := n.storedItems(ctx, v)
+	return itemList(spans, nodes), err
+}
+
+// itemsOf names the groups of spans and the tree nodes as stored items.
+func itemList(spans []tree.Span, nodes []format.Hash) []index.Item {
 	items := make([]index.Item, 0, len(spans)+len(nodes))
 	for _, s := range spans {
 		items = append(items, index.Item{Group: true, Hash: s.Group})
@@ -142,62 +148,64 @@ func (n *Node) PinnedItems(ctx context.Context, v tree.Version) ([]index.Item, e
 	for _, h := range nodes {
 		items = append(items, index.Item{Hash: h})
 	}
-	return items, err
+	return items
 }
 
+// pinSet is an immutable set of pinned items: reads look it up without a
+// lock (Node.pinned), writers replace it whole under Node.pinMu.
+type pinSet map[index.Item]struct{}
+
 // SetPinned names the items this node keeps whatever their placement:
-// repair never drops them here as surplus. It replaces the previous set
-// (Pin adds what it pins meanwhile).
+// repair never drops them here as surplus, and reads take them from the
+// local store. It replaces the previous set (Pin adds what it pins
+// meanwhile).
 func (n *Node) SetPinned(items []index.Item) {
-	m := make(map[index.Item]struct{}, len(items))
+	m := make(pinSet, len(items))
 	for _, it := range items {
 		m[it] = struct{}{}
 	}
 	n.pinMu.Lock()
-	n.pinned = m
+	n.pinned.Store(&m)
 	n.pinMu.Unlock()
 }
 
-func (n *Node) addPinned(hs []format.Hash, group bool) {
+// addPinned adds items to the set: a copy with them replaces it.
+func (n *Node) addPinned(items []index.Item) {
 	n.pinMu.Lock()
 	defer n.pinMu.Unlock()
-	if n.pinned == nil {
-		n.pinned = make(map[index.Item]struct{})
+	var m pinSet
+	if old := n.pinned.Load(); old != nil {
+		m = maps.Clone(*old)
+	} else {
+		m = make(pinSet, len(items))
 	}
-	for _, h := range hs {
-		n.pinned[index.Item{Group: group, Hash: h}] = struct{}{}
+	for _, it := range items {
+		m[it] = struct{}{}
 	}
+	n.pinned.Store(&m)
 }
 
-// isPinned reports whether item it is pinned here: reads take it from
-// the local store, as for an item this node is a replica of.
+// isPinned reports whether item it is pinned here.
 func (n *Node) isPinned(it index.Item) bool {
-	n.pinMu.Lock()
-	defer n.pinMu.Unlock()
-	_, ok := n.pinned[it]
+	m := n.pinned.Load()
+	if m == nil {
+		return false
+	}
+	_, ok := (*m)[it]
 	return ok
 }
 
 // pinnedChunk reports whether chunk h is pinned here: a tree node, or
 // the node of a pinned group (stored as a chunk under the group's name).
 func (n *Node) pinnedChunk(h format.Hash) bool {
-	n.pinMu.Lock()
-	defer n.pinMu.Unlock()
-	if _, ok := n.pinned[index.Item{Hash: h}]; ok {
-		return true
-	}
-	_, ok := n.pinned[index.Item{Group: true, Hash: h}]
-	return ok
+	return n.isPinned(index.Item{Hash: h}) || n.isPinned(index.Item{Group: true, Hash: h})
 }
 
 // keepsPinned reports whether repair must keep item it here: it is
 // pinned, or (Config.PinsFirst) the pins are not known yet.
 func (n *Node) keepsPinned(it index.Item) bool {
-	n.pinMu.Lock()
-	defer n.pinMu.Unlock()
-	if n.pinned == nil {
+	if n.pinned.Load() == nil {
 		return n.cfg.PinsFirst
 	}
-	_, ok := n.pinned[it]
-	return ok
+	return n.isPinned(it)
 }

@@ -16,20 +16,7 @@ import (
 // nodes above depth 1 (a group's node is stored with it).
 func itemsOf(t *testing.T, n *Node, v tree.Version) []index.Item {
 	t.Helper()
-	var items []index.Item
-	err := tree.Stored(t.Context(), n, v, func(_ uint64, s tree.Span) error {
-		items = append(items, index.Item{Group: true, Hash: s.Group})
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = tree.Nodes(t.Context(), n, v, func(depth uint8, h format.Hash) error {
-		if depth >= 2 {
-			items = append(items, index.Item{Hash: h})
-		}
-		return nil
-	})
+	items, err := n.VersionItems(t.Context(), v)
 	if err != nil {
 		t.Fatal(err)
 	}

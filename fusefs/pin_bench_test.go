@@ -70,7 +70,7 @@ func BenchmarkReadPinned(b *testing.B) {
 		if err := peers[1].node.Pin(context.Background(), v, nil); err != nil {
 			b.Fatal(err)
 		}
-		items, err := peers[1].node.PinnedItems(context.Background(), v)
+		items, err := peers[1].node.VersionItems(context.Background(), v)
 		if err != nil {
 			b.Fatal(err)
 		}

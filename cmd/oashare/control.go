@@ -487,15 +487,44 @@ func (c *control) where(rel string) (*whereJSON, error) {
 	return w, nil
 }
 
-// ask sends one control request to the node owning dataDir.
-func ask(dataDir, cmd, arg string, out any) error {
+// errNoNode: no node answers on a data dir's control socket.
+var errNoNode = errors.New("no oashare node is running")
+
+// dialControl connects to the control socket of the node owning dataDir;
+// its error wraps errNoNode when no node runs there.
+func dialControl(dataDir string) (net.Conn, error) {
 	path := filepath.Join(dataDir, controlSocketName)
 	conn, err := net.DialTimeout("unix", path, 2*time.Second)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
-			return fmt.Errorf("no oashare node is running with data dir %s: start one with 'oashare mount' (or pass --data)", dataDir)
+			return nil, fmt.Errorf("%w with data dir %s: start one with 'oashare mount' (or pass --data)", errNoNode, dataDir)
 		}
-		return fmt.Errorf("control socket %s: %v", path, err)
+		return nil, fmt.Errorf("control socket %s: %v", path, err)
+	}
+	return conn, nil
+}
+
+// askStream sends a control request whose answer is a stream of JSON
+// objects (progress, then done or an error: leave, umount, pin) and
+// returns the connection, to close when done, and a decoder of the
+// stream.
+func askStream(dataDir, cmd, arg string) (net.Conn, *json.Decoder, error) {
+	conn, err := dialControl(dataDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := io.WriteString(conn, cmd+"\t"+arg+"\n"); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	return conn, json.NewDecoder(bufio.NewReader(conn)), nil
+}
+
+// ask sends one control request to the node owning dataDir.
+func ask(dataDir, cmd, arg string, out any) error {
+	conn, err := dialControl(dataDir)
+	if err != nil {
+		return err
 	}
 	defer conn.Close()
 	wait := 2 * time.Minute

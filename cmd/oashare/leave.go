@@ -1,12 +1,9 @@
 package main
 
 import (
-	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -49,34 +46,23 @@ the node keeps running; --force leaves anyway.`,
 	return cmd
 }
 
-// leave asks the node of dataDir to drain and stop, printing its progress:
-// one line rewritten in place on a terminal, a line per update otherwise.
+// leave asks the node of dataDir to drain and stop, printing its progress.
 func leave(dataDir, arg string) error {
-	path := filepath.Join(dataDir, controlSocketName)
-	conn, err := net.DialTimeout("unix", path, 2*time.Second)
+	conn, dec, err := askStream(dataDir, "leave", arg)
 	if err != nil {
-		return fmt.Errorf("no oashare node is running with data dir %s (%v)", dataDir, err)
-	}
-	defer conn.Close()
-	if _, err := io.WriteString(conn, "leave\t"+arg+"\n"); err != nil {
 		return err
 	}
-	tty := isTerminal(os.Stdout)
-	dec := json.NewDecoder(bufio.NewReader(conn))
-	printed := false
+	defer conn.Close()
+	live := newLiveLine(os.Stdout)
 	for {
 		var l leaveJSON
 		if err := dec.Decode(&l); err != nil {
-			if printed && tty {
-				fmt.Println()
-			}
+			live.end()
 			return fmt.Errorf("the node stopped answering during the leave: %v", err)
 		}
 		switch {
 		case l.Error != "":
-			if printed && tty {
-				fmt.Println()
-			}
+			live.end()
 			return errors.New(l.Error)
 		case l.Progress != nil:
 			p := l.Progress
@@ -85,17 +71,11 @@ func leave(dataDir, arg string) error {
 			if p.Left > 0 {
 				line += fmt.Sprintf(", %s left", p.Left.Round(time.Second))
 			}
-			if tty {
-				fmt.Printf("\r\033[K%s", line)
-			} else {
-				fmt.Println(line)
-			}
-			printed = true
+			live.print(line)
 		case l.Done:
-			if printed && tty {
-				fmt.Println()
-			}
+			live.end()
 			// The node unmounts and exits now; wait for it.
+			path := filepath.Join(dataDir, controlSocketName)
 			deadline := time.Now().Add(30 * time.Second)
 			for time.Now().Before(deadline) {
 				if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
@@ -115,4 +95,38 @@ func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 func isTerminal(f *os.File) bool {
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// writesToTerminal reports whether out is a terminal.
+func writesToTerminal(out io.Writer) bool {
+	f, ok := out.(*os.File)
+	return ok && isTerminal(f)
+}
+
+// liveLine prints progress: one line rewritten in place on a terminal, a
+// line per update otherwise.
+type liveLine struct {
+	out       io.Writer
+	tty, open bool
+}
+
+func newLiveLine(out io.Writer) *liveLine {
+	return &liveLine{out: out, tty: writesToTerminal(out)}
+}
+
+func (l *liveLine) print(s string) {
+	if l.tty {
+		fmt.Fprintf(l.out, "\r\033[K%s", s)
+		l.open = true
+	} else {
+		fmt.Fprintln(l.out, s)
+	}
+}
+
+// end finishes a line left open on a terminal.
+func (l *liveLine) end() {
+	if l.open {
+		fmt.Fprintln(l.out)
+		l.open = false
+	}
 }

@@ -1,15 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -248,7 +244,7 @@ func (c *control) keepPins(ctx context.Context) {
 			st.NotWhole++
 			c.log.Debug("pins: a pinned file is not whole here yet", "path", f.path, "err", err)
 		}
-		its, err := c.node.PinnedItems(ctx, v)
+		its, err := c.node.VersionItems(ctx, v)
 		if err != nil {
 			continue
 		}
@@ -339,24 +335,16 @@ func pathsInOneMount(args []string) (dataDir string, rels []string, err error) {
 // pin asks the node of dataDir to pin rels, drawing its progress on out:
 // a progress bar on a terminal, a line every half second otherwise.
 func pin(out io.Writer, dataDir string, rels []string) error {
-	path := filepath.Join(dataDir, controlSocketName)
-	conn, err := net.DialTimeout("unix", path, 2*time.Second)
-	if err != nil {
-		return fmt.Errorf("no oashare node is running with data dir %s (%v)", dataDir, err)
-	}
-	defer conn.Close()
 	arg, _ := json.Marshal(rels)
-	if _, err := io.WriteString(conn, "pin\t"+string(arg)+"\n"); err != nil {
+	conn, dec, err := askStream(dataDir, "pin", string(arg))
+	if err != nil {
 		return err
 	}
-	tty := false
-	if f, ok := out.(*os.File); ok {
-		tty = isTerminal(f)
-	}
+	defer conn.Close()
+	tty := writesToTerminal(out)
 	var bar *progressbar.ProgressBar
 	lastLine := time.Time{}
 	start := time.Now()
-	dec := json.NewDecoder(bufio.NewReader(conn))
 	for {
 		var p pinJSON
 		if err := dec.Decode(&p); err != nil {

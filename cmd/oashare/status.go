@@ -61,10 +61,7 @@ With --json the answer is one JSON object; live peers are the list under
 			if !watch {
 				return printStatus(out, &s, nil)
 			}
-			tty := false
-			if f, ok := out.(*os.File); ok {
-				tty = isTerminal(f)
-			}
+			tty := writesToTerminal(out)
 			if tty {
 				fmt.Fprint(out, "\033[H\033[2J")
 			}

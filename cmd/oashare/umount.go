@@ -1,15 +1,10 @@
 package main
 
 import (
-	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -49,9 +44,12 @@ A folder whose node is gone (killed) is unmounted as it is.`,
 // unmounted, printing progress to out: one line rewritten in place on a
 // terminal, a line per update otherwise.
 func umount(out io.Writer, mnt, dataDir string, force bool) error {
-	path := filepath.Join(dataDir, controlSocketName)
-	conn, err := net.DialTimeout("unix", path, 2*time.Second)
-	if err != nil {
+	arg := ""
+	if force {
+		arg = "force"
+	}
+	conn, dec, err := askStream(dataDir, "umount", arg)
+	if errors.Is(err, errNoNode) {
 		// The mount is there but no node answers: it was killed.
 		flag := "-u"
 		if force {
@@ -63,45 +61,25 @@ func umount(out io.Writer, mnt, dataDir string, force bool) error {
 		fmt.Fprintf(out, "unmounted %s (no node was serving it any more)\n", mnt)
 		return nil
 	}
-	defer conn.Close()
-	arg := ""
-	if force {
-		arg = "force"
-	}
-	if _, err := io.WriteString(conn, "umount\t"+arg+"\n"); err != nil {
+	if err != nil {
 		return err
 	}
-	tty := false
-	if f, ok := out.(*os.File); ok {
-		tty = isTerminal(f)
-	}
-	dec := json.NewDecoder(bufio.NewReader(conn))
-	printed := false
-	endLine := func() {
-		if printed && tty {
-			fmt.Fprintln(out)
-		}
-	}
+	defer conn.Close()
+	live := newLiveLine(out)
 	for {
 		var u umountJSON
 		if err := dec.Decode(&u); err != nil {
-			endLine()
+			live.end()
 			return fmt.Errorf("the node stopped answering: %v", err)
 		}
 		switch {
 		case u.Error != "":
-			endLine()
+			live.end()
 			return errors.New(u.Error)
 		case u.Pending > 0:
-			line := fmt.Sprintf("publishing %d file versions written here (their copies need peers with room; Ctrl-C keeps the node running, --force stops it anyway)", u.Pending)
-			if tty {
-				fmt.Fprintf(out, "\r\033[K%s", line)
-			} else {
-				fmt.Fprintln(out, line)
-			}
-			printed = true
+			live.print(fmt.Sprintf("publishing %d file versions written here (their copies need peers with room; Ctrl-C keeps the node running, --force stops it anyway)", u.Pending))
 		case u.Done:
-			endLine()
+			live.end()
 			deadline := time.Now().Add(30 * time.Second)
 			for {
 				_, mounted := mountAt(mnt)
