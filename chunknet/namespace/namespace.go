@@ -415,7 +415,7 @@ func (ns *Namespace) SetAttrs(id uint64, a Attrs) (index.Inode, error) {
 // Flags of SetXattr, as setxattr(2) takes them.
 const (
 	XattrCreate  = 1 // fail with ErrExists if the attribute exists
-	XattrReplace = 2 // fail with ErrNoAttr if it does not
+	XattrReplace = 2 // fail with ErrNoXattr if it does not
 )
 
 // SetXattr sets extended attribute name of inode id to value, as
@@ -423,8 +423,8 @@ const (
 // published with a sync at once. flags are XattrCreate, XattrReplace or
 // 0. An attribute that would take the inode's attributes past
 // index.MaxXattrBytes or their names past index.MaxXattrList is refused
-// with ErrXattrSpace, a name or value
-// over Linux's limits with ErrXattrRange.
+// with ErrXattrSpace, a name or value over Linux's limits with
+// ErrXattrRange.
 func (ns *Namespace) SetXattr(id uint64, name string, value []byte, flags uint32) (index.Inode, error) {
 	if name == "" || len(name) > index.MaxXattrName || len(value) > index.MaxXattrValue {
 		return index.Inode{}, ErrXattrRange
