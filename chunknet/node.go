@@ -73,10 +73,13 @@ type Config struct {
 	// held are made again elsewhere (repair.go); 0 = 1m. RepairEvery is
 	// how often a repair pass runs when nothing wakes one; 0 = 10m.
 	// RepairRate paces repair, in bytes per second sent; 0 = 32 MiB/s,
-	// < 0 = unpaced.
+	// < 0 = unpaced. UploadGrace is how long after an item is stored here
+	// repair leaves it alone, its writer being still at placing its other
+	// copies; 0 = 10s.
 	RepairAfter time.Duration
 	RepairEvery time.Duration
 	RepairRate  int64
+	UploadGrace time.Duration
 	// ScrubEvery is how often every stored item is read back and checked
 	// (scrub.go); 0 = a week, < 0 = never.
 	ScrubEvery time.Duration
@@ -250,6 +253,9 @@ func New(cfg Config) (*Node, error) {
 	}
 	if cfg.RepairRate == 0 {
 		cfg.RepairRate = 32 << 20
+	}
+	if cfg.UploadGrace <= 0 {
+		cfg.UploadGrace = 10 * time.Second
 	}
 	if cfg.ScrubEvery == 0 {
 		cfg.ScrubEvery = 7 * 24 * time.Hour

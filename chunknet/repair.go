@@ -36,6 +36,14 @@ import (
 //     that restarts or comes back from a short outage still has its
 //     copies, and moving them would be waste.
 //
+// An item stored here less than Config.UploadGrace ago is left out of a
+// pass: its writer (this node or another) is placing its copies still,
+// and a pass that ran in the middle of a write saw every item in flight
+// short and copied it a second time. Such items are looked at again once
+// they are older (as received ones are); an upload that fails leaves its
+// items in the writer's under-target set (topup.go), and a writer that
+// dies wakes a pass of its own.
+//
 // A peer that joins or comes back wakes a pass at once (rebalance); one
 // that goes wakes one RepairAfter later. Copies made in a pass are only
 // counted, and surplus ones only dropped, in a later pass that finds the
@@ -82,6 +90,14 @@ type repairState struct {
 	recvMu       sync.Mutex
 	recv         map[index.Item]bool
 	recvOverflow bool
+
+	// Items stored here lately (young): those of the current generation,
+	// begun at youngSince, and of the one before it. An item stays young
+	// for at least UploadGrace and at most twice that.
+	youngMu    sync.Mutex
+	young      map[index.Item]bool
+	oldYoung   map[index.Item]bool
+	youngSince time.Time
 
 	passes, copied, copiedBytes, dropped atomic.Int64
 	unsettled                            atomic.Int64 // passes in a row that found work
@@ -186,6 +202,52 @@ func (n *Node) noteReceived(items []index.Item) {
 	case s.recvKick <- struct{}{}:
 	default:
 	}
+}
+
+// markYoung notes items just stored here (see UploadGrace).
+func (n *Node) markYoung(group bool, hashes []format.Hash) {
+	s := &n.repair
+	s.youngMu.Lock()
+	defer s.youngMu.Unlock()
+	s.ageYoung(time.Now(), n.cfg.UploadGrace)
+	if s.young == nil {
+		s.young = make(map[index.Item]bool, len(hashes))
+	}
+	for _, h := range hashes {
+		s.young[index.Item{Group: group, Hash: h}] = true
+	}
+}
+
+// ageYoung starts a new generation of young items when the current one
+// is UploadGrace old, forgetting the one before it. youngMu is held.
+func (s *repairState) ageYoung(now time.Time, grace time.Duration) {
+	switch age := now.Sub(s.youngSince); {
+	case age >= 2*grace:
+		s.young, s.oldYoung, s.youngSince = nil, nil, now
+	case age >= grace:
+		s.young, s.oldYoung, s.youngSince = nil, s.young, now
+	}
+}
+
+// splitYoung returns the keys of items not young, and appends the young
+// ones to *young.
+func (n *Node) splitYoung(group bool, keys []format.Hash, young *[]index.Item) []format.Hash {
+	s := &n.repair
+	s.youngMu.Lock()
+	defer s.youngMu.Unlock()
+	s.ageYoung(time.Now(), n.cfg.UploadGrace)
+	if len(s.young) == 0 && len(s.oldYoung) == 0 {
+		return keys
+	}
+	old := make([]format.Hash, 0, len(keys))
+	for _, h := range keys {
+		if it := (index.Item{Group: group, Hash: h}); s.young[it] || s.oldYoung[it] {
+			*young = append(*young, it)
+		} else {
+			old = append(old, h)
+		}
+	}
+	return old
 }
 
 // repairReceived applies the rules of a pass to the items noted by
@@ -318,6 +380,9 @@ func (n *Node) newRepairPass() (*repairPass, time.Duration) {
 // given next: soon if it found work (see the top of this file).
 func (p *repairPass) finish(next time.Duration) time.Duration {
 	n := p.n
+	// Young items are looked at again as received ones are, once old
+	// enough (a later look finds them young still and leaves them again).
+	n.noteReceived(p.young)
 	if p.copied > 0 || p.dropped > 0 {
 		n.log.Info("repair pass", "copies made", p.copied, "bytes", p.copiedBytes, "surplus dropped", p.dropped, "waiting", p.waited)
 	}
@@ -420,12 +485,16 @@ type repairPass struct {
 	view  *repairView
 
 	copied, copiedBytes, dropped, waited, checked, short int64
+	young                                                []index.Item // left for later (UploadGrace)
 }
 
 // step handles one batch of stored groups (or chunks): who holds them,
 // which are surplus here, which this node must copy, and does so.
 func (p *repairPass) step(ctx context.Context, group bool, keys []format.Hash) error {
 	n := p.n
+	if keys = n.splitYoung(group, keys, &p.young); len(keys) == 0 {
+		return nil
+	}
 	ask := make([][]format.NodeID, len(keys))
 	for i, h := range keys {
 		ask[i] = p.view.askFor(h)

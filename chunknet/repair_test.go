@@ -262,3 +262,50 @@ var errBytes = errorString("wrong bytes")
 type errorString string
 
 func (e errorString) Error() string { return string(e) }
+
+// TestRepairLeavesUploadsInFlight: a repair pass that runs while a file is
+// being written finds its items on some of their targets only, the others
+// being on their way. It leaves them to their writer instead of copying
+// them a second time; once they are older than UploadGrace, a pass copies
+// what is still missing (a writer that stopped half way).
+func TestRepairLeavesUploadsInFlight(t *testing.T) {
+	const grace = 3 * time.Second
+	cfg := Config{Replicas: 3, RepairRate: -1, UploadGrace: grace}
+	nodes := startCluster(t, 3, cfg)
+	v := writeFile(t, nodes[0].node, randBytes(t, 20*format.MaxGroupData))
+	written := time.Now()
+	items := itemsOf(t, nodes[0].node, v)
+	if !onTop(t, items, nodes, 3) {
+		t.Fatalf("after the write: %s", misplaced(t, items, nodes, 3))
+	}
+	// Node 3's copies not there yet: as if its puts were still in flight.
+	if _, err := nodes[2].db.DropStored(items); err != nil {
+		t.Fatal(err)
+	}
+	for _, tn := range nodes[:2] {
+		if _, err := tn.node.RepairPass(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if time.Since(written) >= grace {
+		t.Skipf("the passes ran %v after the write, past UploadGrace: too slow a machine to tell", time.Since(written))
+	}
+	if c, _ := copiedBy(nodes); c != 0 {
+		t.Fatalf("repair made %d copies of items written %v ago, still being placed by their writer", c, time.Since(written).Round(time.Millisecond))
+	}
+	// Older than UploadGrace, the copies still missing are made by the
+	// looks the first passes left for later, once each.
+	deadline := time.Now().Add(30 * time.Second)
+	for !onTop(t, items, nodes, 3) {
+		if time.Now().After(deadline) {
+			for _, tn := range nodes {
+				t.Logf("node %s: %+v", tn.node.ID().Short(), tn.node.RepairStats())
+			}
+			t.Fatalf("30s after the write: %s", misplaced(t, items, nodes, 3))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if c, _ := copiedBy(nodes); c > int64(len(items)) {
+		t.Fatalf("repair made %d copies of %d items: some twice", c, len(items))
+	}
+}

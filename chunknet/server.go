@@ -245,7 +245,7 @@ func (n *Node) storeChunks(chunks []wire.Chunk, from format.NodeID) []byte {
 		}
 		good = append(good, index.Chunk{Hash: c.Hash, Data: c.Data})
 	}
-	stats, err := n.db.Put(nil, good)
+	stats, err := n.putChunksHere(good)
 	n.charge(from, stats)
 	if err == nil && stats.Chunks > 0 {
 		items := make([]index.Item, len(good))

@@ -279,7 +279,7 @@ func (n *Node) replicate(ctx context.Context, batch []index.Chunk) error {
 		return n.putOn(ctx, id, p, chunks)
 	}
 	keep := func() error {
-		_, err := n.db.PutChunks(batch)
+		_, err := n.putChunksHere(batch)
 		return err
 	}
 	return n.replicateItems(ctx, false, keys, send, keep)
@@ -309,7 +309,22 @@ func (n *Node) storeGroupsHere(gs []upGroup) error {
 	return err
 }
 
-// putGroupsHere stores groups with their nodes and says what was new.
+// putChunksHere stores chunks (tree nodes) in the local store, young
+// (UploadGrace), and says what was new.
+func (n *Node) putChunksHere(chunks []index.Chunk) (index.PutStats, error) {
+	stats, err := n.db.Put(nil, chunks)
+	if err == nil {
+		hashes := make([]format.Hash, len(chunks))
+		for i, c := range chunks {
+			hashes[i] = c.Hash
+		}
+		n.markYoung(false, hashes)
+	}
+	return stats, err
+}
+
+// putGroupsHere stores groups with their nodes, young (UploadGrace), and
+// says what was new.
 func (n *Node) putGroupsHere(gs []upGroup) (index.PutStats, error) {
 	groups := make([]index.Group, 0, len(gs))
 	var nodes []index.Chunk
@@ -319,7 +334,15 @@ func (n *Node) putGroupsHere(gs []upGroup) (index.PutStats, error) {
 			nodes = append(nodes, index.Chunk{Hash: g.hash, Data: g.node})
 		}
 	}
-	return n.db.Put(groups, nodes)
+	stats, err := n.db.Put(groups, nodes)
+	if err == nil {
+		hashes := make([]format.Hash, len(gs))
+		for i, g := range gs {
+			hashes[i] = g.hash
+		}
+		n.markYoung(true, hashes)
+	}
+	return stats, err
 }
 
 // sendFunc stores the items idx of a batch on node id (this node when id
@@ -512,7 +535,7 @@ func (n *Node) replicatePass(ctx context.Context, keys []format.Hash, holders []
 func (n *Node) putOn(ctx context.Context, id format.NodeID, p *peer, chunks []index.Chunk) ([]bool, error) {
 	ok := make([]bool, len(chunks))
 	if id == n.self {
-		if _, err := n.db.PutChunks(chunks); err != nil {
+		if _, err := n.putChunksHere(chunks); err != nil {
 			return ok, err
 		}
 		for i := range ok {
