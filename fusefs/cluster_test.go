@@ -2,6 +2,7 @@ package fusefs
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -37,6 +38,11 @@ type testPeer struct {
 	opts clusterOptions
 	disk vfs.FS // the index's file system (nil: the disk)
 	down bool   // stopped (stop), not restarted yet
+
+	// With clusterOptions.members: the node's key, and the member that
+	// admits it to the network (nil: it creates the network).
+	key     ed25519.PrivateKey
+	sponsor *testPeer
 }
 
 func canMount(t testing.TB) {
@@ -94,6 +100,12 @@ type clusterOptions struct {
 	forgetAfter time.Duration
 	// noXattrs: Options.NoXattrs.
 	noXattrs bool
+	// members makes the peers members of one network, as oashare mount
+	// and --join do: each with a key, records signed, TLS between them
+	// and records sealed. Without it they speak plain TCP.
+	members bool
+	// cacheBytes: chunknet.Config.CacheBytes; 0 = default.
+	cacheBytes int
 }
 
 // startClusterOpts starts n peers configured by o, connects them and
@@ -106,6 +118,9 @@ func startClusterOpts(t testing.TB, n int, o clusterOptions) []*testPeer {
 		p := &testPeer{dir: t.TempDir(), opts: o}
 		if i < len(o.disks) {
 			p.disk = o.disks[i]
+		}
+		if o.members && i > 0 {
+			p.sponsor = peers[0]
 		}
 		os.Mkdir(filepath.Join(p.dir, "mnt"), 0o755)
 		if i < len(o.smallDisk) && o.smallDisk[i] > 0 {
@@ -147,11 +162,21 @@ func connectTo(p *testPeer, peers []*testPeer) {
 func (p *testPeer) start(t testing.TB, num int) {
 	t.Helper()
 	log := testLogger(t)
-	db, err := index.Open(filepath.Join(p.dir, "data"), index.Options{FS: p.disk, Logger: log})
+	if p.opts.members && p.key == nil {
+		_, key, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.key = key
+	}
+	db, err := index.Open(filepath.Join(p.dir, "data"), index.Options{FS: p.disk, Logger: log, Identity: p.key})
 	if err != nil {
 		t.Fatal(err)
 	}
-	node, err := chunknet.New(chunknet.Config{DB: db, Network: "test", Listen: "127.0.0.1:0", Replicas: p.opts.replicas,
+	if p.key != nil {
+		p.join(t, db)
+	}
+	node, err := chunknet.New(chunknet.Config{DB: db, Identity: p.key, CacheBytes: p.opts.cacheBytes, Network: "test", Listen: "127.0.0.1:0", Replicas: p.opts.replicas,
 		Logger: log.With("node", num), DataDir: p.dir, RetryFor: p.opts.retryFor, TopUpEvery: p.opts.topUpEvery,
 		ReclaimAfter: p.opts.reclaimAfter, KeepVersions: p.opts.keepVersions, ReclaimEvery: p.opts.reclaimAfter, ReclaimGrace: p.opts.reclaimAfter,
 		SpotCheckEvery: p.opts.spotCheckEvery, ForgetAfter: p.opts.forgetAfter})
@@ -164,6 +189,33 @@ func (p *testPeer) start(t testing.TB, num int) {
 		t.Fatal(err)
 	}
 	p.db, p.node, p.server, p.fs, p.down = db, node, srv, fsys, false
+}
+
+// join makes db a member of the network of p's sponsor, as a join code
+// does (its member entry published by the sponsor, the network described
+// to it), or creates the network for a peer without a sponsor. A restart
+// finds db a member already.
+func (p *testPeer) join(t testing.TB, db *index.DB) {
+	t.Helper()
+	if _, ok := db.Network(); ok {
+		return
+	}
+	if p.sponsor == nil {
+		if _, err := db.CreateNetwork("test", "p1"); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	m := db.SelfMember("peer")
+	if _, err := p.sponsor.node.Publish([]index.Op{{Member: &m}}, chunknet.Synced); err != nil {
+		t.Fatal(err)
+	}
+	netw, _ := p.sponsor.db.Network()
+	netw.Sponsor = p.sponsor.db.NodeID()
+	copy(netw.SponsorKey[:], p.sponsor.key.Public().(ed25519.PublicKey))
+	if err := db.JoinNetwork(netw); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // stop unmounts the peer and closes its node and index, as a clean stop
