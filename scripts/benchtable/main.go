@@ -58,6 +58,14 @@ var joinRows = []struct{ metric, name string }{
 	{"join_replay", "join a share of 100 000 files by replaying one record per file (s)"},
 }
 
+// membersRows are the rows of the members-only table (scripts/bench's
+// members_bench: the same code with and without members, ratios).
+var membersRows = []struct{ metric, name string }{
+	{"members_write", "sequential write into peer 1 (64 MiB files, fsync)"},
+	{"members_read", "cold read on peer 4 (64 MiB, no cache)"},
+	{"members_small", "tar x of small files (0-8 KiB) into peer 1"},
+}
+
 // workload is one row of the main table.
 type workload struct {
 	metric, name string
@@ -92,6 +100,9 @@ var targets = []target{
 	{metric: "seq_write", vs: "before", min: 0.9, text: "members only: sequential write ≥ 0.9× before"},
 	{metric: "seq_read", vs: "before", min: 0.9, text: "members only: cold sequential read ≥ 0.9× before"},
 	{metric: "tar_x_small", vs: "before", min: 0.9, text: "members only: tar x of small files ≥ 0.9× before"},
+	{metric: "members_write", min: 0.9, text: "members only, same code: write ≥ 0.9× plain TCP"},
+	{metric: "members_read", min: 0.9, text: "members only, same code: cold read ≥ 0.9× plain TCP"},
+	{metric: "members_small", min: 0.9, text: "members only, same code: tar x of small files ≥ 0.9× plain TCP"},
 	{metric: "repair_fg_write", min: 0.7, text: "a write while repair runs ≥ 0.7× without"},
 	{metric: "repair_fg_read", min: 0.7, text: "a read while repair runs ≥ 0.7× without"},
 	{metric: "rss_write", max: 256, text: "a node's peak RSS during the write ≤ 256 MiB"},
@@ -402,6 +413,12 @@ func (t *table) markdown(machine string) string {
 		b.WriteString("\nJoining: a new node gets the namespace from one peer (go test -bench Join ./chunknet, loopback TCP):\n\n| | oashare |\n|---|--:|\n")
 		for _, r := range joinRows {
 			fmt.Fprintf(&b, "| %s | %s |\n", r.name, num(t.median("oashare", r.metric)))
+		}
+	}
+	if v := t.median("oashare", "members_write"); !math.IsNaN(v) {
+		b.WriteString("\nMembers only, alone: today's code with members (keys, signed records, TLS and sealed records) ÷ the same code between anonymous nodes on plain TCP (go test -bench MembersCost ./fusefs: 4 peers, replicas 3, real FUSE mounts, loopback TCP; median of 3 counts):\n\n| | members ÷ plain |\n|---|--:|\n")
+		for _, r := range membersRows {
+			fmt.Fprintf(&b, "| %s | %s× |\n", r.name, num(t.median("oashare", r.metric)))
 		}
 	}
 	b.WriteString("\nTargets:\n\n| target | measured | met |\n|---|--:|---|\n")
