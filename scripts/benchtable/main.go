@@ -221,7 +221,9 @@ func summarize(samples []sample) *table {
 		}
 		t.byRun[k][s.run] = s.value
 		t.units[s.metric] = s.unit
-		t.runs = max(t.runs, s.run)
+		if !strings.HasPrefix(s.metric, "members_") { // counts of a Go benchmark, not runs
+			t.runs = max(t.runs, s.run)
+		}
 		if p, ok := peerOf(s.metric); ok {
 			peers[p] = true
 		}
