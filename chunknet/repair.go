@@ -42,7 +42,9 @@ import (
 // short and copied it a second time. Such items are looked at again once
 // they are older (as received ones are); an upload that fails leaves its
 // items in the writer's under-target set (topup.go), and a writer that
-// dies wakes a pass of its own.
+// dies wakes a pass of its own. The price: a rebalance of data written
+// moments before, and each further hop of it (copies are young where
+// they arrive), waits up to twice UploadGrace.
 //
 // A peer that joins or comes back wakes a pass at once (rebalance); one
 // that goes wakes one RepairAfter later. Copies made in a pass are only

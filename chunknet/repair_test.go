@@ -74,6 +74,22 @@ func misplaced(t *testing.T, items []index.Item, nodes []*testNode, k int) strin
 	return fmt.Sprintf("%d items misplaced, first %s", bad, first)
 }
 
+// waitOnTop waits up to d until onTop holds, or fails with each node's
+// repair counters.
+func waitOnTop(t *testing.T, items []index.Item, nodes []*testNode, k int, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !onTop(t, items, nodes, k) {
+		if time.Now().After(deadline) {
+			for _, tn := range nodes {
+				t.Logf("node %s: %+v", tn.node.ID().Short(), tn.node.RepairStats())
+			}
+			t.Fatalf("after %v: %s", d, misplaced(t, items, nodes, k))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func copiedBy(nodes []*testNode) (copies, dropped int64) {
 	for _, tn := range nodes {
 		st := tn.node.RepairStats()
@@ -215,16 +231,7 @@ func TestRebalanceOnJoin(t *testing.T) {
 			}
 		}
 	}()
-	deadline := time.Now().Add(time.Minute)
-	for !onTop(t, items, all, 3) {
-		if time.Now().After(deadline) {
-			for _, tn := range all {
-				t.Logf("node %s: %+v", tn.node.ID().Short(), tn.node.RepairStats())
-			}
-			t.Fatalf("after a minute: %s", misplaced(t, items, all, 3))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitOnTop(t, items, all, 3, time.Minute)
 	close(stop)
 	if err := <-readErr; err != nil {
 		t.Fatalf("a read during the rebalance: %v", err)
@@ -295,16 +302,7 @@ func TestRepairLeavesUploadsInFlight(t *testing.T) {
 	}
 	// Older than UploadGrace, the copies still missing are made by the
 	// looks the first passes left for later, once each.
-	deadline := time.Now().Add(30 * time.Second)
-	for !onTop(t, items, nodes, 3) {
-		if time.Now().After(deadline) {
-			for _, tn := range nodes {
-				t.Logf("node %s: %+v", tn.node.ID().Short(), tn.node.RepairStats())
-			}
-			t.Fatalf("30s after the write: %s", misplaced(t, items, nodes, 3))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitOnTop(t, items, nodes, 3, 30*time.Second)
 	if c, _ := copiedBy(nodes); c > int64(len(items)) {
 		t.Fatalf("repair made %d copies of %d items: some twice", c, len(items))
 	}

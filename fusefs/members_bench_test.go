@@ -2,7 +2,6 @@ package fusefs
 
 import (
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -75,20 +74,7 @@ func benchMembersWorkloads(b *testing.B, peers []*testPeer) {
 			st, err := os.Stat(path)
 			return err == nil && st.Size() == size
 		})
-		buf := make([]byte, 1<<20)
-		b.SetBytes(size)
-		b.ResetTimer()
-		for range b.N {
-			f, err := os.Open(path)
-			if err != nil {
-				b.Fatal(err)
-			}
-			n, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{f}, buf)
-			f.Close()
-			if err != nil || n != size {
-				b.Fatalf("read %d bytes: %v", n, err)
-			}
-		}
+		readWhole(b, path, size)
 	})
 	b.Run("tar-x-small", func(b *testing.B) {
 		runs++
