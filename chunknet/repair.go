@@ -44,7 +44,8 @@ import (
 // items in the writer's under-target set (topup.go), and a writer that
 // dies wakes a pass of its own. The price: a rebalance of data written
 // moments before, and each further hop of it (copies are young where
-// they arrive), waits up to twice UploadGrace.
+// they arrive), waits up to UploadGrace (and the few seconds of
+// receivedDelay).
 //
 // A peer that joins or comes back wakes a pass at once (rebalance); one
 // that goes wakes one RepairAfter later. Copies made in a pass are only
@@ -93,13 +94,11 @@ type repairState struct {
 	recv         map[index.Item]bool
 	recvOverflow bool
 
-	// Items stored here lately (young): those of the current generation,
-	// begun at youngSince, and of the one before it. An item stays young
-	// for at least UploadGrace and at most twice that.
+	// Items stored here lately, with when (see UploadGrace); entries
+	// older than that are swept out at most once per UploadGrace.
 	youngMu    sync.Mutex
-	young      map[index.Item]bool
-	oldYoung   map[index.Item]bool
-	youngSince time.Time
+	young      map[index.Item]time.Time
+	youngSwept time.Time
 
 	passes, copied, copiedBytes, dropped atomic.Int64
 	unsettled                            atomic.Int64 // passes in a row that found work
@@ -209,25 +208,30 @@ func (n *Node) noteReceived(items []index.Item) {
 // markYoung notes items just stored here (see UploadGrace).
 func (n *Node) markYoung(group bool, hashes []format.Hash) {
 	s := &n.repair
+	now := time.Now()
 	s.youngMu.Lock()
 	defer s.youngMu.Unlock()
-	s.ageYoung(time.Now(), n.cfg.UploadGrace)
+	s.sweepYoung(now, n.cfg.UploadGrace)
 	if s.young == nil {
-		s.young = make(map[index.Item]bool, len(hashes))
+		s.young = make(map[index.Item]time.Time, len(hashes))
 	}
 	for _, h := range hashes {
-		s.young[index.Item{Group: group, Hash: h}] = true
+		s.young[index.Item{Group: group, Hash: h}] = now
 	}
 }
 
-// ageYoung starts a new generation of young items when the current one
-// is UploadGrace old, forgetting the one before it. youngMu is held.
-func (s *repairState) ageYoung(now time.Time, grace time.Duration) {
-	switch age := now.Sub(s.youngSince); {
-	case age >= 2*grace:
-		s.young, s.oldYoung, s.youngSince = nil, nil, now
-	case age >= grace:
-		s.young, s.oldYoung, s.youngSince = nil, s.young, now
+// sweepYoung forgets the items stored UploadGrace ago or earlier, at most
+// once per UploadGrace (so a map of n items costs O(1) per item stored).
+// youngMu is held.
+func (s *repairState) sweepYoung(now time.Time, grace time.Duration) {
+	if now.Sub(s.youngSwept) < grace {
+		return
+	}
+	s.youngSwept = now
+	for it, at := range s.young {
+		if now.Sub(at) >= grace {
+			delete(s.young, it)
+		}
 	}
 }
 
@@ -235,15 +239,17 @@ func (s *repairState) ageYoung(now time.Time, grace time.Duration) {
 // ones to *young.
 func (n *Node) splitYoung(group bool, keys []format.Hash, young *[]index.Item) []format.Hash {
 	s := &n.repair
+	now := time.Now()
 	s.youngMu.Lock()
 	defer s.youngMu.Unlock()
-	s.ageYoung(time.Now(), n.cfg.UploadGrace)
-	if len(s.young) == 0 && len(s.oldYoung) == 0 {
+	s.sweepYoung(now, n.cfg.UploadGrace)
+	if len(s.young) == 0 {
 		return keys
 	}
 	old := make([]format.Hash, 0, len(keys))
 	for _, h := range keys {
-		if it := (index.Item{Group: group, Hash: h}); s.young[it] || s.oldYoung[it] {
+		it := index.Item{Group: group, Hash: h}
+		if at, ok := s.young[it]; ok && now.Sub(at) < n.cfg.UploadGrace {
 			*young = append(*young, it)
 		} else {
 			old = append(old, h)
