@@ -221,7 +221,7 @@ func summarize(samples []sample) *table {
 		}
 		t.byRun[k][s.run] = s.value
 		t.units[s.metric] = s.unit
-		if !strings.HasPrefix(s.metric, "members_") { // counts of a Go benchmark, not runs
+		if !strings.HasPrefix(s.metric, "members_") { // rounds of a Go benchmark, not runs
 			t.runs = max(t.runs, s.run)
 		}
 		if p, ok := peerOf(s.metric); ok {
@@ -418,7 +418,7 @@ func (t *table) markdown(machine string) string {
 		}
 	}
 	if v := t.median("oashare", "members_write"); !math.IsNaN(v) {
-		b.WriteString("\nMembers only, alone: today's code with members (keys, signed records, TLS and sealed records) ÷ the same code between anonymous nodes on plain TCP (go test -bench MembersCost ./fusefs: 4 peers, replicas 3, real FUSE mounts, loopback TCP; median of 3 counts):\n\n| | members ÷ plain |\n|---|--:|\n")
+		b.WriteString("\nMembers only, alone: today's code with members (keys, signed records, TLS and sealed records) ÷ the same code between anonymous nodes on plain TCP (go test -bench MembersCost ./fusefs: 4 peers, replicas 3, real FUSE mounts, loopback TCP; the two take turns, median of 3 rounds):\n\n| | members ÷ plain |\n|---|--:|\n")
 		for _, r := range membersRows {
 			fmt.Fprintf(&b, "| %s | %s× |\n", r.name, num(t.median("oashare", r.metric)))
 		}
