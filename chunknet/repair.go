@@ -205,18 +205,19 @@ func (n *Node) noteReceived(items []index.Item) {
 	}
 }
 
-// markYoung notes items just stored here (see UploadGrace).
-func (n *Node) markYoung(group bool, hashes []format.Hash) {
+// markYoung notes the count items hash(0) … hash(count-1), just stored
+// here (see UploadGrace).
+func (n *Node) markYoung(group bool, count int, hash func(int) format.Hash) {
 	s := &n.repair
 	now := time.Now()
 	s.youngMu.Lock()
 	defer s.youngMu.Unlock()
 	s.sweepYoung(now, n.cfg.UploadGrace)
 	if s.young == nil {
-		s.young = make(map[index.Item]time.Time, len(hashes))
+		s.young = make(map[index.Item]time.Time, count)
 	}
-	for _, h := range hashes {
-		s.young[index.Item{Group: group, Hash: h}] = now
+	for i := range count {
+		s.young[index.Item{Group: group, Hash: hash(i)}] = now
 	}
 }
 

@@ -314,11 +314,7 @@ func (n *Node) storeGroupsHere(gs []upGroup) error {
 func (n *Node) putChunksHere(chunks []index.Chunk) (index.PutStats, error) {
 	stats, err := n.db.Put(nil, chunks)
 	if err == nil {
-		hashes := make([]format.Hash, len(chunks))
-		for i, c := range chunks {
-			hashes[i] = c.Hash
-		}
-		n.markYoung(false, hashes)
+		n.markYoung(false, len(chunks), func(i int) format.Hash { return chunks[i].Hash })
 	}
 	return stats, err
 }
@@ -336,11 +332,7 @@ func (n *Node) putGroupsHere(gs []upGroup) (index.PutStats, error) {
 	}
 	stats, err := n.db.Put(groups, nodes)
 	if err == nil {
-		hashes := make([]format.Hash, len(gs))
-		for i, g := range gs {
-			hashes[i] = g.hash
-		}
-		n.markYoung(true, hashes)
+		n.markYoung(true, len(gs), func(i int) format.Hash { return gs[i].hash })
 	}
 	return stats, err
 }
