@@ -303,6 +303,11 @@ func (f *fileNode) Fsync(ctx context.Context, fh fs.FileHandle, flags uint32) sy
 // kernel writes back at munmap, after close(2) of the descriptor that made
 // the mapping. Nothing waits for the answer; a publication that fails is
 // kept in the pending journal and retried.
+//
+// The kernel sends RELEASE after close(2) has returned, so it may arrive
+// together with the next open of the file: the count and the publication
+// are one step under mu, or a save by open(O_TRUNC), write, close would
+// publish the next open's truncation, an empty file, before its write.
 func (f *fileNode) Release(ctx context.Context, fh fs.FileHandle) syscall.Errno {
 	h, ok := fh.(*handle)
 	if !ok || h.st == nil {
@@ -311,11 +316,10 @@ func (f *fileNode) Release(ctx context.Context, fh fs.FileHandle) syscall.Errno 
 	if h.writable {
 		h.st.mu.Lock()
 		h.st.writers--
-		last := h.st.writers == 0
-		h.st.mu.Unlock()
-		if last {
-			h.st.publish(ctx)
+		if h.st.writers == 0 {
+			h.st.publishLocked(context.WithoutCancel(ctx))
 		}
+		h.st.mu.Unlock()
 	}
 	f.fsys.closeState(h.st)
 	return 0
