@@ -329,7 +329,8 @@ func TestFsyncIsABarrier(t *testing.T) {
 // close changes, on every other peer, from its old bytes to its new ones
 // at once: never empty in between (the kernel hands O_TRUNC to the open,
 // which publishes nothing before the close, and the RELEASE of one save
-// that arrives with the next save's open publishes nothing of it).
+// that arrives with the next save's open does not publish that open's
+// truncation).
 func TestTruncatingSaveIsOneVersion(t *testing.T) {
 	peers := startCluster(t, 2, 2)
 	a, b := peers[0], peers[1]
