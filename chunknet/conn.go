@@ -118,16 +118,18 @@ func newFrameWriter(conn net.Conn) frameWriter {
 }
 
 func (w *frameWriter) write(frame []byte) error {
-	return w.writev([][]byte{frame})
+	return w.writev([][]byte{frame}, nil)
 }
 
-// writev writes one frame given as pieces.
-func (w *frameWriter) writev(frame [][]byte) error {
+// writev writes one frame given as pieces; named(i), if not nil, says the
+// receiver checks piece i against the names of its chunks (it may go in
+// bulk records between members).
+func (w *frameWriter) writev(frame [][]byte, named func(i int) bool) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
 	if w.sealed != nil {
-		return w.sealed.writeFrame(frame)
+		return w.sealed.writeFrame(frame, named)
 	}
 	if len(frame) == 1 {
 		_, err := w.conn.Write(frame[0])
@@ -252,14 +254,16 @@ func (c *clientConn) call(ctx context.Context, build func(dst []byte, id uint64)
 	})
 }
 
-// callv is call for a frame built as pieces (see wire.PutGroupsVec) and
-// written with one writev: bulk data is sent from the caller's buffers,
-// not copied into a frame.
-func (c *clientConn) callv(ctx context.Context, build func(dst []byte, id uint64) ([]byte, [][]byte)) (wire.Type, []byte, error) {
+// putGroups is call for a PutGroups frame built as pieces (see
+// wire.PutGroupsVec) and written with one writev: the groups' data is
+// sent from the caller's buffers, not copied into a frame, and between
+// members in bulk records (the receiver checks it against the groups'
+// names).
+func (c *clientConn) putGroups(ctx context.Context, groups []wire.Group) (wire.Type, []byte, error) {
 	return c.roundTrip(ctx, func(id uint64) error {
 		bp := bufPool.Get().(*[]byte)
-		buf, frame := build((*bp)[:0], id)
-		err := c.w.writev(frame)
+		buf, frame := wire.PutGroupsVec((*bp)[:0], id, groups)
+		err := c.w.writev(frame, wire.PutGroupsData)
 		*bp = buf[:0]
 		bufPool.Put(bp)
 		return err

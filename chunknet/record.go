@@ -13,6 +13,8 @@ import (
 	"net"
 	"slices"
 	"sync"
+
+	"github.com/oashare/oashare/chunknet/wire"
 )
 
 // The record layer. Between members, TLS 1.3 authenticates both sides and
@@ -29,6 +31,26 @@ import (
 // key is replaced by the next in its chain (HKDF-Expand of its secret)
 // after 4 GiB of plaintext or 2^24 records (defaultRekey), at the same
 // record on both ends, well inside AES-GCM's limits.
+//
+// Bulk records. In a PutGroups frame the groups' data needs no tag of
+// its own: the receiver checks every byte of it against the chunk hashes
+// of its group's node, and the node against the group's name, which
+// travel in sealed records (storeGroups refuses a group that does not
+// match). Those pieces travel in bulk records, encrypted with AES-128-CTR
+// under a key of their own and no tag, which costs about half what
+// AES-GCM does:
+//
+//	bulk record = 0x80000000|length u32 | ciphertext[length]
+//
+// Their order and lengths are still sealed: the additional data of each
+// sealed record is its own header followed by the headers of the bulk
+// records since the sealed one before it, and a frame whose last record
+// is bulk ends with an empty sealed record. A reader takes bulk records
+// only inside a PutGroups frame (BeginFrame) and does not hand the frame
+// on before that closing record opened (EndFrame). So an attacker on the
+// wire can no more move, drop, cut or add bytes than before; what it can
+// do is flip bits of group data, and the group is then refused (its bytes
+// do not match its name), as a group a broken member sends is.
 //
 // Why not TLS records for the frames too: TLS seals 16 KiB at a time,
 // copying each into its own buffer, and reads through two more buffers.
@@ -54,6 +76,11 @@ const (
 	bigPiece = 4 << 10
 	// recordLabel names the exported secret of each direction.
 	recordLabel = "oashare records "
+	// bulkFlag marks a bulk record's header.
+	bulkFlag = 1 << 31
+	// maxBulkRun bounds the bulk records between two sealed ones (a
+	// frame of MaxPayload in records of maxRecord makes 16).
+	maxBulkRun = 64
 )
 
 // rekeyAt says when a key has carried enough: after this many plaintext
@@ -74,6 +101,7 @@ type recordKey struct {
 	limit  rekeyAt
 	secret []byte
 	aead   cipher.AEAD
+	bulk   cipher.Block // AES-CTR key of bulk records
 	iv     [12]byte
 	nbuf   [12]byte
 	seq    uint64 // records sealed or opened under this key
@@ -94,6 +122,10 @@ func (k *recordKey) set(secret []byte) error {
 	if err != nil {
 		return err
 	}
+	bkey, err := hkdf.Expand(sha256.New, secret, "oashare bulk key", 16)
+	if err != nil {
+		return err
+	}
 	block, err := aes.NewCipher(key)
 	if err != nil {
 		return err
@@ -102,9 +134,22 @@ func (k *recordKey) set(secret []byte) error {
 	if err != nil {
 		return err
 	}
-	k.secret, k.aead, k.seq, k.bytes = secret, aead, 0, 0
+	bulk, err := aes.NewCipher(bkey)
+	if err != nil {
+		return err
+	}
+	k.secret, k.aead, k.bulk, k.seq, k.bytes = secret, aead, bulk, 0, 0
 	copy(k.iv[:], iv)
 	return nil
+}
+
+// xorBulk en- or decrypts the next record, a bulk one, from src into dst:
+// AES-CTR whose counter block is the record's nonce followed by a 32-bit
+// block count from zero (a record has at most 2^14 blocks).
+func (k *recordKey) xorBulk(dst, src []byte) {
+	var ctr [aes.BlockSize]byte
+	copy(ctr[:], k.nonce())
+	cipher.NewCTR(k.bulk, ctr[:]).XORKeyStream(dst, src)
 }
 
 // nonce returns the nonce of the next record (valid until the next call).
@@ -139,8 +184,10 @@ func (k *recordKey) done(n int) error {
 type sealedConn struct {
 	net.Conn // the TCP connection; deadlines and Close act on it
 
-	wmu sync.Mutex
-	w   *recordKey
+	wmu   sync.Mutex
+	w     *recordKey
+	wbulk []byte // headers of the bulk records sent since the last sealed one
+	waad  []byte
 
 	r     *recordKey
 	src   io.Reader // bytes after the last TLS record, then the TCP connection
@@ -149,6 +196,11 @@ type sealedConn struct {
 	r1    int
 	plain []byte // opened and not yet read
 	rerr  error  // final: an ErrBadRecord
+	// Bulk records on the reading side: whether the frame being read may
+	// hold some, and the headers of those read since the last sealed one.
+	rbulkOK bool
+	rbulk   []byte
+	raad    []byte
 }
 
 // sealConn switches a connection whose TLS handshake (and hello) are done
@@ -181,7 +233,7 @@ func sealConn(tc *tls.Conn, bc *bufConn, client bool, limit rekeyAt) (*sealedCon
 // Write sends p as a frame (io.Writer for the rare caller that has one
 // frame in one slice).
 func (c *sealedConn) Write(p []byte) (int, error) {
-	if err := c.writeFrame([][]byte{p}); err != nil {
+	if err := c.writeFrame([][]byte{p}, nil); err != nil {
 		return 0, err
 	}
 	return len(p), nil
@@ -189,16 +241,19 @@ func (c *sealedConn) Write(p []byte) (int, error) {
 
 // writeFrame seals the pieces of one frame and sends them with one
 // write. Runs of short pieces are gathered into one record; a long piece
-// is sealed from where it lies into the outgoing buffer.
-func (c *sealedConn) writeFrame(pieces [][]byte) error {
+// is sealed from where it lies into the outgoing buffer, or, if named(i)
+// says the receiver checks piece i against the names of its chunks, sent
+// in bulk records.
+func (c *sealedConn) writeFrame(pieces [][]byte, named func(i int) bool) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	total := 0
 	for _, p := range pieces {
 		total += len(p)
 	}
-	// Every record ends at a piece's end or at maxRecord bytes.
-	out := sendPool.get(total + (recordHeader+recordTag)*(len(pieces)+total/maxRecord+1))[:0]
+	// Every record ends at a piece's end or at maxRecord bytes; one more
+	// closes bulk records.
+	out := sendPool.get(total + (recordHeader+recordTag)*(len(pieces)+total/maxRecord+2))[:0]
 	defer func() { sendPool.put(out) }()
 	start := -1 // the open record of short pieces, if any
 	var err error
@@ -209,15 +264,23 @@ func (c *sealedConn) writeFrame(pieces [][]byte) error {
 		out, err = c.sealAt(out, start)
 		start = -1
 	}
-	for _, p := range pieces {
+	for i, p := range pieces {
+		bulk := named != nil && len(p) >= bigPiece && named(i)
 		for len(p) > 0 {
-			if len(p) >= bigPiece {
+			if len(p) >= bigPiece || bulk {
 				seal()
 				n := min(len(p), maxRecord)
 				s := len(out)
 				out = append(out, make([]byte, recordHeader)...)
-				binary.BigEndian.PutUint32(out[s:], uint32(n+recordTag))
-				out = c.w.aead.Seal(out, c.w.nonce(), p[:n], out[s:s+recordHeader])
+				if bulk {
+					binary.BigEndian.PutUint32(out[s:], uint32(n)|bulkFlag)
+					c.wbulk = append(c.wbulk, out[s:s+recordHeader]...)
+					out = append(out, p[:n]...)
+					c.w.xorBulk(out[s+recordHeader:], p[:n])
+				} else {
+					binary.BigEndian.PutUint32(out[s:], uint32(n+recordTag))
+					out = c.w.aead.Seal(out, c.w.nonce(), p[:n], c.aad(out[s:s+recordHeader]))
+				}
 				if err == nil {
 					err = c.w.done(n)
 				}
@@ -236,12 +299,28 @@ func (c *sealedConn) writeFrame(pieces [][]byte) error {
 			}
 		}
 	}
+	if start < 0 && len(c.wbulk) > 0 {
+		// The frame ends in bulk: an empty sealed record closes it.
+		start = len(out)
+		out = append(out, make([]byte, recordHeader)...)
+	}
 	seal()
 	if err != nil {
 		return err
 	}
 	_, err = c.Conn.Write(out)
 	return err
+}
+
+// aad returns the additional data of the next sealed record sent, whose
+// header is hdr: hdr, then the headers of the bulk records before it.
+func (c *sealedConn) aad(hdr []byte) []byte {
+	if len(c.wbulk) == 0 {
+		return hdr
+	}
+	c.waad = append(append(c.waad[:0], hdr...), c.wbulk...)
+	c.wbulk = c.wbulk[:0]
+	return c.waad
 }
 
 // sealAt seals in place the record whose header starts at out[start]
@@ -254,7 +333,7 @@ func (c *sealedConn) sealAt(out []byte, start int) ([]byte, error) {
 	hdr := out[start : start+recordHeader]
 	binary.BigEndian.PutUint32(hdr, uint32(n+recordTag))
 	pt := out[start+recordHeader:]
-	c.w.aead.Seal(pt[:0], c.w.nonce(), pt, hdr) // in place: the capacity is there
+	c.w.aead.Seal(pt[:0], c.w.nonce(), pt, c.aad(hdr)) // in place: the capacity is there
 	return out[:len(out)+recordTag], c.w.done(n)
 }
 
@@ -289,23 +368,51 @@ func (c *sealedConn) readRecord(p []byte) (int, error) {
 		}
 		return 0, noEOF(err)
 	}
-	n := int(binary.BigEndian.Uint32(c.buf[c.r0:]))
-	if n < recordTag || n > maxRecord+recordTag {
+	h := binary.BigEndian.Uint32(c.buf[c.r0:])
+	bulk, n := h&bulkFlag != 0, int(h&^bulkFlag)
+	switch {
+	case bulk && !c.rbulkOK:
+		c.rerr = fmt.Errorf("%w: a bulk record outside the data of a PutGroups frame", ErrBadRecord)
+	case bulk && len(c.rbulk) >= maxBulkRun*recordHeader:
+		c.rerr = fmt.Errorf("%w: more than %d bulk records in a row", ErrBadRecord, maxBulkRun)
+	case bulk && (n < 1 || n > maxRecord):
+		c.rerr = fmt.Errorf("%w: bulk length %d, want 1 to %d", ErrBadRecord, n, maxRecord)
+	case !bulk && (n < recordTag || n > maxRecord+recordTag):
 		c.rerr = fmt.Errorf("%w: length %d, want %d to %d", ErrBadRecord, n, recordTag, maxRecord+recordTag)
+	}
+	if c.rerr != nil {
 		return 0, c.rerr
 	}
 	if err := c.fill(recordHeader + n); err != nil {
 		return 0, noEOF(err)
 	}
 	rec := c.buf[c.r0 : c.r0+recordHeader+n]
+	m := n
+	if !bulk {
+		m -= recordTag
+	}
 	dst, direct := rec[recordHeader:recordHeader], false
-	if m := n - recordTag; m >= bigPiece && len(p) >= m {
+	if m >= bigPiece && len(p) >= m {
 		dst, direct = p[:0], true
 	}
-	pt, err := c.r.aead.Open(dst, c.r.nonce(), rec[recordHeader:], rec[:recordHeader])
-	if err != nil {
-		c.rerr = fmt.Errorf("%w: it does not open", ErrBadRecord)
-		return 0, c.rerr
+	var pt []byte
+	if bulk {
+		pt = dst[:m]
+		c.r.xorBulk(pt, rec[recordHeader:])
+		c.rbulk = append(c.rbulk, rec[:recordHeader]...)
+	} else {
+		aad := rec[:recordHeader]
+		if len(c.rbulk) > 0 {
+			c.raad = append(append(c.raad[:0], aad...), c.rbulk...)
+			aad = c.raad
+		}
+		var err error
+		pt, err = c.r.aead.Open(dst, c.r.nonce(), rec[recordHeader:], aad)
+		if err != nil {
+			c.rerr = fmt.Errorf("%w: it does not open", ErrBadRecord)
+			return 0, c.rerr
+		}
+		c.rbulk = c.rbulk[:0]
 	}
 	if err := c.r.done(len(pt)); err != nil {
 		c.rerr = err
@@ -317,6 +424,35 @@ func (c *sealedConn) readRecord(p []byte) (int, error) {
 	}
 	c.plain = pt
 	return 0, nil
+}
+
+// BeginFrame hears the type of the frame whose payload is read next: only
+// a PutGroups frame may carry bulk records (wire.FrameBounds).
+func (c *sealedConn) BeginFrame(t wire.Type) error {
+	c.rbulkOK = t == wire.TypePutGroups
+	return nil
+}
+
+// EndFrame hears that the frame's payload has been read. If bulk records
+// came after its last sealed one, the sealed record that closes them must
+// follow, empty, and open: until then nothing of the frame is used.
+func (c *sealedConn) EndFrame() error {
+	c.rbulkOK = false
+	if len(c.rbulk) == 0 {
+		return nil
+	}
+	if len(c.plain) > 0 {
+		c.rerr = fmt.Errorf("%w: a frame's bulk records are not closed", ErrBadRecord)
+		return c.rerr
+	}
+	if _, err := c.readRecord(nil); err != nil {
+		return err
+	}
+	if len(c.plain) > 0 {
+		c.rerr = fmt.Errorf("%w: a frame's bulk records are closed by a record that is not empty", ErrBadRecord)
+		return c.rerr
+	}
+	return nil
 }
 
 // fill reads until buf[r0:] holds at least n bytes. Memory comes as bytes

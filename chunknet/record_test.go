@@ -4,14 +4,17 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/oashare/oashare/chunknet/wire"
 	"github.com/oashare/oashare/index/format"
 )
 
@@ -113,7 +116,7 @@ func TestRecordsAfterTLS(t *testing.T) {
 			return
 		}
 		for _, f := range frames {
-			if err := sc.writeFrame(f); err != nil {
+			if err := sc.writeFrame(f, nil); err != nil {
 				serr <- err
 				return
 			}
@@ -152,7 +155,7 @@ func TestRecordsAfterTLS(t *testing.T) {
 		}
 	}
 	for _, f := range frames {
-		if err := cc.writeFrame(f); err != nil {
+		if err := cc.writeFrame(f, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -176,7 +179,7 @@ func sealedTo(t *testing.T, secret []byte, frames ...[]byte) [][]byte {
 	for _, f := range frames {
 		var buf bytes.Buffer
 		sc := &sealedConn{Conn: writerConn{&buf}, w: w}
-		if err := sc.writeFrame([][]byte{f}); err != nil {
+		if err := sc.writeFrame([][]byte{f}, nil); err != nil {
 			t.Fatal(err)
 		}
 		out = append(out, buf.Bytes())
@@ -288,14 +291,16 @@ func TestRecordMemoryComesWithBytes(t *testing.T) {
 	}
 }
 
-// BenchmarkFrameTransport sends frames like a put of groups (16 pieces of
-// 128 KiB after a short header) over loopback TCP and reads them on the
-// other end: records (what members use) against TLS records.
+// BenchmarkFrameTransport sends frames like a put of groups (16 groups of
+// 128 KiB, wire.PutGroupsVec) over loopback TCP and reads them on the
+// other end: records with the groups' data in bulk records (what members
+// use), all records sealed, and TLS records.
 func BenchmarkFrameTransport(b *testing.B) {
-	big := [][]byte{make([]byte, 40)}
-	for range 16 {
-		big = append(big, make([]byte, 128<<10))
+	sizes := make([]int, 16)
+	for i := range sizes {
+		sizes[i] = format.MaxGroupData
 	}
+	big, _ := groupsFrame(rand.New(rand.NewPCG(1, 1)), 1, sizes...)
 	// A small request, as a stat or a namespace push of one record is.
 	small := [][]byte{make([]byte, 13), make([]byte, 180)}
 	for _, shape := range []struct {
@@ -308,13 +313,13 @@ func BenchmarkFrameTransport(b *testing.B) {
 
 func benchFrames(b *testing.B, frame [][]byte) {
 	size := len(bytes.Join(frame, nil))
-	run := func(b *testing.B, w func([][]byte) error, r io.Reader) {
+	run := func(b *testing.B, w func([][]byte) error, r func([]byte) error) {
 		b.SetBytes(int64(size))
 		done := make(chan error, 1)
 		go func() {
 			buf := make([]byte, size)
 			for range b.N {
-				if _, err := io.ReadFull(r, buf); err != nil {
+				if err := r(buf); err != nil {
 					done <- err
 					return
 				}
@@ -330,7 +335,7 @@ func benchFrames(b *testing.B, frame [][]byte) {
 			b.Fatal(err)
 		}
 	}
-	b.Run("records", func(b *testing.B) {
+	sealedPair := func(b *testing.B) (*sealedConn, *sealedConn) {
 		ctc, stc := tlsPair(b)
 		cc, err := sealConn(ctc, ctc.NetConn().(*bufConn), true, defaultRekey)
 		if err != nil {
@@ -340,7 +345,24 @@ func benchFrames(b *testing.B, frame [][]byte) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		run(b, cc.writeFrame, sc)
+		return cc, sc
+	}
+	b.Run("records-bulk", func(b *testing.B) {
+		cc, sc := sealedPair(b)
+		run(b, func(f [][]byte) error { return cc.writeFrame(f, wire.PutGroupsData) }, func(buf []byte) error {
+			sc.BeginFrame(wire.TypePutGroups)
+			if _, err := io.ReadFull(sc, buf); err != nil {
+				return err
+			}
+			return sc.EndFrame()
+		})
+	})
+	b.Run("records", func(b *testing.B) {
+		cc, sc := sealedPair(b)
+		run(b, func(f [][]byte) error { return cc.writeFrame(f, nil) }, func(buf []byte) error {
+			_, err := io.ReadFull(sc, buf)
+			return err
+		})
 	})
 	b.Run("tls", func(b *testing.B) {
 		ctc, stc := tlsPair(b)
@@ -352,6 +374,239 @@ func benchFrames(b *testing.B, frame [][]byte) {
 				}
 			}
 			return bw.Flush()
-		}, stc)
+		}, func(buf []byte) error {
+			_, err := io.ReadFull(stc, buf)
+			return err
+		})
 	})
+}
+
+// groupsFrame returns a PutGroups frame of groups of random data, as
+// pieces (wire.PutGroupsVec), and the groups.
+func groupsFrame(rng *rand.Rand, id uint64, sizes ...int) ([][]byte, []wire.Group) {
+	var gs []wire.Group
+	for _, n := range sizes {
+		data := make([]byte, n)
+		for i := range data {
+			data[i] = byte(rng.Uint32())
+		}
+		node, v := rawGroup(data)
+		gs = append(gs, wire.Group{Hash: v.Root, Node: node, Data: data})
+	}
+	_, frame := wire.PutGroupsVec(nil, id, gs)
+	return frame, gs
+}
+
+// recordKinds walks the records on the wire and returns, for each, whether
+// it is a bulk record and its length.
+func recordKinds(t *testing.T, w []byte) (bulk []bool, lens []int) {
+	t.Helper()
+	for len(w) > 0 {
+		h := binary.BigEndian.Uint32(w)
+		n := int(h &^ bulkFlag)
+		if len(w) < recordHeader+n {
+			t.Fatalf("record of %d bytes cut short", n)
+		}
+		bulk, lens = append(bulk, h&bulkFlag != 0), append(lens, n)
+		w = w[recordHeader+n:]
+	}
+	return bulk, lens
+}
+
+// TestBulkRecordsCarryGroupData: the data of a PutGroups frame goes in
+// bulk records, everything else sealed, a frame ending in data closed by
+// an empty sealed record; a wire.Reader gets every frame back intact,
+// across rekeys, with other frames in between.
+func TestBulkRecordsCarryGroupData(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	secret := bytes.Repeat([]byte{9}, 32)
+	limit := rekeyAt{bytes: 1 << 20, records: 7}
+	w, err := newRecordKey(secret, limit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	sc := &sealedConn{Conn: writerConn{&buf}, w: w}
+	type sent struct {
+		ping   bool
+		groups []wire.Group
+	}
+	var frames []sent
+	for i := range 30 {
+		if i%3 == 2 {
+			if err := sc.writeFrame([][]byte{wire.AppendPing(nil, uint64(i))}, nil); err != nil {
+				t.Fatal(err)
+			}
+			frames = append(frames, sent{ping: true})
+			continue
+		}
+		// Groups whose data is long, short (under bigPiece: sealed) and
+		// as long as a group goes.
+		var sizes []int
+		for range 1 + rng.IntN(4) {
+			sizes = append(sizes, []int{format.MaxGroupData, 100, 1 + rng.IntN(format.MaxGroupData)}[rng.IntN(3)])
+		}
+		frame, gs := groupsFrame(rng, uint64(i), sizes...)
+		if err := sc.writeFrame(frame, wire.PutGroupsData); err != nil {
+			t.Fatal(err)
+		}
+		frames = append(frames, sent{groups: gs})
+	}
+	// Every frame of the first kind begins sealed; bulk records never
+	// end the stream, nor run longer than one group's data.
+	bulk, lens := recordKinds(t, buf.Bytes())
+	nbulk := 0
+	for i, b := range bulk {
+		if b {
+			nbulk++
+			if lens[i] < bigPiece || i == len(bulk)-1 || (i > 0 && bulk[i-1]) {
+				t.Fatalf("record %d: bulk of %d bytes at a wrong place", i, lens[i])
+			}
+		}
+	}
+	if nbulk == 0 {
+		t.Fatal("no bulk record: group data went sealed")
+	}
+	rk, err := newRecordKey(secret, limit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd := wire.NewReader(&sealedConn{r: rk, src: bytes.NewReader(buf.Bytes())}, wire.MaxPayload)
+	rd.Alloc = func(n int) []byte { return make([]byte, n) }
+	for i, f := range frames {
+		got, err := rd.Next()
+		if err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if f.ping {
+			if got.Type != wire.TypePing {
+				t.Fatalf("frame %d: %v, want Ping", i, got.Type)
+			}
+			continue
+		}
+		gs, err := wire.DecodePutGroups(got.Payload)
+		if err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		for j, g := range gs {
+			w := f.groups[j]
+			if g.Hash != w.Hash || !bytes.Equal(g.Node, w.Node) || !bytes.Equal(g.Data, w.Data) || !verifyGroup(g.Hash, g.Node, g.Data) {
+				t.Fatalf("frame %d group %d differs", i, j)
+			}
+		}
+	}
+	if _, err := rd.Next(); err != io.EOF {
+		t.Fatalf("after the last frame: %v, want EOF", err)
+	}
+}
+
+// TestBulkRecordsRefuseTampering: records of a PutGroups frame moved,
+// dropped, added, cut, or turned from one kind into the other end the
+// connection before the frame is used; the one change that goes through,
+// bits flipped in group data, yields a group that does not match its
+// name (the receiver refuses it). Bulk records outside a PutGroups frame
+// are refused.
+func TestBulkRecordsRefuseTampering(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	secret := bytes.Repeat([]byte{7}, 32)
+	frame, gs := groupsFrame(rng, 1, 8192)
+	ping := wire.AppendPing(nil, 2)
+	w, err := newRecordKey(secret, defaultRekey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	sc := &sealedConn{Conn: writerConn{&buf}, w: w}
+	if err := sc.writeFrame(frame, wire.PutGroupsData); err != nil {
+		t.Fatal(err)
+	}
+	if err := sc.writeFrame([][]byte{ping}, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The records: frame and group fields sealed, data bulk, an empty
+	// sealed record closing the frame, the ping.
+	var recs [][]byte
+	bulk, lens := recordKinds(t, buf.Bytes())
+	for rest := buf.Bytes(); len(rest) > 0; {
+		n := recordHeader + lens[len(recs)]
+		recs, rest = append(recs, rest[:n]), rest[n:]
+	}
+	if want := []bool{false, true, false, false}; !slices.Equal(bulk, want) || lens[2] != recordTag {
+		t.Fatalf("records: bulk %v lengths %v, want bulk %v and an empty third", bulk, lens, want)
+	}
+	join := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	edit := func(i int, f func(r []byte) []byte) []byte {
+		out := slices.Clone(recs)
+		out[i] = f(bytes.Clone(recs[i]))
+		return join(out...)
+	}
+	flag := func(r []byte) []byte { r[0] ^= 0x80; return r }
+	cases := []struct {
+		name string
+		wire []byte
+	}{
+		{"sealed record made bulk", edit(0, flag)},
+		{"bulk record made sealed", edit(1, flag)},
+		{"bulk record cut", edit(1, func(r []byte) []byte {
+			binary.BigEndian.PutUint32(r, uint32(len(r)-recordHeader-1)|bulkFlag)
+			return r[:len(r)-1]
+		})},
+		{"bulk record dropped", join(recs[0], recs[2], recs[3])},
+		{"bulk record replayed", join(recs[0], recs[1], recs[1], recs[2], recs[3])},
+		{"closing record dropped", join(recs[0], recs[1], recs[3])},
+		{"closing record altered", edit(2, func(r []byte) []byte { r[5] ^= 1; return r })},
+	}
+	next := func(w []byte) (wire.Frame, *wire.Reader, error) {
+		rd := wire.NewReader(readerOf(t, secret, w), wire.MaxPayload)
+		f, err := rd.Next()
+		return f, rd, err
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f, _, err := next(tc.wire)
+			if !errors.Is(err, ErrBadRecord) {
+				t.Fatalf("got a %v frame and %v, want ErrBadRecord", f.Type, err)
+			}
+		})
+	}
+	t.Run("data altered", func(t *testing.T) {
+		f, rd, err := next(edit(1, func(r []byte) []byte { r[100] ^= 4; return r }))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := wire.DecodePutGroups(f.Payload)
+		if err != nil || len(got) != 1 {
+			t.Fatalf("%d groups, %v", len(got), err)
+		}
+		if bytes.Equal(got[0].Data, gs[0].Data) || verifyGroup(got[0].Hash, got[0].Node, got[0].Data) {
+			t.Fatal("altered group data arrived as the group it was")
+		}
+		if f, err := rd.Next(); err != nil || f.Type != wire.TypePing {
+			t.Fatalf("the frame after: %v, %v", f.Type, err)
+		}
+	})
+	t.Run("bulk outside PutGroups", func(t *testing.T) {
+		push := wire.AppendPush(nil, 3, [][]byte{make([]byte, 8192)})
+		var buf bytes.Buffer
+		w, err := newRecordKey(secret, defaultRekey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := &sealedConn{Conn: writerConn{&buf}, w: w}
+		all := func(int) bool { return true }
+		if err := sc.writeFrame([][]byte{push[:wire.HeaderSize+8], push[wire.HeaderSize+8:]}, all); err != nil {
+			t.Fatal(err)
+		}
+		if f, _, err := next(buf.Bytes()); !errors.Is(err, ErrBadRecord) {
+			t.Fatalf("got a %v frame and %v, want ErrBadRecord", f.Type, err)
+		}
+	})
+	// Untouched, both frames arrive.
+	f, rd, err := next(buf.Bytes())
+	if err != nil || f.Type != wire.TypePutGroups {
+		t.Fatalf("clean stream: %v, %v", f.Type, err)
+	}
+	if f, err := rd.Next(); err != nil || f.Type != wire.TypePing {
+		t.Fatalf("clean stream, second frame: %v, %v", f.Type, err)
+	}
 }

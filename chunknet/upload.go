@@ -625,7 +625,7 @@ func (n *Node) putGroupFrame(ctx context.Context, p *peer, gs []upGroup) ([]bool
 	}
 	ok, err := n.putRemote(ctx, p, "group", func(i int) format.Hash { return gs[i].hash }, len(gs),
 		func(ctx context.Context) (wire.Type, []byte, error) {
-			return p.cc.callv(ctx, func(dst []byte, rid uint64) ([]byte, [][]byte) { return wire.PutGroupsVec(dst, rid, wg) })
+			return p.cc.putGroups(ctx, wg)
 		})
 	n.maybeSpotCheck(p, ok, func(i int) spot {
 		return spot{group: true, hash: gs[i].hash, first: bytes.Clone(gs[i].data[:min(format.ChunkSize, len(gs[i].data))])}

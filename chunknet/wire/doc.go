@@ -101,7 +101,8 @@
 // 5 Leaving, 25; version 6 no frame (the record layer under them);
 // version 7 InUse, 26 and 27; version 8 snapshots, 28 and 29 (and the
 // Records flag 2, the version vector of InUseResult); version 9 no frame
-// (extended attributes in namespace records).
+// (extended attributes in namespace records); version 10 no frame (the
+// data of PutGroups in bulk records of the record layer).
 //
 //	 1 Ping        request   empty                                → Pong
 //	 2 Pong        response  empty

@@ -246,6 +246,10 @@ func PutGroupsVec(buf []byte, id uint64, groups []Group) ([]byte, [][]byte) {
 	return buf, frame
 }
 
+// PutGroupsData reports whether piece i of a frame made by PutGroupsVec
+// is a group's Data (the odd ones).
+func PutGroupsData(i int) bool { return i%2 == 1 }
+
 // checkGroupRange panics unless [First, First+N) is a valid range of stored
 // chunks of one group.
 func checkGroupRange(g GroupRange) {

@@ -196,6 +196,7 @@ type Reader struct {
 	Free  func([]byte)
 
 	r   io.Reader
+	fb  FrameBounds // r, if it is one
 	max int
 	hdr [HeaderSize]byte
 	buf []byte
@@ -208,7 +209,21 @@ func NewReader(r io.Reader, maxPayload int) *Reader {
 	if maxPayload <= 0 || maxPayload > MaxPayload {
 		maxPayload = MaxPayload
 	}
-	return &Reader{r: r, max: maxPayload}
+	fb, _ := r.(FrameBounds)
+	return &Reader{r: r, fb: fb, max: maxPayload}
+}
+
+// FrameBounds is implemented by a source that needs to know where frames
+// begin and end (a record layer that takes some records inside some
+// frames only, and checks a frame's records once it is whole). A Reader
+// whose source is one tells it; an error from either call ends the
+// stream.
+type FrameBounds interface {
+	// BeginFrame: a header of type t has been read, its payload is next.
+	BeginFrame(t Type) error
+	// EndFrame: the payload has been read; the frame is returned only if
+	// EndFrame returns nil.
+	EndFrame() error
 }
 
 // Next reads the next frame. Its Payload is valid until the next call.
@@ -255,6 +270,27 @@ func (r *Reader) next() (Frame, error) {
 	if n > 0 && t.emptyPayload() {
 		return Frame{}, fmt.Errorf("wire: %v frame with a %d-byte payload, want none: %w", t, n, ErrBadFrame)
 	}
+	if r.fb == nil {
+		return r.payload(t, id, n)
+	}
+	if err := r.fb.BeginFrame(t); err != nil {
+		return Frame{}, fmt.Errorf("wire: %v frame: %w", t, err)
+	}
+	f, err := r.payload(t, id, n)
+	if err != nil {
+		return Frame{}, err
+	}
+	if err := r.fb.EndFrame(); err != nil {
+		if r.Alloc != nil && r.Free != nil && f.Payload != nil {
+			r.Free(f.Payload)
+		}
+		return Frame{}, fmt.Errorf("wire: %v frame: %w", t, err)
+	}
+	return f, nil
+}
+
+// payload reads the payload of n bytes of a frame whose header was read.
+func (r *Reader) payload(t Type, id uint64, n uint64) (Frame, error) {
 	if r.Alloc == nil {
 		if uint64(cap(r.buf)) < n {
 			// Grow at least geometrically so a slowly rising size does not

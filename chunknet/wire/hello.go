@@ -22,8 +22,9 @@ const (
 	// carries frames between members in records sealed with keys
 	// exported from TLS (chunknet's record layer) instead of TLS's own;
 	// version 7 adds InUse; version 8 snapshots; version 9 namespace
-	// records may carry inodes with extended attributes (op kind 4).
-	Version uint16 = 9
+	// records may carry inodes with extended attributes (op kind 4);
+	// version 10 sends the data of PutGroups in bulk records.
+	Version uint16 = 10
 	// MaxNetworkName bounds the network name of a hello, in bytes.
 	MaxNetworkName = 64
 	// MaxHelloSize is the largest hello on the wire: magic, version, node
