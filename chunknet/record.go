@@ -50,7 +50,11 @@ import (
 // on before that closing record opened (EndFrame). So an attacker on the
 // wire can no more move, drop, cut or add bytes than before; what it can
 // do is flip bits of group data, and the group is then refused (its bytes
-// do not match its name), as a group a broken member sends is.
+// do not match its name), as a group a broken member sends is: the
+// writer places it elsewhere, and nothing is held against either end.
+// Responses (a GroupResult's chunks) stay sealed: a copy that does not
+// match its name counts against the peer that sent it (spot checks), so
+// what arrives must be that peer's own bytes.
 //
 // Why not TLS records for the frames too: TLS seals 16 KiB at a time,
 // copying each into its own buffer, and reads through two more buffers.
@@ -58,9 +62,10 @@ import (
 // the caller's memory into the one buffer a frame leaves in (one system
 // call per frame), and opened straight from the buffer it was read into
 // into the reader's (a frame's payload): BenchmarkFrameTransport moves
-// frames of groups 1.4 times as fast as through TLS records, and on the
-// testbed a writer copies no more than without encryption. What remains
-// is AES-GCM itself.
+// PutGroups frames 1.6 times as fast as through TLS records when all is
+// sealed, 1.8 times with the data in bulk records, and on the testbed a
+// writer copies no more than without encryption. What remains
+// is the cipher itself: AES-CTR for group data, AES-GCM for the rest.
 
 const (
 	recordHeader = 4
