@@ -697,3 +697,50 @@ func TestReaderAllocatesAsBytesArrive(t *testing.T) {
 		t.Fatalf("a 2 MiB frame: %v, equal %v, %d allocations, want 2", err, bytes.Equal(f.Payload, big), calls)
 	}
 }
+
+// bounds is a source that records what a Reader tells it of frame bounds
+// and fails EndFrame of a frame of type failOn.
+type bounds struct {
+	io.Reader
+	failOn Type
+	calls  []string
+	cur    Type
+}
+
+func (b *bounds) BeginFrame(t Type) error {
+	b.cur = t
+	b.calls = append(b.calls, "begin "+t.String())
+	return nil
+}
+
+func (b *bounds) EndFrame() error {
+	b.calls = append(b.calls, "end "+b.cur.String())
+	if b.cur == b.failOn {
+		return errors.New("not closed")
+	}
+	return nil
+}
+
+// TestReaderTellsFrameBounds: a source that is a FrameBounds hears of each
+// frame's type before its payload is read and of its end after; a frame
+// whose EndFrame fails is not returned, and the stream ends.
+func TestReaderTellsFrameBounds(t *testing.T) {
+	var stream []byte
+	stream = AppendPing(stream, 1)
+	stream = AppendPush(stream, 2, [][]byte{[]byte("rec")})
+	stream = AppendError(stream, 3, 1, "x")
+	src := &bounds{Reader: bytes.NewReader(stream), failOn: TypeError}
+	rd := NewReader(src, 0)
+	for _, want := range []Type{TypePing, TypePush} {
+		if f, err := rd.Next(); err != nil || f.Type != want {
+			t.Fatalf("got %v, %v; want %v", f.Type, err, want)
+		}
+	}
+	if f, err := rd.Next(); err == nil {
+		t.Fatalf("got a %v frame whose EndFrame failed", f.Type)
+	}
+	want := []string{"begin Ping", "end Ping", "begin Push", "end Push", "begin Error", "end Error"}
+	if !slices.Equal(src.calls, want) {
+		t.Fatalf("calls %v, want %v", src.calls, want)
+	}
+}
