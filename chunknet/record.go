@@ -280,7 +280,7 @@ func (c *sealedConn) writeFrame(pieces [][]byte, named func(i int) bool) error {
 				if bulk {
 					binary.BigEndian.PutUint32(out[s:], uint32(n)|bulkFlag)
 					c.wbulk = append(c.wbulk, out[s:s+recordHeader]...)
-					out = append(out, p[:n]...)
+					out = slices.Grow(out, n)[:len(out)+n] // the room was sized above
 					c.w.xorBulk(out[s+recordHeader:], p[:n])
 				} else {
 					binary.BigEndian.PutUint32(out[s:], uint32(n+recordTag))
