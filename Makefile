@@ -96,6 +96,7 @@ lint: vet fmt-check
 
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags oashare_plain ./cmd/oashare
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -65,6 +65,9 @@ stored on several peers, and read back verified. Peers find each other by mDNS.
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return fmt.Errorf("%v (see '%s --help')", err, c.CommandPath())
 	})
-	root.AddCommand(newMountCmd(), newStatusCmd(), newWhereCmd(), newInviteCmd(), newMembersCmd(), newRemoveCmd(), newFsckCmd(), newLeaveCmd(), newVersionsCmd(), newRestoreCmd(), newVersionCmd(), newUmountCmd(), newPinCmd(), newUnpinCmd(), newUICmd())
+	root.AddCommand(newMountCmd(), newStatusCmd(), newWhereCmd(), newFsckCmd(), newLeaveCmd(), newVersionsCmd(), newRestoreCmd(), newVersionCmd(), newUmountCmd(), newPinCmd(), newUnpinCmd(), newUICmd())
+	if !plainNodes {
+		root.AddCommand(newInviteCmd(), newMembersCmd(), newRemoveCmd())
+	}
 	return root
 }

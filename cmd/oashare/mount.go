@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -345,9 +346,11 @@ func runMount(ctx context.Context, mountpoint string, f mountFlags) (err error) 
 		}()
 	}
 
-	key, err := loadIdentity(dataDir)
-	if err != nil {
-		return err
+	var key ed25519.PrivateKey
+	if !plainNodes {
+		if key, err = loadIdentity(dataDir); err != nil {
+			return err
+		}
 	}
 	db, err := index.Open(filepath.Join(dataDir, indexDirName), index.Options{Logger: log, Identity: key})
 	if err != nil {
@@ -359,6 +362,10 @@ func runMount(ctx context.Context, mountpoint string, f mountFlags) (err error) 
 	netw, member := db.Network()
 	founded := false
 	switch {
+	case plainNodes && f.join != "":
+		return errors.New("--join: this build has no members (built with -tags oashare_plain, for make bench only)")
+	case plainNodes:
+		netw.Name = f.network
 	case member && f.join != "":
 		log.Warn("this data dir belongs to a network already; --join ignored", "network", netw.Name)
 	case member:
@@ -374,7 +381,7 @@ func runMount(ctx context.Context, mountpoint string, f mountFlags) (err error) 
 		founded = true
 	}
 
-	node, err := chunknet.New(chunknet.Config{DB: db, Identity: key, Listen: f.listen, Replicas: f.replicas, Logger: log, DataDir: dataDir, CacheBytes: cacheBytes(f.cacheMB), Quota: quotaBytes(f.quotaMB),
+	node, err := chunknet.New(chunknet.Config{DB: db, Identity: key, Network: netw.Name, Listen: f.listen, Replicas: f.replicas, Logger: log, DataDir: dataDir, CacheBytes: cacheBytes(f.cacheMB), Quota: quotaBytes(f.quotaMB),
 		RepairAfter: f.repairAfter, RepairRate: repairRate(f.repairRateMB), ScrubEvery: scrubEvery(f.scrubEvery),
 		ReclaimAfter: f.reclaimAfter, KeepVersions: keepVersions(f.keepVersions), ForgetAfter: f.forgetAfter, PinsFirst: true})
 	if err != nil {

@@ -144,3 +144,34 @@ func TestBeforeColumnAndVisibility(t *testing.T) {
 		t.Errorf("a table without an earlier build mentions one:\n%s", md)
 	}
 }
+
+// With measurements of the same code without members ("plain"), the table
+// shows its column, oashare's ratio to it, and the members-only targets
+// against it; without them, neither.
+func TestPlainColumnAndTargets(t *testing.T) {
+	s, err := readRaw(strings.NewReader(raw + `1,plain,seq_write,50,MiB/s
+2,plain,seq_write,40,MiB/s
+3,plain,seq_write,50,MiB/s
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb := summarize(s)
+	if got := tb.ratio("seq_write", "plain"); got != 1 {
+		t.Errorf("ratio vs plain = %v, want 1 (runs: 1, 1, 1.2)", got)
+	}
+	md := tb.markdown("")
+	for _, want := range []string{"| oashare, no members | oashare |", "vs oashare, no members",
+		"| members only: sequential write ≥ 0.9× the same code without members |"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("the table lacks %q:\n%s", want, md)
+		}
+	}
+	if strings.Contains(md, "0.9× before") {
+		t.Errorf("a table without an earlier build lists targets against one:\n%s", md)
+	}
+	s, _ = readRaw(strings.NewReader(raw))
+	if md := summarize(s).markdown(""); strings.Contains(md, "no members") || strings.Contains(md, "without members") {
+		t.Errorf("a table without the plain build mentions it:\n%s", md)
+	}
+}
