@@ -70,7 +70,7 @@ func (p *flipProxy) accept() {
 
 // tamper copies src to dst record by record: a TLS record starts with
 // its content type (20 to 23), one of ours with the high byte of its
-// length (0, or 0x80 for a bulk record).
+// length (0, 0x40 for a key record, or 0x80 for a bulk record).
 func (p *flipProxy) tamper(dst io.Writer, src io.Reader) {
 	for {
 		hdr := make([]byte, 5)
@@ -91,7 +91,7 @@ func (p *flipProxy) tamper(dst io.Writer, src io.Reader) {
 			}
 			hdr = hdr[:4]
 			h := binary.BigEndian.Uint32(hdr)
-			bulk, n = h&bulkFlag != 0, int(h&^bulkFlag)
+			bulk, n = h&bulkFlag != 0, int(h&^(bulkFlag|keyFlag))
 		}
 		body := make([]byte, n)
 		if _, err := io.ReadFull(src, body); err != nil {

@@ -118,18 +118,19 @@ func newFrameWriter(conn net.Conn) frameWriter {
 }
 
 func (w *frameWriter) write(frame []byte) error {
-	return w.writev([][]byte{frame}, nil)
+	return w.writev([][]byte{frame}, nil, nil)
 }
 
 // writev writes one frame given as pieces; named(i), if not nil, says the
 // receiver checks piece i against the names of its chunks (it may go in
-// bulk records between members).
-func (w *frameWriter) writev(frame [][]byte, named func(i int) bool) error {
+// bulk records between members), and pre(i), if not nil, gives that
+// piece encrypted once for every peer it goes to (sealedConn.writeFrame).
+func (w *frameWriter) writev(frame [][]byte, named func(i int) bool, pre func(i int) *onceSealed) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
 	if w.sealed != nil {
-		return w.sealed.writeFrame(frame, named)
+		return w.sealed.writeFrame(frame, named, pre)
 	}
 	if len(frame) == 1 {
 		_, err := w.conn.Write(frame[0])
@@ -259,11 +260,15 @@ func (c *clientConn) call(ctx context.Context, build func(dst []byte, id uint64)
 // sent from the caller's buffers, not copied into a frame, and between
 // members in bulk records (the receiver checks it against the groups'
 // names).
-func (c *clientConn) putGroups(ctx context.Context, groups []wire.Group) (wire.Type, []byte, error) {
+func (c *clientConn) putGroups(ctx context.Context, groups []wire.Group, seals []*onceSealed) (wire.Type, []byte, error) {
+	var pre func(i int) *onceSealed
+	if seals != nil {
+		pre = func(i int) *onceSealed { return seals[i/2] } // piece 2k+1 is group k's data
+	}
 	return c.roundTrip(ctx, func(id uint64) error {
 		bp := bufPool.Get().(*[]byte)
 		buf, frame := wire.PutGroupsVec((*bp)[:0], id, groups)
-		err := c.w.writev(frame, wire.PutGroupsData)
+		err := c.w.writev(frame, wire.PutGroupsData, pre)
 		*bp = buf[:0]
 		bufPool.Put(bp)
 		return err

@@ -4,6 +4,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hkdf"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/binary"
@@ -56,6 +57,25 @@ import (
 // match its name counts against the peer that sent it (spot checks), so
 // what arrives must be that peer's own bytes.
 //
+// Key records. A writer sends each group to two or three peers; rather
+// than encrypt its data once per connection, it may encrypt it once, with
+// AES-128-CTR under a random key of the group's own (counter from zero),
+// and send the same ciphertext to every peer, each time after a key
+// record that carries the key:
+//
+//	key record = 0x40000000|length u32 | ciphertext[length]   (16-byte key, sealed)
+//
+// A key record is a sealed record (its additional data chains the bulk
+// headers before it like any other); the bulk records after it, up to
+// the next sealed record, are the group's ciphertext in order, opened
+// under that key instead of the connection's. Only a PutGroups frame may
+// hold one. The key is fresh for each group written, so no two
+// plaintexts share a key stream; a peer that gets the key gets the
+// group's data, which it is sent anyway; everyone else sees a sealed
+// record and, on every connection the group goes over, the same
+// ciphertext: they learn that one group went to several peers, which its
+// length and timing tell already.
+//
 // Why not TLS records for the frames too: TLS seals 16 KiB at a time,
 // copying each into its own buffer, and reads through two more buffers.
 // Here a frame's bulk data (a group's 128 KiB) is sealed straight from
@@ -81,8 +101,11 @@ const (
 	bigPiece = 4 << 10
 	// recordLabel names the exported secret of each direction.
 	recordLabel = "oashare records "
-	// bulkFlag marks a bulk record's header.
+	// bulkFlag marks a bulk record's header, keyFlag a key record's.
 	bulkFlag = 1 << 31
+	keyFlag  = 1 << 30
+	// pieceKey is the length of a key record's plaintext: an AES-128 key.
+	pieceKey = 16
 	// maxBulkRun bounds the bulk records between two sealed ones (a
 	// frame of MaxPayload in records of maxRecord makes 16).
 	maxBulkRun = 64
@@ -192,7 +215,11 @@ type sealedConn struct {
 	wmu   sync.Mutex
 	w     *recordKey
 	wbulk []byte // headers of the bulk records sent since the last sealed one
-	waad  []byte
+	// wkeyed: the bulk records since the last sealed one follow a key
+	// record (the next bulk record under the connection's key must come
+	// after a sealed one).
+	wkeyed bool
+	waad   []byte
 
 	r     *recordKey
 	src   io.Reader // bytes after the last TLS record, then the TCP connection
@@ -206,6 +233,51 @@ type sealedConn struct {
 	rbulkOK bool
 	rbulk   []byte
 	raad    []byte
+	// rpiece opens the bulk records after a key record, up to the next
+	// sealed one.
+	rpiece cipher.Stream
+}
+
+// onceSealed is a group's data encrypted once for every peer it is sent
+// to: AES-128-CTR under a random key of its own, counter from zero (see
+// Key records). The first connection that sends it encrypts it; the
+// others wait for that and send the same bytes.
+type onceSealed struct {
+	once sync.Once
+	key  [pieceKey]byte
+	ct   []byte
+	err  error
+}
+
+// sealed returns the key and ciphertext of data, the group's data, which
+// must be the same at every call.
+func (s *onceSealed) sealed(data []byte) ([]byte, []byte, error) {
+	s.once.Do(func() {
+		if _, s.err = rand.Read(s.key[:]); s.err != nil {
+			return
+		}
+		block, err := aes.NewCipher(s.key[:])
+		if err != nil {
+			s.err = err
+			return
+		}
+		s.ct = getGroupBuf()
+		if cap(s.ct) < len(data) {
+			s.ct = make([]byte, len(data))
+		}
+		s.ct = s.ct[:len(data)]
+		var iv [aes.BlockSize]byte
+		cipher.NewCTR(block, iv[:]).XORKeyStream(s.ct, data)
+	})
+	return s.key[:], s.ct, s.err
+}
+
+// release gives the ciphertext's buffer back once no connection sends it.
+func (s *onceSealed) release() {
+	if s != nil && s.ct != nil {
+		putGroupBuf(s.ct)
+		s.ct = nil
+	}
 }
 
 // sealConn switches a connection whose TLS handshake (and hello) are done
@@ -238,7 +310,7 @@ func sealConn(tc *tls.Conn, bc *bufConn, client bool, limit rekeyAt) (*sealedCon
 // Write sends p as a frame (io.Writer for the rare caller that has one
 // frame in one slice).
 func (c *sealedConn) Write(p []byte) (int, error) {
-	if err := c.writeFrame([][]byte{p}, nil); err != nil {
+	if err := c.writeFrame([][]byte{p}, nil, nil); err != nil {
 		return 0, err
 	}
 	return len(p), nil
@@ -248,29 +320,65 @@ func (c *sealedConn) Write(p []byte) (int, error) {
 // write. Runs of short pieces are gathered into one record; a long piece
 // is sealed from where it lies into the outgoing buffer, or, if named(i)
 // says the receiver checks piece i against the names of its chunks, sent
-// in bulk records.
-func (c *sealedConn) writeFrame(pieces [][]byte, named func(i int) bool) error {
+// in bulk records: if pre(i) is not nil, as that piece's ciphertext
+// sealed once for every connection, after a key record.
+func (c *sealedConn) writeFrame(pieces [][]byte, named func(i int) bool, pre func(i int) *onceSealed) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	total := 0
 	for _, p := range pieces {
 		total += len(p)
 	}
-	// Every record ends at a piece's end or at maxRecord bytes; one more
+	// Every record ends at a piece's end or at maxRecord bytes; a piece
+	// may add a key record and a sealed record that ends it; one more
 	// closes bulk records.
-	out := sendPool.get(total + (recordHeader+recordTag)*(len(pieces)+total/maxRecord+2))[:0]
+	out := sendPool.get(total + (recordHeader+recordTag)*(3*len(pieces)+total/maxRecord+2) + pieceKey*len(pieces))[:0]
 	defer func() { sendPool.put(out) }()
 	start := -1 // the open record of short pieces, if any
 	var err error
+	// A keyed piece's ciphertext is sent from where it lies (writev): vec
+	// holds what goes before it, out[mark:] what is written since.
+	var vec net.Buffers
+	mark := 0
 	seal := func() {
 		if start < 0 || err != nil {
 			return
 		}
-		out, err = c.sealAt(out, start)
+		out, err = c.sealAt(out, start, 0)
 		start = -1
 	}
 	for i, p := range pieces {
 		bulk := named != nil && len(p) >= bigPiece && named(i)
+		keyed := false
+		if bulk && pre != nil {
+			if s := pre(i); s != nil {
+				key, ct, serr := s.sealed(p)
+				if serr != nil {
+					return serr
+				}
+				// The key record, then the ciphertext as it is.
+				seal()
+				start = len(out)
+				out = append(out, make([]byte, recordHeader)...)
+				out = append(out, key...)
+				if out, err = c.sealAt(out, start, keyFlag); err != nil {
+					return err
+				}
+				start = -1
+				p, keyed = ct, true
+			}
+		}
+		if bulk && !keyed && c.wkeyed {
+			// Bulk records under the connection's key may not follow a
+			// keyed piece's directly: a sealed record ends that piece.
+			seal()
+			if c.wkeyed {
+				start = len(out)
+				out = append(out, make([]byte, recordHeader)...)
+				seal()
+			}
+		}
+		c.wkeyed = c.wkeyed || keyed
 		for len(p) > 0 {
 			if len(p) >= bigPiece || bulk {
 				seal()
@@ -280,11 +388,17 @@ func (c *sealedConn) writeFrame(pieces [][]byte, named func(i int) bool) error {
 				if bulk {
 					binary.BigEndian.PutUint32(out[s:], uint32(n)|bulkFlag)
 					c.wbulk = append(c.wbulk, out[s:s+recordHeader]...)
-					out = slices.Grow(out, n)[:len(out)+n] // the room was sized above
-					c.w.xorBulk(out[s+recordHeader:], p[:n])
+					if keyed {
+						vec = append(vec, out[mark:], p[:n])
+						mark = len(out)
+					} else {
+						out = slices.Grow(out, n)[:len(out)+n] // the room was sized above
+						c.w.xorBulk(out[s+recordHeader:], p[:n])
+					}
 				} else {
 					binary.BigEndian.PutUint32(out[s:], uint32(n+recordTag))
 					out = c.w.aead.Seal(out, c.w.nonce(), p[:n], c.aad(out[s:s+recordHeader]))
+					c.wkeyed = false
 				}
 				if err == nil {
 					err = c.w.done(n)
@@ -313,7 +427,12 @@ func (c *sealedConn) writeFrame(pieces [][]byte, named func(i int) bool) error {
 	if err != nil {
 		return err
 	}
-	_, err = c.Conn.Write(out)
+	if vec == nil {
+		_, err = c.Conn.Write(out)
+		return err
+	}
+	vec = append(vec, out[mark:])
+	_, err = vec.WriteTo(c.Conn)
 	return err
 }
 
@@ -329,14 +448,16 @@ func (c *sealedConn) aad(hdr []byte) []byte {
 }
 
 // sealAt seals in place the record whose header starts at out[start]
-// and whose plaintext runs to the end of out.
-func (c *sealedConn) sealAt(out []byte, start int) ([]byte, error) {
+// and whose plaintext runs to the end of out; flag (0 or keyFlag) goes
+// into its header.
+func (c *sealedConn) sealAt(out []byte, start int, flag uint32) ([]byte, error) {
 	if cap(out)-len(out) < recordTag {
 		out = slices.Grow(out, recordTag)
 	}
 	n := len(out) - start - recordHeader
 	hdr := out[start : start+recordHeader]
-	binary.BigEndian.PutUint32(hdr, uint32(n+recordTag))
+	binary.BigEndian.PutUint32(hdr, uint32(n+recordTag)|flag)
+	c.wkeyed = false
 	pt := out[start+recordHeader:]
 	c.w.aead.Seal(pt[:0], c.w.nonce(), pt, c.aad(hdr)) // in place: the capacity is there
 	return out[:len(out)+recordTag], c.w.done(n)
@@ -374,8 +495,14 @@ func (c *sealedConn) readRecord(p []byte) (int, error) {
 		return 0, noEOF(err)
 	}
 	h := binary.BigEndian.Uint32(c.buf[c.r0:])
-	bulk, n := h&bulkFlag != 0, int(h&^bulkFlag)
+	bulk, key, n := h&bulkFlag != 0, h&keyFlag != 0, int(h&^(bulkFlag|keyFlag))
 	switch {
+	case bulk && key:
+		c.rerr = fmt.Errorf("%w: a record marked both bulk and key", ErrBadRecord)
+	case key && !c.rbulkOK:
+		c.rerr = fmt.Errorf("%w: a key record outside the data of a PutGroups frame", ErrBadRecord)
+	case key && n != pieceKey+recordTag:
+		c.rerr = fmt.Errorf("%w: key record of length %d, want %d", ErrBadRecord, n, pieceKey+recordTag)
 	case bulk && !c.rbulkOK:
 		c.rerr = fmt.Errorf("%w: a bulk record outside the data of a PutGroups frame", ErrBadRecord)
 	case bulk && len(c.rbulk) >= maxBulkRun*recordHeader:
@@ -397,13 +524,19 @@ func (c *sealedConn) readRecord(p []byte) (int, error) {
 		m -= recordTag
 	}
 	dst, direct := rec[recordHeader:recordHeader], false
-	if m >= bigPiece && len(p) >= m {
+	if m >= bigPiece && len(p) >= m && !key {
 		dst, direct = p[:0], true
 	}
 	var pt []byte
+	used := 0 // plaintext bytes the record carried
 	if bulk {
 		pt = dst[:m]
-		c.r.xorBulk(pt, rec[recordHeader:])
+		if c.rpiece != nil {
+			c.rpiece.XORKeyStream(pt, rec[recordHeader:])
+		} else {
+			c.r.xorBulk(pt, rec[recordHeader:])
+		}
+		used = len(pt)
 		c.rbulk = append(c.rbulk, rec[:recordHeader]...)
 	} else {
 		aad := rec[:recordHeader]
@@ -418,8 +551,20 @@ func (c *sealedConn) readRecord(p []byte) (int, error) {
 			return 0, c.rerr
 		}
 		c.rbulk = c.rbulk[:0]
+		c.rpiece = nil
+		used = len(pt)
+		if key {
+			block, err := aes.NewCipher(pt)
+			if err != nil {
+				c.rerr = fmt.Errorf("%w: key record: %v", ErrBadRecord, err)
+				return 0, c.rerr
+			}
+			var iv [aes.BlockSize]byte
+			c.rpiece = cipher.NewCTR(block, iv[:])
+			pt = pt[:0] // nothing of the frame's
+		}
 	}
-	if err := c.r.done(len(pt)); err != nil {
+	if err := c.r.done(used); err != nil {
 		c.rerr = err
 		return 0, err
 	}
@@ -443,6 +588,7 @@ func (c *sealedConn) BeginFrame(t wire.Type) error {
 // follow, empty, and open: until then nothing of the frame is used.
 func (c *sealedConn) EndFrame() error {
 	c.rbulkOK = false
+	c.rpiece = nil
 	if len(c.rbulk) == 0 {
 		return nil
 	}

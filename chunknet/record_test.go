@@ -116,7 +116,7 @@ func TestRecordsAfterTLS(t *testing.T) {
 			return
 		}
 		for _, f := range frames {
-			if err := sc.writeFrame(f, nil); err != nil {
+			if err := sc.writeFrame(f, nil, nil); err != nil {
 				serr <- err
 				return
 			}
@@ -155,7 +155,7 @@ func TestRecordsAfterTLS(t *testing.T) {
 		}
 	}
 	for _, f := range frames {
-		if err := cc.writeFrame(f, nil); err != nil {
+		if err := cc.writeFrame(f, nil, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -179,7 +179,7 @@ func sealedTo(t *testing.T, secret []byte, frames ...[]byte) [][]byte {
 	for _, f := range frames {
 		var buf bytes.Buffer
 		sc := &sealedConn{Conn: writerConn{&buf}, w: w}
-		if err := sc.writeFrame([][]byte{f}, nil); err != nil {
+		if err := sc.writeFrame([][]byte{f}, nil, nil); err != nil {
 			t.Fatal(err)
 		}
 		out = append(out, buf.Bytes())
@@ -349,7 +349,7 @@ func benchFrames(b *testing.B, frame [][]byte) {
 	}
 	b.Run("records-bulk", func(b *testing.B) {
 		cc, sc := sealedPair(b)
-		run(b, func(f [][]byte) error { return cc.writeFrame(f, wire.PutGroupsData) }, func(buf []byte) error {
+		run(b, func(f [][]byte) error { return cc.writeFrame(f, wire.PutGroupsData, nil) }, func(buf []byte) error {
 			sc.BeginFrame(wire.TypePutGroups)
 			if _, err := io.ReadFull(sc, buf); err != nil {
 				return err
@@ -359,7 +359,7 @@ func benchFrames(b *testing.B, frame [][]byte) {
 	})
 	b.Run("records", func(b *testing.B) {
 		cc, sc := sealedPair(b)
-		run(b, func(f [][]byte) error { return cc.writeFrame(f, nil) }, func(buf []byte) error {
+		run(b, func(f [][]byte) error { return cc.writeFrame(f, nil, nil) }, func(buf []byte) error {
 			_, err := io.ReadFull(sc, buf)
 			return err
 		})
@@ -403,7 +403,7 @@ func recordKinds(t *testing.T, w []byte) (bulk []bool, lens []int) {
 	t.Helper()
 	for len(w) > 0 {
 		h := binary.BigEndian.Uint32(w)
-		n := int(h &^ bulkFlag)
+		n := int(h &^ (bulkFlag | keyFlag))
 		if len(w) < recordHeader+n {
 			t.Fatalf("record of %d bytes cut short", n)
 		}
@@ -434,7 +434,7 @@ func TestBulkRecordsCarryGroupData(t *testing.T) {
 	var frames []sent
 	for i := range 30 {
 		if i%3 == 2 {
-			if err := sc.writeFrame([][]byte{wire.AppendPing(nil, uint64(i))}, nil); err != nil {
+			if err := sc.writeFrame([][]byte{wire.AppendPing(nil, uint64(i))}, nil, nil); err != nil {
 				t.Fatal(err)
 			}
 			frames = append(frames, sent{ping: true})
@@ -447,7 +447,7 @@ func TestBulkRecordsCarryGroupData(t *testing.T) {
 			sizes = append(sizes, []int{format.MaxGroupData, 100, 1 + rng.IntN(format.MaxGroupData)}[rng.IntN(3)])
 		}
 		frame, gs := groupsFrame(rng, uint64(i), sizes...)
-		if err := sc.writeFrame(frame, wire.PutGroupsData); err != nil {
+		if err := sc.writeFrame(frame, wire.PutGroupsData, nil); err != nil {
 			t.Fatal(err)
 		}
 		frames = append(frames, sent{groups: gs})
@@ -517,10 +517,10 @@ func TestBulkRecordsRefuseTampering(t *testing.T) {
 	}
 	var buf bytes.Buffer
 	sc := &sealedConn{Conn: writerConn{&buf}, w: w}
-	if err := sc.writeFrame(frame, wire.PutGroupsData); err != nil {
+	if err := sc.writeFrame(frame, wire.PutGroupsData, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := sc.writeFrame([][]byte{ping}, nil); err != nil {
+	if err := sc.writeFrame([][]byte{ping}, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	// The records: frame and group fields sealed, data bulk, an empty
@@ -594,7 +594,7 @@ func TestBulkRecordsRefuseTampering(t *testing.T) {
 		}
 		sc := &sealedConn{Conn: writerConn{&buf}, w: w}
 		all := func(int) bool { return true }
-		if err := sc.writeFrame([][]byte{push[:wire.HeaderSize+8], push[wire.HeaderSize+8:]}, all); err != nil {
+		if err := sc.writeFrame([][]byte{push[:wire.HeaderSize+8], push[wire.HeaderSize+8:]}, all, nil); err != nil {
 			t.Fatal(err)
 		}
 		if f, _, err := next(buf.Bytes()); !errors.Is(err, ErrBadRecord) {
@@ -608,5 +608,230 @@ func TestBulkRecordsRefuseTampering(t *testing.T) {
 	}
 	if f, err := rd.Next(); err != nil || f.Type != wire.TypePing {
 		t.Fatalf("clean stream, second frame: %v, %v", f.Type, err)
+	}
+}
+
+// TestKeyRecordsSealGroupsOnce: groups given sealed once (onceSealed) go
+// to two connections as a key record and bulk records whose bytes are the
+// same on both (one encryption for every receiver), not the plaintext;
+// each reader gets every frame back intact, across rekeys, and the data
+// of groups sent without a seal, even right after a keyed piece.
+func TestKeyRecordsSealGroupsOnce(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	limit := rekeyAt{bytes: 1 << 20, records: 5}
+	secrets := [][]byte{bytes.Repeat([]byte{1}, 32), bytes.Repeat([]byte{2}, 32)}
+	var bufs [2]bytes.Buffer
+	var scs [2]*sealedConn
+	for k := range scs {
+		w, err := newRecordKey(secrets[k], limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		scs[k] = &sealedConn{Conn: writerConn{&bufs[k]}, w: w}
+	}
+	var sent [][]wire.Group
+	var seals []*onceSealed
+	for i := range 12 {
+		frame, gs := groupsFrame(rng, uint64(i), format.MaxGroupData, 100, 5000+rng.IntN(9000))
+		ss := make([]*onceSealed, len(gs))
+		for j := range ss {
+			if i%4 != 3 || j != 2 { // one frame in four sends its last group unsealed
+				ss[j] = new(onceSealed)
+				if len(gs[j].Data) >= bigPiece { // shorter data goes sealed
+					seals = append(seals, ss[j])
+				}
+			}
+		}
+		pre := func(i int) *onceSealed { return ss[i/2] }
+		for _, sc := range scs {
+			if err := sc.writeFrame(frame, wire.PutGroupsData, pre); err != nil {
+				t.Fatal(err)
+			}
+		}
+		sent = append(sent, gs)
+	}
+	// A keyed piece followed at once by one under the connection's key.
+	a, b := make([]byte, 8192), make([]byte, 8192)
+	for i := range a {
+		a[i], b[i] = byte(rng.Uint32()), byte(rng.Uint32())
+	}
+	hdr := wire.AppendPing(nil, 0)[:wire.HeaderSize]
+	hdr[4] = byte(wire.TypePutGroups)
+	binary.BigEndian.PutUint32(hdr, uint32(wire.HeaderSize-4+len(a)+len(b)))
+	last := new(onceSealed)
+	for _, sc := range scs {
+		if err := sc.writeFrame([][]byte{hdr, a, b}, func(i int) bool { return i > 0 },
+			func(i int) *onceSealed { return []*onceSealed{nil, last, nil}[i] }); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The bulk bytes of keyed pieces are the same on both connections
+	// and are not the plaintext.
+	keyedBulk := func(w []byte) (out [][]byte, keys int) {
+		keyed := false
+		for len(w) > 0 {
+			h := binary.BigEndian.Uint32(w)
+			n := int(h &^ (bulkFlag | keyFlag))
+			rec := w[recordHeader : recordHeader+n]
+			switch {
+			case h&keyFlag != 0:
+				keys++
+				keyed = true
+			case h&bulkFlag != 0:
+				if keyed {
+					out = append(out, rec)
+				}
+			default:
+				keyed = false
+			}
+			w = w[recordHeader+n:]
+		}
+		return out, keys
+	}
+	b0, k0 := keyedBulk(bufs[0].Bytes())
+	b1, k1 := keyedBulk(bufs[1].Bytes())
+	if k0 != len(seals)+1 || k1 != k0 {
+		t.Fatalf("key records: %d and %d, want %d (one per sealed group)", k0, k1, len(seals)+1)
+	}
+	if len(b0) != len(b1) || len(b0) == 0 {
+		t.Fatalf("keyed bulk records: %d and %d", len(b0), len(b1))
+	}
+	for i := range b0 {
+		if !bytes.Equal(b0[i], b1[i]) {
+			t.Fatalf("keyed bulk record %d differs between the connections: encrypted twice", i)
+		}
+	}
+	for _, gs := range sent {
+		for _, g := range gs {
+			for _, r := range b0 {
+				if len(g.Data) >= 64 && bytes.Contains(r, g.Data[:64]) {
+					t.Fatal("group data went in the clear")
+				}
+			}
+		}
+	}
+
+	for k := range scs {
+		rk, err := newRecordKey(secrets[k], limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd := wire.NewReader(&sealedConn{r: rk, src: bytes.NewReader(bufs[k].Bytes())}, wire.MaxPayload)
+		rd.Alloc = func(n int) []byte { return make([]byte, n) }
+		for i, want := range sent {
+			f, err := rd.Next()
+			if err != nil {
+				t.Fatalf("connection %d frame %d: %v", k, i, err)
+			}
+			gs, err := wire.DecodePutGroups(f.Payload)
+			if err != nil {
+				t.Fatalf("connection %d frame %d: %v", k, i, err)
+			}
+			for j, g := range gs {
+				if !bytes.Equal(g.Data, want[j].Data) || !verifyGroup(g.Hash, g.Node, g.Data) {
+					t.Fatalf("connection %d frame %d group %d differs", k, i, j)
+				}
+			}
+		}
+		f, err := rd.Next()
+		if err != nil || !bytes.Equal(f.Payload, append(slices.Clone(a), b...)) {
+			t.Fatalf("connection %d: the keyed piece and the one after: %v", k, err)
+		}
+		if _, err := rd.Next(); err != io.EOF {
+			t.Fatalf("connection %d after the last frame: %v, want EOF", k, err)
+		}
+	}
+}
+
+// TestKeyRecordsRefuseTampering: a key record dropped, made bulk, made an
+// ordinary sealed record, or sent outside a PutGroups frame ends the
+// connection before the frame is used; bits flipped in a keyed piece's
+// bulk record yield a group that does not match its name.
+func TestKeyRecordsRefuseTampering(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	secret := bytes.Repeat([]byte{5}, 32)
+	frame, gs := groupsFrame(rng, 1, 8192)
+	w, err := newRecordKey(secret, defaultRekey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	sc := &sealedConn{Conn: writerConn{&buf}, w: w}
+	seal := new(onceSealed)
+	if err := sc.writeFrame(frame, wire.PutGroupsData, func(int) *onceSealed { return seal }); err != nil {
+		t.Fatal(err)
+	}
+	// The records: frame and group fields sealed, the key, the data in
+	// bulk, an empty sealed record closing the frame.
+	var recs [][]byte
+	for rest := buf.Bytes(); len(rest) > 0; {
+		n := recordHeader + int(binary.BigEndian.Uint32(rest)&^(bulkFlag|keyFlag))
+		recs, rest = append(recs, rest[:n]), rest[n:]
+	}
+	if len(recs) != 4 || recs[1][0]&0x40 == 0 || recs[2][0]&0x80 == 0 {
+		t.Fatalf("%d records, flags %x %x: want sealed, key, bulk, sealed", len(recs), recs[1][0], recs[2][0])
+	}
+	join := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
+	edit := func(i int, f func(r []byte) []byte) []byte {
+		out := slices.Clone(recs)
+		out[i] = f(bytes.Clone(recs[i]))
+		return join(out...)
+	}
+	next := func(w []byte) (wire.Frame, error) {
+		return wire.NewReader(readerOf(t, secret, w), wire.MaxPayload).Next()
+	}
+	for _, tc := range []struct {
+		name string
+		wire []byte
+	}{
+		{"key record dropped", join(recs[0], recs[2], recs[3])},
+		{"key record made bulk", edit(1, func(r []byte) []byte { r[0] ^= 0x80; return r })},
+		{"key record made sealed", edit(1, func(r []byte) []byte { r[0] ^= 0x40; return r })},
+		{"key altered", edit(1, func(r []byte) []byte { r[6] ^= 1; return r })},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if f, err := next(tc.wire); !errors.Is(err, ErrBadRecord) {
+				t.Fatalf("got a %v frame and %v, want ErrBadRecord", f.Type, err)
+			}
+		})
+	}
+	t.Run("data altered", func(t *testing.T) {
+		f, err := next(edit(2, func(r []byte) []byte { r[100] ^= 4; return r }))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := wire.DecodePutGroups(f.Payload)
+		if err != nil || len(got) != 1 {
+			t.Fatalf("%d groups, %v", len(got), err)
+		}
+		if bytes.Equal(got[0].Data, gs[0].Data) || verifyGroup(got[0].Hash, got[0].Node, got[0].Data) {
+			t.Fatal("altered group data arrived as the group it was")
+		}
+	})
+	t.Run("key record outside PutGroups", func(t *testing.T) {
+		push := wire.AppendPush(nil, 3, [][]byte{make([]byte, 8192)})
+		var buf bytes.Buffer
+		w, err := newRecordKey(secret, defaultRekey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := &sealedConn{Conn: writerConn{&buf}, w: w}
+		if err := sc.writeFrame([][]byte{push[:wire.HeaderSize+8], push[wire.HeaderSize+8:]},
+			func(int) bool { return true }, func(int) *onceSealed { return new(onceSealed) }); err != nil {
+			t.Fatal(err)
+		}
+		if f, err := next(buf.Bytes()); !errors.Is(err, ErrBadRecord) {
+			t.Fatalf("got a %v frame and %v, want ErrBadRecord", f.Type, err)
+		}
+	})
+	// Untouched, the frame arrives whole.
+	f, err := next(buf.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := wire.DecodePutGroups(f.Payload)
+	if err != nil || len(got) != 1 || !bytes.Equal(got[0].Data, gs[0].Data) {
+		t.Fatalf("clean stream: %d groups, %v", len(got), err)
 	}
 }

@@ -109,6 +109,9 @@ type upGroup struct {
 	hash format.Hash
 	node []byte
 	data []byte
+	// seal, if not nil, is data encrypted once for all the members the
+	// group goes to (a writer's own groups; see Key records in record.go).
+	seal *onceSealed
 }
 
 // PutLeaf adds a data chunk to the group being built; data is copied.
@@ -148,7 +151,11 @@ func (u *Uploader) EndGroup(ctx context.Context, g format.Hash, node []byte) err
 		return nil
 	}
 	u.seen[g] = true
-	u.groups = append(u.groups, upGroup{hash: g, node: bytes.Clone(node), data: data})
+	ug := upGroup{hash: g, node: bytes.Clone(node), data: data}
+	if u.n.secure() {
+		ug.seal = new(onceSealed)
+	}
+	u.groups = append(u.groups, ug)
 	u.groupBytes += len(data) + len(node)
 	if u.groupBytes >= groupBatchBytes {
 		return u.dispatchGroups(ctx)
@@ -167,6 +174,7 @@ func (u *Uploader) dispatchGroups(ctx context.Context) error {
 		// Stored or sent: nothing refers to the bytes any more.
 		for _, g := range batch {
 			putGroupBuf(g.data)
+			g.seal.release()
 		}
 		return err
 	})
@@ -620,12 +628,19 @@ func (n *Node) putGroupsOn(ctx context.Context, id format.NodeID, p *peer, gs []
 // putGroupFrame stores groups on peer p with one PutGroups request.
 func (n *Node) putGroupFrame(ctx context.Context, p *peer, gs []upGroup) ([]bool, error) {
 	wg := make([]wire.Group, len(gs))
+	var seals []*onceSealed
 	for i, g := range gs {
 		wg[i] = wire.Group{Hash: g.hash, Node: g.node, Data: g.data}
+		if g.seal != nil {
+			if seals == nil {
+				seals = make([]*onceSealed, len(gs))
+			}
+			seals[i] = g.seal
+		}
 	}
 	ok, err := n.putRemote(ctx, p, "group", func(i int) format.Hash { return gs[i].hash }, len(gs),
 		func(ctx context.Context) (wire.Type, []byte, error) {
-			return p.cc.putGroups(ctx, wg)
+			return p.cc.putGroups(ctx, wg, seals)
 		})
 	n.maybeSpotCheck(p, ok, func(i int) spot {
 		return spot{group: true, hash: gs[i].hash, first: bytes.Clone(gs[i].data[:min(format.ChunkSize, len(gs[i].data))])}

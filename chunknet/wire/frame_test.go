@@ -559,7 +559,7 @@ func TestBytesByHand(t *testing.T) {
 		{"error", AppendError(nil, 4, CodeUnsupported, "no"),
 			mustHex("0000000f 0d 0000000000000004 0003 0002 6e6f")},
 		{"hello", helloBytes(t, Hello{Node: format.NodeID{0: 0xaa}, Network: "n", ListenPort: 0x1f90}),
-			mustHex("4f415348 000a aa000000000000000000000000000000 01 6e 1f90")},
+			mustHex("4f415348 000b aa000000000000000000000000000000 01 6e 1f90")},
 		{"put groups", AppendPutGroups(nil, 5, []Group{{format.Hash{31: 1}, []byte{}, []byte("hi")}}),
 			mustHex(`00000037 11 0000000000000005 00000001
 				0000000000000000000000000000000000000000000000000000000000000001

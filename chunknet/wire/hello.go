@@ -23,8 +23,9 @@ const (
 	// exported from TLS (chunknet's record layer) instead of TLS's own;
 	// version 7 adds InUse; version 8 snapshots; version 9 namespace
 	// records may carry inodes with extended attributes (op kind 4);
-	// version 10 sends the data of PutGroups in bulk records.
-	Version uint16 = 10
+	// version 10 sends the data of PutGroups in bulk records; version 11
+	// adds key records (a group encrypted once for all its receivers).
+	Version uint16 = 11
 	// MaxNetworkName bounds the network name of a hello, in bytes.
 	MaxNetworkName = 64
 	// MaxHelloSize is the largest hello on the wire: magic, version, node
